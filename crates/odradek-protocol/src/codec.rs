@@ -1,0 +1,94 @@
+//! Request decoding and response encoding on top of the generated `kafka-protocol` messages.
+//!
+//! Decoding is split in two steps so the broker can decide, between them, whether it supports
+//! the requested API version: [`decode_header`] then [`decode_body`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// A request frame whose header has been decoded; the body is still raw.
+#[derive(Debug)]
+pub struct RequestFrame {
+    pub api_key: ApiKey,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("request of {len} bytes is too short to hold a request header")]
+    TooShort { len: usize },
+    #[error("unknown API key {api_key}")]
+    UnknownApiKey { api_key: i16 },
+    #[error("malformed {api_key:?} v{version} request header: {reason}")]
+    MalformedHeader { api_key: ApiKey, version: i16, reason: String },
+    #[error("malformed {api_key:?} v{version} request: {reason}")]
+    MalformedBody { api_key: ApiKey, version: i16, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {api_key:?} v{version} response: {reason}")]
+pub struct EncodeError {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub reason: String,
+}
+
+/// The fixed prefix every request header version shares: api key, api version, correlation id.
+const HEADER_PREFIX_LEN: usize = 8;
+
+/// Decodes the request header of a frame.
+pub fn decode_header(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
+    if frame.len() < HEADER_PREFIX_LEN {
+        return Err(DecodeError::TooShort { len: frame.len() });
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key =
+        ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey { api_key: raw_key })?;
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| {
+        DecodeError::MalformedHeader { api_key, version, reason: e.to_string() }
+    })?;
+    Ok(RequestFrame { api_key, header, body: frame })
+}
+
+/// Reads the correlation id of a frame too short or too odd to decode, so a failure can be
+/// logged against the request that caused it.
+pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
+    let id = frame.get(4..8)?;
+    Some(i32::from_be_bytes([id[0], id[1], id[2], id[3]]))
+}
+
+/// Decodes the body of a request whose version the caller has accepted.
+pub fn decode_body(request: &RequestFrame) -> Result<RequestKind, DecodeError> {
+    let version = request.header.request_api_version;
+    let mut body = request.body.clone();
+    RequestKind::decode(request.api_key, &mut body, version).map_err(|e| {
+        DecodeError::MalformedBody { api_key: request.api_key, version, reason: e.to_string() }
+    })
+}
+
+/// Encodes a complete response frame: size prefix, response header, body.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, EncodeError> {
+    let err = |e: anyhow::Error| EncodeError { api_key, version, reason: e.to_string() };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header.encode(&mut buf, api_key.response_header_version(version)).map_err(err)?;
+    body.encode(&mut buf, version).map_err(err)?;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| EncodeError {
+        api_key,
+        version,
+        reason: format!("response of {} bytes exceeds the protocol's limit", buf.len()),
+    })?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+

@@ -1,0 +1,16 @@
+//! The Kafka wire protocol as Odradek speaks it.
+//!
+//! The generated message types come from the `kafka-protocol` crate; this crate wraps them so
+//! the rest of Odradek sees one small surface: length-prefixed [`frame`]s, request decoding and
+//! response encoding in [`codec`], and zero-copy [`batch`] validation of record batches.
+//! Record batches stay raw `Bytes` end to end: they are never decoded into records and
+//! re-encoded, so what a producer sent is byte-for-byte what a consumer receives.
+
+pub mod batch;
+pub mod codec;
+pub mod frame;
+
+pub use kafka_protocol as messages_crate;
+pub use kafka_protocol::messages;
+pub use kafka_protocol::protocol::StrBytes;
+pub use kafka_protocol::ResponseError;
