@@ -240,18 +240,62 @@ pub fn complete_batches(bytes: &[u8]) -> impl Iterator<Item = (BatchHeader<'_>, 
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Reads a zigzag varint as Kafka's record format encodes it; `None` on truncation/overflow.
+fn read_varlong(bytes: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// For an uncompressed batch, yields `(offset, timestamp)` of each record, stopping at the
+/// first malformed record. Compressed batches yield nothing: their records need inflating.
+pub fn record_positions(batch: &[u8]) -> impl Iterator<Item = (i64, i64)> + '_ {
+    let header = BatchHeader::parse(batch);
+    let uncompressed = header
+        .map(|h| Compression::from_attributes(h.attributes()) == Some(Compression::None))
+        .unwrap_or(false);
+    let mut pos = HEADER_LEN;
+    let end = if uncompressed { batch.len().min(header.map_or(0, |h| h.total_size())) } else { 0 };
+    std::iter::from_fn(move || {
+        let h = header?;
+        if pos >= end {
+            return None;
+        }
+        let len = usize::try_from(read_varlong(&batch[..end], &mut pos)?).ok()?;
+        let record_end = pos.checked_add(len).filter(|&e| e <= end)?;
+        let mut cursor = pos + 1; // attributes byte
+        let timestamp_delta = read_varlong(&batch[..record_end], &mut cursor)?;
+        let offset_delta = read_varlong(&batch[..record_end], &mut cursor)?;
+        pos = record_end;
+        let timestamp = if h.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0 {
+            h.max_timestamp()
+        } else {
+            h.base_timestamp().wrapping_add(timestamp_delta)
+        };
+        Some((h.base_offset().wrapping_add(offset_delta), timestamp))
+    })
+}
+
+/// Builders for tests in this and other crates.
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing {
     use super::*;
     use bytes::BufMut;
 
-    /// A minimal uncompressed batch holding `count` empty records, with a valid CRC.
+        /// A minimal uncompressed batch holding `count` empty records, with a valid CRC.
     pub fn batch(count: i32, timestamp: i64) -> BytesMut {
         let mut records = BytesMut::new();
         for delta in 0..count {
-            // length, attributes, timestampDelta, offsetDelta, keyLen=-1, valueLen=-1, headers=0
+            // length, attributes, timestampDelta=delta, offsetDelta=delta, keyLen=-1, valueLen=-1, headers=0
             // (as zigzag varints, each fitting one byte for these small values)
-            let body = [0u8, 0, (delta as u8) << 1, 1, 1, 0];
+            let body = [0u8, (delta as u8) << 1, (delta as u8) << 1, 1, 1, 0];
             records.put_u8((body.len() as u8) << 1);
             records.put_slice(&body);
         }
@@ -274,6 +318,12 @@ pub(crate) mod tests {
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         b
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::batch;
+    use super::*;
 
     #[test]
     fn accepts_a_well_formed_batch() {
@@ -314,6 +364,14 @@ pub(crate) mod tests {
         set_log_append_time(&mut b, 99);
         verify_crc(&b).unwrap();
         assert_eq!(BatchHeader::parse(&b).unwrap().max_timestamp(), 99);
+    }
+
+    #[test]
+    fn record_positions_walks_uncompressed_records() {
+        let mut b = batch(3, 1000);
+        assign_offsets(&mut b, 10, 0);
+        let got: Vec<(i64, i64)> = record_positions(&b).collect();
+        assert_eq!(got, vec![(10, 1000), (11, 1001), (12, 1002)]);
     }
 
     #[test]

@@ -1,1 +1,25 @@
+//! Odradek's log storage, modelled on Kafka's: a partition is a [`Log`] of [`LogSegment`]s,
+//! each a `<base offset>.log` file of record batches with a sparse [`OffsetIndex`] and
+//! [`TimeIndex`] beside it. [`GroupCommit`] makes appends durable with one `fdatasync` per
+//! log per round, shared by every producer waiting meanwhile.
+//!
+//! Record batches are opaque bytes here beyond their header: the storage layer never
+//! decompresses or re-encodes them.
 
+mod error;
+mod group_commit;
+mod index;
+mod log;
+mod segment;
+
+pub use error::StorageError;
+pub use group_commit::{DurabilityWaiter, GroupCommit};
+pub use index::{OffsetIndex, TimeIndex};
+pub use log::{AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType};
+pub use segment::LogSegment;
+
+/// File name stem of a segment or index: the base offset padded to 20 digits, as Kafka does,
+/// so a directory listing sorts segments by offset.
+pub fn offset_file_stem(offset: i64) -> String {
+    format!("{offset:020}")
+}

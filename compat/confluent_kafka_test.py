@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""confluent-kafka (librdkafka) compatibility check for Odradek.
+
+Creates a 3-partition topic with AdminClient, produces 10,000 keyed messages
+with acks=all, reads them back from the beginning with a manually assigned
+consumer (no consumer-group protocol), and checks every message.
+
+    BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/confluent_kafka_test.py
+"""
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CLIENT = "confluent-kafka"
+N = 10_000
+PARTITIONS = 3
+HARD_LIMIT_S = 110  # the whole script, whatever the broker does
+START = time.monotonic()
+
+
+def key_of(i):
+    return f"key-{i % 97}".encode()
+
+
+def value_of(i):
+    # "value-<i>|" plus a deterministic payload of 16..408 bytes
+    return f"value-{i}|".encode() + f"{i:08x}".encode() * (2 + i % 50)
+
+
+def remaining(cap):
+    return max(0.1, min(cap, HARD_LIMIT_S - 5 - (time.monotonic() - START)))
+
+
+def watchdog(_sig, _frm):
+    print(f"{CLIENT}: FAIL timeout: no result after {HARD_LIMIT_S}s", flush=True)
+    os._exit(1)
+
+
+def verify(records, end_offsets, delivered):
+    """records: [(partition, offset, key, value)] in consumption order.
+    end_offsets: {partition: high watermark}. delivered: {i: (partition, offset)}.
+    Returns a list of problems (empty when everything matches)."""
+    problems = []
+
+    def bad(msg):
+        if len(problems) < 20:
+            problems.append(msg)
+
+    if len(records) != N:
+        bad(f"consumed {len(records)} records, expected {N}")
+    if sum(end_offsets.values()) != N:
+        bad(f"high watermarks {dict(sorted(end_offsets.items()))} sum to {sum(end_offsets.values())}, expected {N}")
+    seen = {}
+    by_part = defaultdict(list)
+    key_part = {}
+    for p, off, k, v in records:
+        try:
+            i = int(v.split(b"|", 1)[0].decode().removeprefix("value-"))
+        except Exception:
+            bad(f"p{p}@{off}: unparseable value {v[:40]!r}")
+            continue
+        if not 0 <= i < N:
+            bad(f"p{p}@{off}: value index {i} out of range")
+            continue
+        if i in seen:
+            bad(f"p{p}@{off}: duplicate of message {i} (first seen at p{seen[i][0]}@{seen[i][1]})")
+            continue
+        seen[i] = (p, off)
+        if v != value_of(i):
+            bad(f"p{p}@{off}: value of message {i} differs ({len(v)} bytes, expected {len(value_of(i))})")
+        if k != key_of(i):
+            bad(f"p{p}@{off}: key of message {i} is {k!r}, expected {key_of(i)!r}")
+        if key_part.setdefault(k, p) != p:
+            bad(f"key {k!r} found in partitions {key_part[k]} and {p}")
+        by_part[p].append((off, i))
+    missing = [i for i in range(N) if i not in seen]
+    if missing:
+        bad(f"{len(missing)} messages never consumed, first: {missing[:5]}")
+    for p, lst in sorted(by_part.items()):
+        offs = [o for o, _ in lst]
+        if offs != list(range(len(offs))):
+            j = next((j for j, o in enumerate(offs) if o != j), len(offs))
+            bad(f"partition {p}: offsets not contiguous from 0 (position {j} has offset {offs[j] if j < len(offs) else None})")
+        ids = [i for _, i in lst]
+        for a, b in zip(ids, ids[1:]):
+            if b <= a:
+                bad(f"partition {p}: message {b} consumed after {a} (not in produce order)")
+                break
+        if end_offsets.get(p) != len(lst):
+            bad(f"partition {p}: high watermark {end_offsets.get(p)} but {len(lst)} records consumed")
+    if len(by_part) != PARTITIONS:
+        bad(f"data in partitions {sorted(by_part)}, expected all of 0..{PARTITIONS - 1}")
+    for i, where in sorted(delivered.items()):
+        if seen.get(i, where) != where:
+            bad(f"message {i}: delivery report said p{where[0]}@{where[1]}, consumed at p{seen[i][0]}@{seen[i][1]}")
+    return problems
+
+
+def main():
+    bootstrap = os.environ.get("BOOTSTRAP")
+    if not bootstrap:
+        print(f"{CLIENT}: FAIL: set BOOTSTRAP=host:port", flush=True)
+        return 2
+    topic = f"compat-confluent-{uuid.uuid4().hex[:12]}"
+    common = {"bootstrap.servers": bootstrap, "client.id": "odradek-compat-confluent", "socket.timeout.ms": 30000}
+
+    # 1. create the topic
+    admin = AdminClient(common)
+    futures = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)],
+                                  operation_timeout=20, request_timeout=30)
+    futures[topic].result(timeout=remaining(35))
+    ready_by = time.monotonic() + 20
+    while True:  # wait until metadata shows every partition with a leader
+        md = admin.list_topics(topic=topic, timeout=remaining(10)).topics.get(topic)
+        if md and md.error is None and len(md.partitions) == PARTITIONS \
+                and all(pm.leader >= 0 for pm in md.partitions.values()):
+            break
+        if time.monotonic() > ready_by:
+            state = md.error if md and md.error else (f"{len(md.partitions)} partitions" if md else "topic missing")
+            raise RuntimeError(f"topic metadata not ready after 20s: {state}")
+        time.sleep(0.2)
+
+    # 2. produce
+    delivered, failed = {}, []
+
+    def on_delivery(err, msg, i):
+        if err is not None:
+            failed.append((i, err))
+        else:
+            delivered[i] = (msg.partition(), msg.offset())
+
+    producer = Producer({**common, "acks": "all", "enable.idempotence": False, "linger.ms": 5,
+                         "message.timeout.ms": 45000})
+    t0 = time.monotonic()
+    for i in range(N):
+        while True:
+            try:
+                producer.produce(topic, key=key_of(i), value=value_of(i),
+                                 on_delivery=lambda err, msg, i=i: on_delivery(err, msg, i))
+                break
+            except BufferError:  # local queue full: serve delivery reports and retry
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(remaining(60))
+    produce_s = time.monotonic() - t0
+    if left or failed:
+        raise RuntimeError(f"produce: {left} undelivered, {len(failed)} failed, first error: {failed[:1]}")
+
+    # 3. consume everything back. confluent-kafka refuses to build a Consumer
+    # without group.id, but with assign() + no commits no group request is
+    # needed: the group id is never joined, offsets are never stored.
+    consumer = Consumer({**common, "group.id": f"unused-{topic}", "enable.auto.commit": False,
+                         "enable.auto.offset.store": False, "auto.offset.reset": "error",
+                         "enable.partition.eof": False})
+    try:
+        end = {}
+        for p in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=remaining(15), cached=False)
+            if low != 0:
+                raise RuntimeError(f"partition {p}: log start offset {low}, expected 0")
+            end[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        records, nxt = [], {p: 0 for p in range(PARTITIONS)}
+        t1 = time.monotonic()
+        while any(nxt[p] < end[p] for p in end):
+            if remaining(100) <= 0.1:
+                raise RuntimeError(f"consume timed out: {len(records)} records read, positions {nxt}, ends {end}")
+            for m in consumer.consume(num_messages=1000, timeout=min(1.0, remaining(1.0))):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(m.error())
+                records.append((m.partition(), m.offset(), m.key(), m.value()))
+                nxt[m.partition()] = max(nxt[m.partition()], m.offset() + 1)
+        consume_s = time.monotonic() - t1
+    finally:
+        consumer.close()
+
+    problems = verify(records, end, delivered)
+
+    # 4. clean up on success (best effort: a failed delete is reported, not fatal).
+    # A failing run keeps its topic for inspection.
+    note = ""
+    if not problems and not os.environ.get("KEEP_TOPIC"):
+        try:
+            admin.delete_topics([topic], operation_timeout=10, request_timeout=15)[topic].result(timeout=remaining(15))
+        except Exception as e:  # noqa: BLE001
+            note = f" (warning: delete_topics failed: {e!r})"
+
+    counts = ",".join(f"p{p}={end[p]}" for p in sorted(end))
+    if problems:
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        print(f"{CLIENT}: FAIL {len(problems)} problem(s), first: {problems[0]} [topic {topic}]{note}", flush=True)
+        return 1
+    print(f"{CLIENT}: OK {N} messages via {topic} ({counts}); produce {produce_s:.1f}s, "
+          f"consume {consume_s:.1f}s{note}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGALRM, watchdog)
+    signal.alarm(HARD_LIMIT_S)
+    try:
+        rc = main()
+    except Exception as e:  # noqa: BLE001
+        print(f"{CLIENT}: FAIL {type(e).__name__}: {e}", flush=True)
+        rc = 1
+    sys.stdout.flush()
+    os._exit(rc)  # do not let a stuck client thread delay the exit

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""kafka-python compatibility check for Odradek.
+
+Creates a 3-partition topic with KafkaAdminClient, produces 10,000 keyed
+messages with acks=all, reads them back from the beginning with a
+KafkaConsumer that has no group (group_id=None, assign + seek), and checks
+every message.
+
+    BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/kafka_python_test.py
+"""
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+CLIENT = "kafka-python"
+N = 10_000
+PARTITIONS = 3
+HARD_LIMIT_S = 110  # the whole script, whatever the broker does
+START = time.monotonic()
+
+
+def key_of(i):
+    return f"key-{i % 97}".encode()
+
+
+def value_of(i):
+    # "value-<i>|" plus a deterministic payload of 16..408 bytes
+    return f"value-{i}|".encode() + f"{i:08x}".encode() * (2 + i % 50)
+
+
+def remaining(cap):
+    return max(0.1, min(cap, HARD_LIMIT_S - 5 - (time.monotonic() - START)))
+
+
+def watchdog(_sig, _frm):
+    print(f"{CLIENT}: FAIL timeout: no result after {HARD_LIMIT_S}s", flush=True)
+    os._exit(1)
+
+
+def verify(records, end_offsets, delivered):
+    """records: [(partition, offset, key, value)] in consumption order.
+    end_offsets: {partition: high watermark}. delivered: {i: (partition, offset)}.
+    Returns a list of problems (empty when everything matches)."""
+    problems = []
+
+    def bad(msg):
+        if len(problems) < 20:
+            problems.append(msg)
+
+    if len(records) != N:
+        bad(f"consumed {len(records)} records, expected {N}")
+    if sum(end_offsets.values()) != N:
+        bad(f"high watermarks {dict(sorted(end_offsets.items()))} sum to {sum(end_offsets.values())}, expected {N}")
+    seen = {}
+    by_part = defaultdict(list)
+    key_part = {}
+    for p, off, k, v in records:
+        try:
+            i = int(v.split(b"|", 1)[0].decode().removeprefix("value-"))
+        except Exception:
+            bad(f"p{p}@{off}: unparseable value {v[:40]!r}")
+            continue
+        if not 0 <= i < N:
+            bad(f"p{p}@{off}: value index {i} out of range")
+            continue
+        if i in seen:
+            bad(f"p{p}@{off}: duplicate of message {i} (first seen at p{seen[i][0]}@{seen[i][1]})")
+            continue
+        seen[i] = (p, off)
+        if v != value_of(i):
+            bad(f"p{p}@{off}: value of message {i} differs ({len(v)} bytes, expected {len(value_of(i))})")
+        if k != key_of(i):
+            bad(f"p{p}@{off}: key of message {i} is {k!r}, expected {key_of(i)!r}")
+        if key_part.setdefault(k, p) != p:
+            bad(f"key {k!r} found in partitions {key_part[k]} and {p}")
+        by_part[p].append((off, i))
+    missing = [i for i in range(N) if i not in seen]
+    if missing:
+        bad(f"{len(missing)} messages never consumed, first: {missing[:5]}")
+    for p, lst in sorted(by_part.items()):
+        offs = [o for o, _ in lst]
+        if offs != list(range(len(offs))):
+            j = next((j for j, o in enumerate(offs) if o != j), len(offs))
+            bad(f"partition {p}: offsets not contiguous from 0 (position {j} has offset {offs[j] if j < len(offs) else None})")
+        ids = [i for _, i in lst]
+        for a, b in zip(ids, ids[1:]):
+            if b <= a:
+                bad(f"partition {p}: message {b} consumed after {a} (not in produce order)")
+                break
+        if end_offsets.get(p) != len(lst):
+            bad(f"partition {p}: high watermark {end_offsets.get(p)} but {len(lst)} records consumed")
+    if len(by_part) != PARTITIONS:
+        bad(f"data in partitions {sorted(by_part)}, expected all of 0..{PARTITIONS - 1}")
+    for i, where in sorted(delivered.items()):
+        if seen.get(i, where) != where:
+            bad(f"message {i}: delivery report said p{where[0]}@{where[1]}, consumed at p{seen[i][0]}@{seen[i][1]}")
+    return problems
+
+
+def main():
+    bootstrap = os.environ.get("BOOTSTRAP")
+    if not bootstrap:
+        print(f"{CLIENT}: FAIL: set BOOTSTRAP=host:port", flush=True)
+        return 2
+    topic = f"compat-kafkapython-{uuid.uuid4().hex[:12]}"
+    # api_version=None (the default) makes kafka-python probe the broker with
+    # ApiVersions and pick protocol versions from it: record batch v2 on any
+    # broker that advertises Produce v3+.
+    common = dict(bootstrap_servers=bootstrap, client_id="odradek-compat-kafka-python",
+                  request_timeout_ms=30000, api_version=None)
+
+    # 1. create the topic; wait_for_metadata polls Metadata until every
+    # partition has a leader.
+    admin = KafkaAdminClient(**common)
+    try:
+        admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}},
+                            timeout_ms=20000, wait_for_metadata=True)
+
+        # 2. produce
+        producer = KafkaProducer(**common, acks="all", enable_idempotence=False, linger_ms=5,
+                                 max_block_ms=30000, delivery_timeout_ms=45000)
+        try:
+            t0 = time.monotonic()
+            futures = [producer.send(topic, key=key_of(i), value=value_of(i)) for i in range(N)]
+            producer.flush(timeout=remaining(60))
+            delivered, failed = {}, []
+            for i, fut in enumerate(futures):
+                try:
+                    md = fut.get(timeout=remaining(5))
+                    delivered[i] = (md.partition, md.offset)
+                except Exception as e:  # noqa: BLE001
+                    failed.append((i, e))
+            produce_s = time.monotonic() - t0
+        finally:
+            producer.close(timeout=5)
+        if failed:
+            raise RuntimeError(f"produce: {len(failed)} of {N} failed, first: {failed[0][0]}: {failed[0][1]!r}")
+
+        # 3. consume everything back without a group: assign + seek_to_beginning,
+        # no commits (enable_auto_commit=False, group_id=None).
+        consumer = KafkaConsumer(**common, group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="none", fetch_max_wait_ms=500)
+        try:
+            parts = consumer.partitions_for_topic(topic)
+            if parts != set(range(PARTITIONS)):
+                raise RuntimeError(f"metadata lists partitions {parts}, expected 0..{PARTITIONS - 1}")
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            low = consumer.beginning_offsets(tps, timeout_ms=15000)
+            if any(low[tp] != 0 for tp in tps):
+                raise RuntimeError(f"log start offsets {[low[tp] for tp in tps]}, expected all 0")
+            end = {tp.partition: off for tp, off in consumer.end_offsets(tps, timeout_ms=15000).items()}
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            records, nxt = [], {p: 0 for p in range(PARTITIONS)}
+            t1 = time.monotonic()
+            while any(nxt[p] < end[p] for p in end):
+                if remaining(100) <= 0.1:
+                    raise RuntimeError(f"consume timed out: {len(records)} records read, positions {nxt}, ends {end}")
+                for tp, msgs in consumer.poll(timeout_ms=1000, max_records=2000).items():
+                    for m in msgs:
+                        records.append((m.partition, m.offset, m.key, m.value))
+                        nxt[m.partition] = max(nxt[m.partition], m.offset + 1)
+            consume_s = time.monotonic() - t1
+        finally:
+            consumer.close(autocommit=False)
+
+        problems = verify(records, end, delivered)
+
+        # 4. clean up on success (best effort: a failed delete is reported, not fatal).
+        # A failing run keeps its topic for inspection.
+        note = ""
+        if not problems and not os.environ.get("KEEP_TOPIC"):
+            try:
+                admin.delete_topics([topic], timeout_ms=10000)
+            except Exception as e:  # noqa: BLE001
+                note = f" (warning: delete_topics failed: {e!r})"
+    finally:
+        admin.close()
+
+    counts = ",".join(f"p{p}={end[p]}" for p in sorted(end))
+    if problems:
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        print(f"{CLIENT}: FAIL {len(problems)} problem(s), first: {problems[0]} [topic {topic}]{note}", flush=True)
+        return 1
+    print(f"{CLIENT}: OK {N} messages via {topic} ({counts}); produce {produce_s:.1f}s, "
+          f"consume {consume_s:.1f}s{note}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGALRM, watchdog)
+    signal.alarm(HARD_LIMIT_S)
+    try:
+        rc = main()
+    except Exception as e:  # noqa: BLE001
+        print(f"{CLIENT}: FAIL {type(e).__name__}: {e}", flush=True)
+        rc = 1
+    sys.stdout.flush()
+    os._exit(rc)  # do not let a stuck client thread delay the exit

@@ -1,0 +1,534 @@
+//! A partition's log: an ordered set of segments, the last of which takes appends.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use odradek_protocol::batch::{self, BatchHeader};
+use tracing::info;
+
+use crate::segment::{OpenMode, now_ms};
+use crate::{LogSegment, StorageError};
+
+/// The per-topic settings the log itself enforces, under their Kafka names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: i64,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: request a background flush after this many unflushed records.
+    pub flush_messages: u64,
+    /// `flush.ms`: request a background flush when the last one is this old.
+    pub flush_ms: i64,
+    /// `message.timestamp.type`
+    pub timestamp_type: TimestampType,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            flush_messages: i64::MAX as u64,
+            flush_ms: i64::MAX,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp for `LogAppendTime` topics, else -1 (as Kafka reports it).
+    pub log_append_time: i64,
+    /// `flush.messages` or `flush.ms` says this log should be flushed now.
+    pub flush_due: bool,
+}
+
+/// The answer to a ListOffsets query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetLookup {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Records read for a fetch, plus where the log stood when the read was planned.
+#[derive(Debug, Clone)]
+pub struct FetchedRecords {
+    pub records: Bytes,
+}
+
+/// A read planned under the partition lock and carried out without it: segment files are
+/// append-only and the planned range ends at a batch boundary that was already written.
+#[derive(Debug)]
+pub struct PreparedRead {
+    file: Option<Arc<File>>,
+    path: PathBuf,
+    start: u64,
+    end: u64,
+    target_offset: i64,
+    max_bytes: usize,
+    min_one_batch: bool,
+}
+
+/// What a flush must sync to make everything appended so far durable.
+#[derive(Debug)]
+pub struct FlushWork {
+    pub(crate) files: Vec<(Arc<File>, PathBuf)>,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) up_to: i64,
+}
+
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    /// Every offset below this is on stable storage.
+    flushed_offset: i64,
+    unflushed_records: u64,
+    last_flush_ms: i64,
+    /// Segments rolled since the last flush, whose data still needs an fsync.
+    rolled_unsynced: Vec<(Arc<File>, PathBuf)>,
+    /// A segment file was created since the last flush: the directory needs an fsync too.
+    dir_unsynced: bool,
+    offline: bool,
+}
+
+impl Log {
+    /// Opens or creates the log in `dir`. `clean_shutdown` says the broker stopped cleanly,
+    /// so segment indexes can be trusted; otherwise the active segment is recovered by
+    /// checking every batch in it and cutting a torn or corrupt tail.
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Self, StorageError> {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = name.strip_suffix(".log").and_then(|s| s.parse::<i64>().ok()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        for base in bases {
+            let mode = if !clean_shutdown && Some(base) == last {
+                OpenMode::Recover
+            } else {
+                OpenMode::Trusted
+            };
+            let (segment, truncated) =
+                LogSegment::open(dir, base, mode, config.index_interval_bytes)?;
+            if truncated > 0 {
+                info!(log = %dir.display(), truncated_bytes = truncated, next_offset = segment.next_offset(), "recovered log");
+            }
+            segments.insert(base, segment);
+        }
+        let mut dir_unsynced = false;
+        if segments.is_empty() {
+            segments.insert(0, LogSegment::create(dir, 0)?);
+            dir_unsynced = true;
+        }
+        let log_start_offset = *segments.keys().next().expect("log has a segment");
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            flushed_offset: 0,
+            unflushed_records: 0,
+            last_flush_ms: now_ms(),
+            rolled_unsynced: Vec::new(),
+            dir_unsynced,
+            offline: false,
+        };
+        // Whatever recovery kept is what the disk holds.
+        log.flushed_offset = log.log_end_offset();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    /// Offsets below this survive a crash.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(LogSegment::size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    fn active(&self) -> &LogSegment {
+        self.segments.values().next_back().expect("log has a segment")
+    }
+    fn active_mut(&mut self) -> &mut LogSegment {
+        self.segments.values_mut().next_back().expect("log has a segment")
+    }
+
+    /// Appends a batch that passed [`batch::validate_produced`], assigning its offsets.
+    pub fn append(&mut self, mut bytes: BytesMut, leader_epoch: i32) -> Result<AppendResult, StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        let header = BatchHeader::parse(&bytes).expect("validated batch has a header");
+        let record_count = header.record_count().max(0) as u64;
+        let base_offset = self.log_end_offset();
+        let last_offset = base_offset + i64::from(header.last_offset_delta());
+        let now = now_ms();
+        self.maybe_roll(last_offset, bytes.len() as u64, now)?;
+        batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
+        let log_append_time = match self.config.timestamp_type {
+            TimestampType::LogAppendTime => {
+                batch::set_log_append_time(&mut bytes, now);
+                now
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let interval = self.config.index_interval_bytes;
+        match self.active_mut().append(&bytes, now, interval) {
+            Ok(()) => {}
+            Err(e @ StorageError::Offline(_)) => {
+                self.offline = true;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        self.unflushed_records += record_count;
+        let flush_due = self.unflushed_records >= self.config.flush_messages
+            || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
+        Ok(AppendResult { base_offset, last_offset, log_append_time, flush_due })
+    }
+
+    fn maybe_roll(&mut self, last_offset: i64, size: u64, now: i64) -> Result<(), StorageError> {
+        let active = self.active();
+        let full = active.size() + size > self.config.segment_bytes;
+        let old = active
+            .first_append_ms()
+            .is_some_and(|first| now.saturating_sub(first) >= self.config.segment_ms);
+        if active.size() == 0 || !(full || old || !active.fits(last_offset, size)) {
+            return Ok(());
+        }
+        let next = active.next_offset();
+        active.write_indexes()?;
+        self.rolled_unsynced.push((active.file().clone(), active.log_path().to_path_buf()));
+        let segment = LogSegment::create(&self.dir, next)?;
+        self.segments.insert(next, segment);
+        self.dir_unsynced = true;
+        Ok(())
+    }
+
+    /// Whether `flush.ms` has passed since the last flush with records still unflushed.
+    pub fn flush_overdue(&self, now: i64) -> bool {
+        self.unflushed_records > 0 && now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+    }
+
+    pub(crate) fn flush_work(&mut self) -> Result<FlushWork, StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        let mut files = std::mem::take(&mut self.rolled_unsynced);
+        let active = self.active();
+        files.push((active.file().clone(), active.log_path().to_path_buf()));
+        let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
+        Ok(FlushWork { files, dir, up_to: self.log_end_offset() })
+    }
+
+    pub(crate) fn flush_done(&mut self, up_to: i64) {
+        self.flushed_offset = self.flushed_offset.max(up_to);
+        self.unflushed_records = 0;
+        self.last_flush_ms = now_ms();
+    }
+
+    /// After a failed fsync the kernel may have dropped the dirty pages: nothing written
+    /// since the last good flush can be trusted, so the log stops taking writes.
+    pub(crate) fn mark_offline(&mut self) {
+        self.offline = true;
+    }
+
+    /// Plans a read of batches starting with the one holding `offset`, up to `max_bytes`
+    /// (but at least one whole batch when `min_one_batch`).
+    pub fn prepare_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PreparedRead, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let segment = self
+            .segments
+            .range(..=offset)
+            .map(|(_, s)| s)
+            .rev()
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+            .find(|s| offset < s.next_offset());
+        let Some(segment) = segment else {
+            return Ok(PreparedRead::nothing());
+        };
+        let relative = u32::try_from(offset.saturating_sub(segment.base_offset())).unwrap_or(0);
+        Ok(PreparedRead {
+            file: Some(segment.file().clone()),
+            path: segment.log_path().to_path_buf(),
+            start: u64::from(segment.offset_index().position_for(relative)),
+            end: segment.size(),
+            target_offset: offset,
+            max_bytes,
+            min_one_batch,
+        })
+    }
+
+    /// ListOffsets by timestamp: the first record whose timestamp is at least `target`.
+    /// Uncompressed batches are resolved to the exact record; a compressed batch to its first
+    /// offset (Kafka inflates the batch to be exact; Odradek does not decompress yet).
+    pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<OffsetLookup>, StorageError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < target || segment.size() == 0 {
+                continue;
+            }
+            let relative = segment.time_index().scan_start_for(target);
+            let mut pos = u64::from(segment.offset_index().position_for(relative));
+            while pos < segment.size() {
+                let bytes = read_batch_at(segment.file(), segment.log_path(), pos)?;
+                let header = BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
+                if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset {
+                    let exact = batch::record_positions(&bytes).find(|&(_, ts)| ts >= target);
+                    let (offset, timestamp) =
+                        exact.unwrap_or((header.base_offset(), header.max_timestamp()));
+                    return Ok(Some(OffsetLookup { offset, timestamp }));
+                }
+                pos += bytes.len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets `MAX_TIMESTAMP`: the offset holding the largest timestamp (KIP-734).
+    pub fn max_timestamp_offset(&self) -> Option<OffsetLookup> {
+        self.segments
+            .values()
+            .filter(|s| s.size() > 0)
+            .max_by_key(|s| s.max_timestamp())
+            .map(|s| OffsetLookup { offset: s.offset_of_max_timestamp(), timestamp: s.max_timestamp() })
+    }
+
+    /// Writes the active segment's indexes and syncs it: called on clean shutdown.
+    pub fn close(&mut self) -> Result<(), StorageError> {
+        let work = self.flush_work()?;
+        let up_to = work.up_to;
+        work.sync()?;
+        self.flush_done(up_to);
+        self.active().write_indexes()
+    }
+}
+
+impl FlushWork {
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        for (file, path) in &self.files {
+            file.sync_data().map_err(|e| StorageError::io(path, e))?;
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StorageError::io(dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole batch starting at `pos`.
+fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
+    let mut header = [0u8; batch::HEADER_LEN];
+    file.read_exact_at(&mut header, pos).map_err(|e| StorageError::io(path, e))?;
+    let size = BatchHeader::parse(&header).expect("buffer holds a header").total_size();
+    if size < batch::HEADER_LEN {
+        return Err(StorageError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad batch at position {pos}")),
+        ));
+    }
+    let mut bytes = vec![0u8; size];
+    file.read_exact_at(&mut bytes, pos).map_err(|e| StorageError::io(path, e))?;
+    Ok(bytes)
+}
+
+impl PreparedRead {
+    fn nothing() -> Self {
+        Self {
+            file: None,
+            path: PathBuf::new(),
+            start: 0,
+            end: 0,
+            target_offset: 0,
+            max_bytes: 0,
+            min_one_batch: false,
+        }
+    }
+
+    /// Performs the read: headers are walked from the index position to the batch holding
+    /// the target offset, then the batches are read with one `pread` and cut at the last
+    /// whole batch that fits.
+    pub fn read(self) -> Result<FetchedRecords, StorageError> {
+        let empty = FetchedRecords { records: Bytes::new() };
+        let Some(file) = self.file else { return Ok(empty) };
+        let path = &self.path;
+        let io = |e| StorageError::io(path, e);
+        let mut pos = self.start;
+        let mut header = [0u8; batch::HEADER_LEN];
+        let first_size = loop {
+            if pos + batch::HEADER_LEN as u64 > self.end {
+                return Ok(empty);
+            }
+            file.read_exact_at(&mut header, pos).map_err(io)?;
+            let h = BatchHeader::parse(&header).expect("buffer holds a header");
+            let size = h.total_size() as u64;
+            if size < batch::HEADER_LEN as u64 || pos + size > self.end {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("malformed batch header at position {pos}"),
+                )));
+            }
+            if h.last_offset() >= self.target_offset {
+                break size;
+            }
+            pos += size;
+        };
+        let available = self.end - pos;
+        let want = if first_size > self.max_bytes as u64 {
+            if !self.min_one_batch {
+                return Ok(empty);
+            }
+            first_size
+        } else {
+            available.min(self.max_bytes as u64)
+        };
+        let mut buf = BytesMut::zeroed(want as usize);
+        file.read_exact_at(&mut buf, pos).map_err(io)?;
+        let whole: usize = batch::complete_batches(&buf).map(|(_, size)| size).sum();
+        buf.truncate(whole);
+        Ok(FetchedRecords { records: buf.freeze() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_protocol::batch::testing::batch;
+
+    fn small_segments() -> LogConfig {
+        LogConfig { segment_bytes: 1000, index_interval_bytes: 100, ..LogConfig::default() }
+    }
+
+    fn read_offsets(log: &Log, from: i64, max_bytes: usize) -> Vec<i64> {
+        let records = log.prepare_read(from, max_bytes, true).unwrap().read().unwrap().records;
+        batch::complete_batches(&records).map(|(h, _)| h.base_offset()).collect()
+    }
+
+    #[test]
+    fn appends_roll_segments_and_reads_span_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..100 {
+            let r = log.append(batch(2, 1000 + i), 0).unwrap();
+            assert_eq!((r.base_offset, r.last_offset), (2 * i, 2 * i + 1));
+        }
+        assert_eq!(log.log_end_offset(), 200);
+        assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+        // A read inside a batch returns that whole batch first.
+        assert_eq!(read_offsets(&log, 51, 1)[0], 50);
+        // Reads walk forward segment by segment.
+        let mut next = 0;
+        while next < 200 {
+            let got = read_offsets(&log, next, 300);
+            assert_eq!(got[0], next);
+            next = *got.last().unwrap() + 2;
+        }
+        assert!(read_offsets(&log, 200, 300).is_empty());
+        assert!(matches!(
+            log.prepare_read(201, 10, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        let found = log.offset_for_timestamp(1050).unwrap().unwrap();
+        assert_eq!(found, OffsetLookup { offset: 100, timestamp: 1050 });
+        assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    }
+
+    #[test]
+    fn reopening_after_clean_close_and_after_a_crash_keeps_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..50 {
+            log.append(batch(1, i), 0).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        assert_eq!(log.log_end_offset(), 50);
+        log.append(batch(1, 50), 0).unwrap();
+        drop(log); // no close: as after kill -9
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 51);
+        assert_eq!(read_offsets(&log, 0, 1 << 20).len() as i64, log.segments[&0].next_offset());
+    }
+
+    #[test]
+    fn recovery_cuts_a_torn_tail_and_a_corrupt_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), true).unwrap();
+        for i in 0..10 {
+            log.append(batch(3, i), 0).unwrap();
+        }
+        drop(log);
+        let path = dir.path().join(format!("{}.log", crate::offset_file_stem(0)));
+        let len = fs::metadata(&path).unwrap().len();
+        let one = batch(3, 0).len() as u64;
+        // Torn tail: half of the last batch.
+        File::options().write(true).open(&path).unwrap().set_len(len - one / 2).unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 27);
+        drop(log);
+        // A flipped byte inside batch 5 fails its CRC: batches 5.. are cut.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(5 * one + 70) as usize] ^= 0x55;
+        fs::write(&path, &bytes).unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 15);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 5 * one);
+    }
+}

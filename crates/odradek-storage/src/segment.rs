@@ -1,0 +1,354 @@
+//! One segment of a log: a `.log` file of consecutive record batches plus its indexes.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use odradek_protocol::batch::{self, BatchHeader};
+use tracing::warn;
+
+use crate::index::{OffsetPosition, TimestampOffset};
+use crate::{OffsetIndex, StorageError, TimeIndex, offset_file_stem};
+
+/// Bytes read per `pread` while scanning a segment during recovery or index rebuilds.
+const SCAN_CHUNK: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct LogSegment {
+    base_offset: i64,
+    log_path: PathBuf,
+    file: Arc<File>,
+    /// Bytes of complete batches; always on a batch boundary.
+    size: u64,
+    /// One past the last offset stored here (the base offset while empty).
+    next_offset: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    bytes_since_last_index_entry: u64,
+    /// Wall-clock time of the first append, which `segment.ms` rolling counts from.
+    first_append_ms: Option<i64>,
+}
+
+/// How far to trust a segment found on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// Written and synced before a clean shutdown or before it was rolled: use its indexes.
+    Trusted,
+    /// The active segment after a crash: check every batch's CRC and cut a torn tail.
+    Recover,
+}
+
+/// A batch found while scanning a segment.
+struct ScannedBatch {
+    position: u64,
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    size: u64,
+}
+
+impl LogSegment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        let stem = offset_file_stem(base_offset);
+        (
+            dir.join(format!("{stem}.log")),
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        )
+    }
+
+    fn open_file(path: &Path, create: bool) -> Result<File, StorageError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))
+    }
+
+    fn empty(base_offset: i64, log_path: PathBuf, file: File) -> Self {
+        Self {
+            base_offset,
+            log_path,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            bytes_since_last_index_entry: 0,
+            first_append_ms: None,
+        }
+    }
+
+    /// Creates a new, empty segment file. The caller syncs the directory before relying on it.
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, StorageError> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = Self::open_file(&log_path, true)?;
+        file.set_len(0).map_err(|e| StorageError::io(&log_path, e))?;
+        // Indexes of an earlier segment at this offset would describe other bytes.
+        for stale in [index_path, time_path] {
+            let _ = fs::remove_file(stale);
+        }
+        Ok(Self::empty(base_offset, log_path, file))
+    }
+
+    /// Opens an existing segment. Returns it and the number of bytes cut from its tail.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: i64,
+        mode: OpenMode,
+        index_interval_bytes: u64,
+    ) -> Result<(Self, u64), StorageError> {
+        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        let file = Self::open_file(&log_path, false)?;
+        let file_len = file.metadata().map_err(|e| StorageError::io(&log_path, e))?.len();
+        let mut segment = Self::empty(base_offset, log_path, file);
+
+        let indexes = match mode {
+            OpenMode::Trusted => OffsetIndex::read_from(&index_path)
+                .filter(|i| i.is_consistent(file_len))
+                .zip(TimeIndex::read_from(&time_path)),
+            OpenMode::Recover => None,
+        };
+        let scan_from = match indexes {
+            Some((offset_index, time_index)) => {
+                // Only the batches after the last index entry need reading to find the end.
+                let from = offset_index.entries().last().map_or(0, |e| e.position);
+                segment.offset_index = offset_index;
+                if let Some(last) = time_index.entries().last() {
+                    segment.max_timestamp = last.timestamp;
+                    segment.offset_of_max_timestamp =
+                        base_offset + i64::from(last.relative_offset);
+                }
+                segment.time_index = time_index;
+                segment.size = u64::from(from);
+                if let Some(last) = segment.offset_index.entries().last() {
+                    segment.next_offset = base_offset + i64::from(last.relative_offset);
+                }
+                u64::from(from)
+            }
+            None => 0,
+        };
+        let verify_crc = mode == OpenMode::Recover;
+        let rebuild_index = scan_from == 0;
+        let mut valid_end = scan_from;
+        let mut stop_reason = None;
+        let (file, path) = (segment.file.clone(), segment.log_path.clone());
+        Self::scan(&file, &path, scan_from, file_len, verify_crc, |found| match found {
+            Ok(b) => {
+                if b.base_offset < segment.next_offset {
+                    stop_reason = Some(format!(
+                        "batch at position {} has offset {} below the expected {}",
+                        b.position, b.base_offset, segment.next_offset
+                    ));
+                    return false;
+                }
+                if rebuild_index || b.position > u64::from(scan_from) {
+                    segment.index_batch(&b, index_interval_bytes);
+                } else {
+                    segment.note_timestamp(&b);
+                }
+                segment.next_offset = b.last_offset + 1;
+                valid_end = b.position + b.size;
+                true
+            }
+            Err(reason) => {
+                stop_reason = Some(reason);
+                false
+            }
+        })?;
+        segment.size = valid_end;
+        let truncated = file_len - valid_end;
+        if truncated > 0 {
+            warn!(
+                segment = %segment.log_path.display(),
+                valid_bytes = valid_end,
+                truncated_bytes = truncated,
+                reason = stop_reason.as_deref().unwrap_or("incomplete batch at the tail"),
+                "truncating segment tail during recovery"
+            );
+            segment.file.set_len(valid_end).map_err(|e| StorageError::io(&segment.log_path, e))?;
+            segment.file.sync_all().map_err(|e| StorageError::io(&segment.log_path, e))?;
+        }
+        if segment.size > 0 {
+            // Unknown after a restart; counting `segment.ms` from now errs towards keeping data.
+            segment.first_append_ms = Some(now_ms());
+        }
+        Ok((segment, truncated))
+    }
+
+    /// Walks the batches between `from` and `to`, handing each to `visit` until it returns
+    /// false. A batch that is incomplete, malformed or (when `verify_crc`) fails its CRC is
+    /// reported as `Err` with the reason, which ends the scan.
+    fn scan(
+        file: &File,
+        path: &Path,
+        from: u64,
+        to: u64,
+        verify_crc: bool,
+        mut visit: impl FnMut(Result<ScannedBatch, String>) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut pos = from;
+        let mut buf = Vec::new();
+        // Bytes the next read must cover to hold a whole batch larger than a chunk.
+        let mut need = 0usize;
+        while pos < to {
+            let left = usize::try_from(to - pos).unwrap_or(usize::MAX);
+            buf.resize(left.min(need.max(SCAN_CHUNK)), 0);
+            need = 0;
+            file.read_exact_at(&mut buf, pos).map_err(|e| StorageError::io(path, e))?;
+            let mut consumed = 0usize;
+            while let Some(header) = BatchHeader::parse(&buf[consumed..]) {
+                let at = pos + consumed as u64;
+                let size = header.total_size();
+                if size < batch::HEADER_LEN || header.magic() != 2 {
+                    visit(Err(format!("malformed batch header at position {at}")));
+                    return Ok(());
+                }
+                if consumed + size > buf.len() {
+                    if at + size as u64 > to {
+                        visit(Err(format!("incomplete batch at position {at}")));
+                        return Ok(());
+                    }
+                    need = size;
+                    break;
+                }
+                let bytes = &buf[consumed..consumed + size];
+                if verify_crc && let Err(e) = batch::verify_crc(bytes) {
+                    visit(Err(format!("{e} at position {at}")));
+                    return Ok(());
+                }
+                let found = ScannedBatch {
+                    position: at,
+                    base_offset: header.base_offset(),
+                    last_offset: header.last_offset(),
+                    max_timestamp: header.max_timestamp(),
+                    size: size as u64,
+                };
+                if !visit(Ok(found)) {
+                    return Ok(());
+                }
+                consumed += size;
+            }
+            if consumed == 0 && need == 0 {
+                visit(Err(format!("incomplete batch header at position {pos}")));
+                return Ok(());
+            }
+            pos += consumed as u64;
+        }
+        Ok(())
+    }
+
+    fn note_timestamp(&mut self, b: &ScannedBatch) {
+        if b.max_timestamp > self.max_timestamp {
+            self.max_timestamp = b.max_timestamp;
+            self.offset_of_max_timestamp = b.last_offset;
+        }
+    }
+
+    /// Updates the in-memory indexes for a batch stored at `b.position`.
+    fn index_batch(&mut self, b: &ScannedBatch, index_interval_bytes: u64) {
+        self.note_timestamp(b);
+        if self.bytes_since_last_index_entry >= index_interval_bytes || self.offset_index.entries().is_empty() {
+            let relative_offset = self.relative(b.base_offset);
+            self.offset_index.push(OffsetPosition { relative_offset, position: b.position as u32 });
+            if self.time_index.max_timestamp().is_none_or(|t| self.max_timestamp > t) {
+                self.time_index
+                    .push(TimestampOffset { timestamp: self.max_timestamp, relative_offset });
+            }
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += b.size;
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        // Invariant: the log rolls before an offset would not fit (see `fits`).
+        u32::try_from(offset - self.base_offset).expect("offset within segment range")
+    }
+
+    /// Whether a batch ending at `last_offset` and of `size` bytes can go in this segment
+    /// without overflowing the 32-bit relative offsets and positions of its indexes.
+    pub(crate) fn fits(&self, last_offset: i64, size: u64) -> bool {
+        last_offset - self.base_offset <= i64::from(u32::MAX) && self.size + size <= u64::from(u32::MAX)
+    }
+
+    /// Appends one batch whose offsets are already assigned. On a failed or short write the
+    /// file is cut back so no partial batch is ever visible.
+    pub(crate) fn append(
+        &mut self,
+        bytes: &[u8],
+        now_ms: i64,
+        index_interval_bytes: u64,
+    ) -> Result<(), StorageError> {
+        let header = BatchHeader::parse(bytes).expect("validated batch has a header");
+        if let Err(e) = self.file.write_all_at(bytes, self.size) {
+            if let Err(cut) = self.file.set_len(self.size) {
+                warn!(segment = %self.log_path.display(), error = %cut, "cannot cut back a failed append");
+                return Err(StorageError::Offline(self.log_path.clone()));
+            }
+            return Err(StorageError::io(&self.log_path, e));
+        }
+        let found = ScannedBatch {
+            position: self.size,
+            base_offset: header.base_offset(),
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp(),
+            size: bytes.len() as u64,
+        };
+        self.index_batch(&found, index_interval_bytes);
+        self.size += found.size;
+        self.next_offset = found.last_offset + 1;
+        self.first_append_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Persists the indexes, once the segment will receive no more appends or at shutdown.
+    pub(crate) fn write_indexes(&self) -> Result<(), StorageError> {
+        let dir = self.log_path.parent().expect("segment lives in a partition directory");
+        let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
+        self.offset_index.write_to(&index_path)?;
+        self.time_index.write_to(&time_path)
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn offset_of_max_timestamp(&self) -> i64 {
+        self.offset_of_max_timestamp
+    }
+    pub(crate) fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
+    }
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+    pub(crate) fn offset_index(&self) -> &OffsetIndex {
+        &self.offset_index
+    }
+    pub(crate) fn time_index(&self) -> &TimeIndex {
+        &self.time_index
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
