@@ -1,1 +1,12 @@
+//! The Odradek broker: configuration, cluster metadata, the log registry, the handlers of
+//! each Kafka API, and the socket server that feeds them.
 
+mod broker;
+pub mod config;
+mod handlers;
+mod log_manager;
+pub mod metadata;
+mod network;
+
+pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError};
+pub use network::serve;

@@ -165,9 +165,15 @@ pub fn verify_crc(bytes: &[u8]) -> Result<(), BatchError> {
 /// Validates the records a producer sent for one partition, as Kafka's `LogValidator` does
 /// for produce requests v3 and later: exactly one magic-2 batch, consistent framing and
 /// counts, a valid CRC, within `max_message_bytes`. Nothing is decompressed.
-pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<BatchInfo, BatchError> {
+pub fn validate_produced(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<BatchInfo, BatchError> {
     let header = BatchHeader::parse(records).ok_or_else(|| {
-        BatchError::Corrupt(format!("{} bytes cannot hold a batch header", records.len()))
+        BatchError::Corrupt(format!(
+            "{} bytes cannot hold a batch header",
+            records.len()
+        ))
     })?;
     if header.magic() != 2 {
         return Err(BatchError::Invalid(format!(
@@ -177,7 +183,9 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Bat
     }
     let size = header.total_size();
     if size < HEADER_LEN {
-        return Err(BatchError::Corrupt(format!("batch length {size} is below the header size")));
+        return Err(BatchError::Corrupt(format!(
+            "batch length {size} is below the header size"
+        )));
     }
     if size != records.len() {
         return Err(BatchError::Invalid(format!(
@@ -187,7 +195,10 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Bat
     }
     verify_crc(records)?;
     if size > max_message_bytes {
-        return Err(BatchError::TooLarge { size, max: max_message_bytes });
+        return Err(BatchError::TooLarge {
+            size,
+            max: max_message_bytes,
+        });
     }
     let count = header.record_count();
     if count <= 0 {
@@ -200,19 +211,29 @@ pub fn validate_produced(records: &[u8], max_message_bytes: usize) -> Result<Bat
         )));
     }
     if header.is_control() {
-        return Err(BatchError::Invalid("clients may not produce control batches".into()));
+        return Err(BatchError::Invalid(
+            "clients may not produce control batches".into(),
+        ));
     }
     let compression = Compression::from_attributes(header.attributes()).ok_or_else(|| {
-        BatchError::Invalid(format!("unknown compression in attributes {:#x}", header.attributes()))
+        BatchError::Invalid(format!(
+            "unknown compression in attributes {:#x}",
+            header.attributes()
+        ))
     })?;
-    Ok(BatchInfo { record_count: count as u32, max_timestamp: header.max_timestamp(), compression })
+    Ok(BatchInfo {
+        record_count: count as u32,
+        max_timestamp: header.max_timestamp(),
+        compression,
+    })
 }
 
 /// Stamps a validated batch with its place in the log: base offset and leader epoch, which lie
 /// outside the CRC, so no checksum work is needed.
 pub fn assign_offsets(batch: &mut BytesMut, base_offset: i64, leader_epoch: i32) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
 /// Applies `message.timestamp.type=LogAppendTime`: sets the timestamp-type attribute and the
@@ -262,7 +283,11 @@ pub fn record_positions(batch: &[u8]) -> impl Iterator<Item = (i64, i64)> + '_ {
         .map(|h| Compression::from_attributes(h.attributes()) == Some(Compression::None))
         .unwrap_or(false);
     let mut pos = HEADER_LEN;
-    let end = if uncompressed { batch.len().min(header.map_or(0, |h| h.total_size())) } else { 0 };
+    let end = if uncompressed {
+        batch.len().min(header.map_or(0, |h| h.total_size()))
+    } else {
+        0
+    };
     std::iter::from_fn(move || {
         let h = header?;
         if pos >= end {
@@ -289,7 +314,7 @@ pub mod testing {
     use super::*;
     use bytes::BufMut;
 
-        /// A minimal uncompressed batch holding `count` empty records, with a valid CRC.
+    /// A minimal uncompressed batch holding `count` empty records, with a valid CRC.
     pub fn batch(count: i32, timestamp: i64) -> BytesMut {
         let mut records = BytesMut::new();
         for delta in 0..count {
@@ -338,20 +363,32 @@ mod tests {
         let mut b = batch(3, 1000);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        assert!(matches!(validate_produced(&b, 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            validate_produced(&b, 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
 
         let b = batch(3, 1000);
         assert_eq!(
             validate_produced(&b, b.len() - 1),
-            Err(BatchError::TooLarge { size: b.len(), max: b.len() - 1 })
+            Err(BatchError::TooLarge {
+                size: b.len(),
+                max: b.len() - 1
+            })
         );
         assert!(validate_produced(&b, b.len()).is_ok());
 
         let mut two = batch(1, 1);
         two.extend_from_slice(&batch(1, 1));
-        assert!(matches!(validate_produced(&two, 1 << 20), Err(BatchError::Invalid(_))));
+        assert!(matches!(
+            validate_produced(&two, 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
 
-        assert!(matches!(validate_produced(&b[..30], 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            validate_produced(&b[..30], 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
     }
 
     #[test]

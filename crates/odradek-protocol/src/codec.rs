@@ -22,9 +22,17 @@ pub enum DecodeError {
     #[error("unknown API key {api_key}")]
     UnknownApiKey { api_key: i16 },
     #[error("malformed {api_key:?} v{version} request header: {reason}")]
-    MalformedHeader { api_key: ApiKey, version: i16, reason: String },
+    MalformedHeader {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
     #[error("malformed {api_key:?} v{version} request: {reason}")]
-    MalformedBody { api_key: ApiKey, version: i16, reason: String },
+    MalformedBody {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +57,17 @@ pub fn decode_header(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
         ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey { api_key: raw_key })?;
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| {
-        DecodeError::MalformedHeader { api_key, version, reason: e.to_string() }
+        DecodeError::MalformedHeader {
+            api_key,
+            version,
+            reason: e.to_string(),
+        }
     })?;
-    Ok(RequestFrame { api_key, header, body: frame })
+    Ok(RequestFrame {
+        api_key,
+        header,
+        body: frame,
+    })
 }
 
 /// Reads the correlation id of a frame too short or too odd to decode, so a failure can be
@@ -66,7 +82,11 @@ pub fn decode_body(request: &RequestFrame) -> Result<RequestKind, DecodeError> {
     let version = request.header.request_api_version;
     let mut body = request.body.clone();
     RequestKind::decode(request.api_key, &mut body, version).map_err(|e| {
-        DecodeError::MalformedBody { api_key: request.api_key, version, reason: e.to_string() }
+        DecodeError::MalformedBody {
+            api_key: request.api_key,
+            version,
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -77,18 +97,26 @@ pub fn encode_response(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Bytes, EncodeError> {
-    let err = |e: anyhow::Error| EncodeError { api_key, version, reason: e.to_string() };
+    let err = |e: anyhow::Error| EncodeError {
+        api_key,
+        version,
+        reason: e.to_string(),
+    };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header.encode(&mut buf, api_key.response_header_version(version)).map_err(err)?;
+    header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(err)?;
     body.encode(&mut buf, version).map_err(err)?;
     let size = i32::try_from(buf.len() - 4).map_err(|_| EncodeError {
         api_key,
         version,
-        reason: format!("response of {} bytes exceeds the protocol's limit", buf.len()),
+        reason: format!(
+            "response of {} bytes exceeds the protocol's limit",
+            buf.len()
+        ),
     })?;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }
-

@@ -26,7 +26,10 @@ pub fn take_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, 
     }
     let len = size as usize;
     if len > max_size {
-        return Err(FrameError::TooLarge { size, max: max_size });
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_size,
+        });
     }
     if buf.len() < 4 + len {
         // Reserve only what this frame still needs, which is bounded by `max_size`.
@@ -45,10 +48,16 @@ mod tests {
     fn splits_pipelined_frames_and_waits_for_partial_ones() {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[0, 0, 0, 2, b'a', b'b', 0, 0, 0, 3, b'c']);
-        assert_eq!(take_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from_static(b"ab"));
+        assert_eq!(
+            take_frame(&mut buf, 100).unwrap().unwrap(),
+            Bytes::from_static(b"ab")
+        );
         assert_eq!(take_frame(&mut buf, 100).unwrap(), None);
         buf.extend_from_slice(b"de");
-        assert_eq!(take_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from_static(b"cde"));
+        assert_eq!(
+            take_frame(&mut buf, 100).unwrap().unwrap(),
+            Bytes::from_static(b"cde")
+        );
         assert!(buf.is_empty());
     }
 
@@ -57,10 +66,16 @@ mod tests {
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
         assert_eq!(
             take_frame(&mut buf, 1024),
-            Err(FrameError::TooLarge { size: i32::MAX, max: 1024 })
+            Err(FrameError::TooLarge {
+                size: i32::MAX,
+                max: 1024
+            })
         );
         assert!(buf.capacity() < 1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe][..]);
-        assert_eq!(take_frame(&mut buf, 1024), Err(FrameError::Negative { size: -2 }));
+        assert_eq!(
+            take_frame(&mut buf, 1024),
+            Err(FrameError::Negative { size: -2 })
+        );
     }
 }

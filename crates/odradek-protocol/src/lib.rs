@@ -11,6 +11,6 @@ pub mod codec;
 pub mod frame;
 
 pub use kafka_protocol as messages_crate;
+pub use kafka_protocol::ResponseError;
 pub use kafka_protocol::messages;
 pub use kafka_protocol::protocol::StrBytes;
-pub use kafka_protocol::ResponseError;

@@ -6,7 +6,11 @@ pub enum StorageError {
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("offset {offset} is out of range: log holds [{log_start}, {log_end})")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     /// A previous write or sync failed in a way that left the log's on-disk state uncertain;
     /// it accepts no more writes until the broker restarts and recovers it.
     #[error("log {0} is offline after an earlier I/O error")]
@@ -17,6 +21,9 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -35,7 +35,10 @@ pub struct GroupCommit {
 impl GroupCommit {
     pub fn start() -> Self {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Round { logs: HashMap::new(), shutting_down: false }),
+            pending: Mutex::new(Round {
+                logs: HashMap::new(),
+                shutting_down: false,
+            }),
             wake: Condvar::new(),
         });
         let worker = shared.clone();
@@ -43,7 +46,10 @@ impl GroupCommit {
             .name("odradek-group-commit".into())
             .spawn(move || run(&worker))
             .expect("spawning the group commit thread");
-        Self { shared, thread: Mutex::new(Some(thread)) }
+        Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     /// Asks for `log` to be synced; `waiter` (if any) hears when everything appended to it
@@ -53,13 +59,19 @@ impl GroupCommit {
         if round.shutting_down {
             drop(round);
             if let Some(w) = waiter {
-                let dir = log.lock().map(|l| l.dir().to_path_buf()).unwrap_or_default();
+                let dir = log
+                    .lock()
+                    .map(|l| l.dir().to_path_buf())
+                    .unwrap_or_default();
                 w(Err(Arc::new(StorageError::ShuttingDown(dir))));
             }
             return;
         }
         let key = Arc::as_ptr(log) as usize;
-        let entry = round.logs.entry(key).or_insert_with(|| (log.clone(), Vec::new()));
+        let entry = round
+            .logs
+            .entry(key)
+            .or_insert_with(|| (log.clone(), Vec::new()));
         entry.1.extend(waiter);
         drop(round);
         self.shared.wake.notify_one();
@@ -67,7 +79,11 @@ impl GroupCommit {
 
     /// Completes every pending request and stops the thread.
     pub fn shutdown(&self) {
-        self.shared.pending.lock().expect("group commit lock").shutting_down = true;
+        self.shared
+            .pending
+            .lock()
+            .expect("group commit lock")
+            .shutting_down = true;
         self.shared.wake.notify_one();
         if let Some(thread) = self.thread.lock().expect("group commit lock").take() {
             let _ = thread.join();

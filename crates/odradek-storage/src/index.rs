@@ -23,7 +23,9 @@ pub struct SparseIndex<E> {
 
 impl<E> Default for SparseIndex<E> {
     fn default() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -49,7 +51,8 @@ impl<E: IndexEntry> SparseIndex<E> {
             e.write(&mut bytes);
         }
         let mut file = fs::File::create(path).map_err(|e| StorageError::io(path, e))?;
-        file.write_all(&bytes).map_err(|e| StorageError::io(path, e))?;
+        file.write_all(&bytes)
+            .map_err(|e| StorageError::io(path, e))?;
         file.sync_data().map_err(|e| StorageError::io(path, e))
     }
 
@@ -60,7 +63,9 @@ impl<E: IndexEntry> SparseIndex<E> {
         if bytes.len() % E::SIZE != 0 {
             return None;
         }
-        Some(Self { entries: bytes.chunks_exact(E::SIZE).map(E::read).collect() })
+        Some(Self {
+            entries: bytes.chunks_exact(E::SIZE).map(E::read).collect(),
+        })
     }
 }
 
@@ -117,13 +122,19 @@ impl OffsetIndex {
     /// Byte position from which to scan for `relative_offset`: that of the last indexed batch
     /// starting at or before it, or the segment start.
     pub fn position_for(&self, relative_offset: u32) -> u32 {
-        self.last_where(|e| e.relative_offset <= relative_offset).map_or(0, |e| e.position)
+        self.last_where(|e| e.relative_offset <= relative_offset)
+            .map_or(0, |e| e.position)
     }
 
     /// Whether every entry is sorted and points inside a segment of `segment_size` bytes.
     pub(crate) fn is_consistent(&self, segment_size: u64) -> bool {
-        self.entries.windows(2).all(|w| w[0].relative_offset < w[1].relative_offset)
-            && self.entries.iter().all(|e| u64::from(e.position) < segment_size.max(1))
+        self.entries
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset)
+            && self
+                .entries
+                .iter()
+                .all(|e| u64::from(e.position) < segment_size.max(1))
     }
 }
 
@@ -131,7 +142,8 @@ impl TimeIndex {
     /// Relative offset from which every record with a timestamp of at least `target` is
     /// found by scanning forward: the last indexed point whose timestamps are all earlier.
     pub fn scan_start_for(&self, target: i64) -> u32 {
-        self.last_where(|e| e.timestamp < target).map_or(0, |e| e.relative_offset)
+        self.last_where(|e| e.timestamp < target)
+            .map_or(0, |e| e.relative_offset)
     }
 
     pub fn max_timestamp(&self) -> Option<i64> {
@@ -147,7 +159,10 @@ mod tests {
     fn offset_index_finds_the_floor_entry_and_round_trips() {
         let mut idx = OffsetIndex::default();
         for (o, p) in [(0, 0), (10, 4096), (20, 8192)] {
-            idx.push(OffsetPosition { relative_offset: o, position: p });
+            idx.push(OffsetPosition {
+                relative_offset: o,
+                position: p,
+            });
         }
         assert_eq!(idx.position_for(0), 0);
         assert_eq!(idx.position_for(15), 4096);
@@ -167,7 +182,10 @@ mod tests {
     fn time_index_starts_scans_before_the_first_late_enough_entry() {
         let mut idx = TimeIndex::default();
         for (t, o) in [(100, 0), (200, 10), (300, 20)] {
-            idx.push(TimestampOffset { timestamp: t, relative_offset: o });
+            idx.push(TimestampOffset {
+                timestamp: t,
+                relative_offset: o,
+            });
         }
         assert_eq!(idx.scan_start_for(50), 0);
         assert_eq!(idx.scan_start_for(200), 0);

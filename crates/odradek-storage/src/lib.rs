@@ -15,7 +15,9 @@ mod segment;
 pub use error::StorageError;
 pub use group_commit::{DurabilityWaiter, GroupCommit};
 pub use index::{OffsetIndex, TimeIndex};
-pub use log::{AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType};
+pub use log::{
+    AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,
+};
 pub use segment::LogSegment;
 
 /// File name stem of a segment or index: the base offset padded to 20 digits, as Kafka does,

@@ -121,7 +121,10 @@ impl Log {
             let entry = entry.map_err(|e| StorageError::io(dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(base) = name.strip_suffix(".log").and_then(|s| s.parse::<i64>().ok()) {
+            if let Some(base) = name
+                .strip_suffix(".log")
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 bases.push(base);
             }
         }
@@ -190,14 +193,24 @@ impl Log {
         self.segments.len()
     }
     fn active(&self) -> &LogSegment {
-        self.segments.values().next_back().expect("log has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("log has a segment")
     }
     fn active_mut(&mut self) -> &mut LogSegment {
-        self.segments.values_mut().next_back().expect("log has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("log has a segment")
     }
 
     /// Appends a batch that passed [`batch::validate_produced`], assigning its offsets.
-    pub fn append(&mut self, mut bytes: BytesMut, leader_epoch: i32) -> Result<AppendResult, StorageError> {
+    pub fn append(
+        &mut self,
+        mut bytes: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<AppendResult, StorageError> {
         if self.offline {
             return Err(StorageError::Offline(self.dir.clone()));
         }
@@ -227,7 +240,12 @@ impl Log {
         self.unflushed_records += record_count;
         let flush_due = self.unflushed_records >= self.config.flush_messages
             || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
-        Ok(AppendResult { base_offset, last_offset, log_append_time, flush_due })
+        Ok(AppendResult {
+            base_offset,
+            last_offset,
+            log_append_time,
+            flush_due,
+        })
     }
 
     fn maybe_roll(&mut self, last_offset: i64, size: u64, now: i64) -> Result<(), StorageError> {
@@ -241,7 +259,8 @@ impl Log {
         }
         let next = active.next_offset();
         active.write_indexes()?;
-        self.rolled_unsynced.push((active.file().clone(), active.log_path().to_path_buf()));
+        self.rolled_unsynced
+            .push((active.file().clone(), active.log_path().to_path_buf()));
         let segment = LogSegment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         self.dir_unsynced = true;
@@ -261,7 +280,11 @@ impl Log {
         let active = self.active();
         files.push((active.file().clone(), active.log_path().to_path_buf()));
         let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
-        Ok(FlushWork { files, dir, up_to: self.log_end_offset() })
+        Ok(FlushWork {
+            files,
+            dir,
+            up_to: self.log_end_offset(),
+        })
     }
 
     pub(crate) fn flush_done(&mut self, up_to: i64) {
@@ -326,8 +349,10 @@ impl Log {
             let mut pos = u64::from(segment.offset_index().position_for(relative));
             while pos < segment.size() {
                 let bytes = read_batch_at(segment.file(), segment.log_path(), pos)?;
-                let header = BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
-                if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset {
+                let header =
+                    BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
+                if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset
+                {
                     let exact = batch::record_positions(&bytes).find(|&(_, ts)| ts >= target);
                     let (offset, timestamp) =
                         exact.unwrap_or((header.base_offset(), header.max_timestamp()));
@@ -345,7 +370,10 @@ impl Log {
             .values()
             .filter(|s| s.size() > 0)
             .max_by_key(|s| s.max_timestamp())
-            .map(|s| OffsetLookup { offset: s.offset_of_max_timestamp(), timestamp: s.max_timestamp() })
+            .map(|s| OffsetLookup {
+                offset: s.offset_of_max_timestamp(),
+                timestamp: s.max_timestamp(),
+            })
     }
 
     /// Writes the active segment's indexes and syncs it: called on clean shutdown.
@@ -375,16 +403,23 @@ impl FlushWork {
 /// Reads the whole batch starting at `pos`.
 fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
     let mut header = [0u8; batch::HEADER_LEN];
-    file.read_exact_at(&mut header, pos).map_err(|e| StorageError::io(path, e))?;
-    let size = BatchHeader::parse(&header).expect("buffer holds a header").total_size();
+    file.read_exact_at(&mut header, pos)
+        .map_err(|e| StorageError::io(path, e))?;
+    let size = BatchHeader::parse(&header)
+        .expect("buffer holds a header")
+        .total_size();
     if size < batch::HEADER_LEN {
         return Err(StorageError::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad batch at position {pos}")),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad batch at position {pos}"),
+            ),
         ));
     }
     let mut bytes = vec![0u8; size];
-    file.read_exact_at(&mut bytes, pos).map_err(|e| StorageError::io(path, e))?;
+    file.read_exact_at(&mut bytes, pos)
+        .map_err(|e| StorageError::io(path, e))?;
     Ok(bytes)
 }
 
@@ -405,8 +440,12 @@ impl PreparedRead {
     /// the target offset, then the batches are read with one `pread` and cut at the last
     /// whole batch that fits.
     pub fn read(self) -> Result<FetchedRecords, StorageError> {
-        let empty = FetchedRecords { records: Bytes::new() };
-        let Some(file) = self.file else { return Ok(empty) };
+        let empty = FetchedRecords {
+            records: Bytes::new(),
+        };
+        let Some(file) = self.file else {
+            return Ok(empty);
+        };
         let path = &self.path;
         let io = |e| StorageError::io(path, e);
         let mut pos = self.start;
@@ -442,7 +481,9 @@ impl PreparedRead {
         file.read_exact_at(&mut buf, pos).map_err(io)?;
         let whole: usize = batch::complete_batches(&buf).map(|(_, size)| size).sum();
         buf.truncate(whole);
-        Ok(FetchedRecords { records: buf.freeze() })
+        Ok(FetchedRecords {
+            records: buf.freeze(),
+        })
     }
 }
 
@@ -452,12 +493,23 @@ mod tests {
     use odradek_protocol::batch::testing::batch;
 
     fn small_segments() -> LogConfig {
-        LogConfig { segment_bytes: 1000, index_interval_bytes: 100, ..LogConfig::default() }
+        LogConfig {
+            segment_bytes: 1000,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        }
     }
 
     fn read_offsets(log: &Log, from: i64, max_bytes: usize) -> Vec<i64> {
-        let records = log.prepare_read(from, max_bytes, true).unwrap().read().unwrap().records;
-        batch::complete_batches(&records).map(|(h, _)| h.base_offset()).collect()
+        let records = log
+            .prepare_read(from, max_bytes, true)
+            .unwrap()
+            .read()
+            .unwrap()
+            .records;
+        batch::complete_batches(&records)
+            .map(|(h, _)| h.base_offset())
+            .collect()
     }
 
     #[test]
@@ -485,7 +537,13 @@ mod tests {
             Err(StorageError::OffsetOutOfRange { .. })
         ));
         let found = log.offset_for_timestamp(1050).unwrap().unwrap();
-        assert_eq!(found, OffsetLookup { offset: 100, timestamp: 1050 });
+        assert_eq!(
+            found,
+            OffsetLookup {
+                offset: 100,
+                timestamp: 1050
+            }
+        );
         assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
     }
 
@@ -504,7 +562,10 @@ mod tests {
         drop(log); // no close: as after kill -9
         let log = Log::open(dir.path(), small_segments(), false).unwrap();
         assert_eq!(log.log_end_offset(), 51);
-        assert_eq!(read_offsets(&log, 0, 1 << 20).len() as i64, log.segments[&0].next_offset());
+        assert_eq!(
+            read_offsets(&log, 0, 1 << 20).len() as i64,
+            log.segments[&0].next_offset()
+        );
     }
 
     #[test]
@@ -515,11 +576,18 @@ mod tests {
             log.append(batch(3, i), 0).unwrap();
         }
         drop(log);
-        let path = dir.path().join(format!("{}.log", crate::offset_file_stem(0)));
+        let path = dir
+            .path()
+            .join(format!("{}.log", crate::offset_file_stem(0)));
         let len = fs::metadata(&path).unwrap().len();
         let one = batch(3, 0).len() as u64;
         // Torn tail: half of the last batch.
-        File::options().write(true).open(&path).unwrap().set_len(len - one / 2).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - one / 2)
+            .unwrap();
         let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
         assert_eq!(log.log_end_offset(), 27);
         drop(log);

@@ -89,7 +89,8 @@ impl LogSegment {
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, StorageError> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         let file = Self::open_file(&log_path, true)?;
-        file.set_len(0).map_err(|e| StorageError::io(&log_path, e))?;
+        file.set_len(0)
+            .map_err(|e| StorageError::io(&log_path, e))?;
         // Indexes of an earlier segment at this offset would describe other bytes.
         for stale in [index_path, time_path] {
             let _ = fs::remove_file(stale);
@@ -106,7 +107,10 @@ impl LogSegment {
     ) -> Result<(Self, u64), StorageError> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         let file = Self::open_file(&log_path, false)?;
-        let file_len = file.metadata().map_err(|e| StorageError::io(&log_path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| StorageError::io(&log_path, e))?
+            .len();
         let mut segment = Self::empty(base_offset, log_path, file);
 
         let indexes = match mode {
@@ -122,8 +126,7 @@ impl LogSegment {
                 segment.offset_index = offset_index;
                 if let Some(last) = time_index.entries().last() {
                     segment.max_timestamp = last.timestamp;
-                    segment.offset_of_max_timestamp =
-                        base_offset + i64::from(last.relative_offset);
+                    segment.offset_of_max_timestamp = base_offset + i64::from(last.relative_offset);
                 }
                 segment.time_index = time_index;
                 segment.size = u64::from(from);
@@ -139,29 +142,36 @@ impl LogSegment {
         let mut valid_end = scan_from;
         let mut stop_reason = None;
         let (file, path) = (segment.file.clone(), segment.log_path.clone());
-        Self::scan(&file, &path, scan_from, file_len, verify_crc, |found| match found {
-            Ok(b) => {
-                if b.base_offset < segment.next_offset {
-                    stop_reason = Some(format!(
-                        "batch at position {} has offset {} below the expected {}",
-                        b.position, b.base_offset, segment.next_offset
-                    ));
-                    return false;
+        Self::scan(
+            &file,
+            &path,
+            scan_from,
+            file_len,
+            verify_crc,
+            |found| match found {
+                Ok(b) => {
+                    if b.base_offset < segment.next_offset {
+                        stop_reason = Some(format!(
+                            "batch at position {} has offset {} below the expected {}",
+                            b.position, b.base_offset, segment.next_offset
+                        ));
+                        return false;
+                    }
+                    if rebuild_index || b.position > u64::from(scan_from) {
+                        segment.index_batch(&b, index_interval_bytes);
+                    } else {
+                        segment.note_timestamp(&b);
+                    }
+                    segment.next_offset = b.last_offset + 1;
+                    valid_end = b.position + b.size;
+                    true
                 }
-                if rebuild_index || b.position > u64::from(scan_from) {
-                    segment.index_batch(&b, index_interval_bytes);
-                } else {
-                    segment.note_timestamp(&b);
+                Err(reason) => {
+                    stop_reason = Some(reason);
+                    false
                 }
-                segment.next_offset = b.last_offset + 1;
-                valid_end = b.position + b.size;
-                true
-            }
-            Err(reason) => {
-                stop_reason = Some(reason);
-                false
-            }
-        })?;
+            },
+        )?;
         segment.size = valid_end;
         let truncated = file_len - valid_end;
         if truncated > 0 {
@@ -172,8 +182,14 @@ impl LogSegment {
                 reason = stop_reason.as_deref().unwrap_or("incomplete batch at the tail"),
                 "truncating segment tail during recovery"
             );
-            segment.file.set_len(valid_end).map_err(|e| StorageError::io(&segment.log_path, e))?;
-            segment.file.sync_all().map_err(|e| StorageError::io(&segment.log_path, e))?;
+            segment
+                .file
+                .set_len(valid_end)
+                .map_err(|e| StorageError::io(&segment.log_path, e))?;
+            segment
+                .file
+                .sync_all()
+                .map_err(|e| StorageError::io(&segment.log_path, e))?;
         }
         if segment.size > 0 {
             // Unknown after a restart; counting `segment.ms` from now errs towards keeping data.
@@ -201,7 +217,8 @@ impl LogSegment {
             let left = usize::try_from(to - pos).unwrap_or(usize::MAX);
             buf.resize(left.min(need.max(SCAN_CHUNK)), 0);
             need = 0;
-            file.read_exact_at(&mut buf, pos).map_err(|e| StorageError::io(path, e))?;
+            file.read_exact_at(&mut buf, pos)
+                .map_err(|e| StorageError::io(path, e))?;
             let mut consumed = 0usize;
             while let Some(header) = BatchHeader::parse(&buf[consumed..]) {
                 let at = pos + consumed as u64;
@@ -254,12 +271,23 @@ impl LogSegment {
     /// Updates the in-memory indexes for a batch stored at `b.position`.
     fn index_batch(&mut self, b: &ScannedBatch, index_interval_bytes: u64) {
         self.note_timestamp(b);
-        if self.bytes_since_last_index_entry >= index_interval_bytes || self.offset_index.entries().is_empty() {
+        if self.bytes_since_last_index_entry >= index_interval_bytes
+            || self.offset_index.entries().is_empty()
+        {
             let relative_offset = self.relative(b.base_offset);
-            self.offset_index.push(OffsetPosition { relative_offset, position: b.position as u32 });
-            if self.time_index.max_timestamp().is_none_or(|t| self.max_timestamp > t) {
-                self.time_index
-                    .push(TimestampOffset { timestamp: self.max_timestamp, relative_offset });
+            self.offset_index.push(OffsetPosition {
+                relative_offset,
+                position: b.position as u32,
+            });
+            if self
+                .time_index
+                .max_timestamp()
+                .is_none_or(|t| self.max_timestamp > t)
+            {
+                self.time_index.push(TimestampOffset {
+                    timestamp: self.max_timestamp,
+                    relative_offset,
+                });
             }
             self.bytes_since_last_index_entry = 0;
         }
@@ -274,7 +302,8 @@ impl LogSegment {
     /// Whether a batch ending at `last_offset` and of `size` bytes can go in this segment
     /// without overflowing the 32-bit relative offsets and positions of its indexes.
     pub(crate) fn fits(&self, last_offset: i64, size: u64) -> bool {
-        last_offset - self.base_offset <= i64::from(u32::MAX) && self.size + size <= u64::from(u32::MAX)
+        last_offset - self.base_offset <= i64::from(u32::MAX)
+            && self.size + size <= u64::from(u32::MAX)
     }
 
     /// Appends one batch whose offsets are already assigned. On a failed or short write the
@@ -309,7 +338,10 @@ impl LogSegment {
 
     /// Persists the indexes, once the segment will receive no more appends or at shutdown.
     pub(crate) fn write_indexes(&self) -> Result<(), StorageError> {
-        let dir = self.log_path.parent().expect("segment lives in a partition directory");
+        let dir = self
+            .log_path
+            .parent()
+            .expect("segment lives in a partition directory");
         let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
         self.offset_index.write_to(&index_path)?;
         self.time_index.write_to(&time_path)

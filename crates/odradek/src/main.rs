@@ -1,1 +1,161 @@
-fn main() {}
+//! The `odradek` binary. `odradek broker` (or a bare `odradek`) runs a broker; later
+//! subcommands operate one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use odradek_broker::Broker;
+use odradek_broker::config::{BrokerConfig, parse_properties};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "odradek",
+    version,
+    about = "A Kafka-compatible streaming platform",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (the default when no subcommand is given).
+    Broker(BrokerArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct BrokerArgs {
+    /// Directory holding all data (Kafka's log.dirs).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to accept clients on.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients in metadata; defaults to the listen address.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// This broker's node id.
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// A Kafka server.properties file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any broker config by its Kafka name; repeatable; wins over --config.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl BrokerArgs {
+    /// Turns the flags into config layers: defaults < --config file < flags and --set.
+    fn config(&self) -> anyhow::Result<BrokerConfig> {
+        let mut defaults = vec![("log.dirs".to_string(), "./odradek-data".to_string())];
+        defaults.retain(|_| self.data_dir.is_none());
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                parse_properties(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        let mut flags = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            flags.push(("log.dirs".to_string(), dir.display().to_string()));
+        }
+        if let Some(listen) = &self.listen {
+            flags.push(("listeners".to_string(), format!("PLAINTEXT://{listen}")));
+        }
+        if let Some(advertised) = &self.advertised_listener {
+            flags.push((
+                "advertised.listeners".to_string(),
+                format!("PLAINTEXT://{advertised}"),
+            ));
+        }
+        if let Some(id) = self.node_id {
+            flags.push(("node.id".to_string(), id.to_string()));
+        }
+        for pair in &self.set {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--set expects KEY=VALUE, got '{pair}'"))?;
+            flags.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        // A data dir from the file must beat the built-in default, so drop the default then.
+        if file.iter().any(|(k, _)| k == "log.dirs" || k == "log.dir") {
+            defaults.clear();
+        }
+        Ok(BrokerConfig::from_layers([
+            defaults.as_slice(),
+            file.as_slice(),
+            flags.as_slice(),
+        ])?)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Broker(args)) => args,
+        None => cli.broker,
+    };
+    match run_broker(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("odradek: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("odradek")
+        .build()?;
+    runtime.block_on(async move {
+        let listen = config.listen_addr()?;
+        let data_dir = config.data_dir();
+        let broker = Arc::new(Broker::open(config).context("opening the data directory")?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %listener.local_addr()?,
+            data_dir = %data_dir.display(),
+            "odradek broker ready"
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => info!("SIGTERM: shutting down"),
+                _ = interrupt.recv() => info!("SIGINT: shutting down"),
+            }
+            let _ = stop.send(true);
+        });
+        odradek_broker::serve(listener, broker.clone(), stopped).await;
+        tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;
+        info!("clean shutdown complete");
+        Ok(())
+    })
+}

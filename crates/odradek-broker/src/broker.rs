@@ -1,0 +1,329 @@
+//! The broker: decodes each request, checks its version against what is supported, and
+//! routes it to its handler. Handlers live in `handlers/`, one module per API family.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use odradek_protocol::codec::{self, DecodeError};
+use tracing::{debug, warn};
+
+use crate::config::BrokerConfig;
+use crate::handlers::fetch::FetchSessions;
+use crate::log_manager::{LogManager, TopicError};
+
+/// API keys and the version ranges Odradek implements; ApiVersions advertises exactly these.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// A response still being produced: a produce waiting for its fsync, a parked fetch.
+/// It yields the encoded frame (empty when Kafka sends nothing back), or `None` when the
+/// response cannot be encoded and the connection must close rather than leave the client
+/// waiting forever.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// What a handler returns.
+pub enum Reply {
+    Now(ResponseKind),
+    Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
+    /// acks=0 produce: Kafka sends nothing back.
+    Nothing,
+}
+
+/// Why a connection must be closed instead of answered, as Kafka closes it.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseConnection {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{api_key:?} v{version} is not supported (supported: {range})")]
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        range: String,
+    },
+    #[error("{0:?} is advertised but has no handler")]
+    NoHandler(ApiKey),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    BadMetaProperties { path: PathBuf, reason: String },
+}
+
+pub struct Broker {
+    pub(crate) node_id: i32,
+    pub(crate) cluster_id: String,
+    pub(crate) advertised: (String, i32),
+    pub(crate) logs: LogManager,
+    pub(crate) fetch_sessions: FetchSessions,
+    data_dir: PathBuf,
+}
+
+/// Marks a data directory whose logs were all synced and closed: recovery can trust it.
+const CLEAN_SHUTDOWN_FILE: &str = ".odradek_cleanshutdown";
+
+impl Broker {
+    /// Opens the data directory, recovering it if the last run did not stop cleanly.
+    pub fn open(config: BrokerConfig) -> Result<Self, StartError> {
+        let data_dir = config.data_dir();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StartError::Io { path, source }
+        };
+        std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        let node_id = config.node_id();
+        let cluster_id = load_or_create_meta_properties(&data_dir, node_id)?;
+        let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if !clean {
+            debug!(dir = %data_dir.display(), "no clean-shutdown marker: recovering logs");
+        }
+        let advertised = config
+            .advertised_addr()
+            .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
+        let logs = LogManager::open(&data_dir, config, clean)?;
+        // From here on the logs change; a crash must trigger recovery next time.
+        if clean {
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+            sync_dir(&data_dir).map_err(io(&data_dir))?;
+        }
+        Ok(Self {
+            node_id,
+            cluster_id,
+            advertised,
+            logs,
+            fetch_sessions: FetchSessions::default(),
+            data_dir,
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        self.logs.broker_config()
+    }
+
+    /// Flushes and closes all logs, then writes the clean-shutdown marker.
+    pub fn shutdown(&self) -> Result<(), StartError> {
+        self.logs.close_all().map_err(TopicError::from)?;
+        let marker = self.data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let io = |source| StartError::Io {
+            path: marker.clone(),
+            source,
+        };
+        std::fs::write(&marker, b"").map_err(io)?;
+        sync_dir(&self.data_dir).map_err(io)?;
+        Ok(())
+    }
+
+    /// Handles one request frame. The in-order part of the work (appends, metadata changes)
+    /// is done before this returns; what is left (waiting for fsync or for data) is the
+    /// returned future, so a connection can keep reading while responses wait their turn.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        frame: Bytes,
+    ) -> Result<PendingResponse, CloseConnection> {
+        let request = codec::decode_header(frame)?;
+        let api_key = request.api_key;
+        let version = request.header.request_api_version;
+        let correlation_id = request.header.correlation_id;
+        let reply = match supported_range(api_key) {
+            Some((min, max)) if (min..=max).contains(&version) => {
+                let body = codec::decode_body(&request)?;
+                self.handle(body, version)
+                    .await
+                    .ok_or(CloseConnection::NoHandler(api_key))?
+            }
+            // Kafka answers an ApiVersions it cannot parse with its own range at v0 so the
+            // client can downgrade; any other unsupported version closes the connection.
+            _ if api_key == ApiKey::ApiVersions => {
+                let response = self.api_versions_response(
+                    kafka_protocol::ResponseError::UnsupportedVersion.code(),
+                );
+                return Ok(encoded(
+                    api_key,
+                    0,
+                    correlation_id,
+                    ResponseKind::ApiVersions(response),
+                ));
+            }
+            range => {
+                return Err(CloseConnection::UnsupportedVersion {
+                    api_key,
+                    version,
+                    range: range.map_or("none".into(), |(a, b)| format!("{a}-{b}")),
+                });
+            }
+        };
+        Ok(match reply {
+            Reply::Now(body) => encoded(api_key, version, correlation_id, body),
+            Reply::Later(future) => Box::pin(async move {
+                let body = future.await;
+                encode_or_log(api_key, version, correlation_id, &body)
+            }),
+            Reply::Nothing => Box::pin(async { Some(Bytes::new()) }),
+        })
+    }
+
+    /// Routes a decoded request; `None` for a request type without a handler.
+    async fn handle(self: &Arc<Self>, body: RequestKind, version: i16) -> Option<Reply> {
+        Some(match body {
+            RequestKind::ApiVersions(r) => {
+                Reply::Now(ResponseKind::ApiVersions(self.api_versions(&r, version)))
+            }
+            RequestKind::Metadata(r) => {
+                Reply::Now(ResponseKind::Metadata(self.metadata(r, version).await))
+            }
+            RequestKind::Produce(r) => self.produce(r, version),
+            RequestKind::Fetch(r) => self.fetch(r, version),
+            RequestKind::ListOffsets(r) => {
+                Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
+            }
+            RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
+                self.create_topics(r, version).await,
+            )),
+            RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
+                self.delete_topics(r, version).await,
+            )),
+            RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+                self.create_partitions(r).await,
+            )),
+            RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
+                self.describe_configs(r, version),
+            )),
+            RequestKind::DescribeCluster(r) => {
+                Reply::Now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
+            }
+            // Unreachable while SUPPORTED_APIS and this match agree.
+            _ => return None,
+        })
+    }
+}
+
+fn encode_or_log(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Option<Bytes> {
+    match codec::encode_response(api_key, version, correlation_id, body) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            warn!(error = %e, correlation_id, "cannot encode response; closing the connection");
+            None
+        }
+    }
+}
+
+fn encoded(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseKind,
+) -> PendingResponse {
+    let bytes = encode_or_log(api_key, version, correlation_id, &body);
+    Box::pin(async move { bytes })
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the cluster id from Kafka's `meta.properties`, creating the file on first start.
+fn load_or_create_meta_properties(data_dir: &Path, node_id: i32) -> Result<String, StartError> {
+    let path = data_dir.join("meta.properties");
+    let bad = |reason: String| StartError::BadMetaProperties {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let props = crate::config::parse_properties(&text).map_err(|e| bad(e.to_string()))?;
+            let get = |k: &str| {
+                props
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            if let Some(stored) = get("node.id").and_then(|v| v.parse::<i32>().ok())
+                && stored != node_id
+            {
+                return Err(bad(format!(
+                    "data directory belongs to node {stored}, not node {node_id}"
+                )));
+            }
+            get("cluster.id").ok_or_else(|| bad("no cluster.id".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = new_cluster_id();
+            let text = format!(
+                "# Written by Odradek on first start.\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"
+            );
+            let tmp = data_dir.join("meta.properties.tmp");
+            let io = |source| StartError::Io {
+                path: path.clone(),
+                source,
+            };
+            std::fs::write(&tmp, text).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            sync_dir(data_dir).map_err(io)?;
+            Ok(cluster_id)
+        }
+        Err(source) => Err(StartError::Io { path, source }),
+    }
+}
+
+/// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    let mut out = String::new();
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

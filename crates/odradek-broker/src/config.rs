@@ -1,0 +1,1220 @@
+//! Broker and topic configuration under Kafka's names, types, defaults and validation.
+//!
+//! Every key the broker accepts is listed here; anything else is rejected at start-up with
+//! the key named. Topic configs fall back to their broker synonym (`segment.bytes` to
+//! `log.segment.bytes`), then to Kafka's default, and report which source won, as Kafka's
+//! DescribeConfigs does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use odradek_storage::{LogConfig, TimestampType};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown config key '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for config '{key}': {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// Kafka's `ConfigDef.Type`, numbered as DescribeConfigs v3+ reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    Double = 6,
+    List = 7,
+    Password = 9,
+}
+
+/// Kafka's `ConfigSource`, numbered as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    TopicConfig = 1,
+    StaticBrokerConfig = 4,
+    DefaultConfig = 5,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    Any,
+    AtLeast(i64),
+    OneOf(&'static [&'static str]),
+    ListOf(&'static [&'static str]),
+}
+
+/// One config the broker understands.
+#[derive(Debug)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    /// `None` is Kafka's `null` default.
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+    check: Check,
+}
+
+const fn def(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    check: Check,
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        ty,
+        default,
+        doc,
+        check,
+    }
+}
+
+use Check::*;
+use ConfigType::{Boolean, Double, Int, List, Long, Password, Short};
+
+const LONG_MAX: &str = "9223372036854775807";
+const CLEANUP_POLICIES: &[&str] = &["delete", "compact"];
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+
+/// Broker configs. Keys that only matter for features Odradek does not have yet (threads,
+/// socket buffers, KRaft controller settings) are accepted so a stock `server.properties`
+/// starts the broker; the docs say which are honoured.
+pub static BROKER_CONFIGS: &[ConfigDef] = &[
+    def(
+        "node.id",
+        Int,
+        Some("1"),
+        AtLeast(0),
+        "The node id of this broker.",
+    ),
+    def(
+        "broker.id",
+        Int,
+        Some("-1"),
+        Any,
+        "Legacy alias of node.id.",
+    ),
+    def(
+        "log.dirs",
+        ConfigType::String,
+        None,
+        Any,
+        "The directory holding this broker's data (one directory is supported).",
+    ),
+    def(
+        "log.dir",
+        ConfigType::String,
+        Some("./odradek-data"),
+        Any,
+        "The data directory, used when log.dirs is not set.",
+    ),
+    def(
+        "listeners",
+        List,
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        Any,
+        "The listener the broker accepts clients on.",
+    ),
+    def(
+        "advertised.listeners",
+        List,
+        None,
+        Any,
+        "The address given to clients in Metadata; defaults to listeners.",
+    ),
+    def(
+        "auto.create.topics.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        "Create a topic when a client asks for metadata of one that does not exist.",
+    ),
+    def(
+        "num.partitions",
+        Int,
+        Some("1"),
+        AtLeast(1),
+        "Partitions of an auto-created topic or one created without a count.",
+    ),
+    def(
+        "default.replication.factor",
+        Int,
+        Some("1"),
+        AtLeast(1),
+        "Replication factor of auto-created topics.",
+    ),
+    def(
+        "delete.topic.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        "Whether DeleteTopics is allowed.",
+    ),
+    def(
+        "socket.request.max.bytes",
+        Int,
+        Some("104857600"),
+        AtLeast(1),
+        "The largest request frame accepted; larger frames close the connection.",
+    ),
+    def(
+        "socket.send.buffer.bytes",
+        Int,
+        Some("102400"),
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "socket.receive.buffer.bytes",
+        Int,
+        Some("102400"),
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "num.network.threads",
+        Int,
+        Some("3"),
+        AtLeast(1),
+        "Accepted for compatibility; Odradek uses one async runtime.",
+    ),
+    def(
+        "num.io.threads",
+        Int,
+        Some("8"),
+        AtLeast(1),
+        "Accepted for compatibility; Odradek uses one async runtime.",
+    ),
+    def(
+        "num.recovery.threads.per.data.dir",
+        Int,
+        Some("2"),
+        AtLeast(1),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "process.roles",
+        List,
+        Some("broker,controller"),
+        Any,
+        "Accepted for compatibility; Odradek runs both roles.",
+    ),
+    def(
+        "controller.quorum.voters",
+        List,
+        Some(""),
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "controller.quorum.bootstrap.servers",
+        List,
+        Some(""),
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "controller.listener.names",
+        List,
+        None,
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "inter.broker.listener.name",
+        ConfigType::String,
+        None,
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "listener.security.protocol.map",
+        ConfigType::String,
+        Some("PLAINTEXT:PLAINTEXT"),
+        Any,
+        "Accepted for compatibility; only PLAINTEXT is served.",
+    ),
+    def(
+        "offsets.topic.replication.factor",
+        Short,
+        Some("3"),
+        AtLeast(1),
+        "Accepted; capped to the number of live brokers.",
+    ),
+    def(
+        "offsets.topic.num.partitions",
+        Int,
+        Some("50"),
+        AtLeast(1),
+        "Partitions of __consumer_offsets.",
+    ),
+    def(
+        "transaction.state.log.replication.factor",
+        Short,
+        Some("3"),
+        AtLeast(1),
+        "Accepted; capped to the number of live brokers.",
+    ),
+    def(
+        "transaction.state.log.min.isr",
+        Int,
+        Some("2"),
+        AtLeast(1),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "share.coordinator.state.topic.replication.factor",
+        Short,
+        Some("3"),
+        AtLeast(1),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "share.coordinator.state.topic.min.isr",
+        Short,
+        Some("2"),
+        AtLeast(1),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "group.initial.rebalance.delay.ms",
+        Int,
+        Some("3000"),
+        AtLeast(0),
+        "Delay before the first rebalance of a new group.",
+    ),
+    def(
+        "log.retention.check.interval.ms",
+        Long,
+        Some("300000"),
+        AtLeast(1),
+        "How often retention is enforced.",
+    ),
+    def(
+        "log.retention.hours",
+        Int,
+        Some("168"),
+        Any,
+        "Retention in hours, used when log.retention.ms and .minutes are unset.",
+    ),
+    def(
+        "log.retention.minutes",
+        Int,
+        None,
+        Any,
+        "Retention in minutes, used when log.retention.ms is unset.",
+    ),
+    def(
+        "log.retention.ms",
+        Long,
+        None,
+        Any,
+        "Retention in milliseconds; -1 keeps data forever.",
+    ),
+    def(
+        "log.retention.bytes",
+        Long,
+        Some("-1"),
+        Any,
+        "Size limit per partition; -1 for none.",
+    ),
+    def(
+        "log.roll.hours",
+        Int,
+        Some("168"),
+        AtLeast(1),
+        "Roll a segment after this many hours, used when log.roll.ms is unset.",
+    ),
+    def(
+        "log.roll.ms",
+        Long,
+        None,
+        Any,
+        "Roll a segment after this many milliseconds.",
+    ),
+    def(
+        "log.roll.jitter.hours",
+        Int,
+        Some("0"),
+        AtLeast(0),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "log.roll.jitter.ms",
+        Long,
+        None,
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "log.segment.bytes",
+        Int,
+        Some("1073741824"),
+        AtLeast(1048576),
+        "Segment size before rolling.",
+    ),
+    def(
+        "log.index.interval.bytes",
+        Int,
+        Some("4096"),
+        AtLeast(0),
+        "Bytes between offset index entries.",
+    ),
+    def(
+        "log.index.size.max.bytes",
+        Int,
+        Some("10485760"),
+        AtLeast(4),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "log.flush.interval.messages",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(1),
+        "Flush a partition after this many unflushed records.",
+    ),
+    def(
+        "log.flush.interval.ms",
+        Long,
+        None,
+        Any,
+        "Flush a partition when its data is this old.",
+    ),
+    def(
+        "log.flush.scheduler.interval.ms",
+        Long,
+        Some(LONG_MAX),
+        Any,
+        "How often to check log.flush.interval.ms.",
+    ),
+    def(
+        "log.flush.offset.checkpoint.interval.ms",
+        Int,
+        Some("60000"),
+        AtLeast(0),
+        "Accepted for compatibility.",
+    ),
+    def(
+        "log.cleanup.policy",
+        List,
+        Some("delete"),
+        ListOf(CLEANUP_POLICIES),
+        "Default cleanup.policy.",
+    ),
+    def(
+        "log.cleaner.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        "Accepted for compatibility.",
+    ),
+    def(
+        "log.cleaner.delete.retention.ms",
+        Long,
+        Some("86400000"),
+        AtLeast(0),
+        "Default delete.retention.ms.",
+    ),
+    def(
+        "log.cleaner.min.compaction.lag.ms",
+        Long,
+        Some("0"),
+        AtLeast(0),
+        "Default min.compaction.lag.ms.",
+    ),
+    def(
+        "log.cleaner.max.compaction.lag.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(1),
+        "Default max.compaction.lag.ms.",
+    ),
+    def(
+        "log.cleaner.min.cleanable.ratio",
+        Double,
+        Some("0.5"),
+        Any,
+        "Default min.cleanable.dirty.ratio.",
+    ),
+    def(
+        "log.segment.delete.delay.ms",
+        Long,
+        Some("60000"),
+        AtLeast(0),
+        "Default file.delete.delay.ms.",
+    ),
+    def(
+        "log.preallocate",
+        Boolean,
+        Some("false"),
+        Any,
+        "Default preallocate.",
+    ),
+    def(
+        "log.message.timestamp.type",
+        ConfigType::String,
+        Some("CreateTime"),
+        OneOf(TIMESTAMP_TYPES),
+        "Default message.timestamp.type.",
+    ),
+    def(
+        "log.message.timestamp.before.max.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        "Default message.timestamp.before.max.ms.",
+    ),
+    def(
+        "log.message.timestamp.after.max.ms",
+        Long,
+        Some("3600000"),
+        AtLeast(0),
+        "Default message.timestamp.after.max.ms.",
+    ),
+    def(
+        "log.local.retention.ms",
+        Long,
+        Some("-2"),
+        Any,
+        "Default local.retention.ms.",
+    ),
+    def(
+        "log.local.retention.bytes",
+        Long,
+        Some("-2"),
+        Any,
+        "Default local.retention.bytes.",
+    ),
+    def(
+        "message.max.bytes",
+        Int,
+        Some("1048588"),
+        AtLeast(0),
+        "Default max.message.bytes: the largest record batch accepted.",
+    ),
+    def(
+        "compression.type",
+        ConfigType::String,
+        Some("producer"),
+        OneOf(COMPRESSION_TYPES),
+        "Default compression.type.",
+    ),
+    def(
+        "compression.gzip.level",
+        Int,
+        Some("-1"),
+        Any,
+        "Default compression.gzip.level.",
+    ),
+    def(
+        "compression.lz4.level",
+        Int,
+        Some("9"),
+        Any,
+        "Default compression.lz4.level.",
+    ),
+    def(
+        "compression.zstd.level",
+        Int,
+        Some("3"),
+        Any,
+        "Default compression.zstd.level.",
+    ),
+    def(
+        "min.insync.replicas",
+        Int,
+        Some("1"),
+        AtLeast(1),
+        "Default min.insync.replicas.",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        Boolean,
+        Some("false"),
+        Any,
+        "Default unclean.leader.election.enable.",
+    ),
+];
+
+/// A topic config and the broker config it falls back to.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    pub def: ConfigDef,
+    pub broker_synonym: Option<&'static str>,
+}
+
+const fn topic(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    check: Check,
+    broker_synonym: Option<&'static str>,
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        def: def(name, ty, default, check, doc),
+        broker_synonym,
+    }
+}
+
+/// Topic configs, as Kafka 4.1 lists them.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    topic(
+        "cleanup.policy",
+        List,
+        Some("delete"),
+        ListOf(CLEANUP_POLICIES),
+        Some("log.cleanup.policy"),
+        "delete, compact, or both.",
+    ),
+    topic(
+        "compression.type",
+        ConfigType::String,
+        Some("producer"),
+        OneOf(COMPRESSION_TYPES),
+        Some("compression.type"),
+        "Codec of stored batches; producer keeps what the producer sent.",
+    ),
+    topic(
+        "compression.gzip.level",
+        Int,
+        Some("-1"),
+        Any,
+        Some("compression.gzip.level"),
+        "Gzip level when the broker compresses.",
+    ),
+    topic(
+        "compression.lz4.level",
+        Int,
+        Some("9"),
+        Any,
+        Some("compression.lz4.level"),
+        "LZ4 level when the broker compresses.",
+    ),
+    topic(
+        "compression.zstd.level",
+        Int,
+        Some("3"),
+        Any,
+        Some("compression.zstd.level"),
+        "Zstd level when the broker compresses.",
+    ),
+    topic(
+        "delete.retention.ms",
+        Long,
+        Some("86400000"),
+        AtLeast(0),
+        Some("log.cleaner.delete.retention.ms"),
+        "How long tombstones are kept on compacted topics.",
+    ),
+    topic(
+        "file.delete.delay.ms",
+        Long,
+        Some("60000"),
+        AtLeast(0),
+        Some("log.segment.delete.delay.ms"),
+        "Delay before a deleted segment's files are removed.",
+    ),
+    topic(
+        "flush.messages",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(1),
+        Some("log.flush.interval.messages"),
+        "Force an fsync after this many records.",
+    ),
+    topic(
+        "flush.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        Some("log.flush.interval.ms"),
+        "Force an fsync when unflushed data is this old.",
+    ),
+    topic(
+        "follower.replication.throttled.replicas",
+        List,
+        Some(""),
+        Any,
+        None,
+        "Accepted for compatibility.",
+    ),
+    topic(
+        "index.interval.bytes",
+        Int,
+        Some("4096"),
+        AtLeast(0),
+        Some("log.index.interval.bytes"),
+        "Bytes between offset index entries.",
+    ),
+    topic(
+        "leader.replication.throttled.replicas",
+        List,
+        Some(""),
+        Any,
+        None,
+        "Accepted for compatibility.",
+    ),
+    topic(
+        "local.retention.bytes",
+        Long,
+        Some("-2"),
+        Any,
+        Some("log.local.retention.bytes"),
+        "Accepted for compatibility (tiered storage).",
+    ),
+    topic(
+        "local.retention.ms",
+        Long,
+        Some("-2"),
+        Any,
+        Some("log.local.retention.ms"),
+        "Accepted for compatibility (tiered storage).",
+    ),
+    topic(
+        "max.compaction.lag.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(1),
+        Some("log.cleaner.max.compaction.lag.ms"),
+        "Longest a record stays uncompacted.",
+    ),
+    topic(
+        "max.message.bytes",
+        Int,
+        Some("1048588"),
+        AtLeast(0),
+        Some("message.max.bytes"),
+        "The largest record batch accepted.",
+    ),
+    topic(
+        "message.timestamp.after.max.ms",
+        Long,
+        Some("3600000"),
+        AtLeast(0),
+        Some("log.message.timestamp.after.max.ms"),
+        "How far in the future a CreateTime timestamp may be.",
+    ),
+    topic(
+        "message.timestamp.before.max.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        Some("log.message.timestamp.before.max.ms"),
+        "How far in the past a CreateTime timestamp may be.",
+    ),
+    topic(
+        "message.timestamp.type",
+        ConfigType::String,
+        Some("CreateTime"),
+        OneOf(TIMESTAMP_TYPES),
+        Some("log.message.timestamp.type"),
+        "CreateTime keeps the producer's timestamp; LogAppendTime uses the broker's clock.",
+    ),
+    topic(
+        "min.cleanable.dirty.ratio",
+        Double,
+        Some("0.5"),
+        Any,
+        Some("log.cleaner.min.cleanable.ratio"),
+        "Dirty share of the log that triggers compaction.",
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        Long,
+        Some("0"),
+        AtLeast(0),
+        Some("log.cleaner.min.compaction.lag.ms"),
+        "Shortest a record stays uncompacted.",
+    ),
+    topic(
+        "min.insync.replicas",
+        Int,
+        Some("1"),
+        AtLeast(1),
+        Some("min.insync.replicas"),
+        "Replicas that must acknowledge an acks=all write.",
+    ),
+    topic(
+        "preallocate",
+        Boolean,
+        Some("false"),
+        Any,
+        Some("log.preallocate"),
+        "Accepted for compatibility.",
+    ),
+    topic(
+        "remote.storage.enable",
+        Boolean,
+        Some("false"),
+        Any,
+        None,
+        "Accepted for compatibility (tiered storage).",
+    ),
+    topic(
+        "retention.bytes",
+        Long,
+        Some("-1"),
+        Any,
+        Some("log.retention.bytes"),
+        "Size limit per partition; -1 for none.",
+    ),
+    topic(
+        "retention.ms",
+        Long,
+        Some("604800000"),
+        AtLeast(-1),
+        Some("log.retention.ms"),
+        "How long data is kept; -1 keeps it forever.",
+    ),
+    topic(
+        "segment.bytes",
+        Int,
+        Some("1073741824"),
+        AtLeast(14),
+        Some("log.segment.bytes"),
+        "Segment size before rolling.",
+    ),
+    topic(
+        "segment.index.bytes",
+        Int,
+        Some("10485760"),
+        AtLeast(4),
+        Some("log.index.size.max.bytes"),
+        "Accepted for compatibility.",
+    ),
+    topic(
+        "segment.jitter.ms",
+        Long,
+        Some("0"),
+        AtLeast(0),
+        Some("log.roll.jitter.ms"),
+        "Accepted for compatibility.",
+    ),
+    topic(
+        "segment.ms",
+        Long,
+        Some("604800000"),
+        AtLeast(1),
+        Some("log.roll.ms"),
+        "Roll a segment after this long.",
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        Boolean,
+        Some("false"),
+        Any,
+        Some("unclean.leader.election.enable"),
+        "Accepted; meaningful once replication exists.",
+    ),
+];
+
+fn check_value(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::InvalidValue {
+        key: def.name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let number = match def.ty {
+        Boolean => {
+            return match value.to_ascii_lowercase().as_str() {
+                "true" | "false" => Ok(()),
+                _ => Err(bad("expected true or false".into())),
+            };
+        }
+        Int | Short | Long => Some(
+            match def.ty {
+                Int => value
+                    .trim()
+                    .parse::<i32>()
+                    .map(i64::from)
+                    .map_err(|e| e.to_string()),
+                Short => value
+                    .trim()
+                    .parse::<i16>()
+                    .map(i64::from)
+                    .map_err(|e| e.to_string()),
+                _ => value.trim().parse::<i64>().map_err(|e| e.to_string()),
+            }
+            .map_err(|e| bad(format!("expected a {:?}: {e}", def.ty).to_lowercase()))?,
+        ),
+        Double => {
+            value
+                .trim()
+                .parse::<f64>()
+                .map_err(|e| bad(format!("expected a number: {e}")))?;
+            None
+        }
+        ConfigType::String | List | Password => None,
+    };
+    match def.check {
+        Any => Ok(()),
+        AtLeast(min) => match number {
+            Some(n) if n < min => Err(bad(format!("value must be at least {min}"))),
+            _ => Ok(()),
+        },
+        OneOf(allowed) => {
+            if allowed.contains(&value.trim()) {
+                Ok(())
+            } else {
+                Err(bad(format!("must be one of {}", allowed.join(", "))))
+            }
+        }
+        ListOf(allowed) => {
+            let items: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            match items.iter().find(|i| !allowed.contains(i)) {
+                Some(i) => Err(bad(format!("'{i}' is not one of {}", allowed.join(", ")))),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.def.name == name)
+}
+
+/// Parses `server.properties` syntax: `key=value` or `key: value` lines, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']).ok_or_else(|| {
+            ConfigError::Syntax(format!("line {}: expected key=value, got '{line}'", n + 1))
+        })?;
+        out.push((
+            line[..split].trim().to_string(),
+            line[split + 1..].trim().to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The broker's static configuration: every key explicitly set, validated.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerConfig {
+    explicit: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Builds the config from layers applied in order, later ones winning.
+    pub fn from_layers<'a>(
+        layers: impl IntoIterator<Item = &'a [(String, String)]>,
+    ) -> Result<Self, ConfigError> {
+        let mut explicit = BTreeMap::new();
+        for layer in layers {
+            for (key, value) in layer {
+                let def = broker_def(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
+                check_value(def, value)?;
+                explicit.insert(key.clone(), value.clone());
+            }
+        }
+        let config = Self { explicit };
+        config.listen_addr()?;
+        config.advertised_addr()?;
+        Ok(config)
+    }
+
+    /// The value of a broker config and where it came from.
+    pub fn get(&self, name: &str) -> Option<(Option<&str>, ConfigSource)> {
+        let def = broker_def(name)?;
+        Some(match self.explicit.get(name) {
+            Some(v) => (Some(v.as_str()), ConfigSource::StaticBrokerConfig),
+            None => (def.default, ConfigSource::DefaultConfig),
+        })
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|(v, _)| v)
+    }
+
+    fn number(&self, name: &str) -> Option<i64> {
+        self.value(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.value(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        match self.explicit.get("node.id") {
+            Some(v) => v.parse().unwrap_or(1),
+            None => self.number("broker.id").filter(|&id| id >= 0).unwrap_or(1) as i32,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        let dirs = self
+            .value("log.dirs")
+            .or_else(|| self.value("log.dir"))
+            .unwrap_or(".");
+        PathBuf::from(dirs.split(',').next().unwrap_or(".").trim())
+    }
+
+    fn listener_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        let first = value.split(',').next().unwrap_or("").trim();
+        let host_port = first.rsplit_once("://").map_or(first, |(_, hp)| hp);
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+            .ok()
+            .and_then(|mut a| a.next());
+        resolved.ok_or_else(|| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "expected HOST:PORT or PLAINTEXT://HOST:PORT".into(),
+        })
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listener_addr("listeners", self.value("listeners").unwrap_or_default())
+    }
+
+    /// Host and port clients are told to connect to.
+    pub fn advertised_addr(&self) -> Result<(String, i32), ConfigError> {
+        let Some(value) = self.value("advertised.listeners") else {
+            let addr = self.listen_addr()?;
+            return Ok((addr.ip().to_string(), i32::from(addr.port())));
+        };
+        let first = value.split(',').next().unwrap_or("").trim();
+        let host_port = first.rsplit_once("://").map_or(first, |(_, hp)| hp);
+        let parsed = host_port.rsplit_once(':').and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse::<u16>().ok()?,
+            ))
+        });
+        parsed
+            .map(|(h, p)| (h, i32::from(p)))
+            .ok_or_else(|| ConfigError::InvalidValue {
+                key: "advertised.listeners".into(),
+                value: value.to_string(),
+                reason: "expected HOST:PORT or PLAINTEXT://HOST:PORT".into(),
+            })
+    }
+
+    pub fn auto_create_topics(&self) -> bool {
+        self.flag("auto.create.topics.enable")
+    }
+    pub fn delete_topic_enable(&self) -> bool {
+        self.flag("delete.topic.enable")
+    }
+    pub fn num_partitions(&self) -> i32 {
+        self.number("num.partitions").unwrap_or(1) as i32
+    }
+    pub fn default_replication_factor(&self) -> i16 {
+        self.number("default.replication.factor").unwrap_or(1) as i16
+    }
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.number("socket.request.max.bytes")
+            .unwrap_or(104_857_600) as usize
+    }
+
+    /// The broker-level value a topic config falls back to, with its source: Kafka's
+    /// derived synonyms (`log.retention.hours` for `retention.ms`) included.
+    fn topic_fallback(&self, def: &TopicConfigDef) -> Option<(String, ConfigSource)> {
+        let synonym = def.broker_synonym?;
+        if let Some(v) = self.explicit.get(synonym) {
+            return Some((v.clone(), ConfigSource::StaticBrokerConfig));
+        }
+        let scaled = |key: &str, factor: i64| {
+            self.explicit
+                .get(key)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(|n| {
+                    (
+                        (n.saturating_mul(factor)).to_string(),
+                        ConfigSource::StaticBrokerConfig,
+                    )
+                })
+        };
+        match def.def.name {
+            "retention.ms" => scaled("log.retention.minutes", 60_000)
+                .or_else(|| scaled("log.retention.hours", 3_600_000)),
+            "segment.ms" => scaled("log.roll.hours", 3_600_000),
+            "segment.jitter.ms" => scaled("log.roll.jitter.hours", 3_600_000),
+            _ => None,
+        }
+    }
+
+    /// Resolves a topic config: the topic's own override, else the broker's, else the default.
+    pub fn resolve_topic(
+        &self,
+        def: &TopicConfigDef,
+        overrides: &BTreeMap<String, String>,
+    ) -> (Option<String>, ConfigSource) {
+        if let Some(v) = overrides.get(def.def.name) {
+            return (Some(v.clone()), ConfigSource::TopicConfig);
+        }
+        match self.topic_fallback(def) {
+            Some((v, source)) => (Some(v), source),
+            None => (
+                def.def.default.map(str::to_string),
+                ConfigSource::DefaultConfig,
+            ),
+        }
+    }
+
+    /// Every synonym of a topic config in Kafka's precedence order, for DescribeConfigs.
+    pub fn topic_synonyms(
+        &self,
+        def: &TopicConfigDef,
+        overrides: &BTreeMap<String, String>,
+    ) -> Vec<(String, Option<String>, ConfigSource)> {
+        let mut out = Vec::new();
+        if let Some(v) = overrides.get(def.def.name) {
+            out.push((
+                def.def.name.to_string(),
+                Some(v.clone()),
+                ConfigSource::TopicConfig,
+            ));
+        }
+        if let (Some(synonym), Some((v, source))) = (def.broker_synonym, self.topic_fallback(def)) {
+            out.push((synonym.to_string(), Some(v), source));
+        }
+        out.push((
+            def.def.name.to_string(),
+            def.def.default.map(str::to_string),
+            ConfigSource::DefaultConfig,
+        ));
+        out
+    }
+}
+
+/// Validates topic config overrides as CreateTopics and AlterConfigs do.
+pub fn validate_topic_configs(overrides: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (key, value) in overrides {
+        let def = topic_def(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
+        check_value(&def.def, value)?;
+    }
+    Ok(())
+}
+
+/// The settings a topic's partitions run with, resolved from overrides and broker defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub log: LogConfig,
+    pub max_message_bytes: usize,
+}
+
+impl TopicSettings {
+    pub fn resolve(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Self {
+        let number = |name: &str| -> i64 {
+            let def = topic_def(name).expect("known topic config");
+            let (value, _) = broker.resolve_topic(def, overrides);
+            value
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| {
+                    def.def
+                        .default
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(i64::MAX)
+                })
+        };
+        let timestamp_type = match broker
+            .resolve_topic(
+                topic_def("message.timestamp.type").expect("known"),
+                overrides,
+            )
+            .0
+        {
+            Some(t) if t == "LogAppendTime" => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        Self {
+            log: LogConfig {
+                segment_bytes: number("segment.bytes").max(1) as u64,
+                segment_ms: number("segment.ms"),
+                index_interval_bytes: number("index.interval.bytes").max(0) as u64,
+                flush_messages: number("flush.messages").max(1) as u64,
+                flush_ms: number("flush.ms"),
+                timestamp_type,
+            },
+            max_message_bytes: number("max.message.bytes").max(0) as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn later_layers_win_and_unknown_keys_are_named() {
+        let file = layer(&[("num.partitions", "3"), ("log.segment.bytes", "2097152")]);
+        let set = layer(&[("num.partitions", "4")]);
+        let config = BrokerConfig::from_layers([file.as_slice(), set.as_slice()]).unwrap();
+        assert_eq!(config.num_partitions(), 4);
+        let settings = TopicSettings::resolve(&config, &BTreeMap::new());
+        assert_eq!(settings.log.segment_bytes, 2_097_152);
+        let err =
+            BrokerConfig::from_layers([layer(&[("no.such.key", "1")]).as_slice()]).unwrap_err();
+        assert_eq!(err, ConfigError::UnknownKey("no.such.key".into()));
+        let err = BrokerConfig::from_layers([layer(&[("num.partitions", "zero")]).as_slice()])
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+    }
+
+    #[test]
+    fn topic_configs_fall_back_through_synonyms() {
+        let config =
+            BrokerConfig::from_layers([layer(&[("log.retention.hours", "1")]).as_slice()]).unwrap();
+        let def = topic_def("retention.ms").unwrap();
+        assert_eq!(
+            config.resolve_topic(def, &BTreeMap::new()),
+            (Some("3600000".into()), ConfigSource::StaticBrokerConfig)
+        );
+        let overrides = BTreeMap::from([("retention.ms".to_string(), "5".to_string())]);
+        assert_eq!(
+            config.resolve_topic(def, &overrides),
+            (Some("5".into()), ConfigSource::TopicConfig)
+        );
+        let def = topic_def("max.message.bytes").unwrap();
+        assert_eq!(
+            BrokerConfig::default().resolve_topic(def, &BTreeMap::new()),
+            (Some("1048588".into()), ConfigSource::DefaultConfig)
+        );
+    }
+
+    #[test]
+    fn properties_files_parse_like_kafkas() {
+        let parsed =
+            parse_properties("# comment\nnum.partitions=3\n\nlog.dirs : /tmp/x\n").unwrap();
+        assert_eq!(
+            parsed,
+            layer(&[("num.partitions", "3"), ("log.dirs", "/tmp/x")])
+        );
+        assert!(parse_properties("just-a-word").is_err());
+    }
+}

@@ -1,0 +1,450 @@
+//! Fetch: reads stored batches as stored, parks until `min_bytes` arrive or `max_wait_ms`
+//! passes (woken by appends, not by polling), and keeps incremental fetch sessions
+//! (KIP-227) so consumers of many partitions send and receive only what changed.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use odradek_storage::StorageError;
+use tracing::warn;
+use uuid::Uuid;
+
+use super::check_leader_epoch;
+use crate::Broker;
+use crate::broker::{Reply, str_bytes};
+use crate::log_manager::Partition;
+
+/// Kafka's `max.incremental.fetch.session.cache.slots` default.
+const MAX_SESSIONS: usize = 1000;
+/// A session unused this long may be evicted to make room (Kafka: `min.incremental.fetch.session.eviction.ms`).
+const SESSION_IDLE_EVICTION: Duration = Duration::from_secs(120);
+
+/// A topic as the request names it: by name before Fetch v13, by id from v13.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TopicKey {
+    Name(String),
+    Id(Uuid),
+}
+
+#[derive(Debug, Clone)]
+struct FetchTarget {
+    topic: TopicKey,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+}
+
+/// What a session last told the client about a partition, to send it again only on change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Reported {
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+#[derive(Debug)]
+struct Session {
+    next_epoch: i32,
+    targets: Vec<(FetchTarget, Option<Reported>)>,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+pub struct FetchSessions {
+    sessions: Mutex<HashMap<i32, Session>>,
+}
+
+/// How this fetch relates to a session.
+enum SessionMode {
+    None,
+    Full(i32),
+    Incremental(i32),
+}
+
+impl FetchSessions {
+    fn new_session(&self, targets: &[FetchTarget]) -> i32 {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        if sessions.len() >= MAX_SESSIONS {
+            let oldest = sessions
+                .iter()
+                .filter(|(_, s)| s.last_used.elapsed() >= SESSION_IDLE_EVICTION)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(&id, _)| id);
+            match oldest {
+                Some(id) => {
+                    sessions.remove(&id);
+                }
+                // Full of active sessions: the client carries on without one, as in Kafka.
+                None => return 0,
+            }
+        }
+        let id = loop {
+            let candidate = (Uuid::new_v4().as_u128() as i32) & i32::MAX;
+            if candidate != 0 && !sessions.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let targets = targets.iter().map(|t| (t.clone(), None)).collect();
+        sessions.insert(
+            id,
+            Session {
+                next_epoch: 1,
+                targets,
+                last_used: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// Applies an incremental request to its session, returning every partition the
+    /// session now covers.
+    fn update(
+        &self,
+        id: i32,
+        epoch: i32,
+        changed: Vec<FetchTarget>,
+        forgotten: &[(TopicKey, i32)],
+    ) -> Result<Vec<(FetchTarget, Option<Reported>)>, ResponseError> {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        let session = sessions
+            .get_mut(&id)
+            .ok_or(ResponseError::FetchSessionIdNotFound)?;
+        if session.next_epoch != epoch {
+            return Err(ResponseError::InvalidFetchSessionEpoch);
+        }
+        session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+        session.last_used = Instant::now();
+        session
+            .targets
+            .retain(|(t, _)| !forgotten.contains(&(t.topic.clone(), t.partition)));
+        for target in changed {
+            match session
+                .targets
+                .iter_mut()
+                .find(|(t, _)| t.topic == target.topic && t.partition == target.partition)
+            {
+                Some((existing, _)) => *existing = target,
+                None => session.targets.push((target, None)),
+            }
+        }
+        Ok(session.targets.clone())
+    }
+
+    fn remember(&self, id: i32, reported: &[(TopicKey, i32, Reported)]) {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        if let Some(session) = sessions.get_mut(&id) {
+            for (topic, partition, r) in reported {
+                if let Some((_, last)) = session
+                    .targets
+                    .iter_mut()
+                    .find(|(t, _)| &t.topic == topic && t.partition == *partition)
+                {
+                    *last = Some(r.clone());
+                }
+            }
+        }
+    }
+
+    fn remove(&self, id: i32) {
+        self.sessions.lock().expect("session lock").remove(&id);
+    }
+}
+
+/// One partition's outcome in one pass over the fetch.
+struct PartitionRead {
+    data: PartitionData,
+    bytes: usize,
+    reported: Option<Reported>,
+}
+
+impl Broker {
+    fn resolve(&self, key: &TopicKey, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+        let topic = match key {
+            TopicKey::Name(n) => self
+                .logs
+                .topic(n)
+                .ok_or(ResponseError::UnknownTopicOrPartition)?,
+            TopicKey::Id(id) => self
+                .logs
+                .topic_by_id(id)
+                .ok_or(ResponseError::UnknownTopicId)?,
+        };
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.partitions.get(p).cloned())
+            .ok_or(ResponseError::UnknownTopicOrPartition)
+    }
+
+    fn read_partition(
+        &self,
+        target: &FetchTarget,
+        limit: usize,
+        min_one: bool,
+        read_committed: bool,
+    ) -> PartitionRead {
+        let mut data = PartitionData::default().with_partition_index(target.partition);
+        data.aborted_transactions = if read_committed {
+            Some(Vec::new())
+        } else {
+            None
+        };
+        let error = |mut data: PartitionData, e: ResponseError| {
+            data.error_code = e.code();
+            data.high_watermark = -1;
+            data.records = None;
+            PartitionRead {
+                data,
+                bytes: 0,
+                reported: None,
+            }
+        };
+        if let Some(e) = check_leader_epoch(target.leader_epoch) {
+            return error(data, e);
+        }
+        let partition = match self.resolve(&target.topic, target.partition) {
+            Ok(p) => p,
+            Err(e) => return error(data, e),
+        };
+        let Some(log) = partition.lock_log() else {
+            return error(data, ResponseError::KafkaStorageError);
+        };
+        let (high_watermark, log_start_offset) = (log.log_end_offset(), log.log_start_offset());
+        let prepared = log.prepare_read(target.fetch_offset, limit, min_one);
+        drop(log);
+        data.high_watermark = high_watermark;
+        data.last_stable_offset = high_watermark;
+        data.log_start_offset = log_start_offset;
+        let records = match prepared.and_then(|p| p.read()) {
+            Ok(r) => r.records,
+            Err(StorageError::OffsetOutOfRange { .. }) => {
+                let mut out = error(data, ResponseError::OffsetOutOfRange);
+                out.data.high_watermark = high_watermark;
+                out.data.log_start_offset = log_start_offset;
+                return out;
+            }
+            Err(e) => {
+                warn!(error = %e, "fetch read failed");
+                return error(data, ResponseError::KafkaStorageError);
+            }
+        };
+        let bytes = records.len();
+        data.records = Some(records);
+        PartitionRead {
+            data,
+            bytes,
+            reported: Some(Reported {
+                high_watermark,
+                log_start_offset,
+            }),
+        }
+    }
+
+    /// One pass over every target, within the request's byte budgets.
+    fn read_all(
+        &self,
+        targets: &[(FetchTarget, Option<Reported>)],
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Vec<PartitionRead> {
+        let mut budget = max_bytes;
+        let mut min_one = true;
+        targets
+            .iter()
+            .map(|(target, _)| {
+                let limit = budget.min(target.max_bytes.max(0) as usize);
+                let read = self.read_partition(target, limit, min_one, read_committed);
+                if read.bytes > 0 {
+                    min_one = false;
+                    budget = budget.saturating_sub(read.bytes);
+                }
+                read
+            })
+            .collect()
+    }
+
+    pub(crate) fn fetch(self: &Arc<Self>, request: FetchRequest, version: i16) -> Reply {
+        let by_id = version >= 13;
+        let key_of = |name: &TopicName, id: Uuid| {
+            if by_id {
+                TopicKey::Id(id)
+            } else {
+                TopicKey::Name(name.to_string())
+            }
+        };
+        let requested: Vec<FetchTarget> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                let key = key_of(&t.topic, t.topic_id);
+                t.partitions.iter().map(move |p| FetchTarget {
+                    topic: key.clone(),
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    leader_epoch: p.current_leader_epoch,
+                })
+            })
+            .collect();
+        let (session_id, epoch) = (request.session_id, request.session_epoch);
+        let sessions = &self.fetch_sessions;
+        let (mode, targets) = match epoch {
+            -1 => {
+                if session_id != 0 {
+                    sessions.remove(session_id);
+                }
+                (
+                    SessionMode::None,
+                    requested.into_iter().map(|t| (t, None)).collect(),
+                )
+            }
+            0 => {
+                if session_id != 0 {
+                    sessions.remove(session_id);
+                }
+                let id = sessions.new_session(&requested);
+                let mode = if id == 0 {
+                    SessionMode::None
+                } else {
+                    SessionMode::Full(id)
+                };
+                (mode, requested.into_iter().map(|t| (t, None)).collect())
+            }
+            _ => {
+                let forgotten: Vec<(TopicKey, i32)> = request
+                    .forgotten_topics_data
+                    .iter()
+                    .flat_map(|f| {
+                        let key = key_of(&f.topic, f.topic_id);
+                        f.partitions.iter().map(move |&p| (key.clone(), p))
+                    })
+                    .collect();
+                match sessions.update(session_id, epoch, requested, &forgotten) {
+                    Ok(targets) => (SessionMode::Incremental(session_id), targets),
+                    Err(e) => {
+                        let response = FetchResponse::default()
+                            .with_error_code(e.code())
+                            .with_session_id(0);
+                        return Reply::Now(ResponseKind::Fetch(response));
+                    }
+                }
+            }
+        };
+        let broker = self.clone();
+        let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let min_bytes = request.min_bytes.max(0) as usize;
+        let max_bytes = if request.max_bytes <= 0 {
+            usize::MAX
+        } else {
+            request.max_bytes as usize
+        };
+        let read_committed = request.isolation_level == 1;
+        Reply::Later(Box::pin(async move {
+            let reads = broker
+                .park_until_ready(&targets, max_wait, min_bytes, max_bytes, read_committed)
+                .await;
+            ResponseKind::Fetch(broker.fetch_response(mode, targets, reads, by_id))
+        }))
+    }
+
+    async fn park_until_ready(
+        &self,
+        targets: &[(FetchTarget, Option<Reported>)],
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Vec<PartitionRead> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let partitions: Vec<Arc<Partition>> = targets
+            .iter()
+            .filter_map(|(t, _)| self.resolve(&t.topic, t.partition).ok())
+            .collect();
+        loop {
+            // Register for wake-ups before reading, so an append between the read and the
+            // wait is not missed.
+            let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = partitions
+                .iter()
+                .map(|p| Box::pin(p.appended.notified()))
+                .collect();
+            for n in &mut woken {
+                n.as_mut().enable();
+            }
+            let reads = self.read_all(targets, max_bytes, read_committed);
+            let bytes: usize = reads.iter().map(|r| r.bytes).sum();
+            let has_error = reads.iter().any(|r| r.data.error_code != 0);
+            if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
+                return reads;
+            }
+            let any_append = poll_fn(|cx| {
+                if woken.iter_mut().any(|n| n.as_mut().poll(cx).is_ready()) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            if tokio::time::timeout_at(deadline, any_append).await.is_err() {
+                return self.read_all(targets, max_bytes, read_committed);
+            }
+        }
+    }
+
+    fn fetch_response(
+        &self,
+        mode: SessionMode,
+        targets: Vec<(FetchTarget, Option<Reported>)>,
+        reads: Vec<PartitionRead>,
+        by_id: bool,
+    ) -> FetchResponse {
+        let incremental = matches!(mode, SessionMode::Incremental(_));
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        let mut reported = Vec::new();
+        for ((target, last), read) in targets.into_iter().zip(reads) {
+            let unchanged = incremental
+                && read.bytes == 0
+                && read.data.error_code == 0
+                && read.reported.is_some()
+                && read.reported == last;
+            if let Some(r) = read.reported.clone() {
+                reported.push((target.topic.clone(), target.partition, r));
+            }
+            if unchanged {
+                continue;
+            }
+            let is_target = |t: &FetchableTopicResponse| match &target.topic {
+                TopicKey::Name(n) => t.topic.as_str() == n,
+                TopicKey::Id(id) => t.topic_id == *id,
+            };
+            let at = match topics.iter().position(is_target) {
+                Some(at) => at,
+                None => {
+                    let mut t = FetchableTopicResponse::default();
+                    match &target.topic {
+                        TopicKey::Name(n) => t.topic = TopicName(str_bytes(n.clone())),
+                        TopicKey::Id(id) if by_id => t.topic_id = *id,
+                        TopicKey::Id(_) => {}
+                    }
+                    topics.push(t);
+                    topics.len() - 1
+                }
+            };
+            topics[at].partitions.push(read.data);
+        }
+        let session_id = match mode {
+            SessionMode::None => 0,
+            SessionMode::Full(id) | SessionMode::Incremental(id) => {
+                self.fetch_sessions.remember(id, &reported);
+                id
+            }
+        };
+        FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(topics)
+    }
+}

@@ -1,0 +1,89 @@
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use odradek_storage::OffsetLookup;
+
+use super::{LEADER_EPOCH, check_leader_epoch};
+use crate::Broker;
+
+/// Kafka's special timestamps in ListOffsets.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+impl Broker {
+    pub(crate) fn list_offsets(
+        &self,
+        request: ListOffsetsRequest,
+        version: i16,
+    ) -> ListOffsetsResponse {
+        // The leader epoch field exists from v4.
+        let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let found = self.logs.topic(topic.name.as_str());
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let response = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_timestamp(-1)
+                            .with_offset(-1);
+                        let fail = |e: ResponseError| response.clone().with_error_code(e.code());
+                        if let Some(e) = check_leader_epoch(p.current_leader_epoch) {
+                            return fail(e);
+                        }
+                        let partition = found.as_ref().and_then(|t| {
+                            usize::try_from(p.partition_index)
+                                .ok()
+                                .and_then(|i| t.partitions.get(i))
+                        });
+                        let Some(partition) = partition else {
+                            return fail(ResponseError::UnknownTopicOrPartition);
+                        };
+                        let Some(log) = partition.lock_log() else {
+                            return fail(ResponseError::KafkaStorageError);
+                        };
+                        let lookup = match p.timestamp {
+                            LATEST => Ok(Some(OffsetLookup {
+                                offset: log.log_end_offset(),
+                                timestamp: -1,
+                            })),
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some(OffsetLookup {
+                                offset: log.log_start_offset(),
+                                timestamp: -1,
+                            })),
+                            MAX_TIMESTAMP => Ok(log.max_timestamp_offset()),
+                            // Nothing is tiered: there is no tiered offset to report.
+                            LATEST_TIERED => Ok(None),
+                            t if t < 0 => return fail(ResponseError::InvalidRequest),
+                            t => log.offset_for_timestamp(t),
+                        };
+                        match lookup {
+                            Ok(Some(found)) => response
+                                .with_offset(found.offset)
+                                .with_timestamp(found.timestamp)
+                                .with_leader_epoch(epoch),
+                            Ok(None) => response,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ListOffsets read failed");
+                                fail(ResponseError::KafkaStorageError)
+                            }
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+}

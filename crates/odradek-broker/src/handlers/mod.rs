@@ -1,0 +1,65 @@
+//! One module per Kafka API family. Each adds methods to [`crate::Broker`].
+
+pub(crate) mod api_versions;
+pub(crate) mod cluster;
+pub(crate) mod configs;
+pub(crate) mod fetch;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+pub(crate) mod topics;
+
+use kafka_protocol::ResponseError;
+
+/// Kafka's topic name rule (`Topic.validate`): 1-249 characters of `[a-zA-Z0-9._-]`,
+/// and not `.` or `..`.
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the leader epoch a client believes in against ours, as Kafka does: -1 skips the
+/// check. A single node's partitions stay at epoch 0.
+pub(crate) fn check_leader_epoch(requested: i32) -> Option<ResponseError> {
+    match requested {
+        -1 | 0 => None,
+        e if e > 0 => Some(ResponseError::UnknownLeaderEpoch),
+        _ => Some(ResponseError::FencedLeaderEpoch),
+    }
+}
+
+/// The leader epoch of every partition on a single node.
+pub(crate) const LEADER_EPOCH: i32 = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for ok in ["a", "my-topic_1.v2", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "has space", "ü", &"x".repeat(250), "a/b"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use odradek_protocol::batch::{self, BatchError};
+use odradek_storage::{DurabilityWaiter, StorageError};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::LEADER_EPOCH;
+use crate::Broker;
+use crate::broker::{Reply, str_bytes};
+use crate::log_manager::{Partition, Topic};
+
+fn batch_error_code(e: &BatchError) -> ResponseError {
+    match e {
+        BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+        BatchError::Invalid(_) => ResponseError::InvalidRecord,
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+    }
+}
+
+fn storage_error_code(e: &StorageError) -> ResponseError {
+    match e {
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::ShuttingDown(_) => ResponseError::NotLeaderOrFollower,
+        StorageError::Io { .. } | StorageError::Offline(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+fn failed(index: i32, error: ResponseError, message: String) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_error_message(Some(str_bytes(message)))
+}
+
+impl Broker {
+    /// Validates and appends one partition's batch. Returns the response entry and, for
+    /// acks=all, a receiver that fires once the batch is on stable storage.
+    fn append_to_partition(
+        &self,
+        topic: &Topic,
+        partition: &Arc<Partition>,
+        records: Option<&Bytes>,
+        acks: i16,
+    ) -> (
+        PartitionProduceResponse,
+        Option<oneshot::Receiver<Result<(), Arc<StorageError>>>>,
+    ) {
+        let index = partition.index;
+        let Some(records) = records else {
+            return (
+                failed(
+                    index,
+                    ResponseError::CorruptMessage,
+                    "produce request carries no records".into(),
+                ),
+                None,
+            );
+        };
+        if let Err(e) = batch::validate_produced(records, topic.settings.max_message_bytes) {
+            debug!(topic = %topic.name, partition = index, error = %e, "rejected produced batch");
+            return (failed(index, batch_error_code(&e), e.to_string()), None);
+        }
+        let Some(mut log) = partition.lock_log() else {
+            return (
+                failed(
+                    index,
+                    ResponseError::KafkaStorageError,
+                    "partition is offline".into(),
+                ),
+                None,
+            );
+        };
+        let appended = log.append(BytesMut::from(&records[..]), LEADER_EPOCH);
+        let log_start_offset = log.log_start_offset();
+        drop(log);
+        let result = match appended {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(topic = %topic.name, partition = index, error = %e, "append failed");
+                return (failed(index, storage_error_code(&e), e.to_string()), None);
+            }
+        };
+        partition.appended.notify_waiters();
+        let group_commit = self.logs.group_commit();
+        let durable = if acks == -1 {
+            let (tx, rx) = oneshot::channel();
+            let waiter: DurabilityWaiter = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            group_commit.request(&partition.log, Some(waiter));
+            Some(rx)
+        } else {
+            if result.flush_due {
+                group_commit.request(&partition.log, None);
+            }
+            None
+        };
+        let response = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(result.base_offset)
+            .with_log_append_time_ms(result.log_append_time)
+            .with_log_start_offset(log_start_offset);
+        (response, durable)
+    }
+
+    pub(crate) fn produce(&self, request: ProduceRequest, version: i16) -> Reply {
+        let acks = request.acks;
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        let mut waits = Vec::new();
+        for topic_data in &request.topic_data {
+            let by_id = version >= 13;
+            let topic = if by_id {
+                self.logs.topic_by_id(&topic_data.topic_id)
+            } else {
+                self.logs.topic(topic_data.name.as_str())
+            };
+            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+            for data in &topic_data.partition_data {
+                let index = data.index;
+                let entry = if !matches!(acks, -1 | 0 | 1) {
+                    failed(
+                        index,
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks must be -1, 0 or 1, not {acks}"),
+                    )
+                } else if let Some(topic) = &topic {
+                    match topic.partitions.get(index as usize).filter(|_| index >= 0) {
+                        Some(partition) => {
+                            let (entry, durable) = self.append_to_partition(
+                                topic,
+                                partition,
+                                data.records.as_ref(),
+                                acks,
+                            );
+                            if let Some(rx) = durable {
+                                waits.push((topics.len(), partitions.len(), rx));
+                            }
+                            entry
+                        }
+                        None => failed(
+                            index,
+                            ResponseError::UnknownTopicOrPartition,
+                            "This server does not host this topic-partition.".into(),
+                        ),
+                    }
+                } else if by_id {
+                    failed(
+                        index,
+                        ResponseError::UnknownTopicId,
+                        "This server does not host this topic ID.".into(),
+                    )
+                } else {
+                    failed(
+                        index,
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.".into(),
+                    )
+                };
+                partitions.push(entry);
+            }
+            let mut response = TopicProduceResponse::default().with_partition_responses(partitions);
+            if by_id {
+                response.topic_id = topic_data.topic_id;
+            } else {
+                response.name = topic_data.name.clone();
+                response.topic_id = Uuid::nil();
+            }
+            topics.push(response);
+        }
+        if acks == 0 {
+            return Reply::Nothing;
+        }
+        let response = ProduceResponse::default().with_responses(topics);
+        if waits.is_empty() {
+            return Reply::Now(kafka_protocol::messages::ResponseKind::Produce(response));
+        }
+        Reply::Later(Box::pin(async move {
+            let mut response = response;
+            for (t, p, rx) in waits {
+                let outcome = rx.await.unwrap_or_else(|_| {
+                    Err(Arc::new(StorageError::ShuttingDown(
+                        std::path::PathBuf::new(),
+                    )))
+                });
+                if let Err(e) = outcome {
+                    let entry = &mut response.responses[t].partition_responses[p];
+                    *entry = failed(entry.index, storage_error_code(&e), e.to_string());
+                }
+            }
+            kafka_protocol::messages::ResponseKind::Produce(response)
+        }))
+    }
+}

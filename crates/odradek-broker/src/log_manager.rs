@@ -1,0 +1,342 @@
+//! The registry of topics and their partitions' logs, kept in step with the metadata image.
+//!
+//! Every topic change is first made durable as a metadata record, then applied to disk
+//! (partition directories) and to memory. On start-up the image replayed from the metadata
+//! log is the truth: directories of topics it does not know are removed, missing ones made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use odradek_storage::{GroupCommit, Log, StorageError};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, TopicSettings};
+use crate::metadata::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
+
+/// One partition this broker leads (all of them, on a single node).
+#[derive(Debug)]
+pub struct Partition {
+    pub index: i32,
+    pub log: Arc<Mutex<Log>>,
+    /// Woken after every append, for parked fetches.
+    pub appended: Notify,
+}
+
+impl Partition {
+    /// The log, or `None` if a panic elsewhere poisoned its lock (then the partition is
+    /// treated as offline rather than taking the broker down).
+    pub fn lock_log(&self) -> Option<std::sync::MutexGuard<'_, Log>> {
+        self.log.lock().ok()
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub configs: BTreeMap<String, String>,
+    pub settings: TopicSettings,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Default)]
+struct Registry {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+pub struct LogManager {
+    data_dir: PathBuf,
+    broker_config: BrokerConfig,
+    metadata_log: tokio::sync::Mutex<MetadataLog>,
+    registry: RwLock<Registry>,
+    group_commit: GroupCommit,
+}
+
+/// Kafka's partition directory name.
+fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// Records which topic a partition directory belongs to, so a directory left behind by a
+/// deleted topic is never mistaken for a new topic of the same name.
+const TOPIC_ID_FILE: &str = "partition.metadata";
+
+fn read_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+impl LogManager {
+    /// Opens every partition of every topic in the metadata image.
+    pub fn open(
+        data_dir: &Path,
+        broker_config: BrokerConfig,
+        clean_shutdown: bool,
+    ) -> Result<Self, TopicError> {
+        let (metadata_log, image) = MetadataLog::open(&data_dir.join("__cluster_metadata-0"))?;
+        let manager = Self {
+            data_dir: data_dir.to_path_buf(),
+            broker_config,
+            metadata_log: tokio::sync::Mutex::new(metadata_log),
+            registry: RwLock::new(Registry::default()),
+            group_commit: GroupCommit::start(),
+        };
+        manager.remove_stray_directories(&image);
+        let mut registry = Registry::default();
+        for topic in image.topics() {
+            let topic = Arc::new(manager.open_topic(topic, 0, clean_shutdown)?);
+            registry.by_id.insert(topic.id, topic.clone());
+            registry.by_name.insert(topic.name.clone(), topic);
+        }
+        *manager.registry.write().expect("registry lock") = registry;
+        Ok(manager)
+    }
+
+    /// Deletes partition directories that no topic in the image owns: leftovers of a delete
+    /// interrupted by a crash.
+    fn remove_stray_directories(&self, image: &MetadataImage) {
+        let Ok(entries) = fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !path.is_dir() || name.starts_with("__cluster_metadata") {
+                continue;
+            }
+            let owned = name.rsplit_once('-').is_some_and(|(topic, p)| {
+                let index = p.parse::<i32>().ok();
+                image.topic(topic).is_some_and(|t| {
+                    index.is_some_and(|i| i < t.partitions)
+                        && read_topic_id(&path).is_none_or(|id| id == t.id)
+                })
+            });
+            if !owned {
+                info!(dir = %path.display(), "removing directory of a deleted or unknown topic");
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    warn!(dir = %path.display(), error = %e, "cannot remove stray directory");
+                }
+            }
+        }
+    }
+
+    fn open_partition(
+        &self,
+        topic: &TopicImage,
+        index: i32,
+        settings: &TopicSettings,
+        clean: bool,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let dir = partition_dir(&self.data_dir, &topic.name, index);
+        let log = Log::open(&dir, settings.log.clone(), clean)?;
+        if read_topic_id(&dir) != Some(topic.id) {
+            let meta = dir.join(TOPIC_ID_FILE);
+            fs::write(&meta, format!("version: 0\ntopic_id: {}\n", topic.id)).map_err(|e| {
+                StorageError::Io {
+                    path: meta,
+                    source: e,
+                }
+            })?;
+        }
+        Ok(Arc::new(Partition {
+            index,
+            log: Arc::new(Mutex::new(log)),
+            appended: Notify::new(),
+        }))
+    }
+
+    fn open_topic(
+        &self,
+        image: &TopicImage,
+        existing: usize,
+        clean: bool,
+    ) -> Result<Topic, TopicError> {
+        let settings = TopicSettings::resolve(&self.broker_config, &image.configs);
+        let partitions = (existing as i32..image.partitions)
+            .map(|i| self.open_partition(image, i, &settings, clean))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topic {
+            name: image.name.clone(),
+            id: image.id,
+            configs: image.configs.clone(),
+            settings,
+            partitions,
+        })
+    }
+
+    pub fn broker_config(&self) -> &BrokerConfig {
+        &self.broker_config
+    }
+    pub fn group_commit(&self) -> &GroupCommit {
+        &self.group_commit
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.registry
+            .read()
+            .expect("registry lock")
+            .by_name
+            .get(name)
+            .cloned()
+    }
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.registry
+            .read()
+            .expect("registry lock")
+            .by_id
+            .get(id)
+            .cloned()
+    }
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self
+            .registry
+            .read()
+            .expect("registry lock")
+            .by_name
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Creates a topic durably. The caller has validated name, count and configs.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let mut metadata_log = self.metadata_log.lock().await;
+        if let Some(existing) = self.topic(name) {
+            // Lost a race with another creator of the same name: theirs stands.
+            return Ok(existing);
+        }
+        let image = TopicImage {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs,
+        };
+        let record = MetadataRecord::TopicCreated {
+            name: image.name.clone(),
+            id: image.id,
+            partitions,
+            configs: image.configs.clone(),
+        };
+        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        let topic = Arc::new(tokio::task::block_in_place(|| {
+            self.open_topic(&image, 0, true)
+        })?);
+        let mut registry = self.registry.write().expect("registry lock");
+        registry.by_id.insert(topic.id, topic.clone());
+        registry.by_name.insert(topic.name.clone(), topic.clone());
+        info!(topic = name, partitions, id = %topic.id, "created topic");
+        Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn add_partitions(&self, topic: &Topic, count: i32) -> Result<(), TopicError> {
+        let mut metadata_log = self.metadata_log.lock().await;
+        let Some(current) = self.topic_by_id(&topic.id) else {
+            return Ok(());
+        };
+        if count <= current.partitions.len() as i32 {
+            return Ok(());
+        }
+        let record = MetadataRecord::PartitionsAdded {
+            id: topic.id,
+            partitions: count,
+        };
+        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        let image = TopicImage {
+            name: current.name.clone(),
+            id: current.id,
+            partitions: count,
+            configs: current.configs.clone(),
+        };
+        let added = tokio::task::block_in_place(|| {
+            self.open_topic(&image, current.partitions.len(), true)
+        })?;
+        let mut partitions = current.partitions.clone();
+        partitions.extend(added.partitions);
+        let grown = Arc::new(Topic {
+            partitions,
+            ..added
+        });
+        let mut registry = self.registry.write().expect("registry lock");
+        registry.by_id.insert(grown.id, grown.clone());
+        registry.by_name.insert(grown.name.clone(), grown);
+        info!(topic = %current.name, partitions = count, "added partitions");
+        Ok(())
+    }
+
+    /// Deletes a topic: durable in the metadata log first, then its directories are renamed
+    /// out of the way (freeing the name at once) and removed in the background.
+    pub async fn delete_topic(&self, id: Uuid) -> Result<(), TopicError> {
+        let mut metadata_log = self.metadata_log.lock().await;
+        let Some(topic) = self.topic_by_id(&id) else {
+            return Ok(());
+        };
+        tokio::task::block_in_place(|| {
+            metadata_log.append(&[MetadataRecord::TopicDeleted { id }])
+        })?;
+        {
+            let mut registry = self.registry.write().expect("registry lock");
+            registry.by_id.remove(&id);
+            registry.by_name.remove(&topic.name);
+        }
+        for partition in &topic.partitions {
+            partition.appended.notify_waiters();
+            let dir = partition_dir(&self.data_dir, &topic.name, partition.index);
+            let doomed = self.data_dir.join(format!(
+                "{}-{}.{}-delete",
+                topic.name,
+                partition.index,
+                id.simple()
+            ));
+            match fs::rename(&dir, &doomed) {
+                Ok(()) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = fs::remove_dir_all(&doomed) {
+                            warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot move deleted partition aside")
+                }
+            }
+        }
+        info!(topic = %topic.name, %id, "deleted topic");
+        Ok(())
+    }
+
+    /// Syncs and closes every log for a clean shutdown.
+    pub fn close_all(&self) -> Result<(), StorageError> {
+        self.group_commit.shutdown();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if let Some(mut log) = partition.lock_log() {
+                    log.close()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
