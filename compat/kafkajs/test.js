@@ -131,7 +131,10 @@ async function consumeWithoutGroup (kafka, admin, topic) {
 
     const records = []
     while (Object.keys(ends).some(p => next[p] < ends[p])) {
-      if (remainingMs(100000) <= 100) throw new Error(`consume timed out: ${records.length} records read`)
+      if (remainingMs(100000) <= 100) {
+        const fmt = o => JSON.stringify(o, (_k, v) => typeof v === 'bigint' ? Number(v) : v)
+        throw new Error(`consume timed out: ${records.length} records read, positions ${fmt(next)}, ends ${fmt(ends)}`)
+      }
       const byLeader = {}
       for (const p of Object.keys(ends).map(Number)) {
         if (next[p] >= ends[p]) continue

@@ -130,6 +130,18 @@ impl Broker {
         self.logs.broker_config()
     }
 
+    /// Tells the broker where its listener is bound. Unless `advertised.listeners` says
+    /// otherwise, clients are sent to this address (which matters for port 0).
+    pub fn set_bound_address(&mut self, bound: std::net::SocketAddr) {
+        let explicit = matches!(
+            self.config().get("advertised.listeners"),
+            Some((Some(_), crate::config::ConfigSource::StaticBrokerConfig))
+        );
+        if !explicit {
+            self.advertised = (bound.ip().to_string(), i32::from(bound.port()));
+        }
+    }
+
     /// Flushes and closes all logs, then writes the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), StartError> {
         self.logs.close_all().map_err(TopicError::from)?;

@@ -108,6 +108,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let args = match cli.command {
@@ -133,10 +134,12 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listen = config.listen_addr()?;
         let data_dir = config.data_dir();
-        let broker = Arc::new(Broker::open(config).context("opening the data directory")?);
+        let mut broker = Broker::open(config).context("opening the data directory")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        broker.set_bound_address(listener.local_addr()?);
+        let broker = Arc::new(broker);
         info!(
             version = env!("CARGO_PKG_VERSION"),
             listen = %listener.local_addr()?,

@@ -1,0 +1,277 @@
+//! Shared harness for the integration tests: a real `odradek` process on an ephemeral port
+//! and a temp data dir, and real librdkafka clients talking to it over TCP.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl BrokerProcess {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with extra command-line arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut broker = Self {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            data_dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path: tmp.path().join("broker.log"),
+            _tmp: tmp,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let start_of_run = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning odradek");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let run = &text[start_of_run as usize..];
+            if let Some(line) = run.lines().find(|l| l.contains("odradek broker ready")) {
+                let listen = line
+                    .split("listen=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next());
+                self.addr = listen
+                    .expect("ready line names the listen address")
+                    .to_string();
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("broker exited with {status} before becoming ready:\n{run}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not become ready:\n{run}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the broker must exit 0.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("broker running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().expect("waiting for broker");
+        assert!(
+            status.success(),
+            "broker exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// kill -9: no chance to flush or write a clean-shutdown marker.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("broker running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("waiting for broker");
+    }
+
+    /// Starts again on the same data dir and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.launch();
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{partition}"))
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn client_config(addr: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", addr)
+        .set("broker.address.family", "v4");
+    config
+}
+
+pub fn producer(addr: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = client_config(addr);
+    config
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("producer")
+}
+
+pub fn admin(addr: &str) -> AdminClient<DefaultClientContext> {
+    client_config(addr).create().expect("admin client")
+}
+
+pub async fn create_topic(addr: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let results = admin(addr)
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("CreateTopics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// A consumer that reads assigned partitions without a consumer group.
+pub fn consumer(addr: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = client_config(addr);
+    // librdkafka insists on a group.id even for assign(); no group APIs are used with it.
+    config
+        .set("group.id", "odradek-tests-assign-only")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("consumer")
+}
+
+/// Reads `count` messages from one partition starting at `from`, failing after `timeout`.
+pub fn consume(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    count: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer = consumer(addr, &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .expect("assignment");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "got only {} of {count} messages from {topic}/{partition}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("partition dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn payload(m: &OwnedMessage) -> Option<Vec<u8>> {
+    m.payload().map(<[u8]>::to_vec)
+}
+
+/// Hands a record to librdkafka (which copies it) and returns the future of its delivery,
+/// so many sends can be in flight at once.
+pub fn enqueue<K, P>(
+    producer: &FutureProducer,
+    mut record: rdkafka::producer::FutureRecord<'_, K, P>,
+) -> DeliveryFuture
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(future) => return future,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("enqueueing a record: {e}"),
+        }
+    }
+}
+
+/// Waits for a delivery report.
+pub async fn delivered(future: DeliveryFuture) -> Result<Delivery, rdkafka::error::KafkaError> {
+    future
+        .await
+        .expect("producer dropped the delivery report")
+        .map_err(|(e, _)| e)
+}
