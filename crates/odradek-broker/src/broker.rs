@@ -45,10 +45,16 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
 /// What a handler returns.
 pub enum Reply {
-    Now(ResponseKind),
+    Now(Box<ResponseKind>),
     Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
     /// acks=0 produce: Kafka sends nothing back.
     Nothing,
+}
+
+impl Reply {
+    pub(crate) fn now(body: ResponseKind) -> Self {
+        Self::Now(Box::new(body))
+    }
 }
 
 /// Why a connection must be closed instead of answered, as Kafka closes it.
@@ -195,7 +201,7 @@ impl Broker {
             }
         };
         Ok(match reply {
-            Reply::Now(body) => encoded(api_key, version, correlation_id, body),
+            Reply::Now(body) => encoded(api_key, version, correlation_id, *body),
             Reply::Later(future) => Box::pin(async move {
                 let body = future.await;
                 encode_or_log(api_key, version, correlation_id, &body)
@@ -208,30 +214,30 @@ impl Broker {
     async fn handle(self: &Arc<Self>, body: RequestKind, version: i16) -> Option<Reply> {
         Some(match body {
             RequestKind::ApiVersions(r) => {
-                Reply::Now(ResponseKind::ApiVersions(self.api_versions(&r, version)))
+                Reply::now(ResponseKind::ApiVersions(self.api_versions(&r, version)))
             }
             RequestKind::Metadata(r) => {
-                Reply::Now(ResponseKind::Metadata(self.metadata(r, version).await))
+                Reply::now(ResponseKind::Metadata(self.metadata(r, version).await))
             }
             RequestKind::Produce(r) => self.produce(r, version),
             RequestKind::Fetch(r) => self.fetch(r, version),
             RequestKind::ListOffsets(r) => {
-                Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
+                Reply::now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
             }
-            RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
+            RequestKind::CreateTopics(r) => Reply::now(ResponseKind::CreateTopics(
                 self.create_topics(r, version).await,
             )),
-            RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
+            RequestKind::DeleteTopics(r) => Reply::now(ResponseKind::DeleteTopics(
                 self.delete_topics(r, version).await,
             )),
-            RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+            RequestKind::CreatePartitions(r) => Reply::now(ResponseKind::CreatePartitions(
                 self.create_partitions(r).await,
             )),
-            RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
+            RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
                 self.describe_configs(r, version),
             )),
             RequestKind::DescribeCluster(r) => {
-                Reply::Now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
+                Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }
             // Unreachable while SUPPORTED_APIS and this match agree.
             _ => return None,

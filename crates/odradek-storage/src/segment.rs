@@ -157,7 +157,7 @@ impl LogSegment {
                         ));
                         return false;
                     }
-                    if rebuild_index || b.position > u64::from(scan_from) {
+                    if rebuild_index || b.position > scan_from {
                         segment.index_batch(&b, index_interval_bytes);
                     } else {
                         segment.note_timestamp(&b);

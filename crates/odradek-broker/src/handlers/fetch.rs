@@ -331,7 +331,7 @@ impl Broker {
                         let response = FetchResponse::default()
                             .with_error_code(e.code())
                             .with_session_id(0);
-                        return Reply::Now(ResponseKind::Fetch(response));
+                        return Reply::now(ResponseKind::Fetch(response));
                     }
                 }
             }

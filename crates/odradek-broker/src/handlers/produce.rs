@@ -15,6 +15,9 @@ use crate::Broker;
 use crate::broker::{Reply, str_bytes};
 use crate::log_manager::{Partition, Topic};
 
+/// Fires once an acks=all batch is on stable storage, or with why it could not be.
+type DurableAck = oneshot::Receiver<Result<(), Arc<StorageError>>>;
+
 fn batch_error_code(e: &BatchError) -> ResponseError {
     match e {
         BatchError::Corrupt(_) => ResponseError::CorruptMessage,
@@ -48,10 +51,7 @@ impl Broker {
         partition: &Arc<Partition>,
         records: Option<&Bytes>,
         acks: i16,
-    ) -> (
-        PartitionProduceResponse,
-        Option<oneshot::Receiver<Result<(), Arc<StorageError>>>>,
-    ) {
+    ) -> (PartitionProduceResponse, Option<DurableAck>) {
         let index = partition.index;
         let Some(records) = records else {
             return (
@@ -124,7 +124,7 @@ impl Broker {
             let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
             for data in &topic_data.partition_data {
                 let index = data.index;
-                let entry = if !matches!(acks, -1 | 0 | 1) {
+                let entry = if !(-1..=1).contains(&acks) {
                     failed(
                         index,
                         ResponseError::InvalidRequiredAcks,
@@ -179,7 +179,7 @@ impl Broker {
         }
         let response = ProduceResponse::default().with_responses(topics);
         if waits.is_empty() {
-            return Reply::Now(kafka_protocol::messages::ResponseKind::Produce(response));
+            return Reply::now(kafka_protocol::messages::ResponseKind::Produce(response));
         }
         Reply::Later(Box::pin(async move {
             let mut response = response;
