@@ -91,6 +91,9 @@ pub struct Broker {
     pub(crate) advertised: (String, i32),
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
+    /// Set once shutdown begins; parked fetches return at once instead of waiting out
+    /// `max_wait_ms`.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     data_dir: PathBuf,
 }
 
@@ -128,6 +131,7 @@ impl Broker {
             advertised,
             logs,
             fetch_sessions: FetchSessions::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
             data_dir,
         })
     }
@@ -145,6 +149,37 @@ impl Broker {
         );
         if !explicit {
             self.advertised = (bound.ip().to_string(), i32::from(bound.port()));
+        }
+    }
+
+    /// Starts a shutdown: parked requests complete now.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Requests a background flush of every log whose `flush.ms` has passed. Kafka's
+    /// `log.flush.scheduler.interval.ms` paces this loop, checked at least once a second.
+    pub async fn run_flush_scheduler(self: Arc<Self>) {
+        let configured = self.config().flush_scheduler_interval_ms();
+        let period = std::time::Duration::from_millis(configured.clamp(1, 1000) as u64);
+        let mut stopping = self.stopping.subscribe();
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let now = odradek_storage::now_ms();
+            for topic in self.logs.topics() {
+                for partition in &topic.partitions {
+                    let overdue = partition
+                        .lock_log()
+                        .is_some_and(|log| log.flush_overdue(now));
+                    if overdue {
+                        self.logs.group_commit().request(&partition.log, None);
+                    }
+                }
+            }
         }
     }
 

@@ -1029,6 +1029,10 @@ impl BrokerConfig {
     pub fn default_replication_factor(&self) -> i16 {
         self.number("default.replication.factor").unwrap_or(1) as i16
     }
+    pub fn flush_scheduler_interval_ms(&self) -> i64 {
+        self.number("log.flush.scheduler.interval.ms")
+            .unwrap_or(i64::MAX)
+    }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.number("socket.request.max.bytes")
             .unwrap_or(104_857_600) as usize

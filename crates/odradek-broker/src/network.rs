@@ -19,6 +19,9 @@ use crate::broker::{Broker, PendingResponse};
 /// Responses a connection may have pending before its reader stops reading.
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 const READ_BUFFER: usize = 64 * 1024;
+/// How long a shutdown waits for connections to finish their in-flight requests (a client
+/// that stops reading its responses must not hold the broker up forever).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves clients until `shutdown` turns true, then stops accepting, lets every connection
 /// finish the requests it has read, and returns.
@@ -46,11 +49,16 @@ pub async fn serve(
         }
     }
     drop(listener);
+    broker.begin_shutdown();
     info!(
         connections = connections.len(),
         "stopped accepting; finishing in-flight requests"
     );
-    while connections.join_next().await.is_some() {}
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!(grace = ?SHUTDOWN_GRACE, "connections still busy after the grace period; closing them");
+        connections.abort_all();
+    }
 }
 
 async fn connection(

@@ -18,7 +18,7 @@ pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
     AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,
 };
-pub use segment::LogSegment;
+pub use segment::{LogSegment, now_ms};
 
 /// File name stem of a segment or index: the base offset padded to 20 digits, as Kafka does,
 /// so a directory listing sorts segments by offset.

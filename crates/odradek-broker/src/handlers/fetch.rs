@@ -389,8 +389,11 @@ impl Broker {
                     Poll::Pending
                 }
             });
-            if tokio::time::timeout_at(deadline, any_append).await.is_err() {
-                return self.read_all(targets, max_bytes, read_committed);
+            let mut stopping = self.stopping.subscribe();
+            tokio::select! {
+                _ = any_append => {}
+                _ = tokio::time::sleep_until(deadline) => return self.read_all(targets, max_bytes, read_committed),
+                _ = stopping.wait_for(|s| *s) => return self.read_all(targets, max_bytes, read_committed),
             }
         }
     }
