@@ -3,9 +3,15 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -111,6 +117,19 @@ impl BrokerProcess {
             "broker exited with {status}:\n{}",
             self.log()
         );
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    /// Panics, showing the broker's log, if the process has exited.
+    pub fn assert_alive(&mut self) {
+        let child = self.child.as_mut().expect("broker running");
+        if let Some(status) = child.try_wait().expect("checking the broker process") {
+            panic!("broker exited with {status}:\n{}", self.log());
+        }
     }
 
     /// kill -9: no chance to flush or write a clean-shutdown marker.
@@ -274,4 +293,129 @@ pub async fn delivered(future: DeliveryFuture) -> Result<Delivery, rdkafka::erro
         .await
         .expect("producer dropped the delivery report")
         .map_err(|(e, _)| e)
+}
+
+// Raw Kafka protocol over a blocking std TCP socket, for requests no well-behaved client sends.
+
+/// A blocking connection with bounded reads and writes.
+pub fn raw_connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connecting to the broker");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("write timeout");
+    stream
+}
+
+/// A complete request frame: size prefix, request header in `header_version`, then `body`.
+pub fn raw_frame(
+    api_key: i16,
+    version: i16,
+    header_version: i16,
+    correlation_id: i32,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![0u8; 4];
+    RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("odradek-tests")))
+        .encode(&mut frame, header_version)
+        .expect("encoding a request header");
+    frame.extend_from_slice(body);
+    let size = i32::try_from(frame.len() - 4).expect("frame fits an i32");
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    frame
+}
+
+/// A well-formed request frame for `request` at `version`.
+pub fn request_frame<R: Request>(request: &R, version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    request
+        .encode(&mut body, version)
+        .expect("encoding a request");
+    raw_frame(
+        R::KEY,
+        version,
+        R::header_version(version),
+        correlation_id,
+        &body,
+    )
+}
+
+/// Reads one size-prefixed response frame (without its size).
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let size = i32::from_be_bytes(size);
+    assert!(
+        (0..=64 << 20).contains(&size),
+        "implausible response size {size}"
+    );
+    let mut frame = vec![0u8; size as usize];
+    stream.read_exact(&mut frame)?;
+    Ok(frame.into())
+}
+
+/// Decodes a response frame to `R`'s request at `version`: its correlation id and body.
+/// The whole frame must be consumed.
+pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> (i32, R::Response) {
+    let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
+        .expect("decoding a response header");
+    let body = R::Response::decode(&mut frame, version).expect("decoding a response body");
+    assert!(
+        frame.is_empty(),
+        "{} bytes left over after the response body",
+        frame.len()
+    );
+    (header.correlation_id, body)
+}
+
+/// Sends one request on a fresh connection and returns the decoded response.
+pub fn raw_round_trip<R: Request>(addr: &str, request: &R, version: i16) -> R::Response {
+    let mut stream = raw_connect(addr);
+    stream
+        .write_all(&request_frame(request, version, 7))
+        .expect("sending a request");
+    let frame = read_frame(&mut stream).expect("reading a response");
+    let (correlation_id, response) = decode_response::<R>(frame, version);
+    assert_eq!(correlation_id, 7);
+    response
+}
+
+/// Reads until the broker closes the connection (EOF or reset) and returns whatever it sent
+/// first. Panics if the connection is still open after `timeout`.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the broker kept the connection open for {timeout:?}"
+        );
+        stream.set_read_timeout(Some(left)).expect("read timeout");
+        match stream.read(&mut chunk) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return received;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the broker kept the connection open for {timeout:?}")
+            }
+            Err(e) => panic!("reading from the broker: {e}"),
+        }
+    }
 }
