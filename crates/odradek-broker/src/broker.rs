@@ -13,6 +13,7 @@ use odradek_protocol::codec::{self, DecodeError};
 use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
+use crate::coordinator::GroupCoordinator;
 use crate::handlers::fetch::FetchSessions;
 use crate::log_manager::{LogManager, TopicError};
 
@@ -28,6 +29,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -35,6 +47,13 @@ pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
         .iter()
         .find(|(k, _, _)| *k == api_key)
         .map(|&(_, min, max)| (min, max))
+}
+
+/// Who sent a request, for handlers that record it (group members).
+pub(crate) struct RequestContext {
+    pub version: i16,
+    pub client_id: String,
+    pub client_host: String,
 }
 
 /// A response still being produced: a produce waiting for its fsync, a parked fetch.
@@ -91,6 +110,7 @@ pub struct Broker {
     pub(crate) advertised: (String, i32),
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
+    pub(crate) coordinator: GroupCoordinator,
     /// Set once shutdown begins; parked fetches return at once instead of waiting out
     /// `max_wait_ms`.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
@@ -119,7 +139,9 @@ impl Broker {
         let advertised = config
             .advertised_addr()
             .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
+        let coordinator = GroupCoordinator::new(&config);
         let logs = LogManager::open(&data_dir, config, clean)?;
+        coordinator.load(&logs);
         // From here on the logs change; a crash must trigger recovery next time.
         if clean {
             std::fs::remove_file(&marker).map_err(io(&marker))?;
@@ -131,6 +153,7 @@ impl Broker {
             advertised,
             logs,
             fetch_sessions: FetchSessions::default(),
+            coordinator,
             stopping: tokio::sync::watch::Sender::new(false),
             data_dir,
         })
@@ -183,6 +206,21 @@ impl Broker {
         }
     }
 
+    /// Expires group members whose session timed out and completes rebalances whose
+    /// deadline passed. Kafka keeps these timers in a purgatory; a 100 ms sweep is as
+    /// precise as session timeouts need.
+    pub async fn run_group_sweeper(self: Arc<Self>) {
+        let mut stopping = self.stopping.subscribe();
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            self.sweep_groups();
+        }
+    }
+
     /// Flushes and closes all logs, then writes the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), StartError> {
         self.logs.close_all().map_err(TopicError::from)?;
@@ -202,6 +240,7 @@ impl Broker {
     pub async fn dispatch(
         self: &Arc<Self>,
         frame: Bytes,
+        peer: std::net::SocketAddr,
     ) -> Result<PendingResponse, CloseConnection> {
         let request = codec::decode_header(frame)?;
         let api_key = request.api_key;
@@ -210,7 +249,17 @@ impl Broker {
         let reply = match supported_range(api_key) {
             Some((min, max)) if (min..=max).contains(&version) => {
                 let body = codec::decode_body(&request)?;
-                self.handle(body, version)
+                let context = RequestContext {
+                    version,
+                    client_id: request
+                        .header
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                    client_host: format!("/{}", peer.ip()),
+                };
+                self.handle(body, &context)
                     .await
                     .ok_or(CloseConnection::NoHandler(api_key))?
             }
@@ -246,7 +295,12 @@ impl Broker {
     }
 
     /// Routes a decoded request; `None` for a request type without a handler.
-    async fn handle(self: &Arc<Self>, body: RequestKind, version: i16) -> Option<Reply> {
+    async fn handle(
+        self: &Arc<Self>,
+        body: RequestKind,
+        context: &RequestContext,
+    ) -> Option<Reply> {
+        let version = context.version;
         Some(match body {
             RequestKind::ApiVersions(r) => {
                 Reply::now(ResponseKind::ApiVersions(self.api_versions(&r, version)))
@@ -274,6 +328,25 @@ impl Broker {
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }
+            RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
+                self.find_coordinator(r, version).await,
+            )),
+            RequestKind::JoinGroup(r) => self.join_group(r, context).await,
+            RequestKind::SyncGroup(r) => self.sync_group(r, version),
+            RequestKind::Heartbeat(r) => Reply::now(ResponseKind::Heartbeat(self.heartbeat(r))),
+            RequestKind::LeaveGroup(r) => {
+                Reply::now(ResponseKind::LeaveGroup(self.leave_group(r, version)))
+            }
+            RequestKind::OffsetCommit(r) => self.offset_commit(r).await,
+            RequestKind::OffsetFetch(r) => {
+                Reply::now(ResponseKind::OffsetFetch(self.offset_fetch(r, version)))
+            }
+            RequestKind::ListGroups(r) => Reply::now(ResponseKind::ListGroups(self.list_groups(r))),
+            RequestKind::DescribeGroups(r) => Reply::now(ResponseKind::DescribeGroups(
+                self.describe_groups(r, version),
+            )),
+            RequestKind::DeleteGroups(r) => self.delete_groups(r).await,
+            RequestKind::OffsetDelete(r) => self.offset_delete(r).await,
             // Unreachable while SUPPORTED_APIS and this match agree.
             _ => return None,
         })

@@ -957,6 +957,11 @@ impl BrokerConfig {
         self.value(name).and_then(|v| v.trim().parse().ok())
     }
 
+    /// A numeric config, or `default` when unset or unparsable (validated at start-up).
+    pub fn number_or(&self, name: &str, default: i64) -> i64 {
+        self.number(name).unwrap_or(default)
+    }
+
     fn flag(&self, name: &str) -> bool {
         self.value(name)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))

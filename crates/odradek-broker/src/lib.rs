@@ -3,6 +3,7 @@
 
 mod broker;
 pub mod config;
+mod coordinator;
 mod handlers;
 mod log_manager;
 pub mod metadata;

@@ -88,7 +88,7 @@ async fn connection(
     'connection: loop {
         loop {
             match frame::take_frame(&mut buf, max_frame) {
-                Ok(Some(request)) => match broker.dispatch(request).await {
+                Ok(Some(request)) => match broker.dispatch(request, peer).await {
                     Ok(response) => {
                         if queue.send(response).await.is_err() {
                             break 'connection;

@@ -20,7 +20,7 @@
 //! 61 records...
 //! ```
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 pub const HEADER_LEN: usize = 61;
 /// Bytes in front of `batchLength`'s coverage: `baseOffset` and `batchLength` themselves.
@@ -275,9 +275,32 @@ fn read_varlong(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     None
 }
 
-/// For an uncompressed batch, yields `(offset, timestamp)` of each record, stopping at the
-/// first malformed record. Compressed batches yield nothing: their records need inflating.
-pub fn record_positions(batch: &[u8]) -> impl Iterator<Item = (i64, i64)> + '_ {
+/// One record of an uncompressed batch, borrowed from the batch bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Reads a length-prefixed (zigzag varint) byte field; -1 is null.
+fn read_nullable_bytes<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = read_varlong(bytes, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = pos
+        .checked_add(usize::try_from(len).ok()?)
+        .filter(|&e| e <= bytes.len())?;
+    let field = &bytes[*pos..end];
+    *pos = end;
+    Some(Some(field))
+}
+
+/// For an uncompressed batch, yields its records, stopping at the first malformed one.
+/// Compressed batches yield nothing: their records need inflating.
+pub fn records(batch: &[u8]) -> impl Iterator<Item = RecordView<'_>> + '_ {
     let header = BatchHeader::parse(batch);
     let uncompressed = header
         .map(|h| Compression::from_attributes(h.attributes()) == Some(Compression::None))
@@ -295,17 +318,84 @@ pub fn record_positions(batch: &[u8]) -> impl Iterator<Item = (i64, i64)> + '_ {
         }
         let len = usize::try_from(read_varlong(&batch[..end], &mut pos)?).ok()?;
         let record_end = pos.checked_add(len).filter(|&e| e <= end)?;
+        let record = &batch[..record_end];
         let mut cursor = pos + 1; // attributes byte
-        let timestamp_delta = read_varlong(&batch[..record_end], &mut cursor)?;
-        let offset_delta = read_varlong(&batch[..record_end], &mut cursor)?;
+        let timestamp_delta = read_varlong(record, &mut cursor)?;
+        let offset_delta = read_varlong(record, &mut cursor)?;
+        let key = read_nullable_bytes(record, &mut cursor)?;
+        let value = read_nullable_bytes(record, &mut cursor)?;
         pos = record_end;
         let timestamp = if h.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0 {
             h.max_timestamp()
         } else {
             h.base_timestamp().wrapping_add(timestamp_delta)
         };
-        Some((h.base_offset().wrapping_add(offset_delta), timestamp))
+        Some(RecordView {
+            offset: h.base_offset().wrapping_add(offset_delta),
+            timestamp,
+            key,
+            value,
+        })
     })
+}
+
+fn put_varlong(out: &mut BytesMut, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.put_u8((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.put_u8(zigzag as u8);
+}
+
+fn put_nullable_bytes(out: &mut BytesMut, field: Option<&[u8]>) {
+    match field {
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.put_slice(b);
+        }
+        None => put_varlong(out, -1),
+    }
+}
+
+/// A record's key and value; `None` is null (a value of `None` is a tombstone).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Encodes an uncompressed magic-2 batch of key/value records without headers, for the
+/// broker's own internal topics. Offsets start at 0; the log assigns the real ones.
+pub fn encode_batch(records: &[KeyValue<'_>], timestamp: i64) -> BytesMut {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let mut body = BytesMut::new();
+    let mut record = BytesMut::new();
+    for (delta, (key, value)) in records.iter().enumerate() {
+        record.clear();
+        record.put_u8(0); // attributes
+        put_varlong(&mut record, 0); // timestamp delta
+        put_varlong(&mut record, delta as i64);
+        put_nullable_bytes(&mut record, *key);
+        put_nullable_bytes(&mut record, *value);
+        put_varlong(&mut record, 0); // header count
+        put_varlong(&mut body, record.len() as i64);
+        body.put_slice(&record);
+    }
+    let mut b = BytesMut::with_capacity(HEADER_LEN + body.len());
+    b.put_i64(0);
+    b.put_i32((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0);
+    b.put_i32(records.len() as i32 - 1);
+    b.put_i64(timestamp);
+    b.put_i64(timestamp);
+    b.put_i64(-1);
+    b.put_i16(-1);
+    b.put_i32(-1);
+    b.put_i32(records.len() as i32);
+    b.put_slice(&body);
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// Builders for tests in this and other crates.
@@ -404,11 +494,33 @@ mod tests {
     }
 
     #[test]
-    fn record_positions_walks_uncompressed_records() {
+    fn records_walks_uncompressed_records() {
         let mut b = batch(3, 1000);
         assign_offsets(&mut b, 10, 0);
-        let got: Vec<(i64, i64)> = record_positions(&b).collect();
+        let got: Vec<(i64, i64)> = records(&b).map(|r| (r.offset, r.timestamp)).collect();
         assert_eq!(got, vec![(10, 1000), (11, 1001), (12, 1002)]);
+    }
+
+    #[test]
+    fn encoded_batches_validate_and_decode_back() {
+        let big = vec![7u8; 300];
+        let input: Vec<KeyValue<'_>> = vec![
+            (Some(b"k1"), Some(b"v1")),
+            (Some(b"k2"), None),
+            (None, Some(&big)),
+        ];
+        let mut b = encode_batch(&input, 55);
+        assert_eq!(validate_produced(&b, 1 << 20).unwrap().record_count, 3);
+        assign_offsets(&mut b, 100, 0);
+        let back: Vec<_> = records(&b).map(|r| (r.offset, r.key, r.value)).collect();
+        assert_eq!(
+            back,
+            vec![
+                (100, Some(&b"k1"[..]), Some(&b"v1"[..])),
+                (101, Some(&b"k2"[..]), None),
+                (102, None, Some(&big[..]))
+            ]
+        );
     }
 
     #[test]

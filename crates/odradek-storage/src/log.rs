@@ -353,7 +353,9 @@ impl Log {
                     BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
                 if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset
                 {
-                    let exact = batch::record_positions(&bytes).find(|&(_, ts)| ts >= target);
+                    let exact = batch::records(&bytes)
+                        .map(|r| (r.offset, r.timestamp))
+                        .find(|&(_, ts)| ts >= target);
                     let (offset, timestamp) =
                         exact.unwrap_or((header.base_offset(), header.max_timestamp()));
                     return Ok(Some(OffsetLookup { offset, timestamp }));

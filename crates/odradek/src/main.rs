@@ -157,6 +157,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         tokio::spawn(broker.clone().run_flush_scheduler());
+        tokio::spawn(broker.clone().run_group_sweeper());
         odradek_broker::serve(listener, broker.clone(), stopped).await;
         tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;
         info!("clean shutdown complete");

@@ -129,6 +129,7 @@ impl Broker {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
             .with_topic_id(if version >= 10 { topic.id } else { Uuid::nil() })
+            .with_is_internal(version >= 1 && crate::coordinator::is_internal(&topic.name))
             .with_partitions(partitions)
             .with_topic_authorized_operations(if with_ops {
                 ALL_TOPIC_OPERATIONS

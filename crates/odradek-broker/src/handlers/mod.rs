@@ -4,6 +4,7 @@ pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod fetch;
+pub(crate) mod groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;

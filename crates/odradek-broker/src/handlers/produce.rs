@@ -130,6 +130,15 @@ impl Broker {
                         ResponseError::InvalidRequiredAcks,
                         format!("acks must be -1, 0 or 1, not {acks}"),
                     )
+                } else if topic
+                    .as_ref()
+                    .is_some_and(|t| crate::coordinator::is_internal(&t.name))
+                {
+                    failed(
+                        index,
+                        ResponseError::InvalidTopicException,
+                        "Cannot append to internal topic".into(),
+                    )
                 } else if let Some(topic) = &topic {
                     match topic.partitions.get(index as usize).filter(|_| index >= 0) {
                         Some(partition) => {
