@@ -1,0 +1,362 @@
+//! Consumer groups (classic protocol) with librdkafka against a real broker process.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ConsumerProtocolSubscription, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
+    join_group_request::JoinGroupRequestProtocol,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use support::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn group_consumer(addr: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = client_config(addr);
+    config
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("group consumer")
+}
+
+/// Commits the stored offsets; "nothing stored" (all already committed, or the partitions
+/// were just revoked) is not an error.
+fn commit(consumer: &BaseConsumer) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(e) => panic!("commit failed: {e}"),
+    }
+}
+
+/// A member polling in its own thread, recording what it consumed and committing as it goes.
+struct Member {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    assigned: Arc<Mutex<Vec<i32>>>,
+}
+
+impl Member {
+    fn start(addr: &str, group: &str, topic: &str, seen: Arc<Mutex<Vec<String>>>) -> Self {
+        let consumer = group_consumer(addr, group, &[]);
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = Arc::new(AtomicBool::new(false));
+        let assigned = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, assigned2) = (stop.clone(), assigned.clone());
+        let thread = std::thread::spawn(move || {
+            let mut uncommitted = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+                        consumer
+                            .store_offset_from_message(&m)
+                            .expect("store offset");
+                        uncommitted += 1;
+                    }
+                    // Transient (a broker restart, a rebalance); librdkafka recovers by itself.
+                    Some(Err(e)) => eprintln!("consumer error: {e}"),
+                    // Idle: commit what was consumed, so a rebalance hands over exact positions.
+                    None if uncommitted > 0 => {
+                        commit(&consumer);
+                        uncommitted = 0;
+                    }
+                    None => {}
+                }
+                if uncommitted >= 500 {
+                    commit(&consumer);
+                    uncommitted = 0;
+                }
+                if let Ok(a) = consumer.assignment() {
+                    *assigned2.lock().unwrap() =
+                        a.elements().iter().map(|e| e.partition()).collect();
+                }
+            }
+            if uncommitted > 0 {
+                commit(&consumer);
+            }
+            // Dropping the consumer sends LeaveGroup.
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+            assigned,
+        }
+    }
+
+    fn assignment(&self) -> Vec<i32> {
+        self.assigned.lock().unwrap().clone()
+    }
+
+    fn leave(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("member thread");
+    }
+}
+
+/// Waits until the members' assignments are disjoint, non-empty and cover `partitions`.
+fn wait_for_balance(members: &[&Member], partitions: i32) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let assignments: Vec<Vec<i32>> = members.iter().map(|m| m.assignment()).collect();
+        let mut all: Vec<i32> = assignments.iter().flatten().copied().collect();
+        all.sort();
+        if assignments.iter().all(|a| !a.is_empty()) && all == (0..partitions).collect::<Vec<_>>() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group never balanced: {assignments:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn produce_values(addr: &str, topic: &str, values: impl Iterator<Item = String>) {
+    let client = producer(addr, &[("acks", "all")]);
+    let sends: Vec<_> = values
+        .map(|v| enqueue(&client, FutureRecord::to(topic).key(&v).payload(&v)))
+        .collect();
+    for s in sends {
+        delivered(s).await.expect("send");
+    }
+}
+
+fn wait_for_count(seen: &Mutex<Vec<String>>, count: usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    while seen.lock().unwrap().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "consumed only {} of {count}",
+            seen.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_splits_partitions_consumes_everything_once_and_rebalances_on_join_and_leave() {
+    let broker = BrokerProcess::start_with(&["--set", "group.initial.rebalance.delay.ms=1000"]);
+    let topic = "shared";
+    create_topic(&broker.addr, topic, 6, &[]).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let members: Vec<Member> = (0..3)
+        .map(|_| Member::start(&broker.addr, "g", topic, seen.clone()))
+        .collect();
+    wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
+
+    produce_values(&broker.addr, topic, (0..30_000).map(|i| format!("v{i}"))).await;
+    wait_for_count(&seen, 30_000);
+    std::thread::sleep(Duration::from_millis(500));
+    {
+        let seen = seen.lock().unwrap();
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(
+            seen.len(),
+            30_000,
+            "every message exactly once across the group"
+        );
+        assert_eq!(unique.len(), 30_000);
+    }
+
+    // A fourth member joins: partitions spread over all four.
+    let fourth = Member::start(&broker.addr, "g", topic, seen.clone());
+    let mut members = members;
+    members.push(fourth);
+    wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
+
+    // One leaves: its partitions move to the others, who resume from committed offsets.
+    members.remove(0).leave();
+    wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
+    produce_values(
+        &broker.addr,
+        topic,
+        (30_000..33_000).map(|i| format!("v{i}")),
+    )
+    .await;
+    wait_for_count(&seen, 33_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen_now = seen.lock().unwrap().clone();
+    let unique: HashSet<&String> = seen_now.iter().collect();
+    assert_eq!(unique.len(), 33_000, "nothing lost");
+    assert_eq!(
+        seen_now.len(),
+        33_000,
+        "nothing consumed twice: the leaver committed before leaving"
+    );
+    for m in members {
+        m.leave();
+    }
+}
+
+fn subscription(topic: &str) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::new();
+    buf.extend_from_slice(&0i16.to_be_bytes());
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_string(topic.into())])
+        .encode(&mut buf, 0)
+        .unwrap();
+    buf.freeze()
+}
+
+fn round_trip<R: kafka_protocol::protocol::Request>(
+    stream: &mut std::net::TcpStream,
+    request: &R,
+    version: i16,
+) -> R::Response {
+    stream
+        .write_all(&request_frame(request, version, 1))
+        .unwrap();
+    decode_response::<R>(read_frame(stream).unwrap(), version).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_without_leaving_loses_its_partitions_after_its_session_timeout() {
+    let broker = BrokerProcess::start_with(&[
+        "--set",
+        "group.initial.rebalance.delay.ms=0",
+        "--set",
+        "group.min.session.timeout.ms=1000",
+    ]);
+    let topic = "deaths";
+    create_topic(&broker.addr, topic, 4, &[]).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let survivor = Member::start(&broker.addr, "d", topic, seen.clone());
+    wait_for_balance(&[&survivor], 4);
+
+    // A second member joins over raw TCP, as a client process would, then dies: its socket
+    // closes without a LeaveGroup.
+    let mut stream = raw_connect(&broker.addr);
+    let join = |member_id: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("d"),
+            ))
+            .with_session_timeout_ms(2000)
+            .with_rebalance_timeout_ms(10000)
+            .with_member_id(StrBytes::from_string(member_id.into()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(subscription(topic)),
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("roundrobin"))
+                    .with_metadata(subscription(topic)),
+            ])
+    };
+    let first = round_trip(&mut stream, &join(""), 9);
+    assert_eq!(
+        first.error_code,
+        kafka_protocol::ResponseError::MemberIdRequired.code()
+    );
+    let member_id = first.member_id.to_string();
+    let joined = round_trip(&mut stream, &join(&member_id), 9);
+    assert_eq!(joined.error_code, 0);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(
+            StrBytes::from_static_str("d"),
+        ))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(StrBytes::from_string(member_id.clone()));
+    let synced = round_trip(&mut stream, &sync, 5);
+    assert_eq!(synced.error_code, 0);
+    assert!(
+        !synced.assignment.is_empty(),
+        "the raw member was given partitions"
+    );
+    let beat = HeartbeatRequest::default()
+        .with_group_id(kafka_protocol::messages::GroupId(
+            StrBytes::from_static_str("d"),
+        ))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(StrBytes::from_string(member_id.clone()));
+    assert_eq!(round_trip(&mut stream, &beat, 4).error_code, 0);
+    assert!(
+        survivor.assignment().len() < 4,
+        "the survivor gave up partitions to the new member"
+    );
+    let died = Instant::now();
+    drop(stream);
+
+    // Within the dead member's 2 s session timeout (plus a rebalance), the survivor owns all.
+    wait_for_balance(&[&survivor], 4);
+    assert!(
+        died.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        died.elapsed()
+    );
+    produce_values(&broker.addr, topic, (0..1000).map(|i| format!("d{i}"))).await;
+    wait_for_count(&seen, 1000);
+    survivor.leave();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_and_metadata_survive_restarts_and_kill_dash_nine() {
+    let mut broker = BrokerProcess::start();
+    let topic = "committed";
+    create_topic(&broker.addr, topic, 2, &[]).await;
+    let commit = |addr: &str, partition: i32, offset: i64, metadata: &str| {
+        let consumer = group_consumer(addr, "keeper", &[]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .unwrap();
+        tpl.find_partition(topic, partition)
+            .unwrap()
+            .set_metadata(metadata);
+        consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    };
+    let committed = |addr: &str| -> HashMap<i32, (i64, String)> {
+        let consumer = group_consumer(addr, "keeper", &[]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        tpl.add_partition(topic, 1);
+        let got = consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .expect("OffsetFetch");
+        got.elements()
+            .iter()
+            .map(|e| {
+                (
+                    e.partition(),
+                    (e.offset().to_raw().unwrap_or(-1), e.metadata().to_string()),
+                )
+            })
+            .collect()
+    };
+    commit(&broker.addr, 0, 42, "first");
+    commit(&broker.addr, 1, 7, "ü metadata with spaces");
+    commit(&broker.addr, 0, 43, "second");
+    let want = HashMap::from([
+        (0, (43, "second".to_string())),
+        (1, (7, "ü metadata with spaces".to_string())),
+    ]);
+    assert_eq!(committed(&broker.addr), want);
+    broker.stop();
+    broker.restart();
+    assert_eq!(committed(&broker.addr), want, "after a clean restart");
+    broker.kill9();
+    broker.restart();
+    assert_eq!(committed(&broker.addr), want, "after kill -9");
+    broker.stop();
+}
