@@ -360,3 +360,102 @@ async fn committed_offsets_and_metadata_survive_restarts_and_kill_dash_nine() {
     assert_eq!(committed(&broker.addr), want, "after kill -9");
     broker.stop();
 }
+
+/// Counts the rebalances (assignments and revocations) a consumer goes through.
+#[derive(Default)]
+struct RebalanceCounter(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::client::ClientContext for RebalanceCounter {}
+impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type Counted = BaseConsumer<RebalanceCounter>;
+
+fn assignment_of(consumer: &Counted) -> Vec<i32> {
+    consumer
+        .assignment()
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// Polls every consumer (each must be polled to take part in a rebalance) until `done`.
+fn poll_all_until(consumers: &[&Counted], what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        for c in consumers {
+            let _ = c.poll(Duration::from_millis(20));
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+/// Keeps polling for `period`, so heartbeats and any rebalance would be served.
+fn poll_all_for(consumers: &[&Counted], period: Duration) {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        for c in consumers {
+            let _ = c.poll(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarting_within_its_session_timeout_does_not_rebalance_the_others() {
+    let broker = BrokerProcess::start_with(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let topic = "static";
+    create_topic(&broker.addr, topic, 4, &[]).await;
+    let member = |instance: Option<&str>| -> Counted {
+        let mut config = client_config(&broker.addr);
+        config
+            .set("group.id", "st")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "500");
+        if let Some(i) = instance {
+            config.set("group.instance.id", i);
+        }
+        let c: Counted = config
+            .create_with_context(RebalanceCounter::default())
+            .unwrap();
+        c.subscribe(&[topic]).unwrap();
+        c
+    };
+    let first = member(Some("instance-1"));
+    let other = member(None);
+    poll_all_until(&[&first, &other], "both members assigned", || {
+        !assignment_of(&first).is_empty() && !assignment_of(&other).is_empty()
+    });
+    poll_all_for(&[&first, &other], Duration::from_secs(2));
+    let rebalances_before = other.context().0.load(Ordering::SeqCst);
+    let others_before = assignment_of(&other);
+    let static_before = assignment_of(&first);
+    assert_eq!(others_before.len() + static_before.len(), 4);
+
+    // The static member's process goes away (a static member does not send LeaveGroup)
+    // and comes back with the same group.instance.id within its session timeout.
+    drop(first);
+    let second = member(Some("instance-1"));
+    poll_all_until(
+        &[&second, &other],
+        "the restarted static member assigned",
+        || !assignment_of(&second).is_empty(),
+    );
+    poll_all_for(&[&second, &other], Duration::from_secs(3));
+    assert_eq!(
+        other.context().0.load(Ordering::SeqCst),
+        rebalances_before,
+        "the other member saw no rebalance"
+    );
+    assert_eq!(assignment_of(&other), others_before);
+    assert_eq!(
+        assignment_of(&second),
+        static_before,
+        "the restarted static member got its old partitions back"
+    );
+}
