@@ -40,6 +40,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -347,6 +349,14 @@ impl Broker {
             )),
             RequestKind::DeleteGroups(r) => self.delete_groups(r).await,
             RequestKind::OffsetDelete(r) => self.offset_delete(r).await,
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                Reply::now(ResponseKind::ConsumerGroupHeartbeat(
+                    self.consumer_group_heartbeat(r, context).await,
+                ))
+            }
+            RequestKind::ConsumerGroupDescribe(r) => Reply::now(
+                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r)),
+            ),
             // Unreachable while SUPPORTED_APIS and this match agree.
             _ => return None,
         })

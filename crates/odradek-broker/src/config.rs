@@ -297,6 +297,27 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Delay before the first rebalance of a new group.",
     ),
     def(
+        "group.consumer.session.timeout.ms",
+        Int,
+        Some("45000"),
+        AtLeast(1),
+        "Session timeout of KIP-848 consumer group members.",
+    ),
+    def(
+        "group.consumer.heartbeat.interval.ms",
+        Int,
+        Some("5000"),
+        AtLeast(1),
+        "Heartbeat interval given to KIP-848 consumer group members.",
+    ),
+    def(
+        "group.consumer.assignors",
+        List,
+        Some("uniform,range"),
+        Any,
+        "Server-side assignors; the first is the default.",
+    ),
+    def(
         "group.min.session.timeout.ms",
         Int,
         Some("6000"),

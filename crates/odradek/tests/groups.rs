@@ -30,7 +30,12 @@ fn group_consumer(addr: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsum
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500");
     for (k, v) in extra {
-        config.set(*k, *v);
+        // An empty value drops a setting (KIP-848 members may not set classic-only ones).
+        if v.is_empty() {
+            config.remove(k);
+        } else {
+            config.set(*k, *v);
+        }
     }
     config.create().expect("group consumer")
 }
@@ -55,8 +60,14 @@ struct Member {
 }
 
 impl Member {
-    fn start(addr: &str, group: &str, topic: &str, seen: Arc<Mutex<Vec<String>>>) -> Self {
-        let consumer = group_consumer(addr, group, &[]);
+    fn start(
+        addr: &str,
+        group: &str,
+        topic: &str,
+        seen: Arc<Mutex<Vec<String>>>,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let consumer = group_consumer(addr, group, extra);
         consumer.subscribe(&[topic]).expect("subscribe");
         let stop = Arc::new(AtomicBool::new(false));
         let assigned = Arc::new(Mutex::new(Vec::new()));
@@ -154,14 +165,15 @@ fn wait_for_count(seen: &Mutex<Vec<String>>, count: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_splits_partitions_consumes_everything_once_and_rebalances_on_join_and_leave() {
-    let broker = BrokerProcess::start_with(&["--set", "group.initial.rebalance.delay.ms=1000"]);
+/// Three members share six partitions and consume 30,000 messages exactly once; a fourth
+/// joins and the partitions spread; one leaves and the rest resume from committed offsets.
+async fn share_consume_and_rebalance(broker_args: &[&str], protocol: &[(&str, &str)]) {
+    let broker = BrokerProcess::start_with(broker_args);
     let topic = "shared";
     create_topic(&broker.addr, topic, 6, &[]).await;
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let members: Vec<Member> = (0..3)
-        .map(|_| Member::start(&broker.addr, "g", topic, seen.clone()))
+        .map(|_| Member::start(&broker.addr, "g", topic, seen.clone(), protocol))
         .collect();
     wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
 
@@ -180,7 +192,7 @@ async fn a_group_splits_partitions_consumes_everything_once_and_rebalances_on_jo
     }
 
     // A fourth member joins: partitions spread over all four.
-    let fourth = Member::start(&broker.addr, "g", topic, seen.clone());
+    let fourth = Member::start(&broker.addr, "g", topic, seen.clone(), protocol);
     let mut members = members;
     members.push(fourth);
     wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
@@ -207,6 +219,25 @@ async fn a_group_splits_partitions_consumes_everything_once_and_rebalances_on_jo
     for m in members {
         m.leave();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_splits_partitions_consumes_everything_once_and_rebalances_on_join_and_leave()
+ {
+    share_consume_and_rebalance(&["--set", "group.initial.rebalance.delay.ms=1000"], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_consumer_group_does_the_same() {
+    share_consume_and_rebalance(
+        &["--set", "group.consumer.heartbeat.interval.ms=500"],
+        &[
+            ("group.protocol", "consumer"),
+            ("session.timeout.ms", ""),
+            ("heartbeat.interval.ms", ""),
+        ],
+    )
+    .await;
 }
 
 fn subscription(topic: &str) -> bytes::Bytes {
@@ -241,7 +272,7 @@ async fn a_member_that_dies_without_leaving_loses_its_partitions_after_its_sessi
     let topic = "deaths";
     create_topic(&broker.addr, topic, 4, &[]).await;
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let survivor = Member::start(&broker.addr, "d", topic, seen.clone());
+    let survivor = Member::start(&broker.addr, "d", topic, seen.clone(), &[]);
     wait_for_balance(&[&survivor], 4);
 
     // A second member joins over raw TCP, as a client process would, then dies: its socket

@@ -152,6 +152,8 @@ pub struct Group {
     initial_delay_deadline: Option<Instant>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
     pub state_timestamp: i64,
+    /// Set when the group uses the KIP-848 consumer protocol instead of the classic one.
+    pub consumer: Option<super::consumer::ConsumerState>,
 }
 
 fn new_member_id(prefix: &str) -> String {
@@ -174,6 +176,7 @@ impl Group {
             initial_delay_deadline: None,
             offsets: HashMap::new(),
             state_timestamp: odradek_storage::now_ms(),
+            consumer: None,
         }
     }
 
@@ -218,7 +221,24 @@ impl Group {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.is_empty() && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
+    }
+
+    /// "classic" or "consumer", as ListGroups reports the group type.
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        }
+    }
+
+    /// The state name ListGroups reports, for either protocol.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) => c.state_name(),
+            None => self.state.name(),
+        }
     }
 
     /// The member a static instance id currently maps to, when it differs from `member_id`.
@@ -758,8 +778,11 @@ impl Group {
         if self.fenced(member_id, instance_id) {
             return Some(FencedInstanceId);
         }
-        if generation < 0 && self.state == GroupState::Empty {
+        if generation < 0 && member_id.is_empty() && self.is_empty() {
             return None;
+        }
+        if let Some(c) = &self.consumer {
+            return c.check_epoch(member_id, generation);
         }
         let Some(member) = self.members.get_mut(member_id) else {
             return Some(UnknownMemberId);
@@ -776,6 +799,9 @@ impl Group {
 
     /// Topics the group's members are subscribed to, when the protocol is "consumer".
     pub fn is_subscribed_to(&self, topic: &str) -> bool {
+        if let Some(c) = &self.consumer {
+            return c.is_subscribed_to(topic);
+        }
         self.protocol_type.as_deref() == Some("consumer")
             && self.members.values().any(|m| {
                 let protocol = self.protocol.clone().unwrap_or_default();

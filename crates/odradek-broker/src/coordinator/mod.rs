@@ -6,6 +6,7 @@
 //! memory on start-up. A group's records go to partition `abs(hash(group)) % partitions`,
 //! as in Kafka, so the cluster phase can move groups with their partitions.
 
+pub mod consumer;
 pub mod group;
 pub mod records;
 
@@ -44,6 +45,9 @@ pub struct GroupCoordinator {
     pub offsets_partitions: i32,
     pub metadata_max_bytes: usize,
     offsets_segment_bytes: i64,
+    /// KIP-848 group settings.
+    pub consumer_session_timeout: Duration,
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl GroupCoordinator {
@@ -64,6 +68,10 @@ impl GroupCoordinator {
             offsets_partitions: config.number_or("offsets.topic.num.partitions", 50).max(1) as i32,
             metadata_max_bytes: config.number_or("offset.metadata.max.bytes", 4096).max(0) as usize,
             offsets_segment_bytes: config.number_or("offsets.topic.segment.bytes", 104_857_600),
+            consumer_session_timeout: ms("group.consumer.session.timeout.ms", 45_000),
+            consumer_heartbeat_interval_ms: config
+                .number_or("group.consumer.heartbeat.interval.ms", 5000)
+                .clamp(1, i64::from(i32::MAX)) as i32,
         }
     }
 

@@ -132,6 +132,13 @@ impl Broker {
         let now = Instant::now();
         let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
         for group in groups.values_mut() {
+            if let Some(consumer) = group.consumer.as_mut() {
+                let expired = consumer.expire(now, self.coordinator.consumer_session_timeout);
+                if !expired.is_empty() {
+                    tracing::info!(group = %group.id, members = ?expired, "session timeout: removed consumer-protocol members");
+                }
+                continue;
+            }
             let generation = group.generation;
             let expired = group.expire(now, &self.coordinator.limits);
             if !expired.is_empty() {
@@ -651,8 +658,8 @@ impl Broker {
                 ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(g.id.clone())))
                     .with_protocol_type(str_bytes(g.protocol_type.clone().unwrap_or_default()))
-                    .with_group_state(str_bytes(g.state.name()))
-                    .with_group_type(str_bytes("classic"))
+                    .with_group_state(str_bytes(g.state_name()))
+                    .with_group_type(str_bytes(g.group_type()))
             })
             .collect();
         listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -689,6 +696,17 @@ impl Broker {
                     }
                     return d;
                 };
+                if g.consumer.is_some() {
+                    d.group_state = str_bytes("Dead");
+                    if version >= 6 {
+                        d.error_code = ResponseError::GroupIdNotFound.code();
+                        d.error_message = Some(str_bytes(format!(
+                            "Group {} is not a classic group.",
+                            id.as_str()
+                        )));
+                    }
+                    return d;
+                }
                 let stable = g.state == GroupState::Stable;
                 let protocol = g.protocol.clone().unwrap_or_default();
                 d.group_state = str_bytes(g.state.name());

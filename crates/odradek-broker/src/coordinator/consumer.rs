@@ -1,0 +1,532 @@
+//! KIP-848 consumer groups: the broker computes assignments with a server-side assignor and
+//! reconciles each member towards its target through ConsumerGroupHeartbeat. A partition
+//! moves only after its previous owner has acknowledged revoking it, so no partition is
+//! ever owned by two members at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+/// A member's partitions: topic id → partition indexes.
+pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// A topic as assignors see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+}
+
+#[derive(Debug)]
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub subscribed_names: Vec<String>,
+    pub subscribed_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub rebalance_timeout: Duration,
+    /// What the member was last told it owns.
+    pub assigned: Assignment,
+    /// Partitions it was told to give up and has not yet confirmed giving up.
+    pub revoking: Assignment,
+    /// What the member last reported owning.
+    owned: Assignment,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct ConsumerState {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub target: BTreeMap<String, Assignment>,
+    /// The topics (with partition counts) the last target assignment was computed from;
+    /// a change (new topic matching a regex, added partitions) triggers a new one.
+    subscribed_metadata: Vec<TopicInfo>,
+    pub assignor: String,
+}
+
+pub struct HeartbeatRequest {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout: Duration,
+    pub subscribed_names: Option<Vec<String>>,
+    pub subscribed_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Default)]
+pub struct HeartbeatResult {
+    pub error: Option<(ResponseError, String)>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// `None` when the member's assignment did not change since the last response.
+    pub assignment: Option<Assignment>,
+}
+
+pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+/// Member epoch -1: leave the group; -2: a static member leaving temporarily.
+const LEAVE_EPOCH: i32 = -1;
+const STATIC_LEAVE_EPOCH: i32 = -2;
+
+fn count(a: &Assignment) -> usize {
+    a.values().map(BTreeSet::len).sum()
+}
+
+fn contains(a: &Assignment, topic: &Uuid, p: i32) -> bool {
+    a.get(topic).is_some_and(|s| s.contains(&p))
+}
+
+fn insert(a: &mut Assignment, topic: Uuid, p: i32) {
+    a.entry(topic).or_default().insert(p);
+}
+
+fn remove_empty(a: &mut Assignment) {
+    a.retain(|_, s| !s.is_empty());
+}
+
+/// Whether a member subscribes to a topic, by name or by regex (anchored, as Kafka's RE2J
+/// `matches` is).
+fn subscribes(m: &ConsumerMember, topic: &str) -> bool {
+    m.subscribed_names.iter().any(|n| n == topic)
+        || m.subscribed_regex.as_deref().is_some_and(|r| {
+            regex::Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(topic))
+        })
+}
+
+impl ConsumerState {
+    pub fn new(assignor: &str) -> Self {
+        Self {
+            assignor: assignor.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.assignment_epoch < self.group_epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch != self.assignment_epoch || !m.revoking.is_empty())
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// Topics any member subscribes to, as they exist now.
+    fn subscribed_topics(&self, topics: &[TopicInfo]) -> Vec<TopicInfo> {
+        topics
+            .iter()
+            .filter(|t| self.members.values().any(|m| subscribes(m, &t.name)))
+            .cloned()
+            .collect()
+    }
+
+    /// Recomputes every member's target with the group's assignor.
+    fn compute_target(&mut self, topics: &[TopicInfo]) {
+        let subscribed = self.subscribed_topics(topics);
+        let mut target: BTreeMap<String, Assignment> = self
+            .members
+            .keys()
+            .map(|id| (id.clone(), Assignment::new()))
+            .collect();
+        if self.assignor == "range" {
+            for topic in &subscribed {
+                let subscribers: Vec<&String> = self
+                    .members
+                    .values()
+                    .filter(|m| subscribes(m, &topic.name))
+                    .map(|m| &m.id)
+                    .collect();
+                if subscribers.is_empty() {
+                    continue;
+                }
+                let n = subscribers.len() as i32;
+                let (per, extra) = (topic.partitions / n, topic.partitions % n);
+                let mut next = 0;
+                for (i, member) in subscribers.iter().enumerate() {
+                    let take = per + i32::from((i as i32) < extra);
+                    for p in next..next + take {
+                        insert(target.get_mut(*member).expect("member"), topic.id, p);
+                    }
+                    next += take;
+                }
+            }
+        } else {
+            // Uniform: keep each partition with its current owner while that owner holds no
+            // more than the floor of a fair share, then give the rest to the least loaded
+            // subscriber (so the remainder lands one each on the lightest members).
+            let total: usize = subscribed
+                .iter()
+                .map(|t| t.partitions.max(0) as usize)
+                .sum();
+            let share = total / self.members.len().max(1);
+            let mut unassigned = Vec::new();
+            for topic in &subscribed {
+                for p in 0..topic.partitions {
+                    let keeper = self.members.values().find(|m| {
+                        contains(&m.assigned, &topic.id, p)
+                            && subscribes(m, &topic.name)
+                            && count(&target[&m.id]) < share
+                    });
+                    match keeper {
+                        Some(m) => insert(target.get_mut(&m.id).expect("member"), topic.id, p),
+                        None => unassigned.push((topic, p)),
+                    }
+                }
+            }
+            for (topic, p) in unassigned {
+                let least = self
+                    .members
+                    .values()
+                    .filter(|m| subscribes(m, &topic.name))
+                    .min_by_key(|m| (count(&target[&m.id]), m.id.clone()));
+                if let Some(m) = least {
+                    insert(target.get_mut(&m.id).expect("member"), topic.id, p);
+                }
+            }
+        }
+        self.target = target;
+        self.assignment_epoch = self.group_epoch;
+        self.subscribed_metadata = subscribed;
+    }
+
+    fn bump(&mut self) {
+        self.group_epoch += 1;
+    }
+
+    pub fn remove_member(&mut self, id: &str) -> bool {
+        if self.members.remove(id).is_some() {
+            self.target.remove(id);
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One ConsumerGroupHeartbeat.
+    pub fn heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        topics: &[TopicInfo],
+        now: Instant,
+    ) -> HeartbeatResult {
+        let fail = |e: ResponseError, msg: &str, id: &str, epoch: i32| HeartbeatResult {
+            error: Some((e, msg.to_string())),
+            member_id: id.to_string(),
+            member_epoch: epoch,
+            assignment: None,
+        };
+        if matches!(req.member_epoch, LEAVE_EPOCH | STATIC_LEAVE_EPOCH) {
+            self.remove_member(&req.member_id);
+            return HeartbeatResult {
+                member_id: req.member_id,
+                member_epoch: req.member_epoch,
+                ..HeartbeatResult::default()
+            };
+        }
+        if let Some(assignor) = &req.server_assignor
+            && !ASSIGNORS.contains(&assignor.as_str())
+        {
+            return fail(
+                ResponseError::UnsupportedAssignor,
+                "unknown server assignor",
+                &req.member_id,
+                req.member_epoch,
+            );
+        }
+        if let Some(r) = &req.subscribed_regex
+            && regex::Regex::new(r).is_err()
+        {
+            return fail(
+                ResponseError::InvalidRegularExpression,
+                "invalid subscription regex",
+                &req.member_id,
+                req.member_epoch,
+            );
+        }
+        let member_id = if req.member_id.is_empty() {
+            Uuid::new_v4().simple().to_string()
+        } else {
+            req.member_id.clone()
+        };
+        if req.member_epoch == 0 {
+            // Joining, or rejoining after being fenced: start from nothing.
+            self.members.remove(&member_id);
+            if let Some(instance) = &req.instance_id {
+                let previous = self
+                    .members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(instance))
+                    .map(|m| m.id.clone());
+                if let Some(previous) = previous {
+                    self.members.remove(&previous);
+                    self.target.remove(&previous);
+                }
+            }
+            if req.subscribed_names.is_none() && req.subscribed_regex.is_none() {
+                return fail(
+                    ResponseError::InvalidRequest,
+                    "a joining member must send its subscription",
+                    &member_id,
+                    0,
+                );
+            }
+            self.members.insert(
+                member_id.clone(),
+                ConsumerMember {
+                    id: member_id.clone(),
+                    instance_id: req.instance_id.clone(),
+                    rack_id: req.rack_id.clone(),
+                    client_id: req.client_id.clone(),
+                    client_host: req.client_host.clone(),
+                    epoch: 0,
+                    subscribed_names: Vec::new(),
+                    subscribed_regex: None,
+                    server_assignor: None,
+                    rebalance_timeout: req.rebalance_timeout,
+                    assigned: Assignment::new(),
+                    revoking: Assignment::new(),
+                    owned: Assignment::new(),
+                    last_seen: now,
+                },
+            );
+            self.bump();
+        }
+        let Some(member) = self.members.get_mut(&member_id) else {
+            return fail(
+                ResponseError::UnknownMemberId,
+                "unknown member",
+                &member_id,
+                req.member_epoch,
+            );
+        };
+        if req.member_epoch > 0 && req.member_epoch != member.epoch {
+            return fail(
+                ResponseError::FencedMemberEpoch,
+                "the member epoch is fenced",
+                &member_id,
+                req.member_epoch,
+            );
+        }
+        member.last_seen = now;
+        member.rebalance_timeout = req.rebalance_timeout;
+        let mut changed = false;
+        if let Some(names) = req.subscribed_names
+            && names != member.subscribed_names
+        {
+            member.subscribed_names = names;
+            changed = true;
+        }
+        if req.subscribed_regex.is_some() && req.subscribed_regex != member.subscribed_regex {
+            member.subscribed_regex = req.subscribed_regex;
+            changed = true;
+        }
+        if let Some(assignor) = req.server_assignor {
+            member.server_assignor = Some(assignor);
+        }
+        if let Some(owned) = req.owned {
+            member.owned = owned;
+        }
+        // Revocations the member has carried out.
+        let owned = member.owned.clone();
+        member.revoking.retain(|t, ps| {
+            ps.retain(|p| contains(&owned, t, *p));
+            !ps.is_empty()
+        });
+        if changed {
+            self.bump();
+        }
+        if let Some(assignor) = self
+            .members
+            .values()
+            .find_map(|m| m.server_assignor.clone())
+        {
+            self.assignor = assignor;
+        }
+        if self.assignment_epoch < self.group_epoch
+            || self.subscribed_topics(topics) != self.subscribed_metadata
+        {
+            if self.assignment_epoch == self.group_epoch {
+                self.bump();
+            }
+            self.compute_target(topics);
+        }
+        let result = self.reconcile(&member_id, req.member_epoch == 0);
+        HeartbeatResult {
+            error: None,
+            member_id,
+            member_epoch: result.0,
+            assignment: result.1,
+        }
+    }
+
+    /// Moves a member one step towards its target. Returns its epoch and, if it changed,
+    /// its new assignment.
+    fn reconcile(&mut self, id: &str, joining: bool) -> (i32, Option<Assignment>) {
+        let target = self.target.get(id).cloned().unwrap_or_default();
+        // Partitions other members own or are still giving up.
+        let mut taken = Assignment::new();
+        for (other_id, other) in &self.members {
+            if other_id != id {
+                for (t, ps) in other.assigned.iter().chain(other.revoking.iter()) {
+                    for p in ps {
+                        insert(&mut taken, *t, *p);
+                    }
+                }
+            }
+        }
+        let epoch = self.assignment_epoch;
+        let member = self.members.get_mut(id).expect("reconciled member exists");
+        let before = member.assigned.clone();
+        let mut revoke = Assignment::new();
+        for (t, ps) in &member.assigned {
+            for p in ps {
+                if !contains(&target, t, *p) {
+                    insert(&mut revoke, *t, *p);
+                }
+            }
+        }
+        if count(&revoke) > 0 {
+            // First give up what others need; the epoch moves on once that is confirmed.
+            for (t, ps) in &revoke {
+                if let Some(mine) = member.assigned.get_mut(t) {
+                    for p in ps {
+                        mine.remove(p);
+                    }
+                }
+                for p in ps {
+                    insert(&mut member.revoking, *t, *p);
+                }
+            }
+            remove_empty(&mut member.assigned);
+        } else if member.revoking.is_empty() {
+            for (t, ps) in &target {
+                for p in ps {
+                    if !contains(&taken, t, *p) {
+                        insert(&mut member.assigned, *t, *p);
+                    }
+                }
+            }
+            member.epoch = epoch;
+        }
+        let assignment = (joining || member.assigned != before).then(|| member.assigned.clone());
+        (member.epoch, assignment)
+    }
+
+    /// Removes members whose session timed out. Returns their ids.
+    pub fn expire(&mut self, now: Instant, session_timeout: Duration) -> Vec<String> {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| now.duration_since(m.last_seen) > session_timeout)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove_member(id);
+        }
+        expired
+    }
+
+    /// Checks an OffsetCommit/OffsetFetch member epoch (KIP-848 fencing).
+    pub fn check_epoch(&self, member_id: &str, epoch: i32) -> Option<ResponseError> {
+        let Some(m) = self.members.get(member_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        if epoch > m.epoch {
+            Some(ResponseError::FencedMemberEpoch)
+        } else if epoch < m.epoch {
+            Some(ResponseError::StaleMemberEpoch)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_subscribed_to(&self, topic: &str) -> bool {
+        self.members.values().any(|m| subscribes(m, topic))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, epoch: i32, owned: Option<Assignment>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout: Duration::from_secs(30),
+            subscribed_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            subscribed_regex: None,
+            server_assignor: None,
+            owned,
+            client_id: "c".into(),
+            client_host: "/h".into(),
+        }
+    }
+
+    #[test]
+    fn a_second_member_gets_partitions_only_after_the_first_releases_them() {
+        let topic = TopicInfo {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 4,
+        };
+        let topics = vec![topic.clone()];
+        let now = Instant::now();
+        let mut g = ConsumerState::new("uniform");
+        let a = g.heartbeat(req("a", 0, None), &topics, now);
+        assert_eq!(count(a.assignment.as_ref().unwrap()), 4);
+        let all = a.assignment.unwrap();
+        let b = g.heartbeat(req("b", 0, None), &topics, now);
+        assert_eq!(
+            b.assignment.as_ref().map(count),
+            Some(0),
+            "nothing free yet"
+        );
+        // a learns to give two up, keeps its epoch until it confirms.
+        let a2 = g.heartbeat(req("a", a.member_epoch, None), &topics, now);
+        let kept = a2.assignment.unwrap();
+        assert_eq!(count(&kept), 2);
+        assert_eq!(a2.member_epoch, a.member_epoch);
+        assert_eq!(g.state_name(), "Reconciling");
+        // b still waits: a has not confirmed.
+        let b2 = g.heartbeat(req("b", b.member_epoch, None), &topics, now);
+        assert!(b2.assignment.is_none());
+        let a3 = g.heartbeat(req("a", a2.member_epoch, Some(kept.clone())), &topics, now);
+        assert!(a3.member_epoch > a.member_epoch);
+        let b3 = g.heartbeat(req("b", b2.member_epoch, None), &topics, now);
+        let given = b3.assignment.unwrap();
+        assert_eq!(count(&given), 2);
+        for (t, ps) in &given {
+            for p in ps {
+                assert!(!contains(&kept, t, *p) && contains(&all, t, *p));
+            }
+        }
+        assert_eq!(g.check_epoch("b", b3.member_epoch), None);
+        assert_eq!(
+            g.check_epoch("b", b3.member_epoch - 1),
+            Some(ResponseError::StaleMemberEpoch)
+        );
+    }
+}
