@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use odradek_broker::Broker;
 use odradek_broker::config::{BrokerConfig, parse_properties};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::info;
+
+mod group;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,44 @@ struct Cli {
 enum Command {
     /// Run a broker (the default when no subcommand is given).
     Broker(BrokerArgs),
+    /// Inspect consumer groups: members, committed offsets and lag.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// List every group with its state and type.
+    List(ClientArgs),
+    /// Show a group's members and, per partition, committed offset, end offset and lag.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// A broker of the cluster to talk to.
+    #[arg(
+        short = 'b',
+        long = "bootstrap-server",
+        env = "ODRADEK_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Args, Clone, Default)]
@@ -111,14 +151,23 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Broker(args)) => args,
-        None => cli.broker,
+    let outcome = match cli.command {
+        Some(Command::Broker(args)) => run_broker(args),
+        None => run_broker(cli.broker),
+        Some(Command::Group {
+            command: GroupCommand::List(c),
+        }) => group::list(&c.bootstrap, c.output == Output::Json),
+        Some(Command::Group {
+            command:
+                GroupCommand::Describe {
+                    group: g,
+                    client: c,
+                },
+        }) => group::describe(&c.bootstrap, &g, c.output == Output::Json),
     };
-    match run_broker(args) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
             eprintln!("odradek: {e:#}");
             ExitCode::FAILURE
         }

@@ -490,3 +490,99 @@ async fn a_static_member_restarting_within_its_session_timeout_does_not_rebalanc
         "the restarted static member got its old partitions back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_after_partial_consumption_matches_between_the_admin_api_and_the_cli() {
+    let broker = BrokerProcess::start_with(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let topic = "lagging";
+    create_topic(&broker.addr, topic, 3, &[]).await;
+    let client = producer(&broker.addr, &[("acks", "all")]);
+    for i in 0..300 {
+        delivered(enqueue(
+            &client,
+            FutureRecord::<(), _>::to(topic)
+                .partition(i % 3)
+                .payload(&format!("{i}")),
+        ))
+        .await
+        .expect("send");
+    }
+    // Consume 40 messages of partition 0 and 70 of partition 1, committing; none of partition 2.
+    let consumer = group_consumer(&broker.addr, "lagger", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(40))
+        .unwrap();
+    tpl.add_partition_offset(topic, 1, Offset::Offset(70))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+
+    // Admin API view: committed offsets and high watermarks.
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..3 {
+        wanted.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, TIMEOUT)
+        .expect("OffsetFetch");
+    let mut expected = HashMap::new();
+    for p in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, TIMEOUT)
+            .expect("watermarks");
+        let c = committed
+            .find_partition(topic, p)
+            .unwrap()
+            .offset()
+            .to_raw()
+            .filter(|o| *o >= 0);
+        expected.insert(p, (c, high, c.map(|c| high - c)));
+    }
+    assert_eq!(expected[&0], (Some(40), 100, Some(60)));
+    assert_eq!(expected[&1], (Some(70), 100, Some(30)));
+    assert_eq!(expected[&2], (None, 100, None));
+
+    // The CLI reports the same figures.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args([
+            "group",
+            "describe",
+            "lagger",
+            "-b",
+            &broker.addr,
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("running odradek group describe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    for row in json["partitions"].as_array().expect("partitions") {
+        let p = row["partition"].as_i64().unwrap() as i32;
+        let (c, end, lag) = expected[&p];
+        assert_eq!(row["committed"].as_i64(), c, "partition {p}");
+        assert_eq!(row["end_offset"].as_i64(), Some(end), "partition {p}");
+        assert_eq!(row["lag"].as_i64(), lag, "partition {p}");
+    }
+    assert_eq!(json["total_lag"].as_i64(), Some(90));
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["group", "describe", "lagger", "-b", &broker.addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["lagging", "0", "40", "100", "60", "-", "-", "-"]),
+        "{text}"
+    );
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["group", "describe", "no-such-group", "-b", &broker.addr])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("GROUP_ID_NOT_FOUND"));
+}

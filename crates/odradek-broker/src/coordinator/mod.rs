@@ -48,6 +48,9 @@ pub struct GroupCoordinator {
     /// KIP-848 group settings.
     pub consumer_session_timeout: Duration,
     pub consumer_heartbeat_interval_ms: i32,
+    pub offsets_retention_ms: i64,
+    retention_check_interval: Duration,
+    last_retention_check: Mutex<Instant>,
 }
 
 impl GroupCoordinator {
@@ -69,9 +72,25 @@ impl GroupCoordinator {
             metadata_max_bytes: config.number_or("offset.metadata.max.bytes", 4096).max(0) as usize,
             offsets_segment_bytes: config.number_or("offsets.topic.segment.bytes", 104_857_600),
             consumer_session_timeout: ms("group.consumer.session.timeout.ms", 45_000),
+            offsets_retention_ms: config
+                .number_or("offsets.retention.minutes", 10080)
+                .saturating_mul(60_000),
+            retention_check_interval: ms("offsets.retention.check.interval.ms", 600_000),
+            last_retention_check: Mutex::new(Instant::now()),
             consumer_heartbeat_interval_ms: config
                 .number_or("group.consumer.heartbeat.interval.ms", 5000)
                 .clamp(1, i64::from(i32::MAX)) as i32,
+        }
+    }
+
+    /// Whether `offsets.retention.check.interval.ms` has passed since the last check.
+    pub fn retention_check_due(&self) -> bool {
+        let mut last = self.last_retention_check.lock().expect("retention clock");
+        if last.elapsed() >= self.retention_check_interval {
+            *last = Instant::now();
+            true
+        } else {
+            false
         }
     }
 

@@ -148,6 +148,68 @@ impl Broker {
                 self.persist_group(group);
             }
         }
+        if self.coordinator.retention_check_due() {
+            self.expire_offsets(&mut groups);
+        }
+    }
+
+    /// `offsets.retention.minutes`: the offsets of a group that has been empty that long
+    /// (counted from when it became empty or from the last commit, whichever is later) are
+    /// deleted, and so is the group once nothing is left of it (KIP-211).
+    fn expire_offsets(&self, groups: &mut std::collections::HashMap<String, Group>) {
+        let now = odradek_storage::now_ms();
+        let retention = self.coordinator.offsets_retention_ms;
+        let Some(topic) = self.logs.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let mut emptied = Vec::new();
+        for group in groups.values_mut().filter(|g| g.is_empty()) {
+            let since = group.state_timestamp;
+            let expired: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(_, o)| now.saturating_sub(since.max(o.commit_timestamp)) >= retention)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let mut records: Vec<(RecordKey, Option<Bytes>)> = expired
+                .iter()
+                .map(|(t, p)| {
+                    (
+                        RecordKey::Offset {
+                            group: group.id.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            for key in &expired {
+                group.offsets.remove(key);
+            }
+            if group.offsets.is_empty() {
+                records.push((
+                    RecordKey::Group {
+                        group: group.id.clone(),
+                    },
+                    None,
+                ));
+                emptied.push(group.id.clone());
+            }
+            tracing::info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
+            match self.coordinator.append(&topic, &group.id, &records) {
+                Ok(partition) => self.logs.group_commit().request(&partition.log, None),
+                Err(e) => {
+                    tracing::warn!(group = %group.id, error = %e, "cannot write offset expiry")
+                }
+            }
+        }
+        for id in emptied {
+            groups.remove(&id);
+        }
     }
 
     pub(crate) async fn find_coordinator(

@@ -1,0 +1,407 @@
+//! `odradek group list|describe`: consumer groups, their members, and lag per partition,
+//! against Odradek or any Kafka cluster.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use odradek_client::Client;
+use serde_json::json;
+
+/// Kafka's name for an error code, e.g. `GROUP_ID_NOT_FOUND`.
+pub fn error_name(code: i16) -> String {
+    let Some(e) = ResponseError::try_from_code(code) else {
+        return format!("UNKNOWN_ERROR({code})");
+    };
+    let camel = format!("{e:?}");
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn check(code: i16, what: &str) -> anyhow::Result<()> {
+    if code != 0 {
+        bail!("{what} failed: {}", error_name(code));
+    }
+    Ok(())
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Address of the coordinator of `group`.
+fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<String> {
+    let (version, r) = client.send(None, |v| {
+        let r = FindCoordinatorRequest::default().with_key_type(0);
+        if v >= 4 {
+            r.with_coordinator_keys(vec![s(group)])
+        } else {
+            r.with_key(s(group))
+        }
+    })?;
+    let (code, host, port) = if version >= 4 {
+        let c = r
+            .coordinators
+            .first()
+            .context("no coordinator in the response")?;
+        (c.error_code, c.host.to_string(), c.port)
+    } else {
+        (r.error_code, r.host.to_string(), r.port)
+    };
+    check(code, "FindCoordinator")?;
+    Ok(format!("{host}:{port}"))
+}
+
+struct MemberView {
+    member_id: String,
+    client_id: String,
+    host: String,
+    partitions: Vec<(String, i32)>,
+}
+
+struct GroupView {
+    state: String,
+    protocol_type: String,
+    members: Vec<MemberView>,
+}
+
+fn decode_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
+    if bytes.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    let mut rest = bytes::Bytes::copy_from_slice(&bytes[2..]);
+    let Ok(a) = ConsumerProtocolAssignment::decode(&mut rest, version.clamp(0, 3)) else {
+        return Vec::new();
+    };
+    a.assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.to_string(), *p)))
+        .collect()
+}
+
+fn describe_members(
+    client: &mut Client,
+    coordinator: &str,
+    group: &str,
+) -> anyhow::Result<GroupView> {
+    let (_, r) = client.send(Some(coordinator), |_| {
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))])
+    })?;
+    let g = r.groups.first().context("no group in the response")?;
+    if g.error_code == ResponseError::GroupIdNotFound.code() {
+        // Possibly a KIP-848 consumer group, which the classic API does not describe.
+        if let Ok((_, r)) = client.send(Some(coordinator), |_| {
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))])
+        }) && let Some(g) = r.groups.first()
+            && g.error_code == 0
+        {
+            return Ok(GroupView {
+                state: g.group_state.to_string(),
+                protocol_type: "consumer".into(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| MemberView {
+                        member_id: m.member_id.to_string(),
+                        client_id: m.client_id.to_string(),
+                        host: m.client_host.to_string(),
+                        partitions: m
+                            .assignment
+                            .topic_partitions
+                            .iter()
+                            .flat_map(|t| {
+                                t.partitions
+                                    .iter()
+                                    .map(move |p| (t.topic_name.to_string(), *p))
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    check(g.error_code, "DescribeGroups")?;
+    let consumer = g.protocol_type.as_str() == "consumer";
+    Ok(GroupView {
+        state: g.group_state.to_string(),
+        protocol_type: g.protocol_type.to_string(),
+        members: g
+            .members
+            .iter()
+            .map(|m| MemberView {
+                member_id: m.member_id.to_string(),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                partitions: if consumer {
+                    decode_assignment(&m.member_assignment)
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    })
+}
+
+fn committed_offsets(
+    client: &mut Client,
+    coordinator: &str,
+    group: &str,
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let (version, r) = client.send(Some(coordinator), |v| {
+        if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(None),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(None)
+        }
+    })?;
+    let mut out = BTreeMap::new();
+    if version >= 8 {
+        let g = r
+            .groups
+            .first()
+            .context("no group in OffsetFetch response")?;
+        check(g.error_code, "OffsetFetch")?;
+        for t in &g.topics {
+            for p in &t.partitions {
+                check(p.error_code, "OffsetFetch")?;
+                if p.committed_offset >= 0 {
+                    out.insert((t.name.to_string(), p.partition_index), p.committed_offset);
+                }
+            }
+        }
+    } else {
+        check(r.error_code, "OffsetFetch")?;
+        for t in &r.topics {
+            for p in &t.partitions {
+                if p.committed_offset >= 0 {
+                    out.insert((t.name.to_string(), p.partition_index), p.committed_offset);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Log end offsets, asked of each partition's leader.
+fn end_offsets(
+    client: &mut Client,
+    partitions: &BTreeSet<(String, i32)>,
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let topics: BTreeSet<&String> = partitions.iter().map(|(t, _)| t).collect();
+    let (_, metadata) = client.send(None, |_| {
+        MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
+                .collect(),
+        ))
+    })?;
+    let brokers: HashMap<i32, String> = metadata
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    let mut by_leader: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+    for t in &metadata.topics {
+        let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        for p in &t.partitions {
+            if partitions.contains(&(name.clone(), p.partition_index))
+                && let Some(addr) = brokers.get(&p.leader_id.0)
+            {
+                by_leader
+                    .entry(addr.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .or_default()
+                    .push(p.partition_index);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (leader, topics) in by_leader {
+        let (_, r) = client.send(Some(&leader), |_| {
+            ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|(t, ps)| {
+                            ListOffsetsTopic::default()
+                                .with_name(TopicName(s(t)))
+                                .with_partitions(
+                                    ps.iter()
+                                        .map(|p| {
+                                            ListOffsetsPartition::default()
+                                                .with_partition_index(*p)
+                                                .with_timestamp(-1)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+        })?;
+        for t in r.topics {
+            for p in t.partitions {
+                if p.error_code == 0 {
+                    out.insert((t.name.to_string(), p.partition_index), p.offset);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
+    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+    let (_, r) = client.send(None, |_| ListGroupsRequest::default())?;
+    check(r.error_code, "ListGroups")?;
+    let mut groups: Vec<_> = r
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.to_string(),
+                g.group_state.to_string(),
+                g.group_type.to_string(),
+                g.protocol_type.to_string(),
+            )
+        })
+        .collect();
+    groups.sort();
+    if json_output {
+        let rows: Vec<_> = groups.iter().map(|(id, state, ty, pt)| json!({"group": id, "state": state, "type": ty, "protocol_type": pt})).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(
+            &["GROUP", "STATE", "TYPE"],
+            groups
+                .iter()
+                .map(|(id, state, ty, _)| vec![id.clone(), state.clone(), ty.clone()])
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Result<()> {
+    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+    let coordinator = coordinator(&mut client, group)?;
+    let view = describe_members(&mut client, &coordinator, group)?;
+    let committed = committed_offsets(&mut client, &coordinator, group)?;
+    let mut owner: HashMap<(String, i32), &MemberView> = HashMap::new();
+    for m in &view.members {
+        for tp in &m.partitions {
+            owner.insert(tp.clone(), m);
+        }
+    }
+    let partitions: BTreeSet<(String, i32)> = committed
+        .keys()
+        .cloned()
+        .chain(owner.keys().cloned())
+        .collect();
+    let ends = end_offsets(&mut client, &partitions)?;
+    let rows: Vec<_> = partitions
+        .iter()
+        .map(|tp| {
+            let committed = committed.get(tp).copied();
+            let end = ends.get(tp).copied();
+            let lag = committed.zip(end).map(|(c, e)| (e - c).max(0));
+            let member = owner.get(tp);
+            (tp, committed, end, lag, member)
+        })
+        .collect();
+    if json_output {
+        let out = json!({
+            "group": group,
+            "state": view.state,
+            "protocol_type": view.protocol_type,
+            "coordinator": coordinator,
+            "members": view.members.iter().map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host,
+                "partitions": m.partitions.iter().map(|(t, p)| json!({"topic": t, "partition": p})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "partitions": rows.iter().map(|(tp, c, e, l, m)| json!({"topic": tp.0, "partition": tp.1, "committed": c, "end_offset": e,
+                "lag": l, "member_id": m.map(|m| m.member_id.clone()), "client_id": m.map(|m| m.client_id.clone()), "host": m.map(|m| m.host.clone())})).collect::<Vec<_>>(),
+            "total_lag": rows.iter().filter_map(|r| r.3).sum::<i64>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "Group {group} ({}, {} members, state {})",
+        if view.protocol_type.is_empty() {
+            "no protocol"
+        } else {
+            &view.protocol_type
+        },
+        view.members.len(),
+        view.state
+    );
+    let dash = || "-".to_string();
+    print_table(
+        &[
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "END-OFFSET",
+            "LAG",
+            "MEMBER",
+            "CLIENT",
+            "HOST",
+        ],
+        rows.iter()
+            .map(|(tp, c, e, l, m)| {
+                vec![
+                    tp.0.clone(),
+                    tp.1.to_string(),
+                    c.map_or_else(dash, |v| v.to_string()),
+                    e.map_or_else(dash, |v| v.to_string()),
+                    l.map_or_else(dash, |v| v.to_string()),
+                    m.map_or_else(dash, |m| m.member_id.clone()),
+                    m.map_or_else(dash, |m| m.client_id.clone()),
+                    m.map_or_else(dash, |m| m.host.clone()),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
