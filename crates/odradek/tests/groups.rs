@@ -586,3 +586,186 @@ async fn lag_after_partial_consumption_matches_between_the_admin_api_and_the_cli
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("GROUP_ID_NOT_FOUND"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_listed_described_and_deleted_only_when_empty() {
+    let broker = BrokerProcess::start_with(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let topic = "admin-groups";
+    create_topic(&broker.addr, topic, 2, &[]).await;
+    produce_values(&broker.addr, topic, (0..100).map(|i| format!("a{i}"))).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let member = Member::start(&broker.addr, "adm", topic, seen.clone(), &[]);
+    wait_for_balance(&[&member], 2);
+    wait_for_count(&seen, 100);
+
+    let probe = consumer(&broker.addr, &[]);
+    let groups = probe
+        .client()
+        .fetch_group_list(Some("adm"), TIMEOUT)
+        .expect("ListGroups/DescribeGroups");
+    let group = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == "adm")
+        .expect("group listed");
+    assert_eq!(
+        (group.state(), group.protocol_type(), group.members().len()),
+        ("Stable", "consumer", 1)
+    );
+    assert_eq!(group.members()[0].client_host(), "/127.0.0.1");
+
+    let admin = admin(&broker.addr);
+    let opts = rdkafka::admin::AdminOptions::new();
+    let refused = admin
+        .delete_groups(&["adm"], &opts)
+        .await
+        .expect("DeleteGroups");
+    assert_eq!(
+        refused[0].as_ref().unwrap_err().1,
+        rdkafka::types::RDKafkaErrorCode::NonEmptyGroup
+    );
+
+    member.leave();
+    let deleted = admin
+        .delete_groups(&["adm", "never-existed"], &opts)
+        .await
+        .expect("DeleteGroups");
+    assert!(deleted[0].is_ok(), "{:?}", deleted[0]);
+    assert_eq!(
+        deleted[1].as_ref().unwrap_err().1,
+        rdkafka::types::RDKafkaErrorCode::GroupIdNotFound
+    );
+    let after = group_consumer(&broker.addr, "adm", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let committed = after.committed_offsets(tpl, TIMEOUT).expect("OffsetFetch");
+    assert_eq!(
+        committed.find_partition(topic, 0).unwrap().offset(),
+        Offset::Invalid,
+        "offsets went with the group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_is_internal_and_closed_to_producers() {
+    let broker = BrokerProcess::start();
+    // Any group use creates it.
+    let c = group_consumer(&broker.addr, "creator", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("__consumer_offsets", 0);
+    let _ = c.committed_offsets(tpl, TIMEOUT);
+    let metadata = raw_round_trip(
+        &broker.addr,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+        12,
+    );
+    let offsets = metadata
+        .topics
+        .iter()
+        .find(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| n.as_str() == "__consumer_offsets")
+        })
+        .expect("__consumer_offsets exists");
+    assert!(offsets.is_internal);
+    assert_eq!(
+        offsets.partitions.len(),
+        50,
+        "offsets.topic.num.partitions default"
+    );
+    let client = producer(&broker.addr, &[("retries", "0")]);
+    let err = delivered(enqueue(
+        &client,
+        FutureRecord::<(), _>::to("__consumer_offsets")
+            .partition(0)
+            .payload("x"),
+    ))
+    .await
+    .expect_err("clients cannot write to an internal topic");
+    assert_eq!(
+        err,
+        rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::InvalidTopic
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_member_that_stops_heartbeating_loses_its_partitions_after_the_session_timeout() {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let broker = BrokerProcess::start_with(&[
+        "--set",
+        "group.consumer.heartbeat.interval.ms=300",
+        "--set",
+        "group.consumer.session.timeout.ms=2000",
+    ]);
+    let topic = "kip848-death";
+    create_topic(&broker.addr, topic, 4, &[]).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let protocol = [
+        ("group.protocol", "consumer"),
+        ("session.timeout.ms", ""),
+        ("heartbeat.interval.ms", ""),
+    ];
+    let survivor = Member::start(&broker.addr, "k", topic, seen.clone(), &protocol);
+    wait_for_balance(&[&survivor], 4);
+
+    // A second member heartbeats over raw TCP until it owns partitions, then goes silent.
+    let mut stream = raw_connect(&broker.addr);
+    let member_id = "raw-member-0123456789abcdef";
+    let mut epoch = 0;
+    let mut owned: Vec<TopicPartitions> = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let request = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("k"),
+            ))
+            .with_member_id(StrBytes::from_static_str(member_id))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(if epoch == 0 {
+                Some(vec![kafka_protocol::messages::TopicName(
+                    StrBytes::from_static_str(topic),
+                )])
+            } else {
+                None
+            })
+            .with_topic_partitions(Some(owned.clone()));
+        let response = round_trip(&mut stream, &request, 1);
+        assert_eq!(response.error_code, 0, "{:?}", response.error_message);
+        epoch = response.member_epoch;
+        if let Some(a) = response.assignment {
+            owned = a
+                .topic_partitions
+                .iter()
+                .map(|t| {
+                    TopicPartitions::default()
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(t.partitions.clone())
+                })
+                .collect();
+        }
+        if owned.iter().any(|t| !t.partitions.is_empty()) && survivor.assignment().len() < 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the raw member never got partitions"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let died = Instant::now();
+    drop(stream);
+    wait_for_balance(&[&survivor], 4);
+    assert!(
+        died.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        died.elapsed()
+    );
+    produce_values(&broker.addr, topic, (0..500).map(|i| format!("k{i}"))).await;
+    wait_for_count(&seen, 500);
+    survivor.leave();
+}
