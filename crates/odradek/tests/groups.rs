@@ -769,3 +769,36 @@ async fn a_kip_848_member_that_stops_heartbeating_loses_its_partitions_after_the
     wait_for_count(&seen, 500);
     survivor.leave();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_an_empty_group_expire_after_offsets_retention_minutes() {
+    let mut broker = BrokerProcess::start_with(&[
+        "--set",
+        "offsets.retention.minutes=1",
+        "--set",
+        "offsets.retention.check.interval.ms=500",
+    ]);
+    let topic = "retained";
+    create_topic(&broker.addr, topic, 1, &[]).await;
+    let committed_at = Instant::now();
+    let consumer = group_consumer(&broker.addr, "short-lived", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(5)).unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    let committed = |addr: &str| {
+        let c = group_consumer(addr, "short-lived", &[]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, 0);
+        c.committed_offsets(tpl, TIMEOUT).expect("OffsetFetch").find_partition(topic, 0).unwrap().offset()
+    };
+    assert_eq!(committed(&broker.addr), Offset::Offset(5));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&broker.addr) != Offset::Invalid {
+        assert!(Instant::now() < deadline, "offsets never expired");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(committed_at.elapsed() >= Duration::from_secs(59), "expired early, after {:?}", committed_at.elapsed());
+    broker.kill9();
+    broker.restart();
+    assert_eq!(committed(&broker.addr), Offset::Invalid, "the expiry is durable");
+}
