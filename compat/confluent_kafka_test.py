@@ -3,7 +3,12 @@
 
 Creates a 3-partition topic with AdminClient, produces 10,000 keyed messages
 with acks=all, reads them back from the beginning with a manually assigned
-consumer (no consumer-group protocol), and checks every message.
+consumer (no consumer-group protocol), and checks every message. Then consumes
+the topic again with a consumer group of two subscribed Consumers (sync commit
+after every batch and on revocation), checks that the group saw every message
+exactly once, that both members were assigned partitions, and that the group's
+committed offsets (AdminClient.list_consumer_group_offsets) are the end
+offsets.
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/confluent_kafka_test.py
 """
@@ -14,7 +19,8 @@ import time
 import uuid
 from collections import defaultdict
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
+                             KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 CLIENT = "confluent-kafka"
@@ -102,6 +108,109 @@ def verify(records, end_offsets, delivered):
     return problems
 
 
+def commit_sync(consumer):
+    """Commit the offsets of everything consume() has handed out (librdkafka
+    stores them on delivery: enable.auto.offset.store=true). Returns False if
+    there was nothing to commit."""
+    try:
+        result = consumer.commit(asynchronous=False)
+    except KafkaException as e:
+        if e.args[0].code() == KafkaError._NO_OFFSET:
+            return False
+        raise
+    errs = [f"p{tp.partition}: {tp.error}" for tp in result or [] if tp.error]
+    if errs:
+        raise RuntimeError(f"commit: {', '.join(errs)}")
+    return True
+
+
+def group_consume(common, topic, end):
+    """Consume the (already produced) topic with a group of two subscribed
+    consumers. Returns (group id, records [(partition, offset, key, value)] in
+    consumption order across both members, per-member info).
+
+    librdkafka joins in its own threads, so both members are polled from this
+    one thread, alternately with short timeouts; both JoinGroups reach the
+    broker together and normally land in the first generation (the broker
+    holds the first join of an empty group for group.initial.rebalance.delay.ms,
+    3 s by default). Each member commits synchronously after every batch, and
+    on_revoke (served inside consume(), before the partitions move) commits
+    again, so even a late joiner causes no redelivery: exactly once is a fair
+    expectation.
+    """
+    group = f"{topic}-group"
+    total = sum(end.values())
+    info = [{"assigned": set(), "records": 0, "commits": 0, "revoke_commits": 0, "errors": []} for _ in range(2)]
+    consumers = []
+
+    def listeners(i):
+        def on_assign(_consumer, partitions):
+            i["assigned"].update(tp.partition for tp in partitions if tp.topic == topic)
+
+        def on_revoke(consumer, partitions):
+            if partitions:
+                try:
+                    if commit_sync(consumer):
+                        i["revoke_commits"] += 1
+                except Exception as e:  # noqa: BLE001
+                    i["errors"].append(f"commit on revoke of {sorted(tp.partition for tp in partitions)}: {e!r}")
+        return on_assign, on_revoke
+
+    try:
+        for m in range(2):
+            c = Consumer({**common, "client.id": f"odradek-compat-confluent-m{m}", "group.id": group,
+                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                          "enable.partition.eof": False})
+            consumers.append(c)
+            on_assign, on_revoke = listeners(info[m])
+            c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        records, seen = [], set()
+        # stop when every record was seen and both members have owned partitions
+        # (a late joiner gets partitions whose committed offset is already the end)
+        while len(seen) < total or not all(i["assigned"] for i in info):
+            if remaining(100) <= 15:  # keep time for close + offset checks
+                raise RuntimeError(f"group consume timed out: {len(seen)} of {total} records, "
+                                   f"assignments {[sorted(i['assigned']) for i in info]}")
+            for c, i in zip(consumers, info):
+                n = 0
+                for msg in c.consume(num_messages=1000, timeout=0.2):
+                    if msg.error():
+                        raise KafkaException(msg.error())
+                    records.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+                    seen.add((msg.partition(), msg.offset()))
+                    n += 1
+                if n:
+                    i["records"] += n
+                    i["commits"] += commit_sync(c)
+    finally:
+        # close() revokes (on_revoke commits; nothing is left by then) and leaves the group
+        for c in consumers:
+            try:
+                c.close()
+            except Exception as e:  # noqa: BLE001
+                print(f"  warning: group member close failed: {e!r}", file=sys.stderr)
+    return group, records, info
+
+
+def check_group(admin, group, topic, end):
+    """After both members left: committed offsets == end offsets, group Empty."""
+    problems = []
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                            request_timeout=15)[group].result(timeout=remaining(20))
+    committed = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
+    if committed != end:
+        problems.append(f"committed offsets {dict(sorted(committed.items()))}, "
+                        f"expected the end offsets {dict(sorted(end.items()))}")
+    desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=remaining(20))
+    if desc.state != ConsumerGroupState.EMPTY or desc.members:
+        problems.append(f"described as {desc.state} with {len(desc.members)} member(s) after both members left, "
+                        f"expected EMPTY with none")
+    listed = admin.list_consumer_groups(request_timeout=15).result(timeout=remaining(20))
+    if group not in [g.group_id for g in listed.valid]:
+        problems.append(f"not in ListGroups ({len(listed.valid)} groups listed, errors {listed.errors})")
+    return problems
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -184,9 +293,32 @@ def main():
 
     problems = verify(records, end, delivered)
 
-    # 4. clean up on success (best effort: a failed delete is reported, not fatal).
-    # A failing run keeps its topic for inspection.
+    # 4. consume again with a two-member consumer group, then check the
+    # group's committed offsets (only if the plain read-back was right)
     note = ""
+    if not problems:
+        t2 = time.monotonic()
+        group, grecords, info = group_consume(common, topic, end)
+        group_s = time.monotonic() - t2
+        problems = verify(grecords, end, delivered)
+        for m, i in enumerate(info):
+            if not i["assigned"]:
+                problems.append(f"member {m} was never assigned a partition")
+            problems += [f"member {m}: {e}" for e in i["errors"]]
+        problems += check_group(admin, group, topic, end)
+        problems = [f"group {group}: {p}" for p in problems]
+        note = "; group of 2: " + ", ".join(
+            f"m{m} p{{{','.join(map(str, sorted(i['assigned'])))}}} {i['records']} records/{i['commits']} commits"
+            + (f"+{i['revoke_commits']} on revoke" if i["revoke_commits"] else "")
+            for m, i in enumerate(info)) + f", {group_s:.1f}s, lag 0"
+        if not problems and not os.environ.get("KEEP_TOPIC"):
+            try:
+                admin.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=remaining(15))
+            except Exception as e:  # noqa: BLE001
+                note += f" (warning: delete_consumer_groups failed: {e!r})"
+
+    # 5. clean up on success (best effort: a failed delete is reported, not fatal).
+    # A failing run keeps its topic for inspection.
     if not problems and not os.environ.get("KEEP_TOPIC"):
         try:
             admin.delete_topics([topic], operation_timeout=10, request_timeout=15)[topic].result(timeout=remaining(15))

@@ -4,7 +4,11 @@
 Creates a 3-partition topic with KafkaAdminClient, produces 10,000 keyed
 messages with acks=all, reads them back from the beginning with a
 KafkaConsumer that has no group (group_id=None, assign + seek), and checks
-every message.
+every message. Then consumes the topic again with a consumer group of two
+subscribed KafkaConsumers (sync commit after every batch), checks that the
+group saw every message exactly once, that both members were assigned
+partitions, and that the group's committed offsets (admin OffsetFetch) are the
+end offsets.
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/kafka_python_test.py
 """
@@ -102,6 +106,79 @@ def verify(records, end_offsets, delivered):
     return problems
 
 
+def group_consume(common, topic, end):
+    """Consume the (already produced) topic with a group of two subscribed
+    consumers. Returns (group id, records [(partition, offset, key, value)] in
+    consumption order across both members, per-member info).
+
+    Both members are polled from this one thread, alternately with short
+    timeouts: kafka-python keeps a JoinGroup in flight across polls, so the two
+    JoinGroups reach the broker back to back and normally both land in the
+    first generation (the broker holds the first join of an empty group for
+    group.initial.rebalance.delay.ms, 3 s by default). Rebalances only run
+    inside poll() and records are only returned while the member is stable, so
+    committing synchronously after every non-empty batch, before the next
+    poll, means nothing handed to us is uncommitted when a partition moves:
+    exactly once is a fair expectation even if a member joins late.
+    """
+    group = f"{topic}-group"
+    total = sum(end.values())
+    members = []
+    try:
+        for m in range(2):
+            c = KafkaConsumer(**dict(common, client_id=f"odradek-compat-kafka-python-m{m}"), group_id=group,
+                              enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=500)
+            members.append(c)
+            c.subscribe([topic])
+        records, seen = [], set()
+        info = [{"assigned": set(), "records": 0, "commits": 0} for _ in members]
+        # stop when every record was seen and both members have owned partitions
+        # (a late joiner gets partitions whose committed offset is already the end)
+        while len(seen) < total or not all(i["assigned"] for i in info):
+            if remaining(100) <= 15:  # keep time for close + offset checks
+                raise RuntimeError(f"group consume timed out: {len(seen)} of {total} records, "
+                                   f"assignments {[sorted(i['assigned']) for i in info]}")
+            for c, i in zip(members, info):
+                batch = c.poll(timeout_ms=200, max_records=1000)
+                i["assigned"].update(tp.partition for tp in c.assignment() if tp.topic == topic)
+                n = 0
+                for msgs in batch.values():
+                    for r in msgs:
+                        records.append((r.partition, r.offset, r.key, r.value))
+                        seen.add((r.partition, r.offset))
+                        n += 1
+                if n:
+                    c.commit(timeout_ms=15000)
+                    i["records"] += n
+                    i["commits"] += 1
+    finally:
+        # close() sends LeaveGroup; nothing is left to commit (and auto-commit is off)
+        for c in members:
+            try:
+                c.close(autocommit=False, timeout_ms=5000)
+            except Exception as e:  # noqa: BLE001
+                print(f"  warning: group member close failed: {e!r}", file=sys.stderr)
+    return group, records, info
+
+
+def check_group(admin, group, topic, end):
+    """After both members left: committed offsets == end offsets, group Empty."""
+    problems = []
+    offsets = admin.list_group_offsets({group: None}).get(group, {})
+    committed = {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic}
+    if committed != end:
+        problems.append(f"group {group}: committed offsets {dict(sorted(committed.items()))}, "
+                        f"expected the end offsets {dict(sorted(end.items()))}")
+    desc = admin.describe_groups([group]).get(group)
+    state = desc and (desc.get("group_state") or desc.get("state"))
+    if not desc or desc.get("error") or state != "Empty" or desc.get("members"):
+        problems.append(f"group {group}: described as {desc!r} after both members left, expected Empty with no members")
+    listed = [g.get("group_id") for g in admin.list_groups()]
+    if group not in listed:
+        problems.append(f"group {group}: not in ListGroups ({len(listed)} groups listed)")
+    return problems
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -171,7 +248,30 @@ def main():
 
         problems = verify(records, end, delivered)
 
-        # 4. clean up on success (best effort: a failed delete is reported, not fatal).
+        # 4. consume again with a two-member consumer group, then check the
+        # group's committed offsets (only if the plain read-back was right)
+        group_note = ""
+        if not problems:
+            t2 = time.monotonic()
+            group, grecords, info = group_consume(common, topic, end)
+            group_s = time.monotonic() - t2
+            problems = [f"group {group}: {p}" for p in verify(grecords, end, delivered)]
+            for m, i in enumerate(info):
+                if not i["assigned"]:
+                    problems.append(f"group {group}: member {m} was never assigned a partition")
+            problems += check_group(admin, group, topic, end)
+            group_note = ("; group of 2: " + ", ".join(
+                f"m{m} p{{{','.join(map(str, sorted(i['assigned'])))}}} {i['records']} records/{i['commits']} commits"
+                for m, i in enumerate(info)) + f", {group_s:.1f}s, lag 0")
+            if not problems and not os.environ.get("KEEP_TOPIC"):
+                try:
+                    res = admin.delete_groups([group])
+                    if res.get(group) != "OK":
+                        group_note += f" (warning: delete_groups: {res})"
+                except Exception as e:  # noqa: BLE001
+                    group_note += f" (warning: delete_groups failed: {e!r})"
+
+        # 5. clean up on success (best effort: a failed delete is reported, not fatal).
         # A failing run keeps its topic for inspection.
         note = ""
         if not problems and not os.environ.get("KEEP_TOPIC"):
@@ -189,7 +289,7 @@ def main():
         print(f"{CLIENT}: FAIL {len(problems)} problem(s), first: {problems[0]} [topic {topic}]{note}", flush=True)
         return 1
     print(f"{CLIENT}: OK {N} messages via {topic} ({counts}); produce {produce_s:.1f}s, "
-          f"consume {consume_s:.1f}s{note}", flush=True)
+          f"consume {consume_s:.1f}s{group_note}{note}", flush=True)
     return 0
 
 

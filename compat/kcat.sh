@@ -12,6 +12,16 @@
 # contiguous offsets from 0, in produce order per partition, with each key in
 # a single partition, and that kcat -Q (ListOffsets) agrees on the end offsets.
 #
+# Then, for a single-partition topic (the broker's default), a consumer-group
+# phase: two balanced consumers (-G, same fresh group, auto-commit, -e) run at
+# once. One of them gets the partition, reads it to the end and exits (its
+# offsets are committed on close); the other then takes the partition over at
+# the committed offset, finds nothing left and exits. The two outputs together
+# must hold every message exactly once, each member must have been assigned
+# the partition, and a third member of the now-empty group must find nothing
+# to read and report end-of-partition at the end offset (kcat cannot query
+# committed offsets directly).
+#
 #   BOOTSTRAP=127.0.0.1:19092 compat/kcat.sh
 set -uo pipefail
 
@@ -80,7 +90,8 @@ if [ $rc -ne 0 ]; then
   fail "consume exited $rc after $(wc -l < "$WORK/output.tsv") records: $(grep -i error "$WORK/consume.err" | head -1)"
 fi
 
-# 5. verify
+# 5. verify (a function: the group phase checks its output the same way)
+verify() {
 awk -F'\t' -v n="$N" -v offsets="$WORK/offsets.txt" '
   function bad(msg) { if (nbad < 20) print "  " msg > "/dev/stderr"; if (!nbad) first = msg; nbad++ }
   function expect(i,   h, v, j) { h = sprintf("%08x", i); v = "value-" i "|"; for (j = 0; j < 2 + i % 50; j++) v = v h; return v }
@@ -120,8 +131,61 @@ awk -F'\t' -v n="$N" -v offsets="$WORK/offsets.txt" '
     if (nbad) { print nbad " problem(s), first: " first; exit 1 }
     print counts
   }
-' "$WORK/output.tsv" > "$WORK/verdict.txt"
+' "$1"
+}
+verify "$WORK/output.tsv" > "$WORK/verdict.txt"
 rc=$?
 verdict="$(cat "$WORK/verdict.txt")"
 [ $rc -eq 0 ] || fail "$verdict [topic $TOPIC]"
-echo "$CLIENT: OK $N messages via $TOPIC ($verdict); produce ${produce_s}s, consume ${consume_s}s (topic left in place: kcat has no delete)"
+
+# 6. consumer group (see the top). Only for a single-partition topic: with
+# several, kcat -G -e keeps counting partitions at EOF across an eager
+# rebalance and can exit before its new assignment is read to the end.
+if [ "$nparts" -ne 1 ]; then
+  group_note="; group phase skipped ($nparts partitions, kcat -G -e needs 1)"
+else
+  GROUP="$TOPIC-group"
+  # no -o: in -G mode kcat would apply it to every assignment, ignoring the
+  # committed offsets; auto.offset.reset only applies when there are none
+  KG=("${KCAT[@]}" -G "$GROUP" -X auto.offset.reset=earliest -X enable.partition.eof=true -e -m 15
+      -f '%p\t%o\t%k\t%s\n')
+  t2=$SECONDS
+  gl=$(left 60)
+  pids=()
+  for m in 0 1; do
+    timeout -k 5 "$gl" "${KG[@]}" -X client.id=odradek-compat-kcat-m$m "$TOPIC" \
+      > "$WORK/group$m.tsv" 2> "$WORK/group$m.err" &
+    pids+=($!)
+  done
+  wait "${pids[0]}"; rc0=$?
+  wait "${pids[1]}"; rc1=$?
+  group_s=$((SECONDS - t2))
+  for m in 0 1; do
+    rc=$([ "$m" -eq 0 ] && echo $rc0 || echo $rc1)
+    if [ "$rc" -ne 0 ] || grep -q '% ERROR' "$WORK/group$m.err"; then
+      sed 's/^/  /' "$WORK/group$m.err" | head -20 >&2
+      fail "group member $m exited $rc after $(wc -l < "$WORK/group$m.tsv") records: $(grep -E '% ERROR' "$WORK/group$m.err" | head -1) [topic $TOPIC, group $GROUP]"
+    fi
+    # "% Group <g> rebalanced (memberid <id>): assigned: <topic> [0]"
+    grep -qE "rebalanced .*assigned: .*\[[0-9]+\]" "$WORK/group$m.err" \
+      || fail "group member $m was never assigned a partition [topic $TOPIC, group $GROUP]"
+  done
+  # the members hand the partition over; sort their outputs back into offset order
+  sort -s -t$'\t' -k1,1n -k2,2n "$WORK/group0.tsv" "$WORK/group1.tsv" > "$WORK/group.tsv"
+  verify "$WORK/group.tsv" > "$WORK/group-verdict.txt" \
+    || fail "group $GROUP: $(cat "$WORK/group-verdict.txt") [topic $TOPIC]"
+  # committed offsets: a new member starts at them; it must read nothing and
+  # hit end-of-partition at the end offset
+  end0=$(sed -nE 's/.*\[0\] offset ([0-9]+).*/\1/p' "$WORK/offsets.txt" | head -1)
+  timeout -k 5 "$(left 30)" "${KG[@]}" -X client.id=odradek-compat-kcat-check "$TOPIC" \
+    > "$WORK/group-check.tsv" 2> "$WORK/group-check.err"
+  rc=$?
+  eof=$(sed -nE 's/.*Reached end of topic .* \[0\] at offset ([0-9]+).*/\1/p' "$WORK/group-check.err" | head -1)
+  if [ $rc -ne 0 ] || [ -s "$WORK/group-check.tsv" ] || [ "$eof" != "$end0" ]; then
+    sed 's/^/  /' "$WORK/group-check.err" | head -20 >&2
+    fail "group $GROUP: after both members left, a new member (exit $rc) read $(wc -l < "$WORK/group-check.tsv") records and reached the end at offset ${eof:-none}, expected 0 records and the end offset $end0 as committed offset [topic $TOPIC]"
+  fi
+  group_note="; group of 2: m0 $(wc -l < "$WORK/group0.tsv") records, m1 $(wc -l < "$WORK/group1.tsv") records, ${group_s}s, committed offset $eof (lag 0)"
+fi
+
+echo "$CLIENT: OK $N messages via $TOPIC ($verdict); produce ${produce_s}s, consume ${consume_s}s$group_note (topic left in place: kcat has no delete)"

@@ -3,21 +3,24 @@
 //
 // Creates a 3-partition topic with the kafkajs admin client, produces 10,000
 // keyed messages with acks=all (idempotent: false), reads them back from the
-// beginning and checks every message.
+// beginning and checks every message. Then consumes the topic again with a
+// consumer group of two kafka.consumer({ groupId }) members and checks that
+// the group saw every message exactly once, that both members were assigned
+// partitions, and that the group's committed offsets (admin.fetchOffsets) are
+// the end offsets.
 //
 //   BOOTSTRAP=127.0.0.1:19092 node compat/kafkajs/test.js
 //
-// About consuming: kafkajs has no public group-less consumer. kafka.consumer()
-// requires a groupId and always runs the group protocol (FindCoordinator,
-// JoinGroup, SyncGroup, Heartbeat, OffsetFetch/OffsetCommit), which Odradek
-// does not implement yet. So the read-back uses kafkajs's own internal
-// Cluster/Broker objects, the same code its consumer uses under the hood:
-// Metadata to find partition leaders, public admin.fetchTopicOffsets()
-// (ListOffsets) for the offset range, and broker.fetch() (Fetch + kafkajs's
-// record-batch decoder) from offset 0. This depends on kafkajs internals and
-// is tied to the pinned version (package-lock.json). Once consumer groups
-// exist, consumeWithGroup() below is the plain user-level way; set
-// KAFKAJS_GROUP_CONSUMER=1 to use it instead.
+// About the first read-back: kafkajs has no public group-less consumer:
+// kafka.consumer() requires a groupId and always runs the group protocol
+// (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, OffsetFetch/OffsetCommit).
+// So that read-back uses kafkajs's own internal Cluster/Broker objects, the
+// same code its consumer uses under the hood: Metadata to find partition
+// leaders, public admin.fetchTopicOffsets() (ListOffsets) for the offset
+// range, and broker.fetch() (Fetch + kafkajs's record-batch decoder) from
+// offset 0. This depends on kafkajs internals and is tied to the pinned
+// version (package-lock.json). It checks fetching on its own; the group phase
+// (consumeWithGroup below) then does the same read the user-level way.
 'use strict'
 
 const { Kafka, logLevel, Partitioners } = require('kafkajs')
@@ -175,35 +178,87 @@ async function consumeWithoutGroup (kafka, admin, topic) {
   }
 }
 
-// The user-level way, for when Odradek has consumer groups: a group consumer
-// pinned to start from the beginning. Not used by default (see the top note).
-async function consumeWithGroup (kafka, admin, topic) {
-  const offsets = await admin.fetchTopicOffsets(topic)
-  const ends = {}
-  for (const { partition, high } of offsets) ends[partition] = BigInt(high)
+// The user-level way: a consumer group of two members, both subscribed to the
+// topic (already produced) from the beginning. Both are started together, so
+// both JoinGroups normally land in the first generation (the broker holds the
+// first join of an empty group for group.initial.rebalance.delay.ms, 3 s by
+// default). With autoCommit (the kafkajs default, no interval/threshold) the
+// runner commits the resolved offsets after every eachBatch call, before it
+// fetches again, and also when a heartbeat reports a rebalance, so a member
+// never gives up a partition with records it was handed but did not commit:
+// exactly once is a fair expectation even if a member joins late.
+// Returns { groupId, records (consumption order, both members), info }.
+async function consumeWithGroup (kafka, topic, ends) {
+  const groupId = `${topic}-group`
+  const total = Object.values(ends).reduce((a, b) => a + Number(b), 0)
   const records = []
-  const consumer = kafka.consumer({ groupId: `compat-kafkajs-${crypto.randomBytes(4).toString('hex')}`, allowAutoTopicCreation: false })
-  await consumer.connect()
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true })
-    const next = {}
-    let done
-    const finished = new Promise(resolve => { done = resolve })
-    await consumer.run({
-      autoCommit: false,
-      eachBatch: async ({ batch }) => {
-        for (const m of batch.messages) {
-          records.push({ partition: batch.partition, offset: BigInt(m.offset), key: m.key, value: m.value })
-          next[batch.partition] = BigInt(m.offset) + 1n
-        }
-        if (Object.keys(ends).every(p => (next[p] || 0n) >= ends[p])) done()
-      }
+  const seen = new Set()
+  const info = [0, 1].map(() => ({ assigned: new Set(), records: 0, batches: 0 }))
+  let finish, fail
+  const finished = new Promise((resolve, reject) => { finish = resolve; fail = reject })
+  finished.catch(() => {}) // a crash before we wait on it must not be an unhandled rejection
+  // every record seen and both members have owned partitions (a late joiner
+  // gets partitions whose committed offset is already the end)
+  const check = () => { if (seen.size >= total && info.every(i => i.assigned.size)) finish() }
+
+  const consumers = info.map((i, m) => {
+    // small fetches, so that each member commits many times
+    const c = kafka.consumer({ groupId, allowAutoTopicCreation: false, maxWaitTimeInMs: 500, maxBytesPerPartition: 128 * 1024 })
+    c.on(c.events.GROUP_JOIN, e => {
+      for (const p of e.payload.memberAssignment[topic] || []) i.assigned.add(p)
+      check()
     })
-    if (!Object.keys(ends).every(p => ends[p] === 0n)) await withTimeout(finished, remainingMs(100000), 'group consume')
+    c.on(c.events.CRASH, e => fail(new Error(`group member ${m} crashed: ${e.payload.error && e.payload.error.message}`)))
+    return c
+  })
+  try {
+    await Promise.all(consumers.map(c => c.connect()))
+    await Promise.all(consumers.map(c => c.subscribe({ topics: [topic], fromBeginning: true })))
+    // run() resolves once the member has joined: start both at once
+    await withTimeout(Promise.all(consumers.map((c, m) => c.run({
+      autoCommit: true,
+      eachBatch: async ({ batch }) => {
+        for (const msg of batch.messages) {
+          records.push({ partition: batch.partition, offset: BigInt(msg.offset), key: msg.key, value: msg.value })
+          seen.add(`${batch.partition}:${msg.offset}`)
+        }
+        info[m].records += batch.messages.length
+        info[m].batches++
+        check()
+      }
+    }))), remainingMs(30000), 'group join')
+    await withTimeout(finished, Math.max(100, remainingMs(100000) - 15000), 'group consume') // keep 15 s for disconnect + checks
+      .catch(e => {
+        throw new Error(`${e.message}: ${seen.size} of ${total} records, assignments ${JSON.stringify(info.map(i => [...i.assigned]))}`)
+      })
   } finally {
-    await consumer.disconnect()
+    // disconnect() stops the runner (the batch in progress finishes and is
+    // committed) and sends LeaveGroup
+    for (const c of consumers) await withTimeout(c.disconnect(), remainingMs(5000), 'group member disconnect').catch(e => console.error(`  warning: ${e.message}`))
   }
-  return { records, ends }
+  return { groupId, records, info }
+}
+
+// After both members left: committed offsets == end offsets, group Empty.
+async function checkGroup (admin, groupId, topic, ends) {
+  const problems = []
+  const fetched = await admin.fetchOffsets({ groupId, topics: [topic] })
+  const committed = {}
+  for (const t of fetched) {
+    if (t.topic !== topic) continue
+    for (const { partition, offset } of t.partitions) committed[partition] = BigInt(offset)
+  }
+  const fmt = o => JSON.stringify(o, (_k, v) => typeof v === 'bigint' ? Number(v) : v)
+  const keys = new Set([...Object.keys(ends), ...Object.keys(committed)])
+  if ([...keys].some(p => committed[p] !== ends[p])) problems.push(`committed offsets ${fmt(committed)}, expected the end offsets ${fmt(ends)}`)
+  const { groups } = await admin.describeGroups([groupId])
+  const desc = groups.find(g => g.groupId === groupId)
+  if (!desc || desc.errorCode !== 0 || desc.state !== 'Empty' || desc.members.length) {
+    problems.push(`described as ${desc ? `${desc.state} (error ${desc.errorCode}) with ${desc.members.length} member(s)` : 'missing'} after both members left, expected Empty with none`)
+  }
+  const listed = (await admin.listGroups()).groups.map(g => g.groupId)
+  if (!listed.includes(groupId)) problems.push(`not in ListGroups (${listed.length} groups listed)`)
+  return problems
 }
 
 async function main () {
@@ -265,17 +320,37 @@ async function main () {
     }
     const produceS = (Date.now() - t0) / 1000
 
-    // 3. read everything back
+    // 3. read everything back without a group
     const t1 = Date.now()
-    const consume = process.env.KAFKAJS_GROUP_CONSUMER ? consumeWithGroup : consumeWithoutGroup
     // consumeWithoutGroup() gives up by itself at the deadline; this is only a backstop
-    const { records, ends } = await withTimeout(consume(kafka, admin, topic), remainingMs(HARD_LIMIT_MS) + 3000, 'consume')
+    const { records, ends } = await withTimeout(consumeWithoutGroup(kafka, admin, topic), remainingMs(HARD_LIMIT_MS) + 3000, 'consume')
     const consumeS = (Date.now() - t1) / 1000
 
     problems = verify(records, ends, sendResults)
 
-    // 4. clean up on success (best effort: a failed delete is reported, not fatal)
+    // 4. consume again with a two-member consumer group, then check the
+    // group's committed offsets (only if the plain read-back was right)
     let note = ''
+    if (!problems.length) {
+      const t2 = Date.now()
+      const { groupId, records: grecords, info } = await consumeWithGroup(kafka, topic, ends)
+      const groupS = (Date.now() - t2) / 1000
+      problems = verify(grecords, ends, sendResults)
+      info.forEach((i, m) => { if (!i.assigned.size) problems.push(`member ${m} was never assigned a partition`) })
+      problems.push(...await withTimeout(checkGroup(admin, groupId, topic, ends), remainingMs(20000), 'group check'))
+      problems = problems.map(p => `group ${groupId}: ${p}`)
+      note = '; group of 2: ' + info.map((i, m) => `m${m} p{${[...i.assigned].sort((a, b) => a - b)}} ${i.records} records/${i.batches} batches`).join(', ') +
+        `, ${groupS.toFixed(1)}s, lag 0`
+      if (!problems.length && !process.env.KEEP_TOPIC) {
+        try {
+          await withTimeout(admin.deleteGroups([groupId]), remainingMs(15000), 'deleteGroups')
+        } catch (e) {
+          note += ` (warning: deleteGroups failed: ${e.message})`
+        }
+      }
+    }
+
+    // 5. clean up on success (best effort: a failed delete is reported, not fatal)
     if (!problems.length && !process.env.KEEP_TOPIC) {
       try {
         await withTimeout(admin.deleteTopics({ topics: [topic], timeout: 10000 }), remainingMs(15000), 'deleteTopics')

@@ -228,6 +228,15 @@ async fn a_classic_group_splits_partitions_consumes_everything_once_and_rebalanc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_with_cooperative_incremental_rebalancing_does_the_same() {
+    share_consume_and_rebalance(
+        &["--set", "group.initial.rebalance.delay.ms=1000"],
+        &[("partition.assignment.strategy", "cooperative-sticky")],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip_848_consumer_group_does_the_same() {
     share_consume_and_rebalance(
         &["--set", "group.consumer.heartbeat.interval.ms=500"],
@@ -614,6 +623,21 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
     );
     assert_eq!(group.members()[0].client_host(), "/127.0.0.1");
 
+    let described = raw_round_trip(
+        &broker.addr,
+        &kafka_protocol::messages::DescribeGroupsRequest::default()
+            .with_groups(vec![kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("adm"),
+            )])
+            .with_include_authorized_operations(true),
+        5,
+    );
+    assert_eq!(
+        described.groups[0].authorized_operations,
+        (1 << 3) | (1 << 6) | (1 << 8),
+        "READ, DELETE, DESCRIBE"
+    );
+
     let admin = admin(&broker.addr);
     let opts = rdkafka::admin::AdminOptions::new();
     let refused = admin
@@ -783,13 +807,18 @@ async fn offsets_of_an_empty_group_expire_after_offsets_retention_minutes() {
     let committed_at = Instant::now();
     let consumer = group_consumer(&broker.addr, "short-lived", &[]);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(5)).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(5))
+        .unwrap();
     consumer.commit(&tpl, CommitMode::Sync).expect("commit");
     let committed = |addr: &str| {
         let c = group_consumer(addr, "short-lived", &[]);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, 0);
-        c.committed_offsets(tpl, TIMEOUT).expect("OffsetFetch").find_partition(topic, 0).unwrap().offset()
+        c.committed_offsets(tpl, TIMEOUT)
+            .expect("OffsetFetch")
+            .find_partition(topic, 0)
+            .unwrap()
+            .offset()
     };
     assert_eq!(committed(&broker.addr), Offset::Offset(5));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -797,8 +826,16 @@ async fn offsets_of_an_empty_group_expire_after_offsets_retention_minutes() {
         assert!(Instant::now() < deadline, "offsets never expired");
         std::thread::sleep(Duration::from_secs(1));
     }
-    assert!(committed_at.elapsed() >= Duration::from_secs(59), "expired early, after {:?}", committed_at.elapsed());
+    assert!(
+        committed_at.elapsed() >= Duration::from_secs(59),
+        "expired early, after {:?}",
+        committed_at.elapsed()
+    );
     broker.kill9();
     broker.restart();
-    assert_eq!(committed(&broker.addr), Offset::Invalid, "the expiry is durable");
+    assert_eq!(
+        committed(&broker.addr),
+        Offset::Invalid,
+        "the expiry is durable"
+    );
 }

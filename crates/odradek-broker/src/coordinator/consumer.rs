@@ -529,4 +529,50 @@ mod tests {
             Some(ResponseError::StaleMemberEpoch)
         );
     }
+
+    #[test]
+    fn range_splits_each_topic_into_contiguous_ranges_and_regexes_match_whole_names() {
+        let t1 = TopicInfo {
+            name: "orders".into(),
+            id: Uuid::new_v4(),
+            partitions: 5,
+        };
+        let t2 = TopicInfo {
+            name: "orders-dlq".into(),
+            id: Uuid::new_v4(),
+            partitions: 2,
+        };
+        let topics = vec![t1.clone(), t2.clone()];
+        let now = Instant::now();
+        let mut g = ConsumerState::new("range");
+        let mut a = req("a", 0, None);
+        a.subscribed_names = None;
+        a.subscribed_regex = Some("orders".into());
+        let mut b = req("b", 0, None);
+        b.subscribed_names = Some(vec!["orders".into()]);
+        g.heartbeat(a, &topics, now);
+        g.heartbeat(b, &topics, now);
+        assert_eq!(
+            g.target["a"]
+                .get(&t1.id)
+                .map(|s| s.iter().copied().collect::<Vec<_>>()),
+            Some(vec![0, 1, 2])
+        );
+        assert_eq!(
+            g.target["b"]
+                .get(&t1.id)
+                .map(|s| s.iter().copied().collect::<Vec<_>>()),
+            Some(vec![3, 4])
+        );
+        assert!(
+            !g.target["a"].contains_key(&t2.id),
+            "the regex is anchored: orders-dlq does not match"
+        );
+        let mut bad = req("c", 0, None);
+        bad.subscribed_regex = Some("(".into());
+        assert_eq!(
+            g.heartbeat(bad, &topics, now).error.map(|e| e.0),
+            Some(ResponseError::InvalidRegularExpression)
+        );
+    }
 }

@@ -974,4 +974,85 @@ mod tests {
         );
         assert_eq!(g.heartbeat(&again.member_id, Some("i1"), 1, now), None);
     }
+
+    #[test]
+    fn limits_and_generation_fencing_are_enforced() {
+        let (now, mut l) = (Instant::now(), limits());
+        let mut g = Group::new("g");
+        let mut short = request("", None);
+        short.session_timeout = Duration::from_millis(1);
+        assert_eq!(
+            joined(g.join(short, now, &l)).error,
+            Some(ResponseError::InvalidSessionTimeout)
+        );
+        let mut long = request("", None);
+        long.session_timeout = Duration::from_secs(3600);
+        assert_eq!(
+            joined(g.join(long, now, &l)).error,
+            Some(ResponseError::InvalidSessionTimeout)
+        );
+
+        l.max_size = 1;
+        let a = joined(g.join(request("", None), now, &l)).member_id;
+        let Outcome::Wait(_) = g.join(request(&a, None), now, &l) else {
+            panic!()
+        };
+        let b = joined(g.join(request("", None), now, &l));
+        assert_eq!(b.error, Some(ResponseError::GroupMaxSizeReached));
+        assert!(g.try_complete_join(now));
+
+        // Commits: members of the current generation only; simple commits only when empty.
+        assert_eq!(
+            g.check_commit(&a, None, 0, now),
+            Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.check_commit("stranger", None, 1, now),
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(
+            g.check_commit("", None, -1, now),
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(
+            g.check_commit(&a, None, 1, now),
+            Some(ResponseError::RebalanceInProgress),
+            "awaiting SyncGroup"
+        );
+        g.sync(&a, None, 1, (None, None), vec![], now);
+        assert_eq!(g.check_commit(&a, None, 1, now), None);
+        assert_eq!(g.leave(&a, None, now, &l), None);
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.check_commit("", None, -1, now), None);
+    }
+
+    #[test]
+    fn protocols_are_chosen_by_vote_among_those_all_members_support() {
+        let (now, l) = (Instant::now(), limits());
+        let mut g = Group::new("g");
+        let with = |id: &str, names: &[&str]| {
+            let mut r = request(id, None);
+            r.require_known_member_id = false;
+            r.protocols = names
+                .iter()
+                .map(|n| (n.to_string(), Bytes::new()))
+                .collect();
+            r
+        };
+        let Outcome::Wait(_) = g.join(with("", &["range", "roundrobin"]), now, &l) else {
+            panic!()
+        };
+        let Outcome::Wait(_) = g.join(with("", &["roundrobin", "range"]), now, &l) else {
+            panic!()
+        };
+        let Outcome::Wait(_) = g.join(with("", &["roundrobin"]), now, &l) else {
+            panic!()
+        };
+        assert_eq!(
+            joined(g.join(with("", &["sticky"]), now, &l)).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        assert!(g.try_complete_join(now));
+        assert_eq!(g.protocol.as_deref(), Some("roundrobin"));
+    }
 }

@@ -19,6 +19,8 @@ const fn bits(ops: &[u32]) -> i32 {
 }
 pub(crate) const ALL_CLUSTER_OPERATIONS: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
 pub(crate) const ALL_TOPIC_OPERATIONS: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// A group supports READ, DELETE and DESCRIBE.
+pub(crate) const ALL_GROUP_OPERATIONS: i32 = bits(&[3, 6, 8]);
 
 impl Broker {
     pub(crate) fn describe_cluster(

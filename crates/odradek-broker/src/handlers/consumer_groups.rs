@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 
-use super::cluster::ALL_CLUSTER_OPERATIONS;
+use super::cluster::ALL_GROUP_OPERATIONS;
 use crate::Broker;
 use crate::broker::{RequestContext, str_bytes};
 use crate::coordinator::consumer::{self, ConsumerState, HeartbeatRequest, TopicInfo};
@@ -157,7 +157,7 @@ impl Broker {
                 let mut d = DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_authorized_operations(if request.include_authorized_operations {
-                        ALL_CLUSTER_OPERATIONS
+                        ALL_GROUP_OPERATIONS
                     } else {
                         i32::MIN
                     });

@@ -24,7 +24,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use tokio::sync::oneshot;
 
-use super::cluster::ALL_CLUSTER_OPERATIONS;
+use super::cluster::ALL_GROUP_OPERATIONS;
 use crate::Broker;
 use crate::broker::{Reply, RequestContext, str_bytes};
 use crate::coordinator::group::{
@@ -741,7 +741,7 @@ impl Broker {
                 let mut d = DescribedGroup::default().with_group_id(id.clone());
                 if version >= 3 {
                     d.authorized_operations = if request.include_authorized_operations {
-                        ALL_CLUSTER_OPERATIONS
+                        ALL_GROUP_OPERATIONS
                     } else {
                         i32::MIN
                     };
