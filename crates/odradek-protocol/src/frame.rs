@@ -14,8 +14,8 @@ pub enum FrameError {
 
 /// Splits complete frames off the front of `buf`.
 ///
-/// The size is checked against `max_size` before any buffer space is reserved for the frame,
-/// so a hostile size prefix can never make the broker allocate.
+/// The size is checked against `max_size` first, and no space is reserved for a frame
+/// before its bytes arrive, so a hostile size prefix can never make the broker allocate.
 pub fn take_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, FrameError> {
     let Some(size_bytes) = buf.get(..4) else {
         return Ok(None);
@@ -32,8 +32,8 @@ pub fn take_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, 
         });
     }
     if buf.len() < 4 + len {
-        // Reserve only what this frame still needs, which is bounded by `max_size`.
-        buf.reserve(4 + len - buf.len());
+        // Nothing is reserved for the rest of the frame: the buffer grows as its bytes
+        // actually arrive, so a size prefix alone cannot make the broker allocate.
         return Ok(None);
     }
     buf.advance(4);

@@ -1,0 +1,175 @@
+//! Topic-level behaviours: acks=0, LogAppendTime, segment.ms rolling, flush.messages, topic
+//! deletion by id, DescribeCluster.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::{DeleteTopicsRequest, DescribeClusterRequest, MetadataRequest};
+use rdkafka::Message;
+use rdkafka::message::Timestamp;
+use rdkafka::producer::FutureRecord;
+use support::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_writes_arrive_without_responses() {
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "fire-and-forget", 1, &[]).await;
+    let client = producer(&broker.addr, &[("acks", "0")]);
+    let sends: Vec<_> = (0..200)
+        .map(|i| {
+            enqueue(
+                &client,
+                FutureRecord::<(), _>::to("fire-and-forget").payload(&format!("f{i}")),
+            )
+        })
+        .collect();
+    for s in sends {
+        // librdkafka reports acks=0 deliveries as soon as they are sent, with no offset.
+        delivered(s).await.expect("sent");
+    }
+    let messages = consume(&broker.addr, "fire-and-forget", 0, 0, 200, TIMEOUT);
+    let values: Vec<Vec<u8>> = messages.iter().map(|m| payload(m).unwrap()).collect();
+    assert_eq!(
+        values,
+        (0..200)
+            .map(|i| format!("f{i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_stamp_records_with_the_broker_clock() {
+    let broker = BrokerProcess::start();
+    create_topic(
+        &broker.addr,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    let client = producer(&broker.addr, &[]);
+    let before = now_ms();
+    let d = delivered(enqueue(
+        &client,
+        FutureRecord::<(), _>::to("stamped")
+            .payload("x")
+            .timestamp(1_000_000),
+    ))
+    .await
+    .expect("send");
+    let after = now_ms();
+    // The produce response carries the append time.
+    assert!(
+        matches!(d.timestamp, Timestamp::LogAppendTime(t) if (before..=after).contains(&t)),
+        "{:?}",
+        d.timestamp
+    );
+    let m = &consume(&broker.addr, "stamped", 0, 0, 1, TIMEOUT)[0];
+    match m.timestamp() {
+        Timestamp::LogAppendTime(t) => assert!(
+            (before..=after).contains(&t),
+            "{t} not in [{before}, {after}]"
+        ),
+        other => panic!("expected LogAppendTime, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_ms_rolls_a_segment_by_age() {
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "aging", 1, &[("segment.ms", "200")]).await;
+    let client = producer(&broker.addr, &[("linger.ms", "0")]);
+    for i in 0..3 {
+        delivered(enqueue(
+            &client,
+            FutureRecord::<(), _>::to("aging").payload(&format!("{i}")),
+        ))
+        .await
+        .expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let segments = segment_files(&broker.partition_dir("aging", 0));
+    assert_eq!(
+        segments.len(),
+        3,
+        "one segment per 200 ms of age: {segments:?}"
+    );
+    assert_eq!(consume(&broker.addr, "aging", 0, 0, 3, TIMEOUT).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_can_be_deleted_by_id_and_the_cluster_describes_itself() {
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "by-id", 2, &[]).await;
+    let metadata = raw_round_trip(
+        &broker.addr,
+        &MetadataRequest::default().with_topics(None),
+        12,
+    );
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "by-id"))
+        .expect("topic");
+    let id = topic.topic_id;
+    assert!(!id.is_nil());
+    let deleted = raw_round_trip(
+        &broker.addr,
+        &DeleteTopicsRequest::default()
+            .with_topics(vec![
+                DeleteTopicState::default()
+                    .with_name(None)
+                    .with_topic_id(id),
+            ])
+            .with_timeout_ms(5000),
+        6,
+    );
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(
+        deleted.responses[0].name.as_ref().map(|n| n.to_string()),
+        Some("by-id".into())
+    );
+    let again = raw_round_trip(
+        &broker.addr,
+        &DeleteTopicsRequest::default()
+            .with_topics(vec![
+                DeleteTopicState::default()
+                    .with_name(None)
+                    .with_topic_id(id),
+            ])
+            .with_timeout_ms(5000),
+        6,
+    );
+    assert_eq!(
+        again.responses[0].error_code,
+        kafka_protocol::ResponseError::UnknownTopicId.code()
+    );
+
+    let cluster = raw_round_trip(&broker.addr, &DescribeClusterRequest::default(), 1);
+    assert_eq!(cluster.error_code, 0);
+    assert_eq!(cluster.brokers.len(), 1);
+    assert_eq!(
+        format!(
+            "{}:{}",
+            cluster.brokers[0].host.as_str(),
+            cluster.brokers[0].port
+        ),
+        broker.addr
+    );
+    assert_eq!(cluster.controller_id.0, cluster.brokers[0].broker_id.0);
+    assert_eq!(
+        Some(cluster.cluster_id.to_string()),
+        metadata.cluster_id.map(|c| c.to_string())
+    );
+}
