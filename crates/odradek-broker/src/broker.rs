@@ -40,6 +40,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
@@ -208,6 +211,33 @@ impl Broker {
         }
     }
 
+    /// Deletes segments past `retention.ms` / `retention.bytes` every
+    /// `log.retention.check.interval.ms`, as Kafka's log manager does.
+    pub async fn run_retention(self: Arc<Self>) {
+        let period = std::time::Duration::from_millis(
+            self.config().retention_check_interval_ms().max(1) as u64,
+        );
+        let mut stopping = self.stopping.subscribe();
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let now = odradek_storage::now_ms();
+            for topic in self.logs.topics() {
+                for partition in &topic.partitions {
+                    let Some(mut log) = partition.lock_log() else {
+                        continue;
+                    };
+                    if let Err(e) = log.enforce_retention(now) {
+                        tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Expires group members whose session timed out and completes rebalances whose
     /// deadline passed. Kafka keeps these timers in a purgatory; a 100 ms sweep is as
     /// precise as session timeouts need.
@@ -349,6 +379,15 @@ impl Broker {
             )),
             RequestKind::DeleteGroups(r) => self.delete_groups(r).await,
             RequestKind::OffsetDelete(r) => self.offset_delete(r).await,
+            RequestKind::DeleteRecords(r) => {
+                Reply::now(ResponseKind::DeleteRecords(self.delete_records(r)))
+            }
+            RequestKind::AlterConfigs(r) => {
+                Reply::now(ResponseKind::AlterConfigs(self.alter_configs(r).await))
+            }
+            RequestKind::IncrementalAlterConfigs(r) => Reply::now(
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await),
+            ),
             RequestKind::ConsumerGroupHeartbeat(r) => {
                 Reply::now(ResponseKind::ConsumerGroupHeartbeat(
                     self.consumer_group_heartbeat(r, context).await,

@@ -1118,6 +1118,10 @@ impl BrokerConfig {
     pub fn default_replication_factor(&self) -> i16 {
         self.number("default.replication.factor").unwrap_or(1) as i16
     }
+    pub fn retention_check_interval_ms(&self) -> i64 {
+        self.number("log.retention.check.interval.ms")
+            .unwrap_or(300_000)
+    }
     pub fn flush_scheduler_interval_ms(&self) -> i64 {
         self.number("log.flush.scheduler.interval.ms")
             .unwrap_or(i64::MAX)
@@ -1245,6 +1249,12 @@ impl TopicSettings {
                 index_interval_bytes: number("index.interval.bytes").max(0) as u64,
                 flush_messages: number("flush.messages").max(1) as u64,
                 flush_ms: number("flush.ms"),
+                retention_ms: number("retention.ms"),
+                retention_bytes: number("retention.bytes"),
+                delete_retention_enabled: broker
+                    .resolve_topic(topic_def("cleanup.policy").expect("known"), overrides)
+                    .0
+                    .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete")),
                 timestamp_type,
             },
             max_message_bytes: number("max.message.bytes").max(0) as usize,

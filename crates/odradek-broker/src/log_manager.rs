@@ -286,6 +286,41 @@ impl LogManager {
         Ok(())
     }
 
+    /// Replaces a topic's config overrides durably and applies them to its logs at once.
+    pub async fn alter_topic_configs(
+        &self,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let mut metadata_log = self.metadata_log.lock().await;
+        let Some(current) = self.topic_by_id(&id) else {
+            return Ok(());
+        };
+        let record = MetadataRecord::TopicConfigsChanged {
+            id,
+            configs: configs.clone(),
+        };
+        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        let settings = TopicSettings::resolve(&self.broker_config, &configs);
+        for partition in &current.partitions {
+            if let Some(mut log) = partition.lock_log() {
+                log.set_config(settings.log.clone());
+            }
+        }
+        let altered = Arc::new(Topic {
+            name: current.name.clone(),
+            id,
+            configs,
+            settings,
+            partitions: current.partitions.clone(),
+        });
+        let mut registry = self.registry.write().expect("registry lock");
+        registry.by_id.insert(id, altered.clone());
+        registry.by_name.insert(altered.name.clone(), altered);
+        info!(topic = %current.name, "altered topic configs");
+        Ok(())
+    }
+
     /// Deletes a topic: durable in the metadata log first, then its directories are renamed
     /// out of the way (freeing the name at once) and removed in the background.
     pub async fn delete_topic(&self, id: Uuid) -> Result<(), TopicError> {

@@ -47,6 +47,11 @@ pub enum MetadataRecord {
     TopicDeleted {
         id: Uuid,
     },
+    /// A topic's config overrides, replaced as a whole.
+    TopicConfigsChanged {
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +96,15 @@ impl MetadataImage {
                     .and_then(|n| self.topics.get_mut(n))
                 {
                     t.partitions = *partitions;
+                }
+            }
+            MetadataRecord::TopicConfigsChanged { id, configs } => {
+                if let Some(t) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                {
+                    t.configs = configs.clone();
                 }
             }
             MetadataRecord::TopicDeleted { id } => {

@@ -28,6 +28,13 @@ pub struct LogConfig {
     pub flush_ms: i64,
     /// `message.timestamp.type`
     pub timestamp_type: TimestampType,
+    /// `retention.ms`: segments whose newest record is older are deleted; -1 keeps all.
+    pub retention_ms: i64,
+    /// `retention.bytes`: the oldest segments are deleted while the log is larger; -1: none.
+    pub retention_bytes: i64,
+    /// `cleanup.policy` includes `delete`: retention applies (a compact-only log keeps
+    /// everything until the cleaner compacts it).
+    pub delete_retention_enabled: bool,
 }
 
 impl Default for LogConfig {
@@ -39,6 +46,9 @@ impl Default for LogConfig {
             flush_messages: i64::MAX as u64,
             flush_ms: i64::MAX,
             timestamp_type: TimestampType::CreateTime,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            delete_retention_enabled: true,
         }
     }
 }
@@ -149,7 +159,11 @@ impl Log {
             segments.insert(0, LogSegment::create(dir, 0)?);
             dir_unsynced = true;
         }
-        let log_start_offset = *segments.keys().next().expect("log has a segment");
+        let first_segment = *segments.keys().next().expect("log has a segment");
+        // DeleteRecords can move the start inside the first segment; that is checkpointed.
+        let log_start_offset = read_log_start_checkpoint(dir)
+            .unwrap_or(first_segment)
+            .max(first_segment);
         let mut log = Self {
             dir: dir.to_path_buf(),
             config,
@@ -299,6 +313,78 @@ impl Log {
         self.offline = true;
     }
 
+    /// Deletes whole segments that retention no longer keeps: by age (`retention.ms`, from
+    /// the newest timestamp in the segment) and by size (`retention.bytes`), oldest first,
+    /// never the active segment. Returns the number of segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        loop {
+            if self.segments.len() <= 1 {
+                break;
+            }
+            let oldest = self.segments.values().next().expect("log has a segment");
+            let deletes = self.config.delete_retention_enabled;
+            let expired = deletes
+                && self.config.retention_ms >= 0
+                && oldest.size() > 0
+                && now_ms.saturating_sub(oldest.max_timestamp()) > self.config.retention_ms;
+            let oversized = deletes
+                && self.config.retention_bytes >= 0
+                && self.size_bytes().saturating_sub(oldest.size())
+                    >= self.config.retention_bytes as u64;
+            let below_start = oldest.next_offset() <= self.log_start_offset;
+            if !(expired || oversized || below_start) {
+                break;
+            }
+            self.delete_oldest_segment()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    fn delete_oldest_segment(&mut self) -> Result<(), StorageError> {
+        let (&base, _) = self.segments.iter().next().expect("log has a segment");
+        let segment = self.segments.remove(&base).expect("segment exists");
+        let next_start = *self
+            .segments
+            .keys()
+            .next()
+            .expect("the active segment remains");
+        self.log_start_offset = self.log_start_offset.max(next_start);
+        // Readers that already planned a read hold the file open; unlinking is safe for them.
+        segment.delete_files()?;
+        info!(log = %self.dir.display(), segment = base, log_start_offset = self.log_start_offset, "deleted segment");
+        Ok(())
+    }
+
+    /// DeleteRecords: makes `offset` the log start offset (durably), deleting segments that
+    /// end before it. `offset` must lie within [log start, log end].
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            if offset < self.log_start_offset && offset >= 0 {
+                return Ok(self.log_start_offset);
+            }
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        self.log_start_offset = offset;
+        write_log_start_checkpoint(&self.dir, offset)?;
+        while self.segments.len() > 1
+            && self
+                .segments
+                .values()
+                .next()
+                .is_some_and(|s| s.next_offset() <= offset)
+        {
+            self.delete_oldest_segment()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
     /// Plans a read of batches starting with the one holding `offset`, up to `max_bytes`
     /// (but at least one whole batch when `min_one_batch`).
     pub fn prepare_read(
@@ -400,6 +486,27 @@ impl FlushWork {
         }
         Ok(())
     }
+}
+
+const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
+    fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes the checkpoint atomically: a temp file, fsync, rename, fsync the directory.
+fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    let path = dir.join(LOG_START_CHECKPOINT);
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    let io = |e| StorageError::io(&path, e);
+    fs::write(&tmp, format!("{offset}\n")).map_err(io)?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 /// Reads the whole batch starting at `pos`.
@@ -600,5 +707,76 @@ mod tests {
         let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
         assert_eq!(log.log_end_offset(), 15);
         assert_eq!(fs::metadata(&path).unwrap().len(), 5 * one);
+    }
+
+    #[test]
+    fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 2500,
+            retention_ms: -1,
+            ..small_segments()
+        };
+        let mut log = Log::open(dir.path(), config.clone(), true).unwrap();
+        for i in 0..100 {
+            log.append(batch(2, 1000 + i), 0).unwrap();
+        }
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(0).unwrap();
+        assert!(deleted > 0 && log.segment_count() == before - deleted);
+        assert!(
+            log.size_bytes() < 2500 + 1000,
+            "{} bytes kept",
+            log.size_bytes()
+        );
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            log.prepare_read(start - 1, 100, true),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(read_offsets(&log, start, 100)[0], start);
+
+        // By time: everything but the active segment is older than retention.ms.
+        log.set_config(LogConfig {
+            retention_bytes: -1,
+            retention_ms: 10,
+            ..config.clone()
+        });
+        log.enforce_retention(1000 + 100 + 11).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_end_offset(), 200);
+
+        // A compact-only log is not trimmed by retention.
+        log.set_config(LogConfig {
+            delete_retention_enabled: false,
+            retention_ms: 0,
+            ..config
+        });
+        for i in 0..20 {
+            log.append(batch(2, i), 0).unwrap();
+        }
+        assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn delete_records_moves_the_start_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..50 {
+            log.append(batch(2, i), 0).unwrap();
+        }
+        assert_eq!(log.delete_records_before(37).unwrap(), 37);
+        assert_eq!(
+            log.delete_records_before(10).unwrap(),
+            37,
+            "moving backwards keeps the start"
+        );
+        assert!(log.delete_records_before(101).is_err());
+        // The batch holding offset 37 starts at 36 and is returned whole.
+        assert_eq!(read_offsets(&log, 37, 10)[0], 36);
+        drop(log);
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!(log.log_start_offset(), 37);
     }
 }

@@ -336,6 +336,23 @@ impl LogSegment {
         Ok(())
     }
 
+    /// Removes the segment's files.
+    pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
+        let dir = self
+            .log_path
+            .parent()
+            .expect("segment lives in a partition directory");
+        let (log, index, time) = Self::paths(dir, self.base_offset);
+        for path in [index, time] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(path, e)),
+            }
+        }
+        fs::remove_file(&log).map_err(|e| StorageError::io(log, e))
+    }
+
     /// Persists the indexes, once the segment will receive no more appends or at shutdown.
     pub(crate) fn write_indexes(&self) -> Result<(), StorageError> {
         let dir = self

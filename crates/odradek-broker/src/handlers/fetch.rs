@@ -198,7 +198,9 @@ impl Broker {
         let error = |mut data: PartitionData, e: ResponseError| {
             data.error_code = e.code();
             data.high_watermark = -1;
-            data.records = None;
+            // Kafka sends an empty record set with an error, never a null one: clients
+            // (librdkafka) reject a null set as a malformed response.
+            data.records = Some(bytes::Bytes::new());
             PartitionRead {
                 data,
                 bytes: 0,

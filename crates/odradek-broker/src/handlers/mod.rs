@@ -1,5 +1,6 @@
 //! One module per Kafka API family. Each adds methods to [`crate::Broker`].
 
+pub(crate) mod alter;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;
