@@ -164,6 +164,41 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Whether DeleteTopics is allowed.",
     ),
     def(
+        "max.connections",
+        Int,
+        Some("2147483647"),
+        AtLeast(0),
+        "Most client connections the broker accepts; more are closed at once.",
+    ),
+    def(
+        "max.connections.per.ip",
+        Int,
+        Some("2147483647"),
+        AtLeast(0),
+        "Most connections from one IP address.",
+    ),
+    def(
+        "max.connections.per.ip.overrides",
+        ConfigType::String,
+        Some(""),
+        Any,
+        "Per-IP limits, e.g. 10.0.0.1:100,10.0.0.2:5.",
+    ),
+    def(
+        "connections.max.idle.ms",
+        Long,
+        Some("600000"),
+        AtLeast(1),
+        "Close a connection that completes no request for this long (a half-sent request counts as idle).",
+    ),
+    def(
+        "queued.max.request.bytes",
+        Long,
+        Some("-1"),
+        Any,
+        "Bytes of requests in flight across all connections before the broker stops reading more; -1 for no limit.",
+    ),
+    def(
         "socket.request.max.bytes",
         Int,
         Some("104857600"),
@@ -1126,6 +1161,38 @@ impl BrokerConfig {
         self.number("log.flush.scheduler.interval.ms")
             .unwrap_or(i64::MAX)
     }
+    /// Connection limits, for the socket server.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let overrides = self
+            .value("max.connections.per.ip.overrides")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|entry| {
+                let (host, count) = entry.trim().rsplit_once(':')?;
+                Some((host.trim().parse().ok()?, count.trim().parse().ok()?))
+            })
+            .collect();
+        ConnectionLimits {
+            max_connections: self
+                .number("max.connections")
+                .unwrap_or(i64::from(i32::MAX))
+                .max(0) as usize,
+            max_per_ip: self
+                .number("max.connections.per.ip")
+                .unwrap_or(i64::from(i32::MAX))
+                .max(0) as usize,
+            per_ip_overrides: overrides,
+            idle_timeout: std::time::Duration::from_millis(
+                self.number("connections.max.idle.ms")
+                    .unwrap_or(600_000)
+                    .max(1) as u64,
+            ),
+            queued_max_request_bytes: self
+                .number("queued.max.request.bytes")
+                .filter(|&n| n > 0)
+                .map(|n| n as usize),
+        }
+    }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.number("socket.request.max.bytes")
             .unwrap_or(104_857_600) as usize
@@ -1200,6 +1267,16 @@ impl BrokerConfig {
         ));
         out
     }
+}
+
+/// Limits on client connections (Kafka's names in [`BROKER_CONFIGS`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub per_ip_overrides: std::collections::HashMap<std::net::IpAddr, usize>,
+    pub idle_timeout: std::time::Duration,
+    pub queued_max_request_bytes: Option<usize>,
 }
 
 /// Validates topic config overrides as CreateTopics and AlterConfigs do.

@@ -14,7 +14,23 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::broker::{Broker, PendingResponse};
+use crate::config::ConnectionLimits;
+
+/// Waits for room in `queued.max.request.bytes` for a request of `size` bytes. While it
+/// waits, this connection reads nothing more: that is the backpressure.
+async fn admit_request(context: &ConnectionContext, size: usize) -> Option<OwnedSemaphorePermit> {
+    let (semaphore, capacity) = context.queued.as_ref()?;
+    // A request larger than the whole budget waits for all of it rather than forever.
+    let want = size.clamp(1, *capacity) as u32;
+    semaphore.clone().acquire_many_owned(want).await.ok()
+}
 
 /// Responses a connection may have pending before its reader stops reading.
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
@@ -31,12 +47,23 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let limits = broker.config().connection_limits();
+    let counts = Arc::new(ConnectionCounts::default());
+    let queued = limits
+        .queued_max_request_bytes
+        .map(|n| (Arc::new(Semaphore::new(n)), n));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = counts.admit(peer.ip(), &limits) else {
+                        warn!(%peer, "connection refused: max.connections or max.connections.per.ip reached");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(stream, peer, broker.clone(), shutdown.clone()));
+                    let context = ConnectionContext { idle_timeout: limits.idle_timeout, queued: queued.clone(), _slot: slot };
+                    connections.spawn(connection(stream, peer, broker.clone(), shutdown.clone(), context));
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -61,11 +88,64 @@ pub async fn serve(
     }
 }
 
+/// Open connections, in total and per client address.
+#[derive(Default)]
+struct ConnectionCounts {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds a connection's place in [`ConnectionCounts`] until dropped.
+struct Slot {
+    counts: Arc<ConnectionCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_ip = self.counts.by_ip.lock().expect("connection counts");
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionCounts {
+    /// Counts a new connection in, unless a limit says no (Kafka closes it at once).
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Slot> {
+        let mut by_ip = self.by_ip.lock().expect("connection counts");
+        let total: usize = by_ip.values().sum();
+        let per_ip = limits
+            .per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(limits.max_per_ip);
+        if total >= limits.max_connections || by_ip.get(&ip).copied().unwrap_or(0) >= per_ip {
+            return None;
+        }
+        *by_ip.entry(ip).or_default() += 1;
+        Some(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct ConnectionContext {
+    idle_timeout: std::time::Duration,
+    /// `queued.max.request.bytes`: the shared budget and its size.
+    queued: Option<(Arc<Semaphore>, usize)>,
+    _slot: Slot,
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
+    context: ConnectionContext,
 ) {
     debug!(%peer, "connection opened");
     let (mut reader, mut writer) = stream.into_split();
@@ -85,20 +165,33 @@ async fn connection(
     });
     let max_frame = broker.config().socket_request_max_bytes();
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    // Idle means no complete request: a client trickling a frame byte by byte (slowloris)
+    // is as idle as a silent one.
+    let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
     'connection: loop {
         loop {
             match frame::take_frame(&mut buf, max_frame) {
-                Ok(Some(request)) => match broker.dispatch(request, peer).await {
-                    Ok(response) => {
-                        if queue.send(response).await.is_err() {
+                Ok(Some(request)) => {
+                    let permit = admit_request(&context, request.len()).await;
+                    match broker.dispatch(request, peer).await {
+                        Ok(response) => {
+                            idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
+                            // The request's bytes stay counted until its response is written.
+                            let response: PendingResponse = Box::pin(async move {
+                                let bytes = response.await;
+                                drop(permit);
+                                bytes
+                            });
+                            if queue.send(response).await.is_err() {
+                                break 'connection;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(%peer, error = %e, "closing connection");
                             break 'connection;
                         }
                     }
-                    Err(e) => {
-                        warn!(%peer, error = %e, "closing connection");
-                        break 'connection;
-                    }
-                },
+                }
                 Ok(None) => break,
                 Err(e) => {
                     warn!(%peer, error = %e, "closing connection");
@@ -119,6 +212,10 @@ async fn connection(
                 }
             },
             _ = shutdown.changed() => break,
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                info!(%peer, idle = ?context.idle_timeout, partial_bytes = buf.len(), "closing idle connection (connections.max.idle.ms)");
+                break;
+            }
         }
     }
     drop(queue);
