@@ -164,7 +164,8 @@ impl Broker {
         })
     }
 
-    pub fn config(&self) -> &BrokerConfig {
+    /// A snapshot of the broker's configuration (dynamic changes swap it).
+    pub fn config(&self) -> Arc<BrokerConfig> {
         self.logs.broker_config()
     }
 

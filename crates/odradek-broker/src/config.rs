@@ -42,6 +42,8 @@ pub enum ConfigType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     TopicConfig = 1,
+    DynamicBrokerConfig = 2,
+    DynamicDefaultBrokerConfig = 3,
     StaticBrokerConfig = 4,
     DefaultConfig = 5,
 }
@@ -1034,10 +1036,30 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError
     Ok(out)
 }
 
-/// The broker's static configuration: every key explicitly set, validated.
+/// The broker's configuration: every key explicitly set, validated, in Kafka's layers.
+/// Dynamic layers (set with AlterConfigs/IncrementalAlterConfigs and kept in the metadata
+/// log) win over the static one (`--config`, `--set`), which wins over the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerConfig {
     explicit: BTreeMap<String, String>,
+    /// Cluster-wide dynamic defaults (resource name "").
+    dynamic_default: BTreeMap<String, String>,
+    /// Dynamic configs of this broker (resource name = node id).
+    dynamic_broker: BTreeMap<String, String>,
+}
+
+/// Broker configs that can change without a restart: the broker-level synonyms of topic
+/// configs (new values apply to every topic without its own override at once) and the
+/// derived retention and roll settings.
+pub fn is_dynamic(name: &str) -> bool {
+    TOPIC_CONFIGS.iter().any(|d| d.broker_synonym == Some(name))
+        || matches!(
+            name,
+            "log.retention.minutes"
+                | "log.retention.hours"
+                | "log.roll.hours"
+                | "log.roll.jitter.hours"
+        )
 }
 
 impl BrokerConfig {
@@ -1053,7 +1075,10 @@ impl BrokerConfig {
                 explicit.insert(key.clone(), value.clone());
             }
         }
-        let config = Self { explicit };
+        let config = Self {
+            explicit,
+            ..Self::default()
+        };
         config.listen_addr()?;
         config.advertised_addr()?;
         Ok(config)
@@ -1062,10 +1087,83 @@ impl BrokerConfig {
     /// The value of a broker config and where it came from.
     pub fn get(&self, name: &str) -> Option<(Option<&str>, ConfigSource)> {
         let def = broker_def(name)?;
-        Some(match self.explicit.get(name) {
-            Some(v) => (Some(v.as_str()), ConfigSource::StaticBrokerConfig),
+        Some(match self.set_value(name) {
+            Some((v, source)) => (Some(v), source),
             None => (def.default, ConfigSource::DefaultConfig),
         })
+    }
+
+    /// The value of a config set in some layer, the most specific first.
+    fn set_value(&self, name: &str) -> Option<(&str, ConfigSource)> {
+        self.layers()
+            .into_iter()
+            .find_map(|(layer, source)| layer.get(name).map(|v| (v.as_str(), source)))
+    }
+
+    fn layers(&self) -> [(&BTreeMap<String, String>, ConfigSource); 3] {
+        [
+            (&self.dynamic_broker, ConfigSource::DynamicBrokerConfig),
+            (
+                &self.dynamic_default,
+                ConfigSource::DynamicDefaultBrokerConfig,
+            ),
+            (&self.explicit, ConfigSource::StaticBrokerConfig),
+        ]
+    }
+
+    /// Every layer in which `name` is set, most specific first (DescribeConfigs synonyms).
+    pub fn broker_synonyms(&self, name: &str) -> Vec<(String, Option<String>, ConfigSource)> {
+        let mut out: Vec<_> = self
+            .layers()
+            .into_iter()
+            .filter_map(|(layer, source)| {
+                layer
+                    .get(name)
+                    .map(|v| (name.to_string(), Some(v.clone()), source))
+            })
+            .collect();
+        if let Some(def) = broker_def(name) {
+            out.push((
+                name.to_string(),
+                def.default.map(str::to_string),
+                ConfigSource::DefaultConfig,
+            ));
+        }
+        out
+    }
+
+    /// The dynamic layer for `node` (`None`: the cluster-wide default).
+    pub fn dynamic(&self, node: Option<i32>) -> &BTreeMap<String, String> {
+        if node.is_some() {
+            &self.dynamic_broker
+        } else {
+            &self.dynamic_default
+        }
+    }
+
+    /// A copy with one dynamic layer replaced; keys and values are validated.
+    pub fn with_dynamic(
+        &self,
+        node: Option<i32>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        for (key, value) in &configs {
+            let def = broker_def(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
+            if !is_dynamic(key) {
+                return Err(ConfigError::InvalidValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: "this config cannot be updated dynamically".into(),
+                });
+            }
+            check_value(def, value)?;
+        }
+        let mut next = self.clone();
+        match node {
+            Some(_) => next.dynamic_broker = configs,
+            None => next.dynamic_default = configs,
+        }
+        Ok(next)
     }
 
     fn value(&self, name: &str) -> Option<&str> {
@@ -1202,19 +1300,13 @@ impl BrokerConfig {
     /// derived synonyms (`log.retention.hours` for `retention.ms`) included.
     fn topic_fallback(&self, def: &TopicConfigDef) -> Option<(String, ConfigSource)> {
         let synonym = def.broker_synonym?;
-        if let Some(v) = self.explicit.get(synonym) {
-            return Some((v.clone(), ConfigSource::StaticBrokerConfig));
+        if let Some((v, source)) = self.set_value(synonym) {
+            return Some((v.to_string(), source));
         }
         let scaled = |key: &str, factor: i64| {
-            self.explicit
-                .get(key)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .map(|n| {
-                    (
-                        (n.saturating_mul(factor)).to_string(),
-                        ConfigSource::StaticBrokerConfig,
-                    )
-                })
+            self.set_value(key)
+                .and_then(|(v, source)| Some((v.trim().parse::<i64>().ok()?, source)))
+                .map(|(n, source)| ((n.saturating_mul(factor)).to_string(), source))
         };
         match def.def.name {
             "retention.ms" => scaled("log.retention.minutes", 60_000)

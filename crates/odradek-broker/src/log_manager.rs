@@ -59,7 +59,8 @@ struct Registry {
 
 pub struct LogManager {
     data_dir: PathBuf,
-    broker_config: BrokerConfig,
+    /// Swapped as a whole when a dynamic config changes; readers take a snapshot.
+    broker_config: RwLock<Arc<BrokerConfig>>,
     metadata_log: tokio::sync::Mutex<MetadataLog>,
     registry: RwLock<Registry>,
     group_commit: GroupCommit,
@@ -91,11 +92,22 @@ impl LogManager {
         let (metadata_log, image) = MetadataLog::open(&data_dir.join("__cluster_metadata-0"))?;
         let manager = Self {
             data_dir: data_dir.to_path_buf(),
-            broker_config,
+            broker_config: RwLock::new(Arc::new(broker_config)),
             metadata_log: tokio::sync::Mutex::new(metadata_log),
             registry: RwLock::new(Registry::default()),
             group_commit: GroupCommit::start(),
         };
+        // Dynamic configs from the metadata log apply before any topic is opened.
+        for (node, configs) in &image.broker_configs {
+            if node.is_none() || *node == Some(manager.broker_config().node_id()) {
+                match manager.broker_config().with_dynamic(*node, configs.clone()) {
+                    Ok(config) => {
+                        *manager.broker_config.write().expect("config lock") = Arc::new(config)
+                    }
+                    Err(e) => warn!(error = %e, "ignoring a stored dynamic broker config"),
+                }
+            }
+        }
         manager.remove_stray_directories(&image);
         let mut registry = Registry::default();
         for topic in image.topics() {
@@ -166,7 +178,7 @@ impl LogManager {
         existing: usize,
         clean: bool,
     ) -> Result<Topic, TopicError> {
-        let settings = TopicSettings::resolve(&self.broker_config, &image.configs);
+        let settings = TopicSettings::resolve(&self.broker_config(), &image.configs);
         let partitions = (existing as i32..image.partitions)
             .map(|i| self.open_partition(image, i, &settings, clean))
             .collect::<Result<Vec<_>, _>>()?;
@@ -179,8 +191,48 @@ impl LogManager {
         })
     }
 
-    pub fn broker_config(&self) -> &BrokerConfig {
-        &self.broker_config
+    pub fn broker_config(&self) -> Arc<BrokerConfig> {
+        self.broker_config.read().expect("config lock").clone()
+    }
+
+    /// Replaces a dynamic broker config layer durably; every topic's settings are
+    /// re-resolved against it and applied to its logs at once.
+    pub async fn alter_broker_configs(
+        &self,
+        node: Option<i32>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let mut metadata_log = self.metadata_log.lock().await;
+        let Ok(next) = self.broker_config().with_dynamic(node, configs.clone()) else {
+            // Validated by the caller; a config that no longer validates changes nothing.
+            return Ok(());
+        };
+        let record = MetadataRecord::BrokerConfigsChanged { node, configs };
+        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        *self.broker_config.write().expect("config lock") = Arc::new(next);
+        for topic in self.topics() {
+            let settings = TopicSettings::resolve(&self.broker_config(), &topic.configs);
+            if settings == topic.settings {
+                continue;
+            }
+            for partition in &topic.partitions {
+                if let Some(mut log) = partition.lock_log() {
+                    log.set_config(settings.log.clone());
+                }
+            }
+            let updated = Arc::new(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                configs: topic.configs.clone(),
+                settings,
+                partitions: topic.partitions.clone(),
+            });
+            let mut registry = self.registry.write().expect("registry lock");
+            registry.by_id.insert(updated.id, updated.clone());
+            registry.by_name.insert(updated.name.clone(), updated);
+        }
+        info!(?node, "altered dynamic broker configs");
+        Ok(())
     }
     pub fn group_commit(&self) -> &GroupCommit {
         &self.group_commit
@@ -301,7 +353,7 @@ impl LogManager {
             configs: configs.clone(),
         };
         tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
-        let settings = TopicSettings::resolve(&self.broker_config, &configs);
+        let settings = TopicSettings::resolve(&self.broker_config(), &configs);
         for partition in &current.partitions {
             if let Some(mut log) = partition.lock_log() {
                 log.set_config(settings.log.clone());

@@ -52,6 +52,12 @@ pub enum MetadataRecord {
         id: Uuid,
         configs: BTreeMap<String, String>,
     },
+    /// A dynamic broker config layer, replaced as a whole: one broker's (`node`) or the
+    /// cluster-wide default (`node` = None).
+    BrokerConfigsChanged {
+        node: Option<i32>,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +73,8 @@ pub struct TopicImage {
 pub struct MetadataImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: BTreeMap<Uuid, String>,
+    /// Dynamic broker configs by node (`None`: cluster-wide default).
+    pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -97,6 +105,9 @@ impl MetadataImage {
                 {
                     t.partitions = *partitions;
                 }
+            }
+            MetadataRecord::BrokerConfigsChanged { node, configs } => {
+                self.broker_configs.insert(*node, configs.clone());
             }
             MetadataRecord::TopicConfigsChanged { id, configs } => {
                 if let Some(t) = self

@@ -371,3 +371,131 @@ async fn topic_configs_change_live_and_durably() {
         "durable"
     );
 }
+
+fn alter_broker(addr: &str, name: &str, ops: &[(&str, i8, Option<&str>)]) -> i16 {
+    let r = raw_round_trip(
+        addr,
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_string(name.into()))
+                .with_configs(
+                    ops.iter()
+                        .map(|(k, op, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_config_operation(*op)
+                                .with_value(v.map(|v| StrBytes::from_string(v.into())))
+                        })
+                        .collect(),
+                ),
+        ]),
+        1,
+    );
+    r.responses[0].error_code
+}
+
+/// (value, source) of a topic config as DescribeConfigs reports it.
+fn topic_config_source(addr: &str, topic: &str, key: &str) -> (Option<String>, i8) {
+    let r = raw_round_trip(
+        addr,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(topic.into()))
+                .with_configuration_keys(Some(vec![StrBytes::from_string(key.into())])),
+        ]),
+        4,
+    );
+    let c = &r.results[0].configs[0];
+    (c.value.as_ref().map(|v| v.to_string()), c.config_source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_broker_configs_apply_to_topics_live_and_persist() {
+    let mut broker = BrokerProcess::start();
+    create_topic(&broker.addr, "inherits", 1, &[]).await;
+    // Cluster-wide default, then this broker's own value, which wins.
+    assert_eq!(
+        alter_broker(&broker.addr, "", &[("log.retention.ms", 0, Some("1234"))]),
+        0
+    );
+    assert_eq!(
+        topic_config_source(&broker.addr, "inherits", "retention.ms"),
+        (Some("1234".into()), 3)
+    );
+    assert_eq!(
+        alter_broker(&broker.addr, "1", &[("log.retention.ms", 0, Some("999"))]),
+        0
+    );
+    assert_eq!(
+        topic_config_source(&broker.addr, "inherits", "retention.ms"),
+        (Some("999".into()), 2)
+    );
+    // Not every config is dynamic, and values are validated.
+    assert_eq!(
+        alter_broker(&broker.addr, "1", &[("num.partitions", 0, Some("3"))]),
+        kafka_protocol::ResponseError::InvalidRequest.code()
+    );
+    assert_eq!(
+        alter_broker(&broker.addr, "1", &[("log.segment.bytes", 0, Some("tiny"))]),
+        kafka_protocol::ResponseError::InvalidConfig.code()
+    );
+    // A dynamic message.max.bytes applies to produce at once.
+    assert_eq!(
+        alter_broker(&broker.addr, "", &[("message.max.bytes", 0, Some("2000"))]),
+        0
+    );
+    let client = producer(&broker.addr, &[("retries", "0"), ("linger.ms", "0")]);
+    let err = delivered(enqueue(
+        &client,
+        FutureRecord::<(), _>::to("inherits").payload(&vec![b'm'; 3000]),
+    ))
+    .await
+    .expect_err("over the dynamic limit");
+    assert_eq!(
+        err,
+        rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge
+        )
+    );
+    // The cluster default resource lists exactly its dynamic values.
+    let r = raw_round_trip(
+        &broker.addr,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("")),
+        ]),
+        4,
+    );
+    let mut listed: Vec<(String, Option<String>)> = r.results[0]
+        .configs
+        .iter()
+        .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("log.retention.ms".into(), Some("1234".into())),
+            ("message.max.bytes".into(), Some("2000".into()))
+        ]
+    );
+    broker.kill9();
+    broker.restart();
+    assert_eq!(
+        topic_config_source(&broker.addr, "inherits", "retention.ms"),
+        (Some("999".into()), 2),
+        "durable"
+    );
+    // Deleting the broker's value falls back to the cluster default.
+    assert_eq!(
+        alter_broker(&broker.addr, "1", &[("log.retention.ms", 1, None)]),
+        0
+    );
+    assert_eq!(
+        topic_config_source(&broker.addr, "inherits", "retention.ms"),
+        (Some("1234".into()), 3)
+    );
+}

@@ -111,6 +111,47 @@ impl Broker {
             .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
     }
 
+    /// Applies a new dynamic layer for broker `name` ("" = the cluster-wide default).
+    async fn apply_broker_configs(
+        &self,
+        name: &str,
+        build: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
+        let node = match name {
+            "" => None,
+            n if n == self.node_id.to_string() => Some(self.node_id),
+            n => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Broker {n} is not this broker ({}).", self.node_id),
+                ));
+            }
+        };
+        let config = self.config();
+        let configs = build(config.dynamic(node))?;
+        let not_dynamic: Vec<&String> = configs
+            .keys()
+            .filter(|k| broker_lookup(k).is_some() && !config::is_dynamic(k))
+            .collect();
+        if !not_dynamic.is_empty() {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Cannot update these configs dynamically: {not_dynamic:?}"),
+            ));
+        }
+        config
+            .with_dynamic(node, configs.clone())
+            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        self.logs
+            .alter_broker_configs(node, configs)
+            .await
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+    }
+
     pub(crate) async fn incremental_alter_configs(
         &self,
         request: IncrementalAlterConfigsRequest,
@@ -123,12 +164,44 @@ impl Broker {
                     let changes: Vec<(String, i8, Option<String>)> = resource
                         .configs
                         .iter()
-                        .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())))
+                        .map(|c| {
+                            (
+                                c.name.to_string(),
+                                c.config_operation,
+                                c.value.as_ref().map(|v| v.to_string()),
+                            )
+                        })
                         .collect();
-                    self.apply_topic_configs(&name, |current| incremental(current, &changes), request.validate_only).await
+                    self.apply_topic_configs(
+                        &name,
+                        |current| incremental(current, &changes, &topic_lookup),
+                        request.validate_only,
+                    )
+                    .await
                 }
-                RESOURCE_BROKER => Err((ResponseError::InvalidRequest, "Dynamic broker configs are not supported yet; set them with --set or --config.".into())),
-                other => Err((ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
+                RESOURCE_BROKER => {
+                    let changes: Vec<(String, i8, Option<String>)> = resource
+                        .configs
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.name.to_string(),
+                                c.config_operation,
+                                c.value.as_ref().map(|v| v.to_string()),
+                            )
+                        })
+                        .collect();
+                    self.apply_broker_configs(
+                        &name,
+                        |current| incremental(current, &changes, &broker_lookup),
+                        request.validate_only,
+                    )
+                    .await
+                }
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                )),
             };
             let mut r = IncrementalResult::default()
                 .with_resource_type(resource.resource_type)
@@ -155,14 +228,41 @@ impl Broker {
                         .iter()
                         .map(|c| match &c.value {
                             Some(v) => Ok((c.name.to_string(), v.to_string())),
-                            None => Err((ResponseError::InvalidRequest, format!("Null value not supported for config '{}'", c.name.as_str()))),
+                            None => Err((
+                                ResponseError::InvalidRequest,
+                                format!(
+                                    "Null value not supported for config '{}'",
+                                    c.name.as_str()
+                                ),
+                            )),
                         })
                         .collect();
                     // AlterConfigs replaces every override with the given set.
-                    self.apply_topic_configs(&name, |_| given, request.validate_only).await
+                    self.apply_topic_configs(&name, |_| given, request.validate_only)
+                        .await
                 }
-                RESOURCE_BROKER => Err((ResponseError::InvalidRequest, "Dynamic broker configs are not supported yet; set them with --set or --config.".into())),
-                other => Err((ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
+                RESOURCE_BROKER => {
+                    let given: Result<BTreeMap<String, String>, Refusal> = resource
+                        .configs
+                        .iter()
+                        .map(|c| match &c.value {
+                            Some(v) => Ok((c.name.to_string(), v.to_string())),
+                            None => Err((
+                                ResponseError::InvalidRequest,
+                                format!(
+                                    "Null value not supported for config '{}'",
+                                    c.name.as_str()
+                                ),
+                            )),
+                        })
+                        .collect();
+                    self.apply_broker_configs(&name, |_| given, request.validate_only)
+                        .await
+                }
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unsupported resource type {other}"),
+                )),
             };
             let mut r = LegacyResult::default()
                 .with_resource_type(resource.resource_type)
@@ -178,10 +278,25 @@ impl Broker {
     }
 }
 
-/// Applies IncrementalAlterConfigs operations to a topic's current overrides.
+/// The type and default of a config, for list operations.
+type ConfigLookup<'a> = &'a dyn Fn(&str) -> Option<(ConfigType, Option<&'static str>)>;
+
+fn topic_lookup(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
+    config::topic_def(name).map(|d| (d.def.ty, d.def.default))
+}
+
+fn broker_lookup(name: &str) -> Option<(ConfigType, Option<&'static str>)> {
+    config::BROKER_CONFIGS
+        .iter()
+        .find(|d| d.name == name)
+        .map(|d| (d.ty, d.default))
+}
+
+/// Applies IncrementalAlterConfigs operations to a set of current values.
 fn incremental(
     current: &BTreeMap<String, String>,
     changes: &[(String, i8, Option<String>)],
+    lookup: ConfigLookup<'_>,
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let mut seen = std::collections::HashSet::new();
     let mut configs = current.clone();
@@ -192,13 +307,13 @@ fn incremental(
                 format!("Error due to duplicate config keys: {name}"),
             ));
         }
-        let Some(def) = config::topic_def(name) else {
+        let Some((ty, default)) = lookup(name) else {
             return Err((
                 ResponseError::InvalidConfig,
-                format!("Unknown topic config name: {name}"),
+                format!("Unknown config name: {name}"),
             ));
         };
-        let list = def.def.ty == ConfigType::List;
+        let list = ty == ConfigType::List;
         let items = |v: &str| {
             v.split(',')
                 .map(str::trim)
@@ -229,7 +344,7 @@ fn incremental(
                 let base = configs
                     .get(name)
                     .cloned()
-                    .or_else(|| def.def.default.map(str::to_string))
+                    .or_else(|| default.map(str::to_string))
                     .unwrap_or_default();
                 let mut list_now = items(&base);
                 for item in items(value.as_deref().unwrap_or("")) {

@@ -71,16 +71,17 @@ impl Broker {
         version: i16,
     ) -> DescribeConfigsResponse {
         let (synonyms, docs) = (request.include_synonyms, request.include_documentation);
+        let synonyms_wanted = synonyms;
         let results = request
             .resources
             .iter()
             .map(|resource| {
                 let name = resource.resource_name.to_string();
+                // Null or empty key lists both mean every config.
                 let wanted = |key: &str| {
-                    resource
-                        .configuration_keys
-                        .as_ref()
-                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+                    resource.configuration_keys.as_ref().is_none_or(|keys| {
+                        keys.is_empty() || keys.iter().any(|k| k.as_str() == key)
+                    })
                 };
                 let result = DescribeConfigsResult::default()
                     .with_resource_type(resource.resource_type)
@@ -102,8 +103,26 @@ impl Broker {
                         self.topic_configs(&topic.configs, &wanted, version, synonyms, docs)
                     }
                     RESOURCE_BROKER if name.is_empty() => {
-                        // Cluster-wide dynamic defaults: none are set yet.
-                        Vec::new()
+                        // The cluster-wide default resource lists only its dynamic values.
+                        let config = self.config();
+                        BROKER_CONFIGS
+                            .iter()
+                            .filter(|d| wanted(d.name))
+                            .filter_map(|d| {
+                                let value = config.dynamic(None).get(d.name)?.clone();
+                                let source = ConfigSource::DynamicDefaultBrokerConfig;
+                                let synonyms =
+                                    vec![(d.name.to_string(), Some(value.clone()), source)];
+                                let described = Described {
+                                    def: d,
+                                    value: Some(value),
+                                    source,
+                                    read_only: false,
+                                    synonyms,
+                                };
+                                Some(entry(described, version, synonyms_wanted, docs))
+                            })
+                            .collect()
                     }
                     RESOURCE_BROKER if name == self.node_id.to_string() => {
                         self.broker_configs(&wanted, version, synonyms, docs)
@@ -167,13 +186,12 @@ impl Broker {
             .filter_map(|d| {
                 let (value, source) = broker.get(d.name)?;
                 let value = value.map(str::to_string);
-                let synonyms_list = vec![(d.name.to_string(), value.clone(), source)];
                 let described = Described {
                     def: d,
                     value,
                     source,
-                    read_only: true,
-                    synonyms: synonyms_list,
+                    read_only: !crate::config::is_dynamic(d.name),
+                    synonyms: broker.broker_synonyms(d.name),
                 };
                 Some(entry(described, version, synonyms, docs))
             })
