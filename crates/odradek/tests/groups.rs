@@ -839,3 +839,53 @@ async fn offsets_of_an_empty_group_expire_after_offsets_retention_minutes() {
         "the expiry is durable"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_regex_subscription_picks_up_matching_topics_created_later() {
+    let broker = BrokerProcess::start_with(&["--set", "group.consumer.heartbeat.interval.ms=300"]);
+    create_topic(&broker.addr, "orders-eu", 2, &[]).await;
+    create_topic(&broker.addr, "payments", 1, &[]).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let protocol = [
+        ("group.protocol", "consumer"),
+        ("session.timeout.ms", ""),
+        ("heartbeat.interval.ms", ""),
+    ];
+    let consumer = group_consumer(&broker.addr, "re", &protocol);
+    consumer
+        .subscribe(&["^orders-.*"])
+        .expect("regex subscription");
+    let member = {
+        let seen = seen.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    seen.lock().unwrap().push(format!(
+                        "{}:{}",
+                        m.topic(),
+                        String::from_utf8_lossy(m.payload().unwrap())
+                    ));
+                }
+            }
+        });
+        (stop, thread)
+    };
+    produce_values(&broker.addr, "orders-eu", (0..10).map(|i| format!("eu{i}"))).await;
+    produce_values(&broker.addr, "payments", (0..10).map(|i| format!("p{i}"))).await;
+    wait_for_count(&seen, 10);
+    // A topic created after the subscription matches and is assigned too.
+    create_topic(&broker.addr, "orders-us", 1, &[]).await;
+    produce_values(&broker.addr, "orders-us", (0..5).map(|i| format!("us{i}"))).await;
+    wait_for_count(&seen, 15);
+    std::thread::sleep(Duration::from_millis(500));
+    member.0.store(true, Ordering::Relaxed);
+    member.1.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 15);
+    assert!(
+        seen.iter().all(|v| v.starts_with("orders-")),
+        "payments is not subscribed: {seen:?}"
+    );
+}
