@@ -204,14 +204,25 @@ fn incremental(
     ops: &[(&str, i8, Option<&str>)],
     validate_only: bool,
 ) -> (i16, Option<String>) {
+    alter(addr, 2, topic, ops, validate_only)
+}
+
+/// IncrementalAlterConfigs on one resource (2 = topic, 4 = broker): (error code, message).
+fn alter(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
     let r = raw_round_trip(
         addr,
         &IncrementalAlterConfigsRequest::default()
             .with_validate_only(validate_only)
             .with_resources(vec![
                 AlterConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_string(topic.into()))
+                    .with_resource_type(resource_type)
+                    .with_resource_name(StrBytes::from_string(name.into()))
                     .with_configs(
                         ops.iter()
                             .map(|(k, op, v)| {
@@ -373,26 +384,7 @@ async fn topic_configs_change_live_and_durably() {
 }
 
 fn alter_broker(addr: &str, name: &str, ops: &[(&str, i8, Option<&str>)]) -> i16 {
-    let r = raw_round_trip(
-        addr,
-        &IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(4)
-                .with_resource_name(StrBytes::from_string(name.into()))
-                .with_configs(
-                    ops.iter()
-                        .map(|(k, op, v)| {
-                            AlterableConfig::default()
-                                .with_name(StrBytes::from_string(k.to_string()))
-                                .with_config_operation(*op)
-                                .with_value(v.map(|v| StrBytes::from_string(v.into())))
-                        })
-                        .collect(),
-                ),
-        ]),
-        1,
-    );
-    r.responses[0].error_code
+    alter(addr, 4, name, ops, false).0
 }
 
 /// (value, source) of a topic config as DescribeConfigs reports it.

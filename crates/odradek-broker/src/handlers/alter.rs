@@ -159,19 +159,19 @@ impl Broker {
         let mut responses = Vec::new();
         for resource in &request.resources {
             let name = resource.resource_name.to_string();
+            let changes: Vec<(String, i8, Option<String>)> = resource
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect();
             let outcome = match resource.resource_type {
                 RESOURCE_TOPIC => {
-                    let changes: Vec<(String, i8, Option<String>)> = resource
-                        .configs
-                        .iter()
-                        .map(|c| {
-                            (
-                                c.name.to_string(),
-                                c.config_operation,
-                                c.value.as_ref().map(|v| v.to_string()),
-                            )
-                        })
-                        .collect();
                     self.apply_topic_configs(
                         &name,
                         |current| incremental(current, &changes, &topic_lookup),
@@ -180,17 +180,6 @@ impl Broker {
                     .await
                 }
                 RESOURCE_BROKER => {
-                    let changes: Vec<(String, i8, Option<String>)> = resource
-                        .configs
-                        .iter()
-                        .map(|c| {
-                            (
-                                c.name.to_string(),
-                                c.config_operation,
-                                c.value.as_ref().map(|v| v.to_string()),
-                            )
-                        })
-                        .collect();
                     self.apply_broker_configs(
                         &name,
                         |current| incremental(current, &changes, &broker_lookup),
@@ -221,41 +210,24 @@ impl Broker {
         let mut responses = Vec::new();
         for resource in &request.resources {
             let name = resource.resource_name.to_string();
+            let given: Result<BTreeMap<String, String>, Refusal> = resource
+                .configs
+                .iter()
+                .map(|c| match &c.value {
+                    Some(v) => Ok((c.name.to_string(), v.to_string())),
+                    None => Err((
+                        ResponseError::InvalidRequest,
+                        format!("Null value not supported for config '{}'", c.name.as_str()),
+                    )),
+                })
+                .collect();
             let outcome = match resource.resource_type {
+                // AlterConfigs replaces every value of the resource with the given set.
                 RESOURCE_TOPIC => {
-                    let given: Result<BTreeMap<String, String>, Refusal> = resource
-                        .configs
-                        .iter()
-                        .map(|c| match &c.value {
-                            Some(v) => Ok((c.name.to_string(), v.to_string())),
-                            None => Err((
-                                ResponseError::InvalidRequest,
-                                format!(
-                                    "Null value not supported for config '{}'",
-                                    c.name.as_str()
-                                ),
-                            )),
-                        })
-                        .collect();
-                    // AlterConfigs replaces every override with the given set.
                     self.apply_topic_configs(&name, |_| given, request.validate_only)
                         .await
                 }
                 RESOURCE_BROKER => {
-                    let given: Result<BTreeMap<String, String>, Refusal> = resource
-                        .configs
-                        .iter()
-                        .map(|c| match &c.value {
-                            Some(v) => Ok((c.name.to_string(), v.to_string())),
-                            None => Err((
-                                ResponseError::InvalidRequest,
-                                format!(
-                                    "Null value not supported for config '{}'",
-                                    c.name.as_str()
-                                ),
-                            )),
-                        })
-                        .collect();
                     self.apply_broker_configs(&name, |_| given, request.validate_only)
                         .await
                 }
