@@ -17,95 +17,14 @@ import signal
 import sys
 import time
 import uuid
-from collections import defaultdict
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
+from common import HARD_LIMIT_S, N, PARTITIONS, key_of, remaining, value_of, verify, watchdog_for
+
 
 CLIENT = "confluent-kafka"
-N = 10_000
-PARTITIONS = 3
-HARD_LIMIT_S = 110  # the whole script, whatever the broker does
-START = time.monotonic()
-
-
-def key_of(i):
-    return f"key-{i % 97}".encode()
-
-
-def value_of(i):
-    # "value-<i>|" plus a deterministic payload of 16..408 bytes
-    return f"value-{i}|".encode() + f"{i:08x}".encode() * (2 + i % 50)
-
-
-def remaining(cap):
-    return max(0.1, min(cap, HARD_LIMIT_S - 5 - (time.monotonic() - START)))
-
-
-def watchdog(_sig, _frm):
-    print(f"{CLIENT}: FAIL timeout: no result after {HARD_LIMIT_S}s", flush=True)
-    os._exit(1)
-
-
-def verify(records, end_offsets, delivered):
-    """records: [(partition, offset, key, value)] in consumption order.
-    end_offsets: {partition: high watermark}. delivered: {i: (partition, offset)}.
-    Returns a list of problems (empty when everything matches)."""
-    problems = []
-
-    def bad(msg):
-        if len(problems) < 20:
-            problems.append(msg)
-
-    if len(records) != N:
-        bad(f"consumed {len(records)} records, expected {N}")
-    if sum(end_offsets.values()) != N:
-        bad(f"high watermarks {dict(sorted(end_offsets.items()))} sum to {sum(end_offsets.values())}, expected {N}")
-    seen = {}
-    by_part = defaultdict(list)
-    key_part = {}
-    for p, off, k, v in records:
-        try:
-            i = int(v.split(b"|", 1)[0].decode().removeprefix("value-"))
-        except Exception:
-            bad(f"p{p}@{off}: unparseable value {v[:40]!r}")
-            continue
-        if not 0 <= i < N:
-            bad(f"p{p}@{off}: value index {i} out of range")
-            continue
-        if i in seen:
-            bad(f"p{p}@{off}: duplicate of message {i} (first seen at p{seen[i][0]}@{seen[i][1]})")
-            continue
-        seen[i] = (p, off)
-        if v != value_of(i):
-            bad(f"p{p}@{off}: value of message {i} differs ({len(v)} bytes, expected {len(value_of(i))})")
-        if k != key_of(i):
-            bad(f"p{p}@{off}: key of message {i} is {k!r}, expected {key_of(i)!r}")
-        if key_part.setdefault(k, p) != p:
-            bad(f"key {k!r} found in partitions {key_part[k]} and {p}")
-        by_part[p].append((off, i))
-    missing = [i for i in range(N) if i not in seen]
-    if missing:
-        bad(f"{len(missing)} messages never consumed, first: {missing[:5]}")
-    for p, lst in sorted(by_part.items()):
-        offs = [o for o, _ in lst]
-        if offs != list(range(len(offs))):
-            j = next((j for j, o in enumerate(offs) if o != j), len(offs))
-            bad(f"partition {p}: offsets not contiguous from 0 (position {j} has offset {offs[j] if j < len(offs) else None})")
-        ids = [i for _, i in lst]
-        for a, b in zip(ids, ids[1:]):
-            if b <= a:
-                bad(f"partition {p}: message {b} consumed after {a} (not in produce order)")
-                break
-        if end_offsets.get(p) != len(lst):
-            bad(f"partition {p}: high watermark {end_offsets.get(p)} but {len(lst)} records consumed")
-    if len(by_part) != PARTITIONS:
-        bad(f"data in partitions {sorted(by_part)}, expected all of 0..{PARTITIONS - 1}")
-    for i, where in sorted(delivered.items()):
-        if seen.get(i, where) != where:
-            bad(f"message {i}: delivery report said p{where[0]}@{where[1]}, consumed at p{seen[i][0]}@{seen[i][1]}")
-    return problems
 
 
 def commit_sync(consumer):
@@ -337,7 +256,7 @@ def main():
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGALRM, watchdog)
+    signal.signal(signal.SIGALRM, watchdog_for(CLIENT))
     signal.alarm(HARD_LIMIT_S)
     try:
         rc = main()
