@@ -4,42 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::Decodable;
 use odradek_client::Client;
 use serde_json::json;
 
-/// Kafka's name for an error code, e.g. `GROUP_ID_NOT_FOUND`.
-pub fn error_name(code: i16) -> String {
-    let Some(e) = ResponseError::try_from_code(code) else {
-        return format!("UNKNOWN_ERROR({code})");
-    };
-    let camel = format!("{e:?}");
-    let mut out = String::new();
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
-fn check(code: i16, what: &str) -> anyhow::Result<()> {
-    if code != 0 {
-        bail!("{what} failed: {}", error_name(code));
-    }
-    Ok(())
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
+use crate::cli::{LATEST, check, offsets_at, print_table, s};
 
 /// Address of the coordinator of `group`.
 fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<String> {
@@ -201,76 +174,6 @@ fn committed_offsets(
     Ok(out)
 }
 
-/// Log end offsets, asked of each partition's leader.
-fn end_offsets(
-    client: &mut Client,
-    partitions: &BTreeSet<(String, i32)>,
-) -> anyhow::Result<HashMap<(String, i32), i64>> {
-    let topics: BTreeSet<&String> = partitions.iter().map(|(t, _)| t).collect();
-    let (_, metadata) = client.send(None, |_| {
-        MetadataRequest::default().with_topics(Some(
-            topics
-                .iter()
-                .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
-                .collect(),
-        ))
-    })?;
-    let brokers: HashMap<i32, String> = metadata
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
-        .collect();
-    let mut by_leader: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-    for t in &metadata.topics {
-        let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-        for p in &t.partitions {
-            if partitions.contains(&(name.clone(), p.partition_index))
-                && let Some(addr) = brokers.get(&p.leader_id.0)
-            {
-                by_leader
-                    .entry(addr.clone())
-                    .or_default()
-                    .entry(name.clone())
-                    .or_default()
-                    .push(p.partition_index);
-            }
-        }
-    }
-    let mut out = HashMap::new();
-    for (leader, topics) in by_leader {
-        let (_, r) = client.send(Some(&leader), |_| {
-            ListOffsetsRequest::default()
-                .with_replica_id((-1).into())
-                .with_topics(
-                    topics
-                        .iter()
-                        .map(|(t, ps)| {
-                            ListOffsetsTopic::default()
-                                .with_name(TopicName(s(t)))
-                                .with_partitions(
-                                    ps.iter()
-                                        .map(|p| {
-                                            ListOffsetsPartition::default()
-                                                .with_partition_index(*p)
-                                                .with_timestamp(-1)
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                )
-        })?;
-        for t in r.topics {
-            for p in t.partitions {
-                if p.error_code == 0 {
-                    out.insert((t.name.to_string(), p.partition_index), p.offset);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     let mut client = Client::new(bootstrap, Duration::from_secs(10));
     let (_, r) = client.send(None, |_| ListGroupsRequest::default())?;
@@ -319,7 +222,7 @@ pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Resu
         .cloned()
         .chain(owner.keys().cloned())
         .collect();
-    let ends = end_offsets(&mut client, &partitions)?;
+    let ends = offsets_at(&mut client, &partitions, LATEST)?;
     let rows: Vec<_> = partitions
         .iter()
         .map(|tp| {
@@ -383,25 +286,4 @@ pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Resu
             .collect(),
     );
     Ok(())
-}
-
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
 }

@@ -12,7 +12,9 @@ use odradek_broker::config::{BrokerConfig, parse_properties};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
+mod cli;
 mod group;
+mod topic;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,63 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Create, inspect, change and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Partitions (-1: the broker's num.partitions).
+        #[arg(short, long, default_value_t = -1)]
+        partitions: i32,
+        /// Replication factor (-1: the broker's default.replication.factor).
+        #[arg(short, long, default_value_t = -1)]
+        replication_factor: i16,
+        /// A topic config, e.g. -c retention.ms=60000; repeatable.
+        #[arg(short, long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List topics.
+    List(ClientArgs),
+    /// Show partitions, leaders, earliest and latest offsets, and configs that differ from defaults.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a topic.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set or remove topic configs.
+    AlterConfig {
+        name: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Grow a topic to a number of partitions.
+    AddPartitions {
+        name: String,
+        /// The new total number of partitions.
+        #[arg(long)]
+        total: i32,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -157,6 +216,7 @@ fn main() -> ExitCode {
         Some(Command::Group {
             command: GroupCommand::List(c),
         }) => group::list(&c.bootstrap, c.output == Output::Json),
+        Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Group {
             command:
                 GroupCommand::Describe {
@@ -171,6 +231,40 @@ fn main() -> ExitCode {
             eprintln!("odradek: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run_topic(command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            client,
+        } => topic::create(
+            &client.bootstrap,
+            &name,
+            partitions,
+            replication_factor,
+            &configs,
+        ),
+        TopicCommand::List(c) => topic::list(&c.bootstrap, c.output == Output::Json),
+        TopicCommand::Describe { name, client } => {
+            topic::describe(&client.bootstrap, &name, client.output == Output::Json)
+        }
+        TopicCommand::Delete { name, client } => topic::delete(&client.bootstrap, &name),
+        TopicCommand::AlterConfig {
+            name,
+            set,
+            delete,
+            client,
+        } => topic::alter_config(&client.bootstrap, &name, &set, &delete),
+        TopicCommand::AddPartitions {
+            name,
+            total,
+            client,
+        } => topic::add_partitions(&client.bootstrap, &name, total),
     }
 }
 

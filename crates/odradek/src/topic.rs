@@ -1,0 +1,326 @@
+//! `odradek topic create|list|describe|delete|alter-config|add-partitions`, against Odradek
+//! or any Kafka cluster.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use odradek_client::Client;
+use serde_json::json;
+
+use crate::cli::{EARLIEST, LATEST, check, offsets_at, print_table, s};
+
+const RESOURCE_TOPIC: i8 = 2;
+
+struct PartitionRow {
+    partition: i32,
+    leader: i32,
+    replicas: Vec<i32>,
+    earliest: Option<i64>,
+    latest: Option<i64>,
+}
+/// DescribeConfigs source of a value nobody set.
+const DEFAULT_CONFIG: i8 = 5;
+
+fn client(bootstrap: &str) -> Client {
+    Client::new(bootstrap, Duration::from_secs(30))
+}
+
+fn parse_pairs(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .with_context(|| format!("expected KEY=VALUE, got '{p}'"))
+        })
+        .collect()
+}
+
+pub fn create(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[String],
+) -> anyhow::Result<()> {
+    let configs = parse_pairs(configs)?;
+    let (_, r) = client(bootstrap).send(None, |_| {
+        CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication_factor)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    ),
+            ])
+    })?;
+    let t = r.topics.first().context("no topic in the response")?;
+    check_with_message(
+        t.error_code,
+        t.error_message.as_deref().map(|m| m.to_string()),
+        "CreateTopics",
+    )?;
+    println!("created topic {name}");
+    Ok(())
+}
+
+/// Like [`check`], adding the broker's error message when it sent one.
+fn check_with_message(code: i16, message: Option<String>, what: &str) -> anyhow::Result<()> {
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) if code != 0 => {
+            anyhow::bail!("{what} failed: {}: {m}", crate::cli::error_name(code))
+        }
+        _ => check(code, what),
+    }
+}
+
+fn metadata(client: &mut Client, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+    let (_, r) = client.send(None, |_| {
+        MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false)
+    })?;
+    Ok(r)
+}
+
+pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
+    let r = metadata(&mut client(bootstrap), None)?;
+    let mut topics: Vec<_> = r
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                t.partitions.len(),
+                t.is_internal,
+            )
+        })
+        .collect();
+    topics.sort();
+    if json_output {
+        let rows: Vec<_> = topics
+            .iter()
+            .map(|(n, p, i)| json!({"topic": n, "partitions": p, "internal": i}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(
+            &["TOPIC", "PARTITIONS", "INTERNAL"],
+            topics
+                .iter()
+                .map(|(n, p, i)| vec![n.clone(), p.to_string(), i.to_string()])
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Result<()> {
+    let mut client = client(bootstrap);
+    let r = metadata(&mut client, Some(&[name]))?;
+    let t = r.topics.first().context("no topic in the response")?;
+    check(t.error_code, "Metadata")?;
+    let partitions: BTreeSet<(String, i32)> = t
+        .partitions
+        .iter()
+        .map(|p| (name.to_string(), p.partition_index))
+        .collect();
+    let earliest = offsets_at(&mut client, &partitions, EARLIEST)?;
+    let latest = offsets_at(&mut client, &partitions, LATEST)?;
+    let (_, configs) = client.send(None, |_| {
+        DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(s(name))
+                .with_configuration_keys(None),
+        ])
+    })?;
+    let result = configs
+        .results
+        .first()
+        .context("no configs in the response")?;
+    check(result.error_code, "DescribeConfigs")?;
+    let overrides: Vec<(String, String)> = result
+        .configs
+        .iter()
+        .filter(|c| c.config_source != DEFAULT_CONFIG)
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rows: Vec<PartitionRow> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let key = (name.to_string(), p.partition_index);
+            PartitionRow {
+                partition: p.partition_index,
+                leader: p.leader_id.0,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                earliest: earliest.get(&key).copied(),
+                latest: latest.get(&key).copied(),
+            }
+        })
+        .collect();
+    if json_output {
+        let out = json!({
+            "topic": name,
+            "topic_id": t.topic_id.to_string(),
+            "internal": t.is_internal,
+            "partitions": rows.iter().map(|r| json!({"partition": r.partition, "leader": r.leader, "replicas": r.replicas, "earliest": r.earliest, "latest": r.latest})).collect::<Vec<_>>(),
+            "configs": overrides.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "Topic {name} (id {}, {} partitions{})",
+        t.topic_id,
+        t.partitions.len(),
+        if t.is_internal { ", internal" } else { "" }
+    );
+    let dash = || "-".to_string();
+    print_table(
+        &["PARTITION", "LEADER", "REPLICAS", "EARLIEST", "LATEST"],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.partition.to_string(),
+                    r.leader.to_string(),
+                    r.replicas
+                        .iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    r.earliest.map_or_else(dash, |v| v.to_string()),
+                    r.latest.map_or_else(dash, |v| v.to_string()),
+                ]
+            })
+            .collect(),
+    );
+    if !overrides.is_empty() {
+        println!();
+        print_table(
+            &["CONFIG", "VALUE"],
+            overrides.into_iter().map(|(k, v)| vec![k, v]).collect(),
+        );
+    }
+    Ok(())
+}
+
+pub fn delete(bootstrap: &str, name: &str) -> anyhow::Result<()> {
+    let (_, r) = client(bootstrap).send(None, |v| {
+        let r = DeleteTopicsRequest::default().with_timeout_ms(30_000);
+        if v >= 6 {
+            r.with_topics(vec![
+                DeleteTopicState::default().with_name(Some(TopicName(s(name)))),
+            ])
+        } else {
+            r.with_topic_names(vec![TopicName(s(name))])
+        }
+    })?;
+    let t = r.responses.first().context("no topic in the response")?;
+    check_with_message(
+        t.error_code,
+        t.error_message.as_deref().map(|m| m.to_string()),
+        "DeleteTopics",
+    )?;
+    println!("deleted topic {name}");
+    Ok(())
+}
+
+/// IncrementalAlterConfigs operations.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+
+pub fn alter_config(
+    bootstrap: &str,
+    name: &str,
+    set: &[String],
+    delete: &[String],
+) -> anyhow::Result<()> {
+    let set = parse_pairs(set)?;
+    let mut changes: Vec<AlterableConfig> = set
+        .iter()
+        .map(|(k, v)| {
+            AlterableConfig::default()
+                .with_name(s(k))
+                .with_config_operation(SET)
+                .with_value(Some(s(v)))
+        })
+        .collect();
+    changes.extend(delete.iter().map(|k| {
+        AlterableConfig::default()
+            .with_name(s(k))
+            .with_config_operation(DELETE)
+            .with_value(None)
+    }));
+    anyhow::ensure!(
+        !changes.is_empty(),
+        "nothing to change: give --set KEY=VALUE or --delete KEY"
+    );
+    let (_, r) = client(bootstrap).send(None, |_| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(s(name))
+                .with_configs(changes),
+        ])
+    })?;
+    let result = r.responses.first().context("no result in the response")?;
+    check_with_message(
+        result.error_code,
+        result.error_message.as_deref().map(|m| m.to_string()),
+        "IncrementalAlterConfigs",
+    )?;
+    println!("altered configs of topic {name}");
+    Ok(())
+}
+
+pub fn add_partitions(bootstrap: &str, name: &str, total: i32) -> anyhow::Result<()> {
+    let (_, r) = client(bootstrap).send(None, |_| {
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_count(total)
+                    .with_assignments(None),
+            ])
+    })?;
+    let result = r.results.first().context("no result in the response")?;
+    check_with_message(
+        result.error_code,
+        result.error_message.as_deref().map(|m| m.to_string()),
+        "CreatePartitions",
+    )?;
+    println!("topic {name} now has {total} partitions");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The operator commands (`odradek topic …`) against a real broker.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use rdkafka::producer::FutureRecord;
+use support::*;
+
+fn odradek(broker: &BrokerProcess, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(args)
+        .args(["-b", &broker.addr])
+        .output()
+        .expect("running odradek")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_described_altered_grown_and_deleted_from_the_command_line() {
+    let broker = BrokerProcess::start();
+    let created = odradek(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "cli",
+            "-p",
+            "3",
+            "-c",
+            "retention.ms=60000",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let again = odradek(&broker, &["topic", "create", "cli"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("TOPIC_ALREADY_EXISTS"));
+
+    let client = producer(&broker.addr, &[]);
+    for _ in 0..4 {
+        delivered(enqueue(
+            &client,
+            FutureRecord::<(), _>::to("cli").partition(1).payload("x"),
+        ))
+        .await
+        .expect("send");
+    }
+    let listed = json(&odradek(&broker, &["topic", "list", "--output", "json"]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["topic"] == "cli" && t["partitions"] == 3)
+    );
+
+    let described = json(&odradek(
+        &broker,
+        &["topic", "describe", "cli", "--output", "json"],
+    ));
+    assert_eq!(
+        described["configs"],
+        serde_json::json!({"retention.ms": "60000"}),
+        "only non-default configs"
+    );
+    let p1 = &described["partitions"][1];
+    assert_eq!(
+        (p1["earliest"].as_i64(), p1["latest"].as_i64()),
+        (Some(0), Some(4))
+    );
+
+    assert!(
+        odradek(
+            &broker,
+            &[
+                "topic",
+                "alter-config",
+                "cli",
+                "--set",
+                "segment.ms=5000",
+                "--delete",
+                "retention.ms"
+            ]
+        )
+        .status
+        .success()
+    );
+    let bad = odradek(
+        &broker,
+        &["topic", "alter-config", "cli", "--set", "segment.ms=soon"],
+    );
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("INVALID_CONFIG")
+    );
+    assert!(
+        odradek(&broker, &["topic", "add-partitions", "cli", "--total", "5"])
+            .status
+            .success()
+    );
+    let described = json(&odradek(
+        &broker,
+        &["topic", "describe", "cli", "--output", "json"],
+    ));
+    assert_eq!(
+        described["configs"],
+        serde_json::json!({"segment.ms": "5000"})
+    );
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 5);
+
+    assert!(
+        odradek(&broker, &["topic", "delete", "cli"])
+            .status
+            .success()
+    );
+    let gone = odradek(&broker, &["topic", "describe", "cli"]);
+    assert!(
+        !gone.status.success()
+            && String::from_utf8_lossy(&gone.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION")
+    );
+}
