@@ -239,6 +239,69 @@ impl Broker {
         }
     }
 
+    /// Runs the log cleaner over every compacted log, pausing `log.cleaner.backoff.ms`
+    /// between passes, as Kafka's cleaner thread does. Cleaning is blocking file I/O, so each
+    /// round runs on the blocking pool; shutdown stops a pass between batches (its output is
+    /// discarded, never half-applied).
+    pub async fn run_cleaner(self: Arc<Self>) {
+        if !self.config().cleaner_enabled() {
+            return;
+        }
+        let backoff =
+            std::time::Duration::from_millis(self.config().cleaner_backoff_ms().max(1) as u64);
+        let mut stopping = self.stopping.subscribe();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut cleaner = Some(odradek_storage::Cleaner::new(
+            self.config().cleaner_dedupe_buffer_size(),
+        ));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let Some(mut c) = cleaner.take() else { return };
+            let (broker, flag) = (self.clone(), stop.clone());
+            let round = tokio::task::spawn_blocking(move || {
+                broker.clean_round(&mut c, &flag);
+                c
+            });
+            tokio::select! {
+                done = round => match done {
+                    Ok(c) => cleaner = Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "log cleaner stopped");
+                        return;
+                    }
+                },
+                _ = stopping.wait_for(|s| *s) => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn clean_round(
+        &self,
+        cleaner: &mut odradek_storage::Cleaner,
+        stop: &std::sync::atomic::AtomicBool,
+    ) {
+        for topic in self.logs.topics() {
+            if !topic.settings.log.compact {
+                continue;
+            }
+            for partition in &topic.partitions {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let now = odradek_storage::now_ms();
+                if let Err(e) = cleaner.clean(&partition.log, now, stop) {
+                    warn!(topic = %topic.name, partition = partition.index, error = %e, "log cleaning failed");
+                }
+            }
+        }
+    }
+
     /// Expires group members whose session timed out and completes rebalances whose
     /// deadline passed. Kafka keeps these timers in a purgatory; a 100 ms sweep is as
     /// precise as session timeouts need.

@@ -541,7 +541,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Boolean,
         Some("true"),
         Any,
-        "Accepted for compatibility.",
+        "Whether the log cleaner runs; when false, compacted topics are not cleaned.",
     ),
     def(
         "log.cleaner.delete.retention.ms",
@@ -570,6 +570,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("0.5"),
         Any,
         "Default min.cleanable.dirty.ratio.",
+    ),
+    def(
+        "log.cleaner.dedupe.buffer.size",
+        Long,
+        Some("134217728"),
+        AtLeast(1),
+        "Memory for the cleaner's offset map (key hash to latest offset); when it fills, a pass cleans only up to the offset it covered.",
+    ),
+    def(
+        "log.cleaner.backoff.ms",
+        Long,
+        Some("15000"),
+        AtLeast(0),
+        "How long the cleaner sleeps between passes over the compacted logs.",
     ),
     def(
         "log.segment.delete.delay.ms",
@@ -1255,6 +1269,17 @@ impl BrokerConfig {
         self.number("log.retention.check.interval.ms")
             .unwrap_or(300_000)
     }
+    pub fn cleaner_dedupe_buffer_size(&self) -> u64 {
+        self.number("log.cleaner.dedupe.buffer.size")
+            .unwrap_or(134_217_728)
+            .max(1) as u64
+    }
+    pub fn cleaner_enabled(&self) -> bool {
+        self.flag("log.cleaner.enable")
+    }
+    pub fn cleaner_backoff_ms(&self) -> i64 {
+        self.number("log.cleaner.backoff.ms").unwrap_or(15_000)
+    }
     pub fn flush_scheduler_interval_ms(&self) -> i64 {
         self.number("log.flush.scheduler.interval.ms")
             .unwrap_or(i64::MAX)
@@ -1381,7 +1406,7 @@ pub fn validate_topic_configs(overrides: &BTreeMap<String, String>) -> Result<()
 }
 
 /// The settings a topic's partitions run with, resolved from overrides and broker defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
     pub log: LogConfig,
     pub max_message_bytes: usize,
@@ -1411,6 +1436,10 @@ impl TopicSettings {
             Some(t) if t == "LogAppendTime" => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
+        let policy = broker
+            .resolve_topic(topic_def("cleanup.policy").expect("known"), overrides)
+            .0;
+        let has = |list: &str, p: &str| list.split(',').any(|x| x.trim() == p);
         Self {
             log: LogConfig {
                 segment_bytes: number("segment.bytes").max(1) as u64,
@@ -1420,10 +1449,20 @@ impl TopicSettings {
                 flush_ms: number("flush.ms"),
                 retention_ms: number("retention.ms"),
                 retention_bytes: number("retention.bytes"),
-                delete_retention_enabled: broker
-                    .resolve_topic(topic_def("cleanup.policy").expect("known"), overrides)
+                delete_retention_enabled: policy.as_ref().is_none_or(|p| has(p, "delete")),
+                compact: policy.as_ref().is_some_and(|p| has(p, "compact")),
+                delete_retention_ms: number("delete.retention.ms"),
+                min_cleanable_dirty_ratio: broker
+                    .resolve_topic(
+                        topic_def("min.cleanable.dirty.ratio").expect("known"),
+                        overrides,
+                    )
                     .0
-                    .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete")),
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|r| r.is_finite())
+                    .unwrap_or(0.5),
+                min_compaction_lag_ms: number("min.compaction.lag.ms"),
+                max_compaction_lag_ms: number("max.compaction.lag.ms"),
                 timestamp_type,
             },
             max_message_bytes: number("max.message.bytes").max(0) as usize,

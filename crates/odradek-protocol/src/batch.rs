@@ -1,5 +1,6 @@
 //! Record batches (magic 2) as raw bytes: validation and the few header rewrites a broker
-//! makes, without decoding records or decompressing.
+//! makes, without decoding records or decompressing; and, for the log cleaner and
+//! broker-side recompression, codec helpers that keep every record's bytes verbatim.
 //!
 //! Layout of a batch header (all big-endian), from Kafka's `DefaultRecordBatch`:
 //!
@@ -20,7 +21,8 @@
 //! 61 records...
 //! ```
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 pub const HEADER_LEN: usize = 61;
 /// Bytes in front of `batchLength`'s coverage: `baseOffset` and `batchLength` themselves.
@@ -73,7 +75,8 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_attributes(attributes: i16) -> Option<Self> {
+    /// The codec named by a batch's attributes; `None` for an unknown codec (5-7).
+    pub fn from_attributes(attributes: i16) -> Option<Self> {
         Some(match attributes & COMPRESSION_MASK {
             0 => Self::None,
             1 => Self::Gzip,
@@ -82,6 +85,16 @@ impl Compression {
             4 => Self::Zstd,
             _ => return None,
         })
+    }
+
+    fn attribute_bits(self) -> i16 {
+        match self {
+            Self::None => 0,
+            Self::Gzip => 1,
+            Self::Snappy => 2,
+            Self::Lz4 => 3,
+            Self::Zstd => 4,
+        }
     }
 }
 
@@ -141,6 +154,13 @@ impl<'a> BatchHeader<'a> {
     }
     pub fn is_transactional(&self) -> bool {
         self.attributes() & TRANSACTIONAL_FLAG != 0
+    }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0
+    }
+    /// The batch's codec; `None` for an unknown one.
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_attributes(self.attributes())
     }
     fn stored_crc(&self) -> u32 {
         (&self.0[CRC_OFFSET..CRC_OFFSET + 4]).get_u32()
@@ -298,6 +318,62 @@ fn read_nullable_bytes<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<Option<&'
     Some(Some(field))
 }
 
+/// One record inside a (decompressed) records section, with its exact bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    /// The whole record as stored, length prefix included: what a rewrite copies verbatim.
+    pub bytes: &'a [u8],
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Parses the record starting at `*pos` in a records section, advancing `pos` past it.
+/// `None` if it is truncated or malformed. Headers are not decoded (they stay in `bytes`).
+fn parse_record<'a>(section: &'a [u8], pos: &mut usize) -> Option<RawRecord<'a>> {
+    let start = *pos;
+    let mut cursor = start;
+    let len = usize::try_from(read_varlong(section, &mut cursor)?).ok()?;
+    let end = cursor.checked_add(len).filter(|&e| e <= section.len())?;
+    let record = &section[..end];
+    cursor += 1; // attributes byte
+    let timestamp_delta = read_varlong(record, &mut cursor)?;
+    let offset_delta = read_varlong(record, &mut cursor)?;
+    let key = read_nullable_bytes(record, &mut cursor)?;
+    let value = read_nullable_bytes(record, &mut cursor)?;
+    *pos = end;
+    Some(RawRecord {
+        bytes: &section[start..end],
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+    })
+}
+
+/// Walks the records of a records section (see [`decompressed_records`]). A malformed or
+/// truncated record yields one `Err` and ends the walk.
+pub fn raw_records(section: &[u8]) -> impl Iterator<Item = Result<RawRecord<'_>, BatchError>> + '_ {
+    let mut pos = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || pos >= section.len() {
+            return None;
+        }
+        let at = pos;
+        match parse_record(section, &mut pos) {
+            Some(r) => Some(Ok(r)),
+            None => {
+                failed = true;
+                Some(Err(BatchError::Corrupt(format!(
+                    "malformed record at byte {at} of the records section"
+                ))))
+            }
+        }
+    })
+}
+
 /// For an uncompressed batch, yields its records, stopping at the first malformed one.
 /// Compressed batches yield nothing: their records need inflating.
 pub fn records(batch: &[u8]) -> impl Iterator<Item = RecordView<'_>> + '_ {
@@ -305,38 +381,112 @@ pub fn records(batch: &[u8]) -> impl Iterator<Item = RecordView<'_>> + '_ {
     let uncompressed = header
         .map(|h| Compression::from_attributes(h.attributes()) == Some(Compression::None))
         .unwrap_or(false);
-    let mut pos = HEADER_LEN;
     let end = if uncompressed {
         batch.len().min(header.map_or(0, |h| h.total_size()))
     } else {
-        0
+        HEADER_LEN.min(batch.len())
     };
-    std::iter::from_fn(move || {
-        let h = header?;
-        if pos >= end {
-            return None;
-        }
-        let len = usize::try_from(read_varlong(&batch[..end], &mut pos)?).ok()?;
-        let record_end = pos.checked_add(len).filter(|&e| e <= end)?;
-        let record = &batch[..record_end];
-        let mut cursor = pos + 1; // attributes byte
-        let timestamp_delta = read_varlong(record, &mut cursor)?;
-        let offset_delta = read_varlong(record, &mut cursor)?;
-        let key = read_nullable_bytes(record, &mut cursor)?;
-        let value = read_nullable_bytes(record, &mut cursor)?;
-        pos = record_end;
-        let timestamp = if h.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0 {
-            h.max_timestamp()
-        } else {
-            h.base_timestamp().wrapping_add(timestamp_delta)
-        };
-        Some(RecordView {
-            offset: h.base_offset().wrapping_add(offset_delta),
-            timestamp,
-            key,
-            value,
+    let section = &batch[HEADER_LEN.min(end)..end];
+    raw_records(section)
+        .map_while(Result::ok)
+        .filter_map(move |r| {
+            let h = header?;
+            Some(record_view(&h, &r))
         })
-    })
+}
+
+fn record_view<'a>(h: &BatchHeader<'_>, r: &RawRecord<'a>) -> RecordView<'a> {
+    let timestamp = if h.is_log_append_time() {
+        h.max_timestamp()
+    } else {
+        h.base_timestamp().wrapping_add(r.timestamp_delta)
+    };
+    RecordView {
+        offset: h.base_offset().wrapping_add(r.offset_delta),
+        timestamp,
+        key: r.key,
+        value: r.value,
+    }
+}
+
+/// The offset and timestamp of a record of the batch whose header is `header`.
+pub fn record_offset_and_timestamp(header: &BatchHeader<'_>, record: &RawRecord<'_>) -> (i64, i64) {
+    let v = record_view(header, record);
+    (v.offset, v.timestamp)
+}
+
+/// The records section of a whole batch, inflated if the batch is compressed (an
+/// uncompressed batch's section is copied out). Records inside are kept byte for byte.
+pub fn decompressed_records(batch: &[u8]) -> Result<Bytes, BatchError> {
+    let header =
+        BatchHeader::parse(batch).ok_or_else(|| BatchError::Corrupt("truncated header".into()))?;
+    let size = header.total_size();
+    if size < HEADER_LEN || size > batch.len() {
+        return Err(BatchError::Corrupt(format!(
+            "batch length {size} does not fit the {} bytes given",
+            batch.len()
+        )));
+    }
+    let codec = header.compression().ok_or_else(|| {
+        BatchError::Invalid(format!(
+            "unknown compression in attributes {:#x}",
+            header.attributes()
+        ))
+    })?;
+    let mut section = Bytes::copy_from_slice(&batch[HEADER_LEN..size]);
+    let inflate = |r: anyhow::Result<Bytes>| {
+        r.map_err(|e| BatchError::Corrupt(format!("cannot decompress {codec:?} records: {e:#}")))
+    };
+    let take = |b: &mut Bytes| Ok(std::mem::take(b));
+    match codec {
+        Compression::None => Ok(section),
+        Compression::Gzip => inflate(Gzip::decompress(&mut section, take)),
+        Compression::Snappy => inflate(Snappy::decompress(&mut section, take)),
+        Compression::Lz4 => inflate(Lz4::decompress(&mut section, take)),
+        Compression::Zstd => inflate(Zstd::decompress(&mut section, take)),
+    }
+}
+
+/// Builds a batch from `template`'s header (base offset, leader epoch, attributes other than
+/// the codec, lastOffsetDelta, base timestamp, producer fields are kept), an uncompressed
+/// records section holding `record_count` records (their bytes are copied verbatim), and the
+/// codec to compress them with. Batch length, record count, max timestamp and CRC are set.
+pub fn build_batch(
+    template: &[u8],
+    records: &[u8],
+    record_count: i32,
+    max_timestamp: i64,
+    codec: Compression,
+) -> Result<BytesMut, BatchError> {
+    let header = BatchHeader::parse(template)
+        .ok_or_else(|| BatchError::Corrupt("truncated header".into()))?;
+    let mut out = BytesMut::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&template[..HEADER_LEN]);
+    let deflate = |r: anyhow::Result<()>| {
+        r.map_err(|e| BatchError::Corrupt(format!("cannot compress {codec:?} records: {e:#}")))
+    };
+    let fill = |buf: &mut BytesMut| {
+        buf.extend_from_slice(records);
+        Ok(())
+    };
+    match codec {
+        Compression::None => out.extend_from_slice(records),
+        Compression::Gzip => deflate(Gzip::compress(&mut out, fill))?,
+        Compression::Snappy => deflate(Snappy::compress(&mut out, fill))?,
+        Compression::Lz4 => deflate(Lz4::compress(&mut out, fill))?,
+        Compression::Zstd => deflate(Zstd::compress(&mut out, fill))?,
+    }
+    let length = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| BatchError::Invalid(format!("batch of {} bytes is too large", out.len())))?;
+    let attributes = (header.attributes() & !COMPRESSION_MASK) | codec.attribute_bits();
+    out[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    out[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&record_count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
 }
 
 fn put_varlong(out: &mut BytesMut, value: i64) {
@@ -532,5 +682,98 @@ mod tests {
         let sizes: Vec<usize> = complete_batches(&log).map(|(_, s)| s).collect();
         assert_eq!(sizes.iter().sum::<usize>(), whole);
         assert_eq!(sizes.len(), 2);
+    }
+
+    /// A record with headers (duplicate keys included), encoded by hand.
+    fn raw_record(
+        offset_delta: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: &[(&[u8], &[u8])],
+    ) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varlong(&mut body, offset_delta * 10);
+        put_varlong(&mut body, offset_delta);
+        put_nullable_bytes(&mut body, Some(key));
+        put_nullable_bytes(&mut body, value);
+        put_varlong(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            put_varlong(&mut body, k.len() as i64);
+            body.put_slice(k);
+            put_nullable_bytes(&mut body, Some(v));
+        }
+        let mut out = BytesMut::new();
+        put_varlong(&mut out, body.len() as i64);
+        out.put_slice(&body);
+        out
+    }
+
+    #[test]
+    fn codecs_round_trip_and_rewrites_keep_records_verbatim() {
+        let dup: &[(&[u8], &[u8])] = &[(b"h", b"1"), (b"h", b"2")];
+        let records = [
+            raw_record(0, b"a", Some(b"v0"), dup),
+            raw_record(1, b"b", None, &[]),
+            raw_record(2, b"a", Some(b"v2"), dup),
+        ];
+        let section: Vec<u8> = records.iter().flat_map(|r| r.to_vec()).collect();
+        // The template: an uncompressed batch of three records, offsets from 40.
+        let mut template = batch(3, 1000);
+        assign_offsets(&mut template, 40, 3);
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let full = build_batch(&template, &section, 3, 1020, codec).unwrap();
+            verify_crc(&full).unwrap();
+            let h = BatchHeader::parse(&full).unwrap();
+            assert_eq!(h.compression(), Some(codec));
+            assert_eq!(
+                (h.base_offset(), h.last_offset(), h.record_count()),
+                (40, 42, 3)
+            );
+            let back = decompressed_records(&full).unwrap();
+            assert_eq!(&back[..], &section[..], "{codec:?}");
+            let parsed: Vec<_> = raw_records(&back).map(Result::unwrap).collect();
+            assert_eq!(parsed.len(), 3);
+            assert_eq!(parsed[2].bytes, &records[2][..]);
+            assert_eq!((parsed[1].key, parsed[1].value), (Some(&b"b"[..]), None));
+
+            // Keep only the last record, verbatim: lastOffsetDelta stays, count and CRC change.
+            let kept = build_batch(&full, parsed[2].bytes, 1, 1020, codec).unwrap();
+            verify_crc(&kept).unwrap();
+            let h = BatchHeader::parse(&kept).unwrap();
+            assert_eq!(
+                (h.base_offset(), h.last_offset(), h.record_count()),
+                (40, 42, 1)
+            );
+            let back = decompressed_records(&kept).unwrap();
+            assert_eq!(&back[..], &records[2][..]);
+            let r = raw_records(&back).next().unwrap().unwrap();
+            assert_eq!(record_offset_and_timestamp(&h, &r), (42, 1020));
+        }
+    }
+
+    #[test]
+    fn malformed_sections_and_codecs_are_errors_not_panics() {
+        let mut b = batch(1, 1);
+        // Claim zstd for bytes that are not a zstd frame.
+        b[ATTRIBUTES_OFFSET + 1] |= 4;
+        assert!(matches!(
+            decompressed_records(&b),
+            Err(BatchError::Corrupt(_))
+        ));
+        b[ATTRIBUTES_OFFSET + 1] |= 7;
+        assert!(matches!(
+            decompressed_records(&b),
+            Err(BatchError::Invalid(_))
+        ));
+        let got: Vec<_> = raw_records(&[0x10, 0, 0]).collect();
+        assert!(matches!(got[..], [Err(BatchError::Corrupt(_))]));
+        assert!(decompressed_records(&b[..40]).is_err());
     }
 }

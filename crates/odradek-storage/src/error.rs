@@ -15,6 +15,9 @@ pub enum StorageError {
     /// it accepts no more writes until the broker restarts and recovers it.
     #[error("log {0} is offline after an earlier I/O error")]
     Offline(PathBuf),
+    /// Stored data that cannot be read back as valid batches (found by the cleaner).
+    #[error("corrupt data in {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("log {0} is shutting down")]
     ShuttingDown(PathBuf),
 }

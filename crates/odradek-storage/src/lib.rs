@@ -3,15 +3,18 @@
 //! [`TimeIndex`] beside it. [`GroupCommit`] makes appends durable with one `fdatasync` per
 //! log per round, shared by every producer waiting meanwhile.
 //!
-//! Record batches are opaque bytes here beyond their header: the storage layer never
-//! decompresses or re-encodes them.
+//! Record batches are opaque bytes here beyond their header, except in the log cleaner
+//! ([`Cleaner`]), which decompresses batches of compacted topics to drop superseded records
+//! and recompresses the survivors' bytes verbatim.
 
+mod cleaner;
 mod error;
 mod group_commit;
 mod index;
 mod log;
 mod segment;
 
+pub use cleaner::{CleanStats, Cleaner};
 pub use error::StorageError;
 pub use group_commit::{DurabilityWaiter, GroupCommit};
 pub use index::{OffsetIndex, TimeIndex};

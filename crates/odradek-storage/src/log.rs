@@ -14,7 +14,7 @@ use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
 
 /// The per-topic settings the log itself enforces, under their Kafka names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`
     pub segment_bytes: u64,
@@ -35,6 +35,17 @@ pub struct LogConfig {
     /// `cleanup.policy` includes `delete`: retention applies (a compact-only log keeps
     /// everything until the cleaner compacts it).
     pub delete_retention_enabled: bool,
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone survives after the cleaner first passed it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean when dirty bytes / (clean + dirty bytes) reach this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding records newer than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this are compacted whatever the
+    /// ratio, and the active segment of a compacted log rolls at this age.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -49,6 +60,11 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             delete_retention_enabled: true,
+            compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -107,7 +123,7 @@ pub struct FlushWork {
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
-    segments: BTreeMap<i64, LogSegment>,
+    pub(crate) segments: BTreeMap<i64, LogSegment>,
     log_start_offset: i64,
     /// Every offset below this is on stable storage.
     flushed_offset: i64,
@@ -126,6 +142,8 @@ impl Log {
     /// checking every batch in it and cutting a torn or corrupt tail.
     pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        // A cleaning pass cut short: finish committed swaps, drop uncommitted output.
+        crate::cleaner::recover_interrupted_cleaning(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
             let entry = entry.map_err(|e| StorageError::io(dir, e))?;
@@ -265,9 +283,18 @@ impl Log {
     fn maybe_roll(&mut self, last_offset: i64, size: u64, now: i64) -> Result<(), StorageError> {
         let active = self.active();
         let full = active.size() + size > self.config.segment_bytes;
+        // A compacted log's active segment is never cleaned, so it rolls by
+        // max.compaction.lag.ms too (KIP-354).
+        let max_age = if self.config.compact {
+            self.config
+                .segment_ms
+                .min(self.config.max_compaction_lag_ms)
+        } else {
+            self.config.segment_ms
+        };
         let old = active
             .first_append_ms()
-            .is_some_and(|first| now.saturating_sub(first) >= self.config.segment_ms);
+            .is_some_and(|first| now.saturating_sub(first) >= max_age);
         if active.size() == 0 || !(full || old || !active.fits(last_offset, size)) {
             return Ok(());
         }
@@ -311,6 +338,10 @@ impl Log {
     /// since the last good flush can be trusted, so the log stops taking writes.
     pub(crate) fn mark_offline(&mut self) {
         self.offline = true;
+    }
+
+    pub(crate) fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// Deletes whole segments that retention no longer keeps: by age (`retention.ms`, from
@@ -407,7 +438,9 @@ impl Log {
             .map(|(_, s)| s)
             .rev()
             .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
-            .find(|s| offset < s.next_offset());
+            // Compaction leaves gaps and empty segments: the first segment holding a batch at
+            // or after `offset` has it.
+            .find(|s| offset < s.next_offset() && s.size() > 0);
         let Some(segment) = segment else {
             return Ok(PreparedRead::nothing());
         };
@@ -500,17 +533,27 @@ fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
 
 /// Writes the checkpoint atomically: a temp file, fsync, rename, fsync the directory.
 fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    let path = dir.join(LOG_START_CHECKPOINT);
-    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    write_file_atomically(dir, LOG_START_CHECKPOINT, &format!("{offset}\n"))
+}
+
+/// Replaces `dir/name` with `text` atomically and durably: a temp file, fsync, rename,
+/// fsync the directory. A crash leaves the old or the new content, never a mix.
+pub(crate) fn write_file_atomically(
+    dir: &Path,
+    name: &str,
+    text: &str,
+) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let io = |e| StorageError::io(&path, e);
-    fs::write(&tmp, format!("{offset}\n")).map_err(io)?;
+    fs::write(&tmp, text).map_err(io)?;
     File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 /// Reads the whole batch starting at `pos`.
-fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
     let mut header = [0u8; batch::HEADER_LEN];
     file.read_exact_at(&mut header, pos)
         .map_err(|e| StorageError::io(path, e))?;

@@ -98,6 +98,15 @@ impl LogSegment {
         Ok(Self::empty(base_offset, log_path, file))
     }
 
+    /// Creates an empty segment file at `log_path` (not the usual name): the cleaner writes
+    /// its output under a temporary name and renames it into place.
+    pub(crate) fn create_at(log_path: PathBuf, base_offset: i64) -> Result<Self, StorageError> {
+        let file = Self::open_file(&log_path, true)?;
+        file.set_len(0)
+            .map_err(|e| StorageError::io(&log_path, e))?;
+        Ok(Self::empty(base_offset, log_path, file))
+    }
+
     /// Opens an existing segment. Returns it and the number of bytes cut from its tail.
     pub(crate) fn open(
         dir: &Path,
@@ -362,6 +371,21 @@ impl LogSegment {
         let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
         self.offset_index.write_to(&index_path)?;
         self.time_index.write_to(&time_path)
+    }
+
+    /// Writes the indexes to the given paths (synced), for the cleaner's temporary files.
+    pub(crate) fn write_indexes_to(
+        &self,
+        index_path: &Path,
+        time_path: &Path,
+    ) -> Result<(), StorageError> {
+        self.offset_index.write_to(index_path)?;
+        self.time_index.write_to(time_path)
+    }
+
+    /// Records the file's name after a rename (the open file is unaffected).
+    pub(crate) fn set_log_path(&mut self, path: PathBuf) {
+        self.log_path = path;
     }
 
     pub fn base_offset(&self) -> i64 {

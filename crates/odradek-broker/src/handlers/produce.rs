@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use odradek_protocol::batch::{self, BatchError};
 use odradek_storage::{DurabilityWaiter, StorageError};
@@ -30,7 +32,9 @@ fn storage_error_code(e: &StorageError) -> ResponseError {
     match e {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::ShuttingDown(_) => ResponseError::NotLeaderOrFollower,
-        StorageError::Io { .. } | StorageError::Offline(_) => ResponseError::KafkaStorageError,
+        StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 
@@ -40,6 +44,53 @@ fn failed(index: i32, error: ResponseError, message: String) -> PartitionProduce
         .with_error_code(error.code())
         .with_base_offset(-1)
         .with_error_message(Some(str_bytes(message)))
+}
+
+/// Indexes of the records in a validated batch that have no key. Compressed batches are
+/// inflated for this: the one place the produce path decompresses, and only for compacted
+/// topics, where Kafka refuses keyless records because the cleaner could not keep them.
+fn keyless_records(records: &[u8]) -> Result<Vec<i32>, BatchError> {
+    let header = batch::BatchHeader::parse(records)
+        .ok_or_else(|| BatchError::Corrupt("truncated header".into()))?;
+    let inflated;
+    let section = if header.compression() == Some(batch::Compression::None) {
+        &records[batch::HEADER_LEN..]
+    } else {
+        inflated = batch::decompressed_records(records)?;
+        &inflated[..]
+    };
+    let mut missing = Vec::new();
+    for (index, record) in batch::raw_records(section).enumerate() {
+        if record?.key.is_none() {
+            missing.push(index as i32);
+        }
+    }
+    Ok(missing)
+}
+
+/// Kafka's answer to keyless records on a compacted topic: INVALID_RECORD with one
+/// `record_errors` entry per record.
+fn keyless_rejected(index: i32, topic: &str, missing: &[i32]) -> PartitionProduceResponse {
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
+    );
+    let errors = missing
+        .iter()
+        .map(|&i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(str_bytes(message.clone())))
+        })
+        .collect();
+    failed(
+        index,
+        ResponseError::InvalidRecord,
+        format!(
+            "One or more records have been rejected due to {} record errors in total: {message}",
+            missing.len()
+        ),
+    )
+    .with_record_errors(errors)
 }
 
 impl Broker {
@@ -66,6 +117,16 @@ impl Broker {
         if let Err(e) = batch::validate_produced(records, topic.settings.max_message_bytes) {
             debug!(topic = %topic.name, partition = index, error = %e, "rejected produced batch");
             return (failed(index, batch_error_code(&e), e.to_string()), None);
+        }
+        if topic.settings.log.compact {
+            match keyless_records(records) {
+                Ok(missing) if missing.is_empty() => {}
+                Ok(missing) => {
+                    debug!(topic = %topic.name, partition = index, records = missing.len(), "rejected keyless records for a compacted topic");
+                    return (keyless_rejected(index, &topic.name, &missing), None);
+                }
+                Err(e) => return (failed(index, batch_error_code(&e), e.to_string()), None),
+            }
         }
         let Some(mut log) = partition.lock_log() else {
             return (
