@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use odradek_protocol::batch::Compression;
 use odradek_storage::{LogConfig, TimestampType};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -1410,6 +1411,11 @@ pub fn validate_topic_configs(overrides: &BTreeMap<String, String>) -> Result<()
 pub struct TopicSettings {
     pub log: LogConfig,
     pub max_message_bytes: usize,
+    /// `message.timestamp.before.max.ms` / `after.max.ms` (CreateTime topics only).
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    /// `compression.type`: `None` keeps batches as the producer sent them.
+    pub compression: Option<Compression>,
 }
 
 impl TopicSettings {
@@ -1466,6 +1472,20 @@ impl TopicSettings {
                 timestamp_type,
             },
             max_message_bytes: number("max.message.bytes").max(0) as usize,
+            timestamp_before_max_ms: number("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: number("message.timestamp.after.max.ms"),
+            compression: match broker
+                .resolve_topic(topic_def("compression.type").expect("known"), overrides)
+                .0
+                .as_deref()
+            {
+                Some("uncompressed") => Some(Compression::None),
+                Some("gzip") => Some(Compression::Gzip),
+                Some("snappy") => Some(Compression::Snappy),
+                Some("lz4") => Some(Compression::Lz4),
+                Some("zstd") => Some(Compression::Zstd),
+                _ => None,
+            },
         }
     }
 }

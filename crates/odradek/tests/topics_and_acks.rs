@@ -173,3 +173,112 @@ async fn topics_can_be_deleted_by_id_and_the_cluster_describes_itself() {
         metadata.cluster_id.map(|c| c.to_string())
     );
 }
+
+/// The codec bits of the first batch's attributes in a partition's first segment.
+fn stored_codec(broker: &BrokerProcess, topic: &str) -> u8 {
+    let segment = &segment_files(&broker.partition_dir(topic, 0))[0];
+    let bytes = std::fs::read(segment).unwrap();
+    bytes[22] & 0x07
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_compression_type_makes_the_broker_recompress() {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "to-zstd", 1, &[("compression.type", "zstd")]).await;
+    create_topic(
+        &broker.addr,
+        "to-plain",
+        1,
+        &[("compression.type", "uncompressed")],
+    )
+    .await;
+    create_topic(&broker.addr, "as-sent", 1, &[]).await;
+    for (topic, codec) in [
+        ("to-zstd", "none"),
+        ("to-plain", "lz4"),
+        ("as-sent", "gzip"),
+    ] {
+        let client = producer(&broker.addr, &[("compression.codec", codec)]);
+        let sends: Vec<_> = (0..50)
+            .map(|i| {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "h",
+                        value: Some(b"1".as_slice()),
+                    })
+                    .insert(Header {
+                        key: "h",
+                        value: Some(b"2".as_slice()),
+                    });
+                enqueue(
+                    &client,
+                    FutureRecord::to(topic)
+                        .key(&format!("k{i}"))
+                        .payload(&format!("v{i}"))
+                        .headers(headers),
+                )
+            })
+            .collect();
+        for s in sends {
+            delivered(s).await.expect("send");
+        }
+        let messages = consume(&broker.addr, topic, 0, 0, 50, TIMEOUT);
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(m.payload(), Some(format!("v{i}").as_bytes()), "{topic}");
+            let headers: Vec<_> = m
+                .headers()
+                .unwrap()
+                .iter()
+                .map(|h| h.value.unwrap().to_vec())
+                .collect();
+            assert_eq!(
+                headers,
+                vec![b"1".to_vec(), b"2".to_vec()],
+                "{topic}: duplicate header keys kept"
+            );
+        }
+    }
+    assert_eq!(stored_codec(&broker, "to-zstd"), 4, "stored with zstd");
+    assert_eq!(stored_codec(&broker, "to-plain"), 0, "stored uncompressed");
+    assert_eq!(stored_codec(&broker, "as-sent"), 1, "producer's gzip kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_time_outside_the_allowed_window_is_rejected_with_invalid_timestamp() {
+    let broker = BrokerProcess::start();
+    create_topic(
+        &broker.addr,
+        "timely",
+        1,
+        &[
+            ("message.timestamp.before.max.ms", "3600000"),
+            ("message.timestamp.after.max.ms", "60000"),
+        ],
+    )
+    .await;
+    let client = producer(&broker.addr, &[("retries", "0"), ("linger.ms", "0")]);
+    let now = now_ms();
+    let invalid = rdkafka::error::KafkaError::MessageProduction(
+        rdkafka::types::RDKafkaErrorCode::InvalidTimestamp,
+    );
+    for ts in [now - 7_200_000, now + 600_000] {
+        let err = delivered(enqueue(
+            &client,
+            FutureRecord::<(), _>::to("timely")
+                .payload("x")
+                .timestamp(ts),
+        ))
+        .await
+        .expect_err("outside the window");
+        assert_eq!(err, invalid, "timestamp {ts}");
+    }
+    let ok = delivered(enqueue(
+        &client,
+        FutureRecord::<(), _>::to("timely")
+            .payload("x")
+            .timestamp(now - 1000),
+    ))
+    .await;
+    assert_eq!(ok.expect("inside the window").offset, 0);
+}
