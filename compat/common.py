@@ -11,6 +11,20 @@ HARD_LIMIT_S = 110  # the whole script, whatever the broker does
 START = time.monotonic()
 
 
+# The configs phase (confluent_kafka_test.py, kafka_python_test.py): DescribeConfigs of a
+# topic must list at least these, with Kafka's config types, ...
+TOPIC_CONFIG_TYPES = {
+    "cleanup.policy": "LIST", "compression.type": "STRING", "delete.retention.ms": "LONG",
+    "max.message.bytes": "INT", "message.timestamp.type": "STRING", "min.insync.replicas": "INT",
+    "retention.bytes": "LONG", "retention.ms": "LONG", "segment.bytes": "INT", "segment.ms": "LONG",
+}
+# ... and, on a broker with default settings, Kafka's defaults for these
+TOPIC_CONFIG_DEFAULTS = {"cleanup.policy": "delete", "retention.ms": "604800000", "segment.bytes": "1073741824"}
+# what the phase sets with IncrementalAlterConfigs SET (retention.ms is then DELETEd again)
+TOPIC_CONFIG_SET = {"retention.ms": "123456", "max.message.bytes": "500000"}
+DELETE_RECORDS_BEFORE = 10  # confluent-kafka: DeleteRecords on one partition up to this offset
+
+
 def key_of(i):
     return f"key-{i % 97}".encode()
 

@@ -8,7 +8,9 @@ the topic again with a consumer group of two subscribed Consumers (sync commit
 after every batch and on revocation), checks that the group saw every message
 exactly once, that both members were assigned partitions, and that the group's
 committed offsets (AdminClient.list_consumer_group_offsets) are the end
-offsets.
+offsets. Finally the configs phase on the same topic: IncrementalAlterConfigs
+(SET, APPEND, SUBTRACT, DELETE) checked with DescribeConfigs, an invalid value
+refused with INVALID_CONFIG, and DeleteRecords on one partition.
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/confluent_kafka_test.py
 """
@@ -20,8 +22,9 @@ import uuid
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
                              KafkaException, Producer, TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
-from common import HARD_LIMIT_S, N, PARTITIONS, key_of, remaining, value_of, verify, watchdog_for
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic
+from common import (DELETE_RECORDS_BEFORE, HARD_LIMIT_S, N, PARTITIONS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_SET,
+                    TOPIC_CONFIG_TYPES, key_of, remaining, value_of, verify, watchdog_for)
 
 
 CLIENT = "confluent-kafka"
@@ -130,6 +133,104 @@ def check_group(admin, group, topic, end):
     return problems
 
 
+def configs_phase(admin, common, topic, end):
+    """IncrementalAlterConfigs, DescribeConfigs and DeleteRecords on the topic
+    (after both read-backs, so the data checks are not affected). Returns
+    (problems, summary). Stops at the first request that fails outright: the
+    later steps build on the earlier ones."""
+    problems = []
+    dynamic = {}  # what this phase has set on the topic: name -> value
+
+    def alter(*entries):
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=list(entries))
+        admin.incremental_alter_configs([res], request_timeout=remaining(15))[res].result(timeout=remaining(20))
+
+    def op(kind, name, value=None):
+        return ConfigEntry(name, value, incremental_operation=kind)
+
+    def describe(when):
+        """DescribeConfigs of the topic: every config set by this phase must be
+        reported as DYNAMIC_TOPIC_CONFIG with its value, every other one must
+        not be a topic config, and is_default must agree with the source."""
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([res], request_timeout=remaining(15))[res].result(timeout=remaining(20))
+        missing = [n for n in TOPIC_CONFIG_TYPES if n not in configs]
+        if missing:
+            problems.append(f"{when}: DescribeConfigs lists {len(configs)} configs, not {', '.join(missing)}")
+        for name, e in sorted(configs.items()):
+            src = ConfigSource(e.source)
+            if name in dynamic:
+                if (e.value, src, e.is_default) != (dynamic[name], ConfigSource.DYNAMIC_TOPIC_CONFIG, False):
+                    problems.append(f"{when}: {name}={e.value!r} source {src.name} is_default {e.is_default}, "
+                                    f"expected {dynamic[name]!r} source DYNAMIC_TOPIC_CONFIG is_default False")
+            elif src is ConfigSource.DYNAMIC_TOPIC_CONFIG or e.is_default != (src is ConfigSource.DEFAULT_CONFIG):
+                problems.append(f"{when}: {name}={e.value!r} source {src.name} is_default {e.is_default}, "
+                                f"never set on the topic (expected a default or broker-level source)")
+        for name, value in TOPIC_CONFIG_DEFAULTS.items():
+            e = configs.get(name)
+            if name not in dynamic and e and (e.value, ConfigSource(e.source), e.is_default) != \
+                    (value, ConfigSource.DEFAULT_CONFIG, True):
+                problems.append(f"{when}: {name}={e.value!r} source {ConfigSource(e.source).name} is_default "
+                                f"{e.is_default}, expected the default {value!r} (DEFAULT_CONFIG, is_default True)")
+        return configs
+
+    when = "start"
+    try:
+        when = "IncrementalAlterConfigs SET " + ", ".join(f"{k}={v}" for k, v in TOPIC_CONFIG_SET.items())
+        alter(*(op(AlterConfigOpType.SET, k, v) for k, v in TOPIC_CONFIG_SET.items()))
+        dynamic.update(TOPIC_CONFIG_SET)
+        configs = describe(f"after {when}")
+        described = len(configs)
+
+        when = "IncrementalAlterConfigs APPEND cleanup.policy compact"
+        alter(op(AlterConfigOpType.APPEND, "cleanup.policy", "compact"))
+        dynamic["cleanup.policy"] = "delete,compact"
+        describe(f"after {when}")
+        # back to delete only (the topic is not meant to be compacted); Kafka keeps
+        # the result as a topic override
+        when = "IncrementalAlterConfigs SUBTRACT cleanup.policy compact"
+        alter(op(AlterConfigOpType.SUBTRACT, "cleanup.policy", "compact"))
+        dynamic["cleanup.policy"] = "delete"
+        describe(f"after {when}")
+
+        when = "IncrementalAlterConfigs DELETE retention.ms"
+        alter(op(AlterConfigOpType.DELETE, "retention.ms"))
+        del dynamic["retention.ms"]  # back to the default (checked by describe)
+
+        when = "IncrementalAlterConfigs SET segment.bytes=abc"
+        try:
+            alter(op(AlterConfigOpType.SET, "segment.bytes", "abc"))
+            problems.append(f"{when}: accepted, expected INVALID_CONFIG")
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.INVALID_CONFIG:
+                problems.append(f"{when}: refused with {e.args[0].name()} ({e.args[0].str()}), expected INVALID_CONFIG")
+        describe("after DELETE retention.ms and the refused SET segment.bytes=abc")
+
+        # DeleteRecords on the partition with the most records (all have thousands)
+        p = max(end, key=lambda q: end[q])
+        when = f"DeleteRecords p{p} before offset {DELETE_RECORDS_BEFORE}"
+        (fut,) = admin.delete_records([TopicPartition(topic, p, DELETE_RECORDS_BEFORE)], request_timeout=remaining(15),
+                                      operation_timeout=10).values()
+        low = fut.result(timeout=remaining(20)).low_watermark
+        if low != DELETE_RECORDS_BEFORE:
+            problems.append(f"{when}: low watermark {low}, expected {DELETE_RECORDS_BEFORE}")
+        consumer = Consumer({**common, "group.id": f"unused-{topic}", "enable.auto.commit": False})
+        try:
+            when = f"get_watermark_offsets p{p} after DeleteRecords"
+            marks = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=remaining(15), cached=False)
+        finally:
+            consumer.close()
+        if tuple(marks) != (DELETE_RECORDS_BEFORE, end[p]):
+            problems.append(f"{when}: (low, high) = {tuple(marks)}, expected ({DELETE_RECORDS_BEFORE}, {end[p]})")
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"{when}: {type(e).__name__}: {e}")
+        return problems, f"configs failed at {when}"
+    if problems:
+        return problems, f"configs: {len(problems)} problem(s)"
+    return problems, (f"configs ok ({described} described; SET/APPEND/SUBTRACT/DELETE; abc refused; "
+                      f"p{p} deleted to {DELETE_RECORDS_BEFORE})")
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -236,13 +337,21 @@ def main():
             except Exception as e:  # noqa: BLE001
                 note += f" (warning: delete_consumer_groups failed: {e!r})"
 
-    # 5. clean up on success (best effort: a failed delete is reported, not fatal).
+    # 5. topic configs and DeleteRecords (only if the data checks passed: a
+    # failing run keeps its topic untouched for inspection)
+    if not problems:
+        t3 = time.monotonic()
+        cproblems, summary = configs_phase(admin, common, topic, end)
+        problems = [f"configs: {p}" for p in cproblems]
+        note += f"; {summary}, {time.monotonic() - t3:.1f}s"
+
+    # 6. clean up on success (best effort: a failed delete is reported, not fatal).
     # A failing run keeps its topic for inspection.
     if not problems and not os.environ.get("KEEP_TOPIC"):
         try:
             admin.delete_topics([topic], operation_timeout=10, request_timeout=15)[topic].result(timeout=remaining(15))
         except Exception as e:  # noqa: BLE001
-            note = f" (warning: delete_topics failed: {e!r})"
+            note += f" (warning: delete_topics failed: {e!r})"
 
     counts = ",".join(f"p{p}={end[p]}" for p in sorted(end))
     if problems:

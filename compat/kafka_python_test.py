@@ -8,7 +8,9 @@ every message. Then consumes the topic again with a consumer group of two
 subscribed KafkaConsumers (sync commit after every batch), checks that the
 group saw every message exactly once, that both members were assigned
 partitions, and that the group's committed offsets (admin OffsetFetch) are the
-end offsets.
+end offsets. Finally the configs phase on the same topic: IncrementalAlterConfigs
+(alter_configs(incremental=True): SET, DELETE) checked with DescribeConfigs,
+and an invalid value refused with InvalidConfigurationError.
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/kafka_python_test.py
 """
@@ -18,8 +20,11 @@ import sys
 import time
 import uuid
 
+import kafka.errors as Errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from common import HARD_LIMIT_S, N, PARTITIONS, key_of, remaining, value_of, verify, watchdog_for
+from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+from common import (HARD_LIMIT_S, N, PARTITIONS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_SET, TOPIC_CONFIG_TYPES, key_of,
+                    remaining, value_of, verify, watchdog_for)
 
 
 CLIENT = "kafka-python"
@@ -96,6 +101,82 @@ def check_group(admin, group, topic, end):
     if group not in listed:
         problems.append(f"group {group}: not in ListGroups ({len(listed)} groups listed)")
     return problems
+
+
+def configs_phase(admin, topic):
+    """IncrementalAlterConfigs and DescribeConfigs on the topic (after both
+    read-backs). KafkaAdminClient.alter_configs(incremental=True) sends
+    IncrementalAlterConfigs (kafka-python 3.x; without incremental=True it
+    would pick it from ApiVersions anyway) and, by default (raise_on_unknown),
+    first a DescribeConfigs to check that every key is a known dynamic config.
+    Returns (problems, summary). Stops at the first request that fails
+    outright: the later steps build on the earlier ones."""
+    problems = []
+    dynamic = {}  # what this phase has set on the topic: name -> value
+
+    def alter(configs):
+        """{name: (AlterConfigOp, value)} -> the broker's result for the topic: 'OK' or an error string"""
+        res = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)], incremental=True)
+        return res.get("topic", {}).get(topic, f"no result for the topic in {res!r}")
+
+    def describe(when):
+        """DescribeConfigs (with synonyms) of the topic: every config set by this
+        phase must be reported as DYNAMIC_TOPIC_CONFIG with its value, and be
+        its own first synonym; every other one must not be a topic config."""
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], include_synonyms=True,
+                                         config_filter="all").get("topic", {}).get(topic, {})
+        missing = [n for n in TOPIC_CONFIG_TYPES if n not in configs]
+        if missing:
+            problems.append(f"{when}: DescribeConfigs lists {len(configs)} configs, not {', '.join(missing)}")
+        for name, c in sorted(configs.items()):
+            src = c.get("config_source")
+            if name in dynamic:
+                first = (c.get("synonyms") or [{}])[0]
+                if (c.get("value"), src) != (dynamic[name], "DYNAMIC_TOPIC_CONFIG") or \
+                        (first.get("name"), first.get("value"), first.get("source")) != \
+                        (name, dynamic[name], "DYNAMIC_TOPIC_CONFIG"):
+                    problems.append(f"{when}: {name}={c.get('value')!r} source {src} synonyms {c.get('synonyms')}, "
+                                    f"expected {dynamic[name]!r} source DYNAMIC_TOPIC_CONFIG, also as first synonym")
+            elif src == "DYNAMIC_TOPIC_CONFIG":
+                problems.append(f"{when}: {name}={c.get('value')!r} source {src}, never set on the topic "
+                                f"(expected a default or broker-level source)")
+            if name in TOPIC_CONFIG_TYPES and c.get("config_type") != TOPIC_CONFIG_TYPES[name]:
+                problems.append(f"{when}: {name} has type {c.get('config_type')}, expected {TOPIC_CONFIG_TYPES[name]}")
+        for name, value in TOPIC_CONFIG_DEFAULTS.items():
+            c = configs.get(name)
+            if name not in dynamic and c and (c.get("value"), c.get("config_source")) != (value, "DEFAULT_CONFIG"):
+                problems.append(f"{when}: {name}={c.get('value')!r} source {c.get('config_source')}, "
+                                f"expected the default {value!r} (DEFAULT_CONFIG)")
+        return configs
+
+    when = "start"
+    try:
+        when = "IncrementalAlterConfigs SET " + ", ".join(f"{k}={v}" for k, v in TOPIC_CONFIG_SET.items())
+        res = alter({k: (AlterConfigOp.SET, v) for k, v in TOPIC_CONFIG_SET.items()})
+        if res != "OK":
+            raise RuntimeError(res)
+        dynamic.update(TOPIC_CONFIG_SET)
+        described = len(describe(f"after {when}"))
+
+        when = "IncrementalAlterConfigs DELETE retention.ms"
+        res = alter({"retention.ms": (AlterConfigOp.DELETE, None)})
+        if res != "OK":
+            raise RuntimeError(res)
+        del dynamic["retention.ms"]  # back to the default (checked by describe)
+
+        when = "IncrementalAlterConfigs SET segment.bytes=abc"
+        res = alter({"segment.bytes": (AlterConfigOp.SET, "abc")})
+        if res == "OK":
+            problems.append(f"{when}: accepted, expected {Errors.InvalidConfigurationError.__name__}")
+        elif Errors.InvalidConfigurationError.__name__ not in res:
+            problems.append(f"{when}: refused with {res!r}, expected {Errors.InvalidConfigurationError.__name__}")
+        describe("after DELETE retention.ms and the refused SET segment.bytes=abc")
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"{when}: {type(e).__name__}: {e}")
+        return problems, f"configs failed at {when}"
+    if problems:
+        return problems, f"configs: {len(problems)} problem(s)"
+    return problems, f"configs ok ({described} described; SET/DELETE; abc refused)"
 
 
 def main():
@@ -190,7 +271,15 @@ def main():
                 except Exception as e:  # noqa: BLE001
                     group_note += f" (warning: delete_groups failed: {e!r})"
 
-        # 5. clean up on success (best effort: a failed delete is reported, not fatal).
+        # 5. topic configs (only if the data checks passed: a failing run keeps
+        # its topic untouched for inspection)
+        if not problems:
+            t3 = time.monotonic()
+            cproblems, summary = configs_phase(admin, topic)
+            problems = [f"configs: {p}" for p in cproblems]
+            group_note += f"; {summary}, {time.monotonic() - t3:.1f}s"
+
+        # 6. clean up on success (best effort: a failed delete is reported, not fatal).
         # A failing run keeps its topic for inspection.
         note = ""
         if not problems and not os.environ.get("KEEP_TOPIC"):

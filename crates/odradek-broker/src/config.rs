@@ -1378,8 +1378,9 @@ impl BrokerConfig {
         if let (Some(synonym), Some((v, source))) = (def.broker_synonym, self.topic_fallback(def)) {
             out.push((synonym.to_string(), Some(v), source));
         }
+        // Kafka names the default after the broker config it comes from (log.segment.bytes).
         out.push((
-            def.def.name.to_string(),
+            def.broker_synonym.unwrap_or(def.def.name).to_string(),
             def.def.default.map(str::to_string),
             ConfigSource::DefaultConfig,
         ));
@@ -1530,6 +1531,18 @@ mod tests {
         assert_eq!(
             config.resolve_topic(def, &overrides),
             (Some("5".into()), ConfigSource::TopicConfig)
+        );
+        let synonyms = config.topic_synonyms(def, &overrides);
+        let names: Vec<(&str, ConfigSource)> =
+            synonyms.iter().map(|(n, _, s)| (n.as_str(), *s)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("retention.ms", ConfigSource::TopicConfig),
+                ("log.retention.ms", ConfigSource::StaticBrokerConfig),
+                ("log.retention.ms", ConfigSource::DefaultConfig),
+            ],
+            "synonyms are named as Kafka names them"
         );
         let def = topic_def("max.message.bytes").unwrap();
         assert_eq!(
