@@ -191,13 +191,7 @@ impl Broker {
     pub async fn run_flush_scheduler(self: Arc<Self>) {
         let configured = self.config().flush_scheduler_interval_ms();
         let period = std::time::Duration::from_millis(configured.clamp(1, 1000) as u64);
-        let mut stopping = self.stopping.subscribe();
-        let mut ticks = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
+        self.every(period, || {
             let now = odradek_storage::now_ms();
             for topic in self.logs.topics() {
                 for partition in &topic.partitions {
@@ -209,6 +203,20 @@ impl Broker {
                     }
                 }
             }
+        })
+        .await;
+    }
+
+    /// Calls `task` every `period` until shutdown begins.
+    async fn every(&self, period: std::time::Duration, mut task: impl FnMut()) {
+        let mut stopping = self.stopping.subscribe();
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            task();
         }
     }
 
@@ -218,25 +226,18 @@ impl Broker {
         let period = std::time::Duration::from_millis(
             self.config().retention_check_interval_ms().max(1) as u64,
         );
-        let mut stopping = self.stopping.subscribe();
-        let mut ticks = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
+        self.every(period, || {
             let now = odradek_storage::now_ms();
             for topic in self.logs.topics() {
                 for partition in &topic.partitions {
-                    let Some(mut log) = partition.lock_log() else {
-                        continue;
-                    };
+                    let Some(mut log) = partition.lock_log() else { continue };
                     if let Err(e) = log.enforce_retention(now) {
                         tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
                     }
                 }
             }
-        }
+        })
+        .await;
     }
 
     /// Runs the log cleaner over every compacted log, pausing `log.cleaner.backoff.ms`
@@ -306,15 +307,10 @@ impl Broker {
     /// deadline passed. Kafka keeps these timers in a purgatory; a 100 ms sweep is as
     /// precise as session timeouts need.
     pub async fn run_group_sweeper(self: Arc<Self>) {
-        let mut stopping = self.stopping.subscribe();
-        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            self.sweep_groups();
-        }
+        self.every(std::time::Duration::from_millis(100), || {
+            self.sweep_groups()
+        })
+        .await;
     }
 
     /// Flushes and closes all logs, then writes the clean-shutdown marker.

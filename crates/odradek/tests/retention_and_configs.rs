@@ -182,20 +182,7 @@ async fn delete_records_moves_the_earliest_offset_and_survives_a_restart() {
 }
 
 fn describe_topic_config(addr: &str, topic: &str, key: &str) -> Option<String> {
-    let r = raw_round_trip(
-        addr,
-        &DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(StrBytes::from_string(topic.into()))
-                .with_configuration_keys(Some(vec![StrBytes::from_string(key.into())])),
-        ]),
-        4,
-    );
-    r.results[0]
-        .configs
-        .first()
-        .and_then(|c| c.value.as_ref().map(|v| v.to_string()))
+    topic_config_source(addr, topic, key).0
 }
 
 fn incremental(
