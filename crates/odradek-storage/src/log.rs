@@ -457,8 +457,8 @@ impl Log {
     }
 
     /// ListOffsets by timestamp: the first record whose timestamp is at least `target`.
-    /// Uncompressed batches are resolved to the exact record; a compressed batch to its first
-    /// offset (Kafka inflates the batch to be exact; Odradek does not decompress yet).
+    /// The batch that holds it is inflated if compressed, as Kafka does, to find the exact
+    /// record; a batch whose records cannot be read resolves to its first offset.
     pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<OffsetLookup>, StorageError> {
         for segment in self.segments.values() {
             if segment.max_timestamp() < target || segment.size() == 0 {
@@ -472,9 +472,14 @@ impl Log {
                     BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
                 if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset
                 {
-                    let exact = batch::records(&bytes)
-                        .map(|r| (r.offset, r.timestamp))
-                        .find(|&(_, ts)| ts >= target);
+                    let exact = batch::decompressed_records(&bytes)
+                        .ok()
+                        .and_then(|section| {
+                            batch::raw_records(&section)
+                                .map_while(Result::ok)
+                                .map(|r| batch::record_offset_and_timestamp(&header, &r))
+                                .find(|&(_, ts)| ts >= target)
+                        });
                     let (offset, timestamp) =
                         exact.unwrap_or((header.base_offset(), header.max_timestamp()));
                     return Ok(Some(OffsetLookup { offset, timestamp }));

@@ -222,47 +222,61 @@ async fn a_parked_fetch_wakes_when_data_arrives_not_when_it_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_offsets_finds_offsets_by_timestamp() {
     let broker = BrokerProcess::start();
-    let topic = "by-time";
-    create_topic(&broker.addr, topic, 1, &[]).await;
-    let producer = producer(&broker.addr, &[("linger.ms", "0")]);
     let base = 1_700_000_000_000i64;
-    for i in 0..20i64 {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(topic)
-                    .payload("x")
-                    .timestamp(base + i * 1000),
-                TIMEOUT,
-            )
-            .await
-            .expect("send");
-    }
-    let consumer = consumer(&broker.addr, &[]);
-    for (ts, expected) in [
-        (base, 0),
-        (base + 5000, 5),
-        (base + 5500, 6),
-        (base + 19_000, 19),
-        (base + 60_000, -1),
+    // One record per batch, and all records in one lz4 batch the broker must inflate to
+    // find the exact record.
+    for (topic, extra) in [
+        (
+            "by-time",
+            [("linger.ms", "0"), ("compression.codec", "none")],
+        ),
+        (
+            "by-time-lz4",
+            [("linger.ms", "200"), ("compression.codec", "lz4")],
+        ),
     ] {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
-            .unwrap();
-        let found = consumer
-            .offsets_for_times(tpl, TIMEOUT)
-            .expect("ListOffsets");
-        let offset = found.find_partition(topic, 0).unwrap().offset();
-        let want = if expected < 0 {
-            Offset::End
-        } else {
-            Offset::Offset(expected)
-        };
-        assert_eq!(offset, want, "timestamp {ts}");
+        create_topic(&broker.addr, topic, 1, &[]).await;
+        let producer = producer(&broker.addr, &extra);
+        let sends: Vec<_> = (0..20i64)
+            .map(|i| {
+                enqueue(
+                    &producer,
+                    FutureRecord::<(), _>::to(topic)
+                        .payload("x")
+                        .timestamp(base + i * 1000),
+                )
+            })
+            .collect();
+        for send in sends {
+            delivered(send).await.expect("send");
+        }
+        let consumer = consumer(&broker.addr, &[]);
+        for (ts, expected) in [
+            (base, 0),
+            (base + 5000, 5),
+            (base + 5500, 6),
+            (base + 19_000, 19),
+            (base + 60_000, -1),
+        ] {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
+                .unwrap();
+            let found = consumer
+                .offsets_for_times(tpl, TIMEOUT)
+                .expect("ListOffsets");
+            let offset = found.find_partition(topic, 0).unwrap().offset();
+            let want = if expected < 0 {
+                Offset::End
+            } else {
+                Offset::Offset(expected)
+            };
+            assert_eq!(offset, want, "{topic}: timestamp {ts}");
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(topic, 0, TIMEOUT)
+            .expect("watermarks");
+        assert_eq!((low, high), (0, 20));
     }
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, TIMEOUT)
-        .expect("watermarks");
-    assert_eq!((low, high), (0, 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
