@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
 use crate::coordinator::GroupCoordinator;
+use crate::coordinator::transactions::TransactionCoordinator;
 use crate::handlers::fetch::FetchSessions;
 use crate::log_manager::{LogManager, TopicError};
 
@@ -45,6 +46,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
+    // v4+ are the broker-to-broker (KIP-890) form; clients use v3 and below.
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    // The next versions of these three are transaction version 2 (KIP-890 part 2), which
+    // clients use only when the broker advertises the `transaction.version` feature.
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -116,6 +129,7 @@ pub struct Broker {
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
     pub(crate) coordinator: GroupCoordinator,
+    pub(crate) txn: TransactionCoordinator,
     /// Set once shutdown begins; parked fetches return at once instead of waiting out
     /// `max_wait_ms`.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
@@ -145,6 +159,7 @@ impl Broker {
             .advertised_addr()
             .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
         let coordinator = GroupCoordinator::new(&config);
+        let txn = TransactionCoordinator::new(&config);
         let logs = LogManager::open(&data_dir, config, clean)?;
         coordinator.load(&logs);
         // From here on the logs change; a crash must trigger recovery next time.
@@ -152,16 +167,19 @@ impl Broker {
             std::fs::remove_file(&marker).map_err(io(&marker))?;
             sync_dir(&data_dir).map_err(io(&data_dir))?;
         }
-        Ok(Self {
+        let broker = Self {
             node_id,
             cluster_id,
             advertised,
             logs,
             fetch_sessions: FetchSessions::default(),
             coordinator,
+            txn,
             stopping: tokio::sync::watch::Sender::new(false),
             data_dir,
-        })
+        };
+        broker.load_transactions();
+        Ok(broker)
     }
 
     /// A snapshot of the broker's configuration (dynamic changes swap it).
@@ -203,12 +221,17 @@ impl Broker {
                     }
                 }
             }
+            std::future::ready(())
         })
         .await;
     }
 
     /// Calls `task` every `period` until shutdown begins.
-    async fn every(&self, period: std::time::Duration, mut task: impl FnMut()) {
+    async fn every<F: Future<Output = ()>>(
+        &self,
+        period: std::time::Duration,
+        mut task: impl FnMut() -> F,
+    ) {
         let mut stopping = self.stopping.subscribe();
         let mut ticks = tokio::time::interval(period);
         loop {
@@ -216,7 +239,7 @@ impl Broker {
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            task();
+            task().await;
         }
     }
 
@@ -236,6 +259,7 @@ impl Broker {
                     }
                 }
             }
+            std::future::ready(())
         })
         .await;
     }
@@ -308,9 +332,17 @@ impl Broker {
     /// precise as session timeouts need.
     pub async fn run_group_sweeper(self: Arc<Self>) {
         self.every(std::time::Duration::from_millis(100), || {
-            self.sweep_groups()
+            self.sweep_groups();
+            std::future::ready(())
         })
         .await;
+    }
+
+    /// Runs the transaction coordinator's timers (see `sweep_transactions`); the first
+    /// round, at start-up, finishes transactions a crash left half-ended.
+    pub async fn run_transaction_sweeper(self: Arc<Self>) {
+        let period = std::time::Duration::from_millis(self.txn.limits.abort_interval_ms as u64);
+        self.every(period, || self.sweep_transactions()).await;
     }
 
     /// Flushes and closes all logs, then writes the clean-shutdown marker.
@@ -456,6 +488,31 @@ impl Broker {
             RequestKind::ConsumerGroupDescribe(r) => Reply::now(
                 ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r)),
             ),
+            RequestKind::InitProducerId(r) => {
+                Reply::now(ResponseKind::InitProducerId(self.init_producer_id(r).await))
+            }
+            RequestKind::AddPartitionsToTxn(r) => Reply::now(ResponseKind::AddPartitionsToTxn(
+                self.add_partitions_to_txn(r, version).await,
+            )),
+            RequestKind::AddOffsetsToTxn(r) => Reply::now(ResponseKind::AddOffsetsToTxn(
+                self.add_offsets_to_txn(r).await,
+            )),
+            RequestKind::EndTxn(r) => Reply::now(ResponseKind::EndTxn(self.end_txn(r).await)),
+            RequestKind::TxnOffsetCommit(r) => Reply::now(ResponseKind::TxnOffsetCommit(
+                self.txn_offset_commit(r, version).await,
+            )),
+            RequestKind::WriteTxnMarkers(r) => Reply::now(ResponseKind::WriteTxnMarkers(
+                self.write_txn_markers(r).await,
+            )),
+            RequestKind::DescribeTransactions(r) => Reply::now(ResponseKind::DescribeTransactions(
+                self.describe_transactions(r).await,
+            )),
+            RequestKind::ListTransactions(r) => Reply::now(ResponseKind::ListTransactions(
+                self.list_transactions(r).await,
+            )),
+            RequestKind::DescribeProducers(r) => {
+                Reply::now(ResponseKind::DescribeProducers(self.describe_producers(r)))
+            }
             // Unreachable while SUPPORTED_APIS and this match agree.
             _ => return None,
         })

@@ -64,7 +64,12 @@ pub struct LogManager {
     metadata_log: tokio::sync::Mutex<MetadataLog>,
     registry: RwLock<Registry>,
     group_commit: GroupCommit,
+    /// Producer ids reserved in the metadata log and not yet handed out: [next, end).
+    producer_ids: Mutex<(i64, i64)>,
 }
+
+/// Producer ids reserved per metadata record, as Kafka's `ProducerIdManager` does.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Kafka's partition directory name.
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -96,6 +101,7 @@ impl LogManager {
             metadata_log: tokio::sync::Mutex::new(metadata_log),
             registry: RwLock::new(Registry::default()),
             group_commit: GroupCommit::start(),
+            producer_ids: Mutex::new((image.next_producer_id, image.next_producer_id)),
         };
         // Dynamic configs from the metadata log apply before any topic is opened.
         for (node, configs) in &image.broker_configs {
@@ -254,6 +260,14 @@ impl LogManager {
             .get(id)
             .cloned()
     }
+    /// Partition `index` of topic `name`, if both exist.
+    pub fn partition(&self, name: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.topic(name)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i).cloned())
+    }
+
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         let mut all: Vec<_> = self
             .registry
@@ -268,6 +282,28 @@ impl LogManager {
     }
 
     /// Creates a topic durably. The caller has validated name, count and configs.
+    /// A producer id never handed out before, not even before a crash.
+    pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        {
+            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let mut metadata_log = self.metadata_log.lock().await;
+        let mut ids = self.producer_ids.lock().expect("producer id lock");
+        if ids.0 >= ids.1 {
+            let record = MetadataRecord::ProducerIdsReserved {
+                next: ids.1 + PRODUCER_ID_BLOCK,
+            };
+            tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+            ids.1 += PRODUCER_ID_BLOCK;
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+
     pub async fn create_topic(
         &self,
         name: &str,

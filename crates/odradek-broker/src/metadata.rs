@@ -58,6 +58,11 @@ pub enum MetadataRecord {
         node: Option<i32>,
         configs: BTreeMap<String, String>,
     },
+    /// Producer ids below `next` have been handed out (or reserved in a block), as Kafka's
+    /// `ProducerIdsRecord`: ids are never reused across restarts.
+    ProducerIdsReserved {
+        next: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +80,8 @@ pub struct MetadataImage {
     names_by_id: BTreeMap<Uuid, String>,
     /// Dynamic broker configs by node (`None`: cluster-wide default).
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
+    /// The first producer id not yet reserved.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -117,6 +124,9 @@ impl MetadataImage {
                 {
                     t.configs = configs.clone();
                 }
+            }
+            MetadataRecord::ProducerIdsReserved { next } => {
+                self.next_producer_id = self.next_producer_id.max(*next);
             }
             MetadataRecord::TopicDeleted { id } => {
                 if let Some(name) = self.names_by_id.remove(id) {

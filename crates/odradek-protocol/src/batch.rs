@@ -36,6 +36,8 @@ const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
 const RECORD_COUNT_OFFSET: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -146,6 +148,16 @@ impl<'a> BatchHeader<'a> {
     pub fn producer_id(&self) -> i64 {
         i64_at(self.0, PRODUCER_ID_OFFSET)
     }
+    pub fn producer_epoch(&self) -> i16 {
+        i16_at(self.0, PRODUCER_EPOCH_OFFSET)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        i32_at(self.0, BASE_SEQUENCE_OFFSET)
+    }
+    /// The sequence number of the batch's last record; sequences wrap from `i32::MAX` to 0.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence(), self.last_offset_delta())
+    }
     pub fn record_count(&self) -> i32 {
         i32_at(self.0, RECORD_COUNT_OFFSET)
     }
@@ -164,6 +176,15 @@ impl<'a> BatchHeader<'a> {
     }
     fn stored_crc(&self) -> u32 {
         (&self.0[CRC_OFFSET..CRC_OFFSET + 4]).get_u32()
+    }
+}
+
+/// `sequence + increment`, wrapping past `i32::MAX` to 0 as Kafka's producers do.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
     }
 }
 
@@ -511,9 +532,34 @@ fn put_nullable_bytes(out: &mut BytesMut, field: Option<&[u8]>) {
 /// A record's key and value; `None` is null (a value of `None` is a tombstone).
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
+/// Who wrote a batch the broker encodes itself, and how: idempotence and transaction fields
+/// of the header plus the transactional and control attribute bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOwner {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub transactional: bool,
+    pub control: bool,
+}
+
+impl BatchOwner {
+    /// The broker's own, non-transactional writes (internal topics).
+    pub const BROKER: Self = Self {
+        producer_id: -1,
+        producer_epoch: -1,
+        transactional: false,
+        control: false,
+    };
+}
+
 /// Encodes an uncompressed magic-2 batch of key/value records without headers, for the
 /// broker's own internal topics. Offsets start at 0; the log assigns the real ones.
 pub fn encode_batch(records: &[KeyValue<'_>], timestamp: i64) -> BytesMut {
+    encode_owned_batch(records, timestamp, BatchOwner::BROKER)
+}
+
+/// [`encode_batch`] on behalf of `owner`. Broker-written batches carry no sequence numbers.
+pub fn encode_owned_batch(records: &[KeyValue<'_>], timestamp: i64, owner: BatchOwner) -> BytesMut {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = BytesMut::new();
     let mut record = BytesMut::new();
@@ -528,24 +574,90 @@ pub fn encode_batch(records: &[KeyValue<'_>], timestamp: i64) -> BytesMut {
         put_varlong(&mut body, record.len() as i64);
         body.put_slice(&record);
     }
+    let mut attributes = 0;
+    if owner.transactional {
+        attributes |= TRANSACTIONAL_FLAG;
+    }
+    if owner.control {
+        attributes |= CONTROL_FLAG;
+    }
     let mut b = BytesMut::with_capacity(HEADER_LEN + body.len());
     b.put_i64(0);
     b.put_i32((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32);
     b.put_i32(-1);
     b.put_i8(2);
     b.put_u32(0);
-    b.put_i16(0);
+    b.put_i16(attributes);
     b.put_i32(records.len() as i32 - 1);
     b.put_i64(timestamp);
     b.put_i64(timestamp);
-    b.put_i64(-1);
-    b.put_i16(-1);
+    b.put_i64(owner.producer_id);
+    b.put_i16(owner.producer_epoch);
     b.put_i32(-1);
     b.put_i32(records.len() as i32);
     b.put_slice(&body);
     let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
     b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// A transaction marker: the one record of a control batch that commits or aborts a
+/// producer's transaction in a partition (Kafka's `EndTransactionMarker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+}
+
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+
+impl TxnMarker {
+    /// The control batch holding this marker: key = (version 0, type), value = (version 0,
+    /// coordinator epoch).
+    pub fn encode(&self, timestamp: i64) -> BytesMut {
+        let kind = if self.commit {
+            CONTROL_TYPE_COMMIT
+        } else {
+            CONTROL_TYPE_ABORT
+        };
+        let mut key = [0u8; 4];
+        key[2..].copy_from_slice(&kind.to_be_bytes());
+        let mut value = [0u8; 6];
+        value[2..].copy_from_slice(&self.coordinator_epoch.to_be_bytes());
+        let owner = BatchOwner {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            transactional: true,
+            control: true,
+        };
+        encode_owned_batch(&[(Some(&key), Some(&value))], timestamp, owner)
+    }
+
+    /// Reads the marker of a stored control batch. `None` for a control batch that holds no
+    /// transaction marker (an unknown control type, or one emptied by compaction).
+    pub fn decode(batch: &[u8]) -> Option<Self> {
+        let header = BatchHeader::parse(batch).filter(|h| h.is_control())?;
+        let record = records(batch).next()?;
+        let key = record.key.filter(|k| k.len() >= 4)?;
+        let commit = match i16::from_be_bytes([key[2], key[3]]) {
+            CONTROL_TYPE_ABORT => false,
+            CONTROL_TYPE_COMMIT => true,
+            _ => return None,
+        };
+        let coordinator_epoch = record
+            .value
+            .filter(|v| v.len() >= 6)
+            .map_or(0, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+        Some(Self {
+            producer_id: header.producer_id(),
+            producer_epoch: header.producer_epoch(),
+            coordinator_epoch,
+            commit,
+        })
+    }
 }
 
 /// Builders for tests in this and other crates.

@@ -20,6 +20,9 @@ pub enum StorageError {
     Corrupt { path: PathBuf, reason: String },
     #[error("log {0} is shutting down")]
     ShuttingDown(PathBuf),
+    /// The producer's batch or transaction marker breaks its idempotence or transaction state.
+    #[error(transparent)]
+    Producer(#[from] crate::ProducerError),
 }
 
 impl StorageError {

@@ -12,6 +12,7 @@ mod error;
 mod group_commit;
 mod index;
 mod log;
+mod producer_state;
 mod segment;
 
 pub use cleaner::{CleanStats, Cleaner};
@@ -21,6 +22,7 @@ pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
     AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,
 };
+pub use producer_state::{AbortedTxn, BATCHES_KEPT, BatchMetadata, ProducerError, ProducerSummary};
 pub use segment::{LogSegment, now_ms};
 
 /// File name stem of a segment or index: the base offset padded to 20 digits, as Kafka does,

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use odradek_protocol::batch::{self, BatchHeader};
+use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::info;
 
+use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
 use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
 
@@ -83,6 +84,9 @@ pub struct AppendResult {
     pub log_append_time: i64,
     /// `flush.messages` or `flush.ms` says this log should be flushed now.
     pub flush_due: bool,
+    /// The batch repeats one the producer already wrote (a retry): nothing was appended and
+    /// the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// The answer to a ListOffsets query.
@@ -107,6 +111,9 @@ pub struct PreparedRead {
     start: u64,
     end: u64,
     target_offset: i64,
+    /// Batches starting at or after this offset are not returned (the last stable offset,
+    /// for read_committed fetches).
+    end_offset: i64,
     max_bytes: usize,
     min_one_batch: bool,
 }
@@ -134,6 +141,9 @@ pub struct Log {
     /// A segment file was created since the last flush: the directory needs an fsync too.
     dir_unsynced: bool,
     offline: bool,
+    producers: ProducerStateManager,
+    /// Aborted transactions, by marker offset; persisted in [`ABORTED_TXNS`].
+    aborted: Vec<AbortedTxn>,
 }
 
 impl Log {
@@ -193,10 +203,75 @@ impl Log {
             rolled_unsynced: Vec::new(),
             dir_unsynced,
             offline: false,
+            producers: ProducerStateManager::default(),
+            aborted: Vec::new(),
         };
         // Whatever recovery kept is what the disk holds.
         log.flushed_offset = log.log_end_offset();
+        log.load_transaction_state()?;
         Ok(log)
+    }
+
+    /// Rebuilds producer state: the newest snapshot the log still covers, then every batch
+    /// after it. Aborted transactions beyond the (possibly cut) log end are dropped.
+    fn load_transaction_state(&mut self) -> Result<(), StorageError> {
+        let log_end = self.log_end_offset();
+        let (state, from) = ProducerStateManager::load(&self.dir, log_end)?;
+        self.producers = state;
+        let from = from.unwrap_or(self.log_start_offset);
+        let mut replayed = 0u64;
+        self.for_each_batch_from(from, |producers, batch| {
+            producers.replay(batch);
+            replayed += 1;
+        })?;
+        let (aborted, stale) = read_aborted_txns(&self.dir, log_end);
+        self.aborted = aborted;
+        if stale {
+            self.write_aborted_txns()?;
+        }
+        if replayed > 0 {
+            info!(log = %self.dir.display(), from, batches = replayed, "rebuilt producer state from the log");
+        }
+        Ok(())
+    }
+
+    /// Feeds each batch at or after `from` to `visit`: its header alone for data batches,
+    /// the whole batch for control batches (whose marker is in the record).
+    fn for_each_batch_from(
+        &mut self,
+        from: i64,
+        mut visit: impl FnMut(&mut ProducerStateManager, &[u8]),
+    ) -> Result<(), StorageError> {
+        let producers = &mut self.producers;
+        for segment in self.segments.values() {
+            if segment.next_offset() <= from || segment.size() == 0 {
+                continue;
+            }
+            let relative = u32::try_from(from.saturating_sub(segment.base_offset())).unwrap_or(0);
+            let mut pos = u64::from(segment.offset_index().position_for(relative));
+            let mut header = [0u8; batch::HEADER_LEN];
+            while pos + batch::HEADER_LEN as u64 <= segment.size() {
+                segment
+                    .file()
+                    .read_exact_at(&mut header, pos)
+                    .map_err(|e| StorageError::io(segment.log_path(), e))?;
+                let h = BatchHeader::parse(&header).expect("buffer holds a header");
+                let size = h.total_size() as u64;
+                if size < batch::HEADER_LEN as u64 {
+                    break;
+                }
+                if h.last_offset() >= from {
+                    if h.is_control() {
+                        let whole = read_batch_at(segment.file(), segment.log_path(), pos)?;
+                        visit(producers, &whole);
+                    } else {
+                        visit(producers, &header);
+                    }
+                }
+                pos += size;
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -247,6 +322,21 @@ impl Log {
             return Err(StorageError::Offline(self.dir.clone()));
         }
         let header = BatchHeader::parse(&bytes).expect("validated batch has a header");
+        if header.producer_id() >= 0
+            && let Some(original) = self.producers.check(&header)?
+        {
+            let log_append_time = match self.config.timestamp_type {
+                TimestampType::LogAppendTime => original.max_timestamp,
+                TimestampType::CreateTime => -1,
+            };
+            return Ok(AppendResult {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time,
+                flush_due: false,
+                duplicate: true,
+            });
+        }
         let record_count = header.record_count().max(0) as u64;
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
@@ -260,15 +350,8 @@ impl Log {
             }
             TimestampType::CreateTime => -1,
         };
-        let interval = self.config.index_interval_bytes;
-        match self.active_mut().append(&bytes, now, interval) {
-            Ok(()) => {}
-            Err(e @ StorageError::Offline(_)) => {
-                self.offline = true;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        }
+        self.write_batch(&bytes, now)?;
+        self.producers.replay(&bytes);
         self.unflushed_records += record_count;
         let flush_due = self.unflushed_records >= self.config.flush_messages
             || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
@@ -277,7 +360,104 @@ impl Log {
             last_offset,
             log_append_time,
             flush_due,
+            duplicate: false,
         })
+    }
+
+    fn write_batch(&mut self, bytes: &[u8], now: i64) -> Result<(), StorageError> {
+        let interval = self.config.index_interval_bytes;
+        match self.active_mut().append(bytes, now, interval) {
+            Ok(()) => Ok(()),
+            Err(e @ StorageError::Offline(_)) => {
+                self.offline = true;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a transaction marker (a control batch) ending `marker.producer_id`'s
+    /// transaction in this partition. An abort is recorded durably in the aborted-transaction
+    /// list before the marker is acknowledged, so read_committed readers can always skip it.
+    pub fn append_marker(
+        &mut self,
+        marker: &TxnMarker,
+        leader_epoch: i32,
+    ) -> Result<AppendResult, StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        self.producers.check_marker(marker)?;
+        let now = now_ms();
+        let mut bytes = marker.encode(now);
+        let base_offset = self.log_end_offset();
+        self.maybe_roll(base_offset, bytes.len() as u64, now)?;
+        batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
+        self.write_batch(&bytes, now)?;
+        if let Some((txn, committed)) = self.producers.replay(&bytes)
+            && !committed
+        {
+            self.aborted.push(txn);
+            self.write_aborted_txns()?;
+        }
+        self.unflushed_records += 1;
+        Ok(AppendResult {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time: -1,
+            flush_due: true,
+            duplicate: false,
+        })
+    }
+
+    /// The last stable offset: below it, every transaction has ended (committed or aborted),
+    /// so read_committed consumers may read up to here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let end = self.log_end_offset();
+        self.producers
+            .first_unstable_offset()
+            .map_or(end, |first| first.min(end))
+    }
+
+    /// Aborted transactions whose records may lie in `[from, to)`: what a read_committed
+    /// fetch returns so the client can drop those records.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|t| t.last_offset >= from && t.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerSummary> {
+        self.producers.producers().collect()
+    }
+
+    /// `producer.id.expiration.ms`: forgets idle producers with no open transaction.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    fn write_aborted_txns(&self) -> Result<(), StorageError> {
+        let text: String = self
+            .aborted
+            .iter()
+            .map(|t| format!("{} {} {}\n", t.producer_id, t.first_offset, t.last_offset))
+            .collect();
+        write_file_atomically(&self.dir, ABORTED_TXNS, &text)
+    }
+
+    /// After the log start moved: producers and aborted transactions wholly below it go.
+    fn forget_below_start(&mut self) -> Result<(), StorageError> {
+        self.producers.evict_below(self.log_start_offset);
+        let before = self.aborted.len();
+        let start = self.log_start_offset;
+        self.aborted.retain(|t| t.last_offset >= start);
+        if self.aborted.len() != before {
+            self.write_aborted_txns()?;
+        }
+        Ok(())
     }
 
     fn maybe_roll(&mut self, last_offset: i64, size: u64, now: i64) -> Result<(), StorageError> {
@@ -300,6 +480,8 @@ impl Log {
         }
         let next = active.next_offset();
         active.write_indexes()?;
+        // Recovery after a crash replays producer state from here, not from the log start.
+        self.producers.write_snapshot(&self.dir, next)?;
         self.rolled_unsynced
             .push((active.file().clone(), active.log_path().to_path_buf()));
         let segment = LogSegment::create(&self.dir, next)?;
@@ -370,6 +552,9 @@ impl Log {
             self.delete_oldest_segment()?;
             deleted += 1;
         }
+        if deleted > 0 {
+            self.forget_below_start()?;
+        }
         Ok(deleted)
     }
 
@@ -413,6 +598,7 @@ impl Log {
         {
             self.delete_oldest_segment()?;
         }
+        self.forget_below_start()?;
         Ok(self.log_start_offset)
     }
 
@@ -451,6 +637,7 @@ impl Log {
             start: u64::from(segment.offset_index().position_for(relative)),
             end: segment.size(),
             target_offset: offset,
+            end_offset: i64::MAX,
             max_bytes,
             min_one_batch,
         })
@@ -508,6 +695,7 @@ impl Log {
         let up_to = work.up_to;
         work.sync()?;
         self.flush_done(up_to);
+        self.producers.write_snapshot(&self.dir, up_to)?;
         self.active().write_indexes()
     }
 }
@@ -527,6 +715,35 @@ impl FlushWork {
 }
 
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
+/// Aborted transactions of this log, one `producer_id first_offset last_offset` per line.
+const ABORTED_TXNS: &str = "aborted-transactions";
+
+/// The aborted transactions on disk that end below `log_end`, and whether any were dropped
+/// (a crash cut off their markers, or the file's last line was torn).
+fn read_aborted_txns(dir: &Path, log_end: i64) -> (Vec<AbortedTxn>, bool) {
+    let Ok(text) = fs::read_to_string(dir.join(ABORTED_TXNS)) else {
+        return (Vec::new(), false);
+    };
+    let mut stale = false;
+    let mut kept = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<i64> = line
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        match fields[..] {
+            [producer_id, first_offset, last_offset] if last_offset < log_end => {
+                kept.push(AbortedTxn {
+                    producer_id,
+                    first_offset,
+                    last_offset,
+                })
+            }
+            _ => stale = true,
+        }
+    }
+    (kept, stale)
+}
 
 fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
     fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
@@ -538,7 +755,7 @@ fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
 
 /// Writes the checkpoint atomically: a temp file, fsync, rename, fsync the directory.
 fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    write_file_atomically(dir, LOG_START_CHECKPOINT, &format!("{offset}\n"))
+    write_file_atomically(dir, LOG_START_CHECKPOINT, format!("{offset}\n"))
 }
 
 /// Replaces `dir/name` with `text` atomically and durably: a temp file, fsync, rename,
@@ -546,7 +763,7 @@ fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageErro
 pub(crate) fn write_file_atomically(
     dir: &Path,
     name: &str,
-    text: &str,
+    text: impl AsRef<[u8]>,
 ) -> Result<(), StorageError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
@@ -588,9 +805,16 @@ impl PreparedRead {
             start: 0,
             end: 0,
             target_offset: 0,
+            end_offset: i64::MAX,
             max_bytes: 0,
             min_one_batch: false,
         }
+    }
+
+    /// Limits the read to batches that start below `offset`.
+    pub fn up_to(mut self, offset: i64) -> Self {
+        self.end_offset = offset;
+        self
     }
 
     /// Performs the read: headers are walked from the index position to the batch holding
@@ -620,6 +844,9 @@ impl PreparedRead {
                     format!("malformed batch header at position {pos}"),
                 )));
             }
+            if h.base_offset() >= self.end_offset {
+                return Ok(empty);
+            }
             if h.last_offset() >= self.target_offset {
                 break size;
             }
@@ -636,7 +863,11 @@ impl PreparedRead {
         };
         let mut buf = BytesMut::zeroed(want as usize);
         file.read_exact_at(&mut buf, pos).map_err(io)?;
-        let whole: usize = batch::complete_batches(&buf).map(|(_, size)| size).sum();
+        let end_offset = self.end_offset;
+        let whole: usize = batch::complete_batches(&buf)
+            .take_while(|(h, _)| h.base_offset() < end_offset)
+            .map(|(_, size)| size)
+            .sum();
         buf.truncate(whole);
         Ok(FetchedRecords {
             records: buf.freeze(),
@@ -647,6 +878,7 @@ impl PreparedRead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProducerError;
     use odradek_protocol::batch::testing::batch;
 
     fn small_segments() -> LogConfig {
@@ -826,5 +1058,69 @@ mod tests {
         drop(log);
         let log = Log::open(dir.path(), small_segments(), false).unwrap();
         assert_eq!(log.log_start_offset(), 37);
+    }
+
+    fn producer_batch(pid: i64, seq: i32, count: i32, transactional: bool) -> BytesMut {
+        let mut b = batch(count, 1000);
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        if transactional {
+            b[22] |= 0x10;
+        }
+        // The CRC covers the producer fields and attributes.
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn producer_state_and_aborted_transactions_survive_clean_and_unclean_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..40 {
+            log.append(producer_batch(5, i * 2, 2, false), 0).unwrap();
+        }
+        log.append(producer_batch(6, 0, 3, true), 0).unwrap();
+        assert_eq!(log.last_stable_offset(), 80);
+        let abort = TxnMarker {
+            producer_id: 6,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        };
+        assert_eq!(log.append_marker(&abort, 0).unwrap().base_offset, 83);
+        assert_eq!(log.last_stable_offset(), 84);
+        log.append(producer_batch(6, 3, 1, true), 0).unwrap();
+        assert_eq!(
+            log.last_stable_offset(),
+            84,
+            "a new transaction holds the LSO"
+        );
+        for clean in [true, false] {
+            if clean {
+                log.close().unwrap();
+            }
+            drop(log);
+            log = Log::open(dir.path(), small_segments(), clean).unwrap();
+            // The last batch of producer 5 is a duplicate; the one before it too.
+            let retry = log.append(producer_batch(5, 76, 2, false), 0).unwrap();
+            assert!(retry.duplicate);
+            assert_eq!(retry.base_offset, 76);
+            assert!(matches!(
+                log.append(producer_batch(5, 90, 1, false), 0),
+                Err(StorageError::Producer(ProducerError::OutOfOrder { .. }))
+            ));
+            assert_eq!(log.last_stable_offset(), 84, "clean: {clean}");
+            let aborted = log.aborted_transactions(0, log.log_end_offset());
+            assert_eq!(
+                aborted,
+                vec![AbortedTxn {
+                    producer_id: 6,
+                    first_offset: 80,
+                    last_offset: 83
+                }]
+            );
+        }
     }
 }

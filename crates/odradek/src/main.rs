@@ -301,6 +301,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         });
         tokio::spawn(broker.clone().run_flush_scheduler());
         tokio::spawn(broker.clone().run_group_sweeper());
+        tokio::spawn(broker.clone().run_transaction_sweeper());
         tokio::spawn(broker.clone().run_retention());
         tokio::spawn(broker.clone().run_cleaner());
         odradek_broker::serve(listener, broker.clone(), stopped).await;

@@ -9,17 +9,18 @@
 pub mod consumer;
 pub mod group;
 pub mod records;
+pub mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use odradek_protocol::batch;
+use odradek_protocol::batch::{self, BatchHeader, BatchOwner, TxnMarker};
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
-use crate::log_manager::{LogManager, Topic};
+use crate::log_manager::{LogManager, Partition, Topic};
 use group::{CommittedOffset, Group, GroupLimits};
 use records::{RecordKey, StoredGroup, StoredMember};
 
@@ -27,7 +28,102 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Topics only the broker writes to; clients see them flagged internal in Metadata.
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    topic == OFFSETS_TOPIC || topic == transactions::TRANSACTION_STATE_TOPIC
+}
+
+/// An internal compacted topic, created on first use as Kafka does.
+pub async fn internal_topic(
+    logs: &LogManager,
+    name: &str,
+    partitions: i32,
+    segment_bytes: i64,
+) -> Option<std::sync::Arc<Topic>> {
+    if let Some(t) = logs.topic(name) {
+        return Some(t);
+    }
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("segment.bytes".to_string(), segment_bytes.to_string()),
+    ]);
+    match logs.create_topic(name, partitions, configs).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!(error = %e, "cannot create {name}");
+            None
+        }
+    }
+}
+
+/// Appends one batch of key/value records, written by `owner`, to `topic`-`index`.
+/// Returns the partition so the caller can wait for durability.
+pub fn append_records(
+    topic: &Topic,
+    index: i32,
+    records: &[batch::KeyValue<'_>],
+    owner: BatchOwner,
+) -> Result<std::sync::Arc<Partition>, String> {
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .cloned()
+        .ok_or("internal topic partition missing")?;
+    let encoded = batch::encode_owned_batch(records, odradek_storage::now_ms(), owner);
+    let mut log = partition
+        .lock_log()
+        .ok_or("internal topic partition offline")?;
+    log.append(encoded, crate::handlers::LEADER_EPOCH)
+        .map_err(|e| e.to_string())?;
+    drop(log);
+    partition.appended.notify_waiters();
+    Ok(partition)
+}
+
+/// Reads a partition from its start, calling `visit(batch, key, value)` for each record of
+/// each data batch, and once with no key or value for each control batch.
+pub fn replay_records(
+    partition: &Partition,
+    mut visit: impl FnMut(&[u8], Option<&[u8]>, Option<&[u8]>),
+) {
+    let Some(log) = partition.lock_log() else {
+        return;
+    };
+    let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
+    drop(log);
+    while offset < end {
+        let read = partition
+            .lock_log()
+            .map(|l| l.prepare_read(offset, 1 << 20, true));
+        let records = match read.map(|r| r.and_then(|p| p.read())) {
+            Some(Ok(r)) if !r.records.is_empty() => r.records,
+            Some(Err(e)) => {
+                warn!(error = %e, offset, "cannot replay an internal topic partition");
+                return;
+            }
+            _ => return,
+        };
+        let mut pos = 0;
+        for (header, size) in batch::complete_batches(&records) {
+            offset = header.last_offset() + 1;
+            let bytes = &records[pos..pos + size];
+            if header.is_control() {
+                visit(bytes, None, None);
+            } else {
+                for record in batch::records(bytes) {
+                    visit(bytes, record.key, record.value);
+                }
+            }
+            pos += size;
+        }
+    }
+}
+
+/// An offset committed by a transaction, applied only when the transaction commits.
+#[derive(Debug, Clone)]
+pub struct PendingOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: CommittedOffset,
 }
 
 /// Kafka's `Utils.abs(String.hashCode())`: the partition of `__consumer_offsets` a group's
@@ -51,6 +147,8 @@ pub struct GroupCoordinator {
     pub offsets_retention_ms: i64,
     retention_check_interval: Duration,
     last_retention_check: Mutex<Instant>,
+    /// Offsets from TxnOffsetCommit by producer id, waiting for their transaction's end.
+    pending_txn_offsets: Mutex<HashMap<i64, Vec<PendingOffset>>>,
 }
 
 impl GroupCoordinator {
@@ -77,6 +175,7 @@ impl GroupCoordinator {
                 .saturating_mul(60_000),
             retention_check_interval: ms("offsets.retention.check.interval.ms", 600_000),
             last_retention_check: Mutex::new(Instant::now()),
+            pending_txn_offsets: Mutex::new(HashMap::new()),
             consumer_heartbeat_interval_ms: config
                 .number_or("group.consumer.heartbeat.interval.ms", 5000)
                 .clamp(1, i64::from(i32::MAX)) as i32,
@@ -96,70 +195,70 @@ impl GroupCoordinator {
 
     /// The offsets topic, created on first use as Kafka does.
     pub async fn offsets_topic(&self, logs: &LogManager) -> Option<std::sync::Arc<Topic>> {
-        if let Some(t) = logs.topic(OFFSETS_TOPIC) {
-            return Some(t);
-        }
-        let configs = BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                self.offsets_segment_bytes.to_string(),
-            ),
-        ]);
-        match logs
-            .create_topic(OFFSETS_TOPIC, self.offsets_partitions, configs)
-            .await
-        {
-            Ok(t) => Some(t),
-            Err(e) => {
-                warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
-                None
-            }
-        }
+        internal_topic(
+            logs,
+            OFFSETS_TOPIC,
+            self.offsets_partitions,
+            self.offsets_segment_bytes,
+        )
+        .await
     }
 
-    /// Rebuilds groups and offsets from `__consumer_offsets`.
+    /// Rebuilds groups and offsets from `__consumer_offsets`. Offsets a transaction wrote
+    /// apply when its commit marker is replayed; an open transaction's stay pending.
     pub fn load(&self, logs: &LogManager) {
         let Some(topic) = logs.topic(OFFSETS_TOPIC) else {
             return;
         };
         let started = Instant::now();
         let mut groups = self.groups.lock().expect("coordinator lock");
+        let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
         let mut applied = 0usize;
         for partition in &topic.partitions {
-            let Some(log) = partition.lock_log() else {
-                continue;
-            };
-            let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
-            drop(log);
-            while offset < end {
-                let read = partition
-                    .lock_log()
-                    .map(|l| l.prepare_read(offset, 1 << 20, true));
-                let records = match read.map(|r| r.and_then(|p| p.read())) {
-                    Some(Ok(r)) if !r.records.is_empty() => r.records,
-                    Some(Err(e)) => {
-                        warn!(error = %e, "reading {OFFSETS_TOPIC} at {offset}");
-                        break;
-                    }
-                    _ => break,
+            replay_records(partition, |bytes, key, value| {
+                let Some(header) = BatchHeader::parse(bytes) else {
+                    return;
                 };
-                for (header, size) in batch::complete_batches(&records) {
-                    let _ = size;
-                    offset = header.last_offset() + 1;
-                }
-                let mut pos = 0;
-                for (_, size) in batch::complete_batches(&records) {
-                    for record in batch::records(&records[pos..pos + size]) {
-                        if let Some(key) = record.key.and_then(RecordKey::decode) {
-                            apply(&mut groups, key, record.value, Instant::now());
-                            applied += 1;
-                        }
+                if header.is_control() {
+                    if let Some(marker) = TxnMarker::decode(bytes)
+                        && let Some(offsets) = pending.remove(&marker.producer_id)
+                        && marker.commit
+                    {
+                        settle(&mut groups, offsets);
                     }
-                    pos += size;
+                    return;
                 }
-            }
+                let Some(key) = key.and_then(RecordKey::decode) else {
+                    return;
+                };
+                applied += 1;
+                if header.is_transactional() {
+                    if let RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } = key
+                        && let Some(offset) = value.and_then(records::decode_offset)
+                    {
+                        pending
+                            .entry(header.producer_id())
+                            .or_default()
+                            .push(PendingOffset {
+                                group,
+                                topic,
+                                partition,
+                                offset,
+                            });
+                    }
+                    return;
+                }
+                apply(&mut groups, key, value, Instant::now());
+            });
         }
+        *self
+            .pending_txn_offsets
+            .lock()
+            .expect("pending offsets lock") = pending;
         info!(groups = groups.len(), records = applied, elapsed = ?started.elapsed(), "loaded consumer groups");
     }
 
@@ -170,26 +269,90 @@ impl GroupCoordinator {
         topic: &Topic,
         group: &str,
         records: &[(RecordKey, Option<Bytes>)],
-    ) -> Result<std::sync::Arc<crate::log_manager::Partition>, String> {
-        let index = partition_for(group, topic.partitions.len() as i32) as usize;
-        let partition = topic
-            .partitions
-            .get(index)
-            .cloned()
-            .ok_or("offsets partition missing")?;
+    ) -> Result<std::sync::Arc<Partition>, String> {
         let keys: Vec<_> = records.iter().map(|(k, _)| k.encode()).collect();
         let pairs: Vec<batch::KeyValue<'_>> = keys
             .iter()
             .zip(records)
             .map(|(k, (_, v))| (Some(&k[..]), v.as_deref()))
             .collect();
-        let encoded = batch::encode_batch(&pairs, odradek_storage::now_ms());
-        let mut log = partition.lock_log().ok_or("offsets partition offline")?;
-        log.append(encoded, crate::handlers::LEADER_EPOCH)
-            .map_err(|e| e.to_string())?;
-        drop(log);
-        partition.appended.notify_waiters();
-        Ok(partition)
+        let index = partition_for(group, topic.partitions.len() as i32);
+        append_records(topic, index, &pairs, BatchOwner::BROKER)
+    }
+
+    /// Writes a transaction's offset commits as a transactional batch of `owner`: replay
+    /// applies them only once the commit marker follows.
+    pub fn append_txn_offsets(
+        &self,
+        topic: &Topic,
+        group: &str,
+        offsets: &[PendingOffset],
+        owner: BatchOwner,
+    ) -> Result<std::sync::Arc<Partition>, String> {
+        let records: Vec<_> = offsets
+            .iter()
+            .map(|p| offset_record(group, &p.topic, p.partition, &p.offset))
+            .collect();
+        let keys: Vec<_> = records.iter().map(|(k, _)| k.encode()).collect();
+        let pairs: Vec<batch::KeyValue<'_>> = keys
+            .iter()
+            .zip(&records)
+            .map(|(k, (_, v))| (Some(&k[..]), v.as_deref()))
+            .collect();
+        let index = partition_for(group, topic.partitions.len() as i32);
+        append_records(topic, index, &pairs, owner)
+    }
+
+    pub fn add_pending_txn_offsets(&self, producer_id: i64, offsets: Vec<PendingOffset>) {
+        self.pending_txn_offsets
+            .lock()
+            .expect("pending offsets lock")
+            .entry(producer_id)
+            .or_default()
+            .extend(offsets);
+    }
+
+    /// A transaction marker reached offsets partition `index`: the producer's pending
+    /// offsets of groups stored there are applied (commit) or dropped (abort).
+    pub fn settle_txn_offsets(&self, producer_id: i64, index: i32, commit: bool) {
+        let mut pending = self
+            .pending_txn_offsets
+            .lock()
+            .expect("pending offsets lock");
+        let Some(all) = pending.remove(&producer_id) else {
+            return;
+        };
+        let (here, elsewhere): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|p| partition_for(&p.group, self.offsets_partitions) == index);
+        if !elsewhere.is_empty() {
+            pending.insert(producer_id, elsewhere);
+        }
+        drop(pending);
+        if commit {
+            settle(&mut self.groups.lock().expect("coordinator lock"), here);
+        }
+    }
+
+    /// Whether a transaction has offsets pending for this group and partition: OffsetFetch
+    /// with `require_stable` answers UNSTABLE_OFFSET_COMMIT until it ends (KIP-447).
+    pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn_offsets
+            .lock()
+            .expect("pending offsets lock")
+            .values()
+            .flatten()
+            .any(|p| p.group == group && p.topic == topic && p.partition == partition)
+    }
+}
+
+fn settle(groups: &mut HashMap<String, Group>, offsets: Vec<PendingOffset>) {
+    for p in offsets {
+        groups
+            .entry(p.group.clone())
+            .or_insert_with(|| Group::new(&p.group))
+            .offsets
+            .insert((p.topic, p.partition), p.offset);
     }
 }
 

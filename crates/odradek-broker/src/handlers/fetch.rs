@@ -10,8 +10,10 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use odradek_storage::StorageError;
 use tracing::warn;
 use uuid::Uuid;
@@ -46,6 +48,7 @@ struct FetchTarget {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Reported {
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
 }
 
@@ -218,10 +221,31 @@ impl Broker {
             return error(data, ResponseError::KafkaStorageError);
         };
         let (high_watermark, log_start_offset) = (log.log_end_offset(), log.log_start_offset());
-        let prepared = log.prepare_read(target.fetch_offset, limit, min_one);
+        let last_stable_offset = log.last_stable_offset();
+        let prepared = log
+            .prepare_read(target.fetch_offset, limit, min_one)
+            .map(|p| {
+                if read_committed {
+                    p.up_to(last_stable_offset)
+                } else {
+                    p
+                }
+            });
+        if read_committed {
+            let aborted = log
+                .aborted_transactions(target.fetch_offset, last_stable_offset)
+                .into_iter()
+                .map(|t| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(t.producer_id))
+                        .with_first_offset(t.first_offset)
+                })
+                .collect();
+            data.aborted_transactions = Some(aborted);
+        }
         drop(log);
         data.high_watermark = high_watermark;
-        data.last_stable_offset = high_watermark;
+        data.last_stable_offset = last_stable_offset;
         data.log_start_offset = log_start_offset;
         let records = match prepared.and_then(|p| p.read()) {
             Ok(r) => r.records,
@@ -243,6 +267,7 @@ impl Broker {
             bytes,
             reported: Some(Reported {
                 high_watermark,
+                last_stable_offset,
                 log_start_offset,
             }),
         }

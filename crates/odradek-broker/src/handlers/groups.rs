@@ -35,6 +35,7 @@ use crate::coordinator::{self, OFFSETS_TOPIC};
 use crate::log_manager::Partition;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// A partition and its committed offset, if any.
 type PartitionOffset = (i32, Option<CommittedOffset>);
@@ -96,7 +97,7 @@ fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
 }
 
 impl Broker {
-    fn durable(
+    pub(crate) fn durable(
         &self,
         partition: &Arc<Partition>,
     ) -> oneshot::Receiver<Result<(), Arc<odradek_storage::StorageError>>> {
@@ -229,14 +230,21 @@ impl Broker {
         let (host, port) = self.advertised.clone();
         let mut coordinators = Vec::new();
         for key in keys {
-            let error = if request.key_type != KEY_TYPE_GROUP {
-                // Transactions are not served yet.
-                Some(ResponseError::CoordinatorNotAvailable)
-            } else if self.coordinator.offsets_topic(&self.logs).await.is_none() {
-                Some(ResponseError::CoordinatorNotAvailable)
-            } else {
-                None
-            };
+            let error = match request.key_type {
+                KEY_TYPE_GROUP => self.coordinator.offsets_topic(&self.logs).await.is_none(),
+                KEY_TYPE_TRANSACTION => self.transaction_topic().await.is_none(),
+                _ => {
+                    coordinators.push(
+                        Coordinator::default()
+                            .with_key(str_bytes(key))
+                            .with_node_id((-1).into())
+                            .with_port(-1)
+                            .with_error_code(ResponseError::InvalidRequest.code()),
+                    );
+                    continue;
+                }
+            }
+            .then_some(ResponseError::CoordinatorNotAvailable);
             let mut c = Coordinator::default()
                 .with_key(str_bytes(key))
                 .with_error_code(code(error));
@@ -623,6 +631,17 @@ impl Broker {
         request: OffsetFetchRequest,
         version: i16,
     ) -> OffsetFetchResponse {
+        // KIP-447: with require_stable, offsets a transaction has not yet committed are
+        // answered UNSTABLE_OFFSET_COMMIT (retriable) rather than with the older value.
+        let unstable = |group: &str, topic: &str, partition: i32| {
+            if request.require_stable
+                && self.coordinator.has_pending_offset(group, topic, partition)
+            {
+                ResponseError::UnstableOffsetCommit.code()
+            } else {
+                0
+            }
+        };
         let fill = |o: &Option<CommittedOffset>| match o {
             Some(o) => (o.offset, o.leader_epoch, o.metadata.clone()),
             None => (-1, -1, String::new()),
@@ -642,13 +661,18 @@ impl Broker {
                         .into_iter()
                         .map(|(topic, parts)| {
                             OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(str_bytes(topic)))
+                                .with_name(TopicName(str_bytes(topic.clone())))
                                 .with_partitions(
                                     parts
                                         .iter()
                                         .map(|(p, o)| {
                                             let (offset, epoch, metadata) = fill(o);
                                             OffsetFetchResponsePartitions::default()
+                                                .with_error_code(unstable(
+                                                    g.group_id.as_str(),
+                                                    &topic,
+                                                    *p,
+                                                ))
                                                 .with_partition_index(*p)
                                                 .with_committed_offset(offset)
                                                 .with_committed_leader_epoch(epoch)
@@ -675,13 +699,18 @@ impl Broker {
             .into_iter()
             .map(|(topic, parts)| {
                 OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(str_bytes(topic)))
+                    .with_name(TopicName(str_bytes(topic.clone())))
                     .with_partitions(
                         parts
                             .iter()
                             .map(|(p, o)| {
                                 let (offset, epoch, metadata) = fill(o);
                                 let mut partition = OffsetFetchResponsePartition::default()
+                                    .with_error_code(unstable(
+                                        request.group_id.as_str(),
+                                        &topic,
+                                        *p,
+                                    ))
                                     .with_partition_index(*p)
                                     .with_committed_offset(offset)
                                     .with_metadata(Some(str_bytes(metadata)));

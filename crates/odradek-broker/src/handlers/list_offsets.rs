@@ -52,6 +52,11 @@ impl Broker {
                             return fail(ResponseError::KafkaStorageError);
                         };
                         let lookup = match p.timestamp {
+                            // read_committed consumers start at the last stable offset.
+                            LATEST if request.isolation_level == 1 => Ok(Some(OffsetLookup {
+                                offset: log.last_stable_offset(),
+                                timestamp: -1,
+                            })),
                             LATEST => Ok(Some(OffsetLookup {
                                 offset: log.log_end_offset(),
                                 timestamp: -1,

@@ -11,6 +11,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod topics;
+pub(crate) mod transactions;
 
 use kafka_protocol::ResponseError;
 

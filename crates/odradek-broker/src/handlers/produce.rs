@@ -7,7 +7,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use odradek_protocol::batch::{self, BatchError};
-use odradek_storage::{DurabilityWaiter, StorageError};
+use odradek_storage::{DurabilityWaiter, ProducerError, StorageError};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -28,8 +28,14 @@ fn batch_error_code(e: &BatchError) -> ResponseError {
     }
 }
 
-fn storage_error_code(e: &StorageError) -> ResponseError {
+pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     match e {
+        StorageError::Producer(p) => match p {
+            ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            ProducerError::NonTransactionalInTransaction { .. } => ResponseError::InvalidTxnState,
+            ProducerError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+        },
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::ShuttingDown(_) => ResponseError::NotLeaderOrFollower,
         StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
@@ -143,6 +149,23 @@ fn keyless_rejected(index: i32, topic: &str, missing: &[i32]) -> PartitionProduc
 }
 
 impl Broker {
+    /// KIP-890's defence: a transactional batch is accepted only if its producer, at this
+    /// epoch, added the partition to its ongoing transaction.
+    fn unverified_transactional_write(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> Option<ResponseError> {
+        let header = batch::BatchHeader::parse(records)?;
+        if !header.is_transactional() {
+            return None;
+        }
+        let (pid, epoch) = (header.producer_id(), header.producer_epoch());
+        (!self.txn.open.allows(pid, epoch, topic, partition))
+            .then_some(ResponseError::InvalidTxnState)
+    }
+
     /// Validates and appends one partition's batch. Returns the response entry and, for
     /// acks=all, a receiver that fires once the batch is on stable storage.
     fn append_to_partition(
@@ -198,6 +221,20 @@ impl Broker {
                 None,
             );
         };
+        // Checked under the partition lock: ending a transaction closes it to new writes
+        // before taking this lock to write the marker, so no write slips in after a marker.
+        if let Some(error) = self.unverified_transactional_write(&topic.name, index, records) {
+            drop(log);
+            debug!(topic = %topic.name, partition = index, error = ?error, "rejected a transactional batch outside its transaction");
+            return (
+                failed(
+                    index,
+                    error,
+                    "the partition is not part of the producer's ongoing transaction".into(),
+                ),
+                None,
+            );
+        }
         let appended = log.append(stored, LEADER_EPOCH);
         let log_start_offset = log.log_start_offset();
         drop(log);

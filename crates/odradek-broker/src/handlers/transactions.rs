@@ -1,0 +1,829 @@
+//! Idempotent and transactional producers (KIP-98): InitProducerId, the transaction
+//! coordinator's APIs (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit), the
+//! marker API (WriteTxnMarkers) and the admin views (DescribeTransactions,
+//! ListTransactions, DescribeProducers).
+//!
+//! Every state change of a transactional id is durable in `__transaction_state` before it is
+//! acted on. Ending a transaction is Kafka's two-phase sequence, done in line: persist
+//! PrepareCommit/PrepareAbort, write a marker to every partition of the transaction, persist
+//! CompleteCommit/CompleteAbort. A crash between the phases is finished by the sweeper on
+//! the next start, from the persisted Prepare state.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use odradek_protocol::batch::{BatchOwner, TxnMarker};
+use odradek_storage::now_ms;
+use tracing::{info, warn};
+
+use crate::Broker;
+use crate::broker::str_bytes;
+use crate::coordinator::group::CommittedOffset;
+use crate::coordinator::transactions::{
+    TRANSACTION_STATE_TOPIC, TopicPartition, TxnMetadata, TxnState, decode_key, decode_value,
+    encode_key, encode_value,
+};
+use crate::coordinator::{self, OFFSETS_TOPIC, PendingOffset, partition_for};
+use crate::log_manager::Topic;
+
+fn code(e: Option<ResponseError>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+/// Checks that a request comes from the transaction's current producer.
+fn check_producer(
+    m: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+) -> Result<(), ResponseError> {
+    let m = m.ok_or(ResponseError::InvalidProducerIdMapping)?;
+    if m.producer_id != producer_id {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if m.epoch != epoch {
+        return Err(ResponseError::ProducerFenced);
+    }
+    if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+        return Err(ResponseError::ConcurrentTransactions);
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// `__transaction_state`, created on first use as Kafka does.
+    pub(crate) async fn transaction_topic(&self) -> Option<Arc<Topic>> {
+        let limits = self.txn.limits;
+        coordinator::internal_topic(
+            &self.logs,
+            TRANSACTION_STATE_TOPIC,
+            limits.partitions,
+            limits.segment_bytes,
+        )
+        .await
+    }
+
+    /// Makes a transactional id's state durable (`None`: deletes it).
+    async fn persist_txn(&self, id: &str, m: Option<&TxnMetadata>) -> Result<(), ResponseError> {
+        let topic = self
+            .transaction_topic()
+            .await
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let key = encode_key(id);
+        let value = m.map(encode_value);
+        let partition = partition_for(id, topic.partitions.len() as i32);
+        let appended = coordinator::append_records(
+            &topic,
+            partition,
+            &[(Some(&key[..]), value.as_deref())],
+            BatchOwner::BROKER,
+        );
+        let partition = appended.map_err(|e| {
+            warn!(transactional_id = id, error = %e, "cannot persist transaction state");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        match self.durable(&partition).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Rebuilds transactional ids from `__transaction_state` (the last record per id wins).
+    pub(crate) fn load_transactions(&self) {
+        let Some(topic) = self.logs.topic(TRANSACTION_STATE_TOPIC) else {
+            return;
+        };
+        let mut loaded = std::collections::HashMap::new();
+        for partition in &topic.partitions {
+            coordinator::replay_records(partition, |_, key, value| {
+                if let Some(id) = key.and_then(decode_key) {
+                    match value.and_then(decode_value) {
+                        Some(m) => loaded.insert(id, m),
+                        None => loaded.remove(&id),
+                    };
+                }
+            });
+        }
+        for m in loaded.values() {
+            if m.state == TxnState::Ongoing {
+                self.txn.open.open(m.producer_id, m.epoch, &m.partitions);
+            }
+        }
+        info!(transactional_ids = loaded.len(), "loaded transaction state");
+        *self
+            .txn
+            .txns
+            .try_lock()
+            .expect("no transaction work before start-up") = loaded;
+    }
+
+    pub(crate) async fn init_producer_id(
+        &self,
+        request: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        let fail = |e: ResponseError| {
+            InitProducerIdResponse::default()
+                .with_error_code(e.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        };
+        let transactional_id = request
+            .transactional_id
+            .as_ref()
+            .map(|t| t.to_string())
+            .filter(|t| !t.is_empty());
+        let Some(id) = transactional_id else {
+            // Idempotent producer: a fresh id each time (KIP-360 bumps need none locally).
+            return match self.logs.allocate_producer_id().await {
+                Ok(pid) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(0),
+                Err(e) => {
+                    warn!(error = %e, "cannot allocate a producer id");
+                    fail(ResponseError::CoordinatorNotAvailable)
+                }
+            };
+        };
+        let timeout = request.transaction_timeout_ms;
+        if timeout <= 0 || timeout > self.txn.limits.max_timeout_ms {
+            return fail(ResponseError::InvalidTransactionTimeout);
+        }
+        let mut txns = self.txn.txns.lock().await;
+        let now = now_ms();
+        let mut m = match txns.get(&id).cloned() {
+            None => {
+                let pid = match self.logs.allocate_producer_id().await {
+                    Ok(pid) => pid,
+                    Err(_) => return fail(ResponseError::CoordinatorNotAvailable),
+                };
+                TxnMetadata {
+                    producer_id: pid,
+                    epoch: -1,
+                    timeout_ms: timeout,
+                    state: TxnState::Empty,
+                    partitions: BTreeSet::new(),
+                    start_ms: -1,
+                    last_update_ms: now,
+                }
+            }
+            Some(mut m) => {
+                let given = (request.producer_id.0, request.producer_epoch);
+                if given.0 >= 0 && given != (m.producer_id, m.epoch) {
+                    return fail(ResponseError::ProducerFenced);
+                }
+                match m.state {
+                    TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                        return fail(ResponseError::ConcurrentTransactions);
+                    }
+                    TxnState::Ongoing => {
+                        // A new instance of the producer: fence the old one by aborting its
+                        // transaction under a bumped epoch.
+                        m.epoch = m.epoch.saturating_add(1);
+                        if let Err(e) = self.complete_transaction(&id, &mut m, false).await {
+                            return fail(e);
+                        }
+                    }
+                    _ => {}
+                }
+                m
+            }
+        };
+        if m.epoch >= i16::MAX - 1 {
+            match self.logs.allocate_producer_id().await {
+                Ok(pid) => (m.producer_id, m.epoch) = (pid, 0),
+                Err(_) => return fail(ResponseError::CoordinatorNotAvailable),
+            }
+        } else {
+            m.epoch += 1;
+        }
+        m.timeout_ms = timeout;
+        m.state = TxnState::Empty;
+        m.partitions.clear();
+        m.last_update_ms = now;
+        if let Err(e) = self.persist_txn(&id, Some(&m)).await {
+            return fail(e);
+        }
+        let response = InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(m.producer_id))
+            .with_producer_epoch(m.epoch);
+        txns.insert(id, m);
+        response
+    }
+
+    /// Ends `m`'s transaction: Prepare state, markers, Complete state, each durable in turn.
+    /// Markers carry `m.epoch`, which callers bump first when fencing.
+    async fn complete_transaction(
+        &self,
+        id: &str,
+        m: &mut TxnMetadata,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        self.txn.open.close(m.producer_id);
+        m.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        m.last_update_ms = now_ms();
+        self.persist_txn(id, Some(m)).await?;
+        let marker = TxnMarker {
+            producer_id: m.producer_id,
+            producer_epoch: m.epoch,
+            coordinator_epoch: 0,
+            commit,
+        };
+        for (tp, error) in self.write_markers(&marker, &m.partitions).await {
+            if let Some(e) = error {
+                warn!(transactional_id = id, topic = %tp.0, partition = tp.1, error = ?e, "transaction marker not written");
+                if e != ResponseError::UnknownTopicOrPartition {
+                    return Err(ResponseError::CoordinatorNotAvailable);
+                }
+            }
+        }
+        m.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        m.partitions.clear();
+        m.last_update_ms = now_ms();
+        self.persist_txn(id, Some(m)).await
+    }
+
+    /// Writes `marker` to each partition and waits until all are durable. Markers in
+    /// `__consumer_offsets` also settle the producer's pending transactional offsets.
+    async fn write_markers(
+        &self,
+        marker: &TxnMarker,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Vec<(TopicPartition, Option<ResponseError>)> {
+        let mut results = Vec::new();
+        let mut waits = Vec::new();
+        for tp in partitions {
+            let Some(partition) = self.logs.partition(&tp.0, tp.1) else {
+                results.push((tp.clone(), Some(ResponseError::UnknownTopicOrPartition)));
+                continue;
+            };
+            let appended = match partition.lock_log() {
+                Some(mut log) => log.append_marker(marker, super::LEADER_EPOCH),
+                None => {
+                    results.push((tp.clone(), Some(ResponseError::KafkaStorageError)));
+                    continue;
+                }
+            };
+            match appended {
+                Ok(_) => {
+                    partition.appended.notify_waiters();
+                    if tp.0 == OFFSETS_TOPIC {
+                        self.coordinator.settle_txn_offsets(
+                            marker.producer_id,
+                            tp.1,
+                            marker.commit,
+                        );
+                    }
+                    waits.push((results.len(), self.durable(&partition)));
+                    results.push((tp.clone(), None));
+                }
+                Err(e) => {
+                    warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot write transaction marker");
+                    results.push((tp.clone(), Some(super::produce::storage_error_code(&e))));
+                }
+            }
+        }
+        for (i, rx) in waits {
+            if !matches!(rx.await, Ok(Ok(()))) {
+                results[i].1 = Some(ResponseError::KafkaStorageError);
+            }
+        }
+        results
+    }
+
+    /// Adds partitions to a transaction (or, `verify_only`, checks they are in it).
+    async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        wanted: Vec<TopicPartition>,
+        verify_only: bool,
+    ) -> Vec<(TopicPartition, Option<ResponseError>)> {
+        let all = |e: ResponseError| wanted.iter().map(|tp| (tp.clone(), Some(e))).collect();
+        let unknown: Vec<bool> = wanted
+            .iter()
+            .map(|(t, p)| self.logs.partition(t, *p).is_none())
+            .collect();
+        if unknown.iter().any(|u| *u) {
+            return wanted
+                .iter()
+                .zip(unknown)
+                .map(|(tp, u)| {
+                    let e = if u {
+                        ResponseError::UnknownTopicOrPartition
+                    } else {
+                        ResponseError::OperationNotAttempted
+                    };
+                    (tp.clone(), Some(e))
+                })
+                .collect();
+        }
+        let mut txns = self.txn.txns.lock().await;
+        if let Err(e) = check_producer(txns.get(id), producer_id, epoch) {
+            return all(e);
+        }
+        let mut m = txns.get(id).cloned().expect("checked above");
+        if verify_only {
+            let in_txn = m.state == TxnState::Ongoing;
+            return wanted
+                .into_iter()
+                .map(|tp| {
+                    let ok = in_txn && m.partitions.contains(&tp);
+                    (tp, (!ok).then_some(ResponseError::InvalidTxnState))
+                })
+                .collect();
+        }
+        let now = now_ms();
+        if m.state != TxnState::Ongoing {
+            m.start_ms = now;
+            m.partitions.clear();
+        }
+        let before = m.partitions.len();
+        m.partitions.extend(wanted.iter().cloned());
+        if m.state != TxnState::Ongoing || m.partitions.len() != before {
+            m.state = TxnState::Ongoing;
+            m.last_update_ms = now;
+            if let Err(e) = self.persist_txn(id, Some(&m)).await {
+                return all(e);
+            }
+        }
+        self.txn.open.open(m.producer_id, m.epoch, &m.partitions);
+        txns.insert(id.to_string(), m);
+        wanted.into_iter().map(|tp| (tp, None)).collect()
+    }
+
+    pub(crate) async fn add_partitions_to_txn(
+        &self,
+        request: AddPartitionsToTxnRequest,
+        version: i16,
+    ) -> AddPartitionsToTxnResponse {
+        let flatten = |topics: &[AddPartitionsToTxnTopic]| -> Vec<TopicPartition> {
+            topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
+                .collect()
+        };
+        let to_topics = |results: Vec<(TopicPartition, Option<ResponseError>)>| {
+            let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+            for ((topic, partition), error) in results {
+                let result = AddPartitionsToTxnPartitionResult::default()
+                    .with_partition_index(partition)
+                    .with_partition_error_code(code(error));
+                match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+                    Some(t) => t.results_by_partition.push(result),
+                    None => topics.push(
+                        AddPartitionsToTxnTopicResult::default()
+                            .with_name(str_bytes(topic).into())
+                            .with_results_by_partition(vec![result]),
+                    ),
+                }
+            }
+            topics
+        };
+        if version <= 3 {
+            let results = self
+                .add_partitions(
+                    request.v3_and_below_transactional_id.as_str(),
+                    request.v3_and_below_producer_id.0,
+                    request.v3_and_below_producer_epoch,
+                    flatten(&request.v3_and_below_topics),
+                    false,
+                )
+                .await;
+            return AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(to_topics(results));
+        }
+        let mut by_transaction = Vec::new();
+        for t in &request.transactions {
+            let results = self
+                .add_partitions(
+                    t.transactional_id.as_str(),
+                    t.producer_id.0,
+                    t.producer_epoch,
+                    flatten(&t.topics),
+                    t.verify_only,
+                )
+                .await;
+            by_transaction.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(to_topics(results)),
+            );
+        }
+        AddPartitionsToTxnResponse::default().with_results_by_transaction(by_transaction)
+    }
+
+    pub(crate) async fn add_offsets_to_txn(
+        &self,
+        request: AddOffsetsToTxnRequest,
+    ) -> AddOffsetsToTxnResponse {
+        let Some(offsets) = self.coordinator.offsets_topic(&self.logs).await else {
+            return AddOffsetsToTxnResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code());
+        };
+        let partition = partition_for(request.group_id.as_str(), offsets.partitions.len() as i32);
+        let results = self
+            .add_partitions(
+                request.transactional_id.as_str(),
+                request.producer_id.0,
+                request.producer_epoch,
+                vec![(OFFSETS_TOPIC.to_string(), partition)],
+                false,
+            )
+            .await;
+        AddOffsetsToTxnResponse::default().with_error_code(code(results[0].1))
+    }
+
+    pub(crate) async fn end_txn(&self, request: EndTxnRequest) -> EndTxnResponse {
+        let id = request.transactional_id.to_string();
+        let respond = |e: Option<ResponseError>| {
+            EndTxnResponse::default()
+                .with_error_code(code(e))
+                .with_producer_id(request.producer_id)
+                .with_producer_epoch(request.producer_epoch)
+        };
+        let mut txns = self.txn.txns.lock().await;
+        if let Err(e) = check_producer(txns.get(&id), request.producer_id.0, request.producer_epoch)
+        {
+            return respond(Some(e));
+        }
+        let mut m = txns.get(&id).cloned().expect("checked above");
+        let commit = request.committed;
+        let outcome = match m.state {
+            TxnState::Ongoing => self.complete_transaction(&id, &mut m, commit).await.err(),
+            // A retry of the request that already ended it.
+            TxnState::CompleteCommit if commit => None,
+            TxnState::CompleteAbort if !commit => None,
+            _ => Some(ResponseError::InvalidTxnState),
+        };
+        txns.insert(id, m);
+        respond(outcome)
+    }
+
+    pub(crate) async fn txn_offset_commit(
+        &self,
+        request: TxnOffsetCommitRequest,
+        version: i16,
+    ) -> TxnOffsetCommitResponse {
+        let group_id = request.group_id.to_string();
+        let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
+        let offsets = self.coordinator.offsets_topic(&self.logs).await;
+        let error = match &offsets {
+            None => Some(ResponseError::CoordinatorNotAvailable),
+            Some(topic) => {
+                let partition = partition_for(&group_id, topic.partitions.len() as i32);
+                if !self.txn.open.allows(pid, epoch, OFFSETS_TOPIC, partition) {
+                    let txns = self.txn.txns.lock().await;
+                    Some(
+                        check_producer(txns.get(request.transactional_id.as_str()), pid, epoch)
+                            .err()
+                            .unwrap_or(ResponseError::InvalidTxnState),
+                    )
+                } else if version >= 3 && request.generation_id >= 0 {
+                    // KIP-447: the group's generation fences zombie instances.
+                    let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+                    groups.get_mut(&group_id).and_then(|g| {
+                        g.check_commit(
+                            &request.member_id,
+                            request.group_instance_id.as_deref(),
+                            request.generation_id,
+                            std::time::Instant::now(),
+                        )
+                    })
+                } else {
+                    None
+                }
+            }
+        };
+        let now = now_ms();
+        let mut pending = Vec::new();
+        let mut topics = Vec::new();
+        for topic in &request.topics {
+            let known = self.logs.topic(topic.name.as_str());
+            let mut partitions = Vec::new();
+            for p in &topic.partitions {
+                let metadata = p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let e = error.or_else(|| {
+                    if known.as_ref().is_none_or(|k| {
+                        p.partition_index < 0 || p.partition_index as usize >= k.partitions.len()
+                    }) {
+                        Some(ResponseError::UnknownTopicOrPartition)
+                    } else if metadata.len() > self.coordinator.metadata_max_bytes {
+                        Some(ResponseError::OffsetMetadataTooLarge)
+                    } else {
+                        None
+                    }
+                });
+                if e.is_none() {
+                    pending.push(PendingOffset {
+                        group: group_id.clone(),
+                        topic: topic.name.to_string(),
+                        partition: p.partition_index,
+                        offset: CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata,
+                            commit_timestamp: now,
+                        },
+                    });
+                }
+                partitions.push(
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(e)),
+                );
+            }
+            topics.push(
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions),
+            );
+        }
+        if let (Some(offsets), false) = (offsets, pending.is_empty()) {
+            let owner = BatchOwner {
+                producer_id: pid,
+                producer_epoch: epoch,
+                transactional: true,
+                control: false,
+            };
+            let written = self
+                .coordinator
+                .append_txn_offsets(&offsets, &group_id, &pending, owner);
+            let durable = match written {
+                Ok(partition) => matches!(self.durable(&partition).await, Ok(Ok(()))),
+                Err(e) => {
+                    warn!(group = %group_id, error = %e, "cannot write transactional offsets");
+                    false
+                }
+            };
+            if durable {
+                self.coordinator.add_pending_txn_offsets(pid, pending);
+            } else {
+                for t in &mut topics {
+                    for p in &mut t.partitions {
+                        if p.error_code == 0 {
+                            p.error_code = ResponseError::CoordinatorNotAvailable.code();
+                        }
+                    }
+                }
+            }
+        }
+        TxnOffsetCommitResponse::default().with_topics(topics)
+    }
+
+    pub(crate) async fn write_txn_markers(
+        &self,
+        request: WriteTxnMarkersRequest,
+    ) -> WriteTxnMarkersResponse {
+        let mut markers = Vec::new();
+        for m in &request.markers {
+            let partitions: BTreeSet<TopicPartition> = m
+                .topics
+                .iter()
+                .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.to_string(), *p)))
+                .collect();
+            let marker = TxnMarker {
+                producer_id: m.producer_id.0,
+                producer_epoch: m.producer_epoch,
+                coordinator_epoch: m.coordinator_epoch,
+                commit: m.transaction_result,
+            };
+            let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
+            for ((topic, partition), error) in self.write_markers(&marker, &partitions).await {
+                let result = WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(partition)
+                    .with_error_code(code(error));
+                match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+                    Some(t) => t.partitions.push(result),
+                    None => topics.push(
+                        WritableTxnMarkerTopicResult::default()
+                            .with_name(str_bytes(topic).into())
+                            .with_partitions(vec![result]),
+                    ),
+                }
+            }
+            markers.push(
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(topics),
+            );
+        }
+        WriteTxnMarkersResponse::default().with_markers(markers)
+    }
+
+    pub(crate) async fn describe_transactions(
+        &self,
+        request: DescribeTransactionsRequest,
+    ) -> DescribeTransactionsResponse {
+        let txns = self.txn.txns.lock().await;
+        let states = request
+            .transactional_ids
+            .iter()
+            .map(|id| {
+                let state = TransactionState::default().with_transactional_id(id.clone());
+                let Some(m) = txns.get(id.as_str()) else {
+                    return state.with_error_code(ResponseError::TransactionalIdNotFound.code());
+                };
+                let mut topics: Vec<TopicData> = Vec::new();
+                for (topic, partition) in &m.partitions {
+                    match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
+                        Some(t) => t.partitions.push(*partition),
+                        None => topics.push(
+                            TopicData::default()
+                                .with_topic(str_bytes(topic.clone()).into())
+                                .with_partitions(vec![*partition]),
+                        ),
+                    }
+                }
+                state
+                    .with_transaction_state(str_bytes(m.state.name()))
+                    .with_transaction_timeout_ms(m.timeout_ms)
+                    .with_transaction_start_time_ms(m.start_ms)
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_producer_epoch(m.epoch)
+                    .with_topics(topics)
+            })
+            .collect();
+        DescribeTransactionsResponse::default().with_transaction_states(states)
+    }
+
+    pub(crate) async fn list_transactions(
+        &self,
+        request: ListTransactionsRequest,
+    ) -> ListTransactionsResponse {
+        use kafka_protocol::messages::list_transactions_response::TransactionState as Listed;
+        let mut unknown = Vec::new();
+        let mut states = BTreeSet::new();
+        for f in &request.state_filters {
+            match TxnState::from_name(f.as_str()) {
+                Some(s) => {
+                    states.insert(s.name());
+                }
+                None => unknown.push(f.clone()),
+            }
+        }
+        let pattern = match request.transactional_id_pattern.as_deref() {
+            Some(p) if !p.is_empty() => match regex::Regex::new(&format!("^(?:{p})$")) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    return ListTransactionsResponse::default()
+                        .with_error_code(ResponseError::InvalidRegularExpression.code());
+                }
+            },
+            _ => None,
+        };
+        let now = now_ms();
+        let txns = self.txn.txns.lock().await;
+        let listed = txns
+            .iter()
+            .filter(|(_, m)| {
+                (request.state_filters.is_empty() || states.contains(m.state.name()))
+                    && (request.producer_id_filters.is_empty()
+                        || request
+                            .producer_id_filters
+                            .contains(&ProducerId(m.producer_id)))
+                    && (request.duration_filter < 0
+                        || (m.state == TxnState::Ongoing
+                            && now.saturating_sub(m.start_ms) >= request.duration_filter))
+            })
+            .filter(|(id, _)| pattern.as_ref().is_none_or(|r| r.is_match(id)))
+            .map(|(id, m)| {
+                Listed::default()
+                    .with_transactional_id(TransactionalId(str_bytes(id.clone())))
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_transaction_state(str_bytes(m.state.name()))
+            })
+            .collect();
+        ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown)
+            .with_transaction_states(listed)
+    }
+
+    pub(crate) fn describe_producers(
+        &self,
+        request: DescribeProducersRequest,
+    ) -> DescribeProducersResponse {
+        let topics = request
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let response = PartitionResponse::default().with_partition_index(index);
+                        let Some(partition) = self.logs.partition(t.name.as_str(), index) else {
+                            return response
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        let Some(log) = partition.lock_log() else {
+                            return response
+                                .with_error_code(ResponseError::KafkaStorageError.code());
+                        };
+                        let producers = log
+                            .producers()
+                            .into_iter()
+                            .map(|p| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(p.producer_id))
+                                    .with_producer_epoch(i32::from(p.epoch))
+                                    .with_last_sequence(p.last_sequence)
+                                    .with_last_timestamp(p.last_timestamp)
+                                    .with_coordinator_epoch(p.coordinator_epoch)
+                                    .with_current_txn_start_offset(
+                                        p.current_txn_first_offset.unwrap_or(-1),
+                                    )
+                            })
+                            .collect();
+                        response.with_active_producers(producers)
+                    })
+                    .collect();
+                TopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        DescribeProducersResponse::default().with_topics(topics)
+    }
+
+    /// The coordinator's timers, every
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: finishes transactions
+    /// a crash left in a Prepare state, aborts (and fences) transactions open longer than
+    /// their timeout, forgets transactional ids idle for `transactional.id.expiration.ms`,
+    /// and producers idle for `producer.id.expiration.ms`.
+    pub(crate) async fn sweep_transactions(&self) {
+        let now = now_ms();
+        let limits = self.txn.limits;
+        let mut txns = self.txn.txns.lock().await;
+        let ids: Vec<String> = txns.keys().cloned().collect();
+        for id in ids {
+            let Some(mut m) = txns.get(&id).cloned() else {
+                continue;
+            };
+            let outcome = match m.state {
+                TxnState::PrepareCommit => self.complete_transaction(&id, &mut m, true).await,
+                TxnState::PrepareAbort => self.complete_transaction(&id, &mut m, false).await,
+                TxnState::Ongoing if now.saturating_sub(m.start_ms) > i64::from(m.timeout_ms) => {
+                    info!(transactional_id = %id, producer_id = m.producer_id, "aborting a transaction that timed out");
+                    m.epoch = m.epoch.saturating_add(1);
+                    self.complete_transaction(&id, &mut m, false).await
+                }
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    if now.saturating_sub(m.last_update_ms) > limits.id_expiration_ms =>
+                {
+                    if self.persist_txn(&id, None).await.is_ok() {
+                        txns.remove(&id);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Err(e) = outcome {
+                warn!(transactional_id = %id, error = ?e, "cannot finish transaction; will retry");
+            }
+            txns.insert(id, m);
+        }
+        drop(txns);
+        for topic in self.logs.topics() {
+            for partition in &topic.partitions {
+                if let Some(mut log) = partition.lock_log() {
+                    log.expire_producers(now, limits.producer_id_expiration_ms);
+                }
+            }
+        }
+    }
+}
