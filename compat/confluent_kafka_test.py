@@ -10,7 +10,10 @@ exactly once, that both members were assigned partitions, and that the group's
 committed offsets (AdminClient.list_consumer_group_offsets) are the end
 offsets. Finally the configs phase on the same topic: IncrementalAlterConfigs
 (SET, APPEND, SUBTRACT, DELETE) checked with DescribeConfigs, an invalid value
-refused with INVALID_CONFIG, and DeleteRecords on one partition.
+refused with INVALID_CONFIG, and DeleteRecords on one partition. Last, a
+transactions phase on a second topic: an idempotent producer, then a
+transactional producer committing, aborting and committing again, checked with
+read_committed (committed records only, in order) and read_uncommitted readers.
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/confluent_kafka_test.py
 """
@@ -231,6 +234,64 @@ def configs_phase(admin, common, topic, end):
                       f"p{p} deleted to {DELETE_RECORDS_BEFORE})")
 
 
+def read_partition(common, topic, isolation, expect_at_least):
+    """Values of partition 0 of `topic` as a consumer with `isolation` sees them:
+    reads until `expect_at_least` values arrived, then 1 s more for stragglers."""
+    c = Consumer({**common, "group.id": f"unused-{topic}", "enable.auto.commit": False,
+                  "isolation.level": isolation, "enable.partition.eof": False})
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        values, quiet_until = [], None
+        while True:
+            if remaining(100) <= 5:
+                raise RuntimeError(f"{isolation} read of {topic}: only {len(values)} values")
+            for m in c.consume(num_messages=1000, timeout=0.2):
+                if m.error():
+                    raise KafkaException(m.error())
+                values.append(m.value().decode())
+            if len(values) >= expect_at_least:
+                quiet_until = quiet_until or time.monotonic() + 1.0
+                if time.monotonic() > quiet_until:
+                    return values
+    finally:
+        c.close()
+
+
+def transactions_phase(admin, common, topic):
+    """Idempotent and transactional producers. Returns (problems, summary)."""
+    txn_topic = f"{topic}-txn"
+    admin.create_topics([NewTopic(txn_topic, num_partitions=1, replication_factor=1)],
+                        operation_timeout=20, request_timeout=30)[txn_topic].result(timeout=remaining(35))
+    idem = Producer({**common, "enable.idempotence": True, "linger.ms": 5})
+    for i in range(100):
+        idem.produce(txn_topic, value=f"idem-{i}")
+    if idem.flush(remaining(30)):
+        raise RuntimeError("idempotent producer: undelivered records")
+    txn = Producer({**common, "transactional.id": f"{txn_topic}-producer", "linger.ms": 5})
+    txn.init_transactions(remaining(30))
+    for name, commit in (("A", True), ("B", False), ("C", True)):
+        txn.begin_transaction()
+        for i in range(100):
+            txn.produce(txn_topic, value=f"{name}-{i}")
+        if commit:
+            txn.commit_transaction(remaining(30))
+        else:
+            txn.flush(remaining(30))
+            txn.abort_transaction(remaining(30))
+    expected = [f"idem-{i}" for i in range(100)] + [f"{n}-{i}" for n in "AC" for i in range(100)]
+    problems = []
+    committed = read_partition(common, txn_topic, "read_committed", len(expected))
+    if committed != expected:
+        problems.append(f"read_committed saw {len(committed)} values, expected {len(expected)} "
+                        f"(first difference at {next((i for i, (a, b) in enumerate(zip(committed, expected)) if a != b), min(len(committed), len(expected)))})")
+    everything = read_partition(common, txn_topic, "read_uncommitted", 400)
+    if sorted(everything) != sorted(expected + [f"B-{i}" for i in range(100)]):
+        problems.append(f"read_uncommitted saw {len(everything)} values, expected 400")
+    if not problems and not os.environ.get("KEEP_TOPIC"):
+        admin.delete_topics([txn_topic], operation_timeout=10, request_timeout=15)[txn_topic].result(timeout=remaining(15))
+    return problems, "transactions ok (idempotent 100; committed A, C seen, aborted B hidden)"
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -345,7 +406,14 @@ def main():
         problems = [f"configs: {p}" for p in cproblems]
         note += f"; {summary}, {time.monotonic() - t3:.1f}s"
 
-    # 6. clean up on success (best effort: a failed delete is reported, not fatal).
+    # 6. idempotent and transactional producers (on their own topic)
+    if not problems:
+        t4 = time.monotonic()
+        tproblems, summary = transactions_phase(admin, common, topic)
+        problems = [f"transactions: {p}" for p in tproblems]
+        note += f"; {summary}, {time.monotonic() - t4:.1f}s"
+
+    # 7. clean up on success (best effort: a failed delete is reported, not fatal).
     # A failing run keeps its topic for inspection.
     if not problems and not os.environ.get("KEEP_TOPIC"):
         try:

@@ -546,4 +546,28 @@ mod tests {
         corrupt[last] ^= 1;
         assert!(ProducerStateManager::decode(&corrupt).is_none());
     }
+
+    #[test]
+    fn idle_producers_expire_and_those_below_the_log_start_are_forgotten() {
+        let mut state = ProducerStateManager::default();
+        state.replay(&producer_batch(1, 0, 0, 1, 0, false)); // timestamp 1000
+        state.replay(&producer_batch(2, 0, 0, 1, 1, true)); // open transaction
+        state.replay(&producer_batch(3, 0, 0, 1, 50, false));
+        assert_eq!(state.expire(1500, 1000), 0);
+        assert_eq!(
+            state.expire(2500, 1000),
+            2,
+            "idle producers without a transaction go"
+        );
+        assert_eq!(state.producers().count(), 1);
+        state.replay(&producer_batch(4, 0, 0, 1, 60, false));
+        state.replay(&producer_batch(5, 0, 0, 1, 70, false));
+        state.evict_below(65);
+        let left: Vec<i64> = {
+            let mut ids: Vec<i64> = state.producers().map(|p| p.producer_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(left, [2, 5]);
+    }
 }
