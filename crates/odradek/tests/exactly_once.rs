@@ -476,3 +476,242 @@ async fn kill_9_keeps_committed_transactions_and_aborts_open_ones_after_their_ti
         assert_eq!(seen[&partition], want);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_views_describe_transactions_and_producers_and_idle_ids_expire() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{
+        DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest, TopicName,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let broker = BrokerProcess::start_with(&[
+        "--set",
+        "transactional.id.expiration.ms=3000",
+        "--set",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=300",
+    ]);
+    create_topic(&broker.addr, "viewed", 2, &[]).await;
+    let p = transactional_producer(&broker.addr, "viewed-txn", &[]);
+    p.begin_transaction().unwrap();
+    send_all(&p, "viewed", &[(1, "v".to_string())]).await;
+
+    let describe = || {
+        let request =
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_static_str("viewed-txn"),
+            )]);
+        raw_round_trip(&broker.addr, &request, 0).transaction_states[0].clone()
+    };
+    let state = describe();
+    assert_eq!(state.error_code, 0);
+    assert_eq!(state.transaction_state.as_str(), "Ongoing");
+    assert_eq!(state.topics.len(), 1);
+    assert_eq!(state.topics[0].topic.as_str(), "viewed");
+    assert_eq!(state.topics[0].partitions, [1]);
+
+    let listed = raw_round_trip(
+        &broker.addr,
+        &ListTransactionsRequest::default()
+            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")]),
+        1,
+    );
+    assert_eq!(listed.error_code, 0);
+    assert_eq!(
+        listed
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.as_str())
+            .collect::<Vec<_>>(),
+        ["viewed-txn"]
+    );
+
+    let producers = raw_round_trip(
+        &broker.addr,
+        &DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("viewed")))
+                .with_partition_indexes(vec![1]),
+        ]),
+        0,
+    );
+    let active = &producers.topics[0].partitions[0].active_producers;
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].producer_id, state.producer_id);
+    assert_eq!(active[0].current_txn_start_offset, 0);
+
+    p.commit_transaction(Timeout::After(TIMEOUT)).unwrap();
+    assert_eq!(describe().transaction_state.as_str(), "CompleteCommit");
+    drop(p);
+    // transactional.id.expiration.ms after its last use, the id is forgotten.
+    let deadline = Instant::now() + TIMEOUT;
+    while describe().error_code == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle transactional id never expired"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        describe().error_code,
+        kafka_protocol::ResponseError::TransactionalIdNotFound.code()
+    );
+}
+
+/// A produce request for one record of `producer` (id, epoch, sequence) to `topic`-0.
+fn producer_record(
+    topic: &'static str,
+    (producer_id, producer_epoch, sequence): (i64, i16, i32),
+    transactional: bool,
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::from(format!("seq-{sequence}"))),
+        headers: Default::default(),
+    };
+    let mut batch = Vec::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.into())),
+                ]),
+        ]);
+    if transactional {
+        request.with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+            StrBytes::from_static_str("raw-txn"),
+        )))
+    } else {
+        request
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_enforces_sequences_epochs_and_transaction_membership() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, TopicName, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "raw-idem", 1, &[]).await;
+    let addr = broker.addr.as_str();
+    let produce = |topic, producer, transactional| {
+        let response = raw_round_trip(addr, &producer_record(topic, producer, transactional), 9);
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let ok = |code: i16| code == 0;
+
+    // Idempotence: duplicates keep their offset, gaps and old epochs are refused.
+    let init = raw_round_trip(
+        addr,
+        &InitProducerIdRequest::default().with_transaction_timeout_ms(-1),
+        4,
+    );
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let first = produce("raw-idem", (pid, epoch, 0), false);
+    let second = produce("raw-idem", (pid, epoch, 1), false);
+    assert!(ok(first.0) && ok(second.0));
+    assert_eq!(
+        produce("raw-idem", (pid, epoch, 0), false),
+        first,
+        "a retried batch keeps its offset"
+    );
+    assert_eq!(
+        produce("raw-idem", (pid, epoch, 5), false).0,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    assert!(
+        ok(produce("raw-idem", (pid, epoch + 1, 0), false).0),
+        "a bumped epoch starts at 0"
+    );
+    assert_eq!(
+        produce("raw-idem", (pid, epoch, 2), false).0,
+        ResponseError::InvalidProducerEpoch.code()
+    );
+
+    // Transactions: only partitions added to the open transaction take its writes.
+    let too_long = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("raw-txn"))))
+        .with_transaction_timeout_ms(3_600_000);
+    assert_eq!(
+        raw_round_trip(addr, &too_long, 4).error_code,
+        ResponseError::InvalidTransactionTimeout.code()
+    );
+    let init = raw_round_trip(addr, &too_long.with_transaction_timeout_ms(60_000), 4);
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert_eq!(
+        produce("raw-idem", (pid, epoch, 0), true).0,
+        ResponseError::InvalidTxnState.code(),
+        "a transactional write before AddPartitionsToTxn"
+    );
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str("raw-txn")))
+        .with_v3_and_below_producer_id(init.producer_id)
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("raw-idem")))
+                .with_partitions(vec![0]),
+        ]);
+    let added = raw_round_trip(addr, &add, 3);
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    assert!(ok(produce("raw-idem", (pid, epoch, 0), true).0));
+    let end = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("raw-txn")))
+        .with_producer_id(init.producer_id)
+        .with_producer_epoch(epoch)
+        .with_committed(true);
+    assert_eq!(raw_round_trip(addr, &end, 3).error_code, 0);
+    assert_eq!(
+        raw_round_trip(addr, &end, 3).error_code,
+        0,
+        "a retried commit succeeds"
+    );
+    assert_eq!(
+        produce("raw-idem", (pid, epoch, 1), true).0,
+        ResponseError::InvalidTxnState.code(),
+        "a late write after the commit must not start a transaction on its own"
+    );
+    assert_eq!(
+        raw_round_trip(addr, &end.with_producer_epoch(epoch - 1), 3).error_code,
+        ResponseError::ProducerFenced.code()
+    );
+}
