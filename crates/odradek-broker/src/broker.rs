@@ -130,6 +130,8 @@ pub struct Broker {
     pub(crate) fetch_sessions: FetchSessions,
     pub(crate) coordinator: GroupCoordinator,
     pub(crate) txn: TransactionCoordinator,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) started: std::time::Instant,
     /// Set once shutdown begins; parked fetches return at once instead of waiting out
     /// `max_wait_ms`.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
@@ -160,8 +162,18 @@ impl Broker {
             .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
         let coordinator = GroupCoordinator::new(&config);
         let txn = TransactionCoordinator::new(&config);
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            config
+                .number_or("metrics.partition.detail.max", 10_000)
+                .max(0) as usize,
+        ));
         let logs = LogManager::open(&data_dir, config, clean)?;
         coordinator.load(&logs);
+        let observed = metrics.clone();
+        logs.group_commit().observe(Box::new(move |took, waiters| {
+            observed.fsync_seconds.observe(took.as_secs_f64());
+            observed.group_commit_waiters.observe(waiters as f64);
+        }));
         // From here on the logs change; a crash must trigger recovery next time.
         if clean {
             std::fs::remove_file(&marker).map_err(io(&marker))?;
@@ -175,6 +187,8 @@ impl Broker {
             fetch_sessions: FetchSessions::default(),
             coordinator,
             txn,
+            metrics,
+            started: std::time::Instant::now(),
             stopping: tokio::sync::watch::Sender::new(false),
             data_dir,
         };
@@ -408,10 +422,15 @@ impl Broker {
                 });
             }
         };
+        let metrics = self.metrics.clone();
         Ok(match reply {
-            Reply::Now(body) => encoded(api_key, version, correlation_id, *body),
+            Reply::Now(body) => {
+                metrics.count_errors(api_key, &body);
+                encoded(api_key, version, correlation_id, *body)
+            }
             Reply::Later(future) => Box::pin(async move {
                 let body = future.await;
+                metrics.count_errors(api_key, &body);
                 encode_or_log(api_key, version, correlation_id, &body)
             }),
             Reply::Nothing => Box::pin(async { Some(Bytes::new()) }),

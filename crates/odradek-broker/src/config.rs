@@ -132,6 +132,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "The listener the broker accepts clients on.",
     ),
     def(
+        "http.listeners",
+        List,
+        Some("127.0.0.1:9644"),
+        Any,
+        "Address of the HTTP listener serving /metrics, /health, /ready and the web console; empty disables it (Odradek's own setting).",
+    ),
+    def(
+        "metrics.partition.detail.max",
+        Int,
+        Some("10000"),
+        AtLeast(0),
+        "Most per-partition and per-group-partition series one /metrics scrape emits (Odradek's own setting): bounds label cardinality.",
+    ),
+    def(
         "advertised.listeners",
         List,
         None,
@@ -1271,6 +1285,14 @@ impl BrokerConfig {
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listener_addr("listeners", self.value("listeners").unwrap_or_default())
+    }
+
+    /// The HTTP listener's address (`http.listeners`), or `None` when it is disabled.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.value("http.listeners").map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(value) => self.listener_addr("http.listeners", value).map(Some),
+        }
     }
 
     /// Host and port clients are told to connect to.

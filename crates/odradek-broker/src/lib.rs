@@ -7,7 +7,9 @@ mod coordinator;
 mod handlers;
 mod log_manager;
 pub mod metadata;
+pub mod metrics;
 mod network;
+pub mod views;
 
 pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError};
 pub use network::serve;

@@ -22,6 +22,32 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{Broker, PendingResponse};
 use crate::config::ConnectionLimits;
+use crate::metrics::{ApiLabel, ListenerLabel, Metrics};
+
+/// A response on its way back, with what its metrics need.
+struct Outgoing {
+    response: PendingResponse,
+    api: ApiLabel,
+    received: tokio::time::Instant,
+}
+
+/// The API named by a request frame's first two bytes, for metric labels.
+fn api_of(frame: &[u8]) -> ApiLabel {
+    let key = frame
+        .get(..2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .and_then(|k| kafka_protocol::messages::ApiKey::try_from(k).ok());
+    match key {
+        Some(k) => Metrics::api_label(k),
+        None => ApiLabel {
+            api: "Unknown".into(),
+        },
+    }
+}
+
+const LISTENER: ListenerLabel = ListenerLabel {
+    listener: "PLAINTEXT",
+};
 
 /// Waits for room in `queued.max.request.bytes` for a request of `size` bytes. While it
 /// waits, this connection reads nothing more: that is the backpressure.
@@ -148,18 +174,27 @@ async fn connection(
     context: ConnectionContext,
 ) {
     debug!(%peer, "connection opened");
+    let metrics = broker.metrics.clone();
+    metrics.connections.get_or_create(&LISTENER).inc();
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut pending) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (queue, mut pending) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer_metrics = metrics.clone();
     let write_task = tokio::spawn(async move {
-        while let Some(response) = pending.recv().await {
-            let Some(bytes) = response.await else { return };
+        while let Some(out) = pending.recv().await {
+            let Some(bytes) = out.response.await else {
+                return;
+            };
+            writer_metrics.requests.get_or_create(&out.api).inc();
             if bytes.is_empty() {
                 continue;
             }
+            let sending = tokio::time::Instant::now();
             if let Err(e) = writer.write_all(&bytes).await {
                 debug!(%peer, error = %e, "write failed; closing");
                 return;
             }
+            writer_metrics.observe_phase(&out.api, "send", sending.elapsed());
+            writer_metrics.observe_phase(&out.api, "total", out.received.elapsed());
         }
         let _ = writer.shutdown().await;
     });
@@ -172,17 +207,34 @@ async fn connection(
         loop {
             match frame::take_frame(&mut buf, max_frame) {
                 Ok(Some(request)) => {
+                    let received = tokio::time::Instant::now();
+                    let api = api_of(&request);
                     let permit = admit_request(&context, request.len()).await;
+                    let dispatched = tokio::time::Instant::now();
+                    metrics.observe_phase(&api, "queue", dispatched - received);
                     match broker.dispatch(request, peer).await {
                         Ok(response) => {
-                            idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
+                            let handled = tokio::time::Instant::now();
+                            metrics.observe_phase(&api, "local", handled - dispatched);
+                            idle_deadline = handled + context.idle_timeout;
+                            let (remote_metrics, remote_api) = (metrics.clone(), api.clone());
                             // The request's bytes stay counted until its response is written.
                             let response: PendingResponse = Box::pin(async move {
                                 let bytes = response.await;
+                                remote_metrics.observe_phase(
+                                    &remote_api,
+                                    "remote",
+                                    handled.elapsed(),
+                                );
                                 drop(permit);
                                 bytes
                             });
-                            if queue.send(response).await.is_err() {
+                            let out = Outgoing {
+                                response,
+                                api,
+                                received,
+                            };
+                            if queue.send(out).await.is_err() {
                                 break 'connection;
                             }
                         }
@@ -220,5 +272,6 @@ async fn connection(
     }
     drop(queue);
     let _ = write_task.await;
+    metrics.connections.get_or_create(&LISTENER).dec();
     debug!(%peer, "connection closed");
 }

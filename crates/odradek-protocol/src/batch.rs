@@ -373,6 +373,31 @@ fn parse_record<'a>(section: &'a [u8], pos: &mut usize) -> Option<RawRecord<'a>>
     })
 }
 
+/// A record's headers, keys and values borrowed from its bytes (duplicate keys kept, in
+/// order). Malformed headers end the list.
+pub fn record_headers<'a>(record: &RawRecord<'a>) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    let bytes = record.bytes;
+    let mut pos = 0;
+    let mut headers = Vec::new();
+    let parsed = (|| {
+        read_varlong(bytes, &mut pos)?; // length
+        pos += 1; // attributes
+        read_varlong(bytes, &mut pos)?; // timestamp delta
+        read_varlong(bytes, &mut pos)?; // offset delta
+        read_nullable_bytes(bytes, &mut pos)?; // key
+        read_nullable_bytes(bytes, &mut pos)?; // value
+        let count = read_varlong(bytes, &mut pos)?;
+        for _ in 0..count.max(0) {
+            let key = read_nullable_bytes(bytes, &mut pos)??;
+            let value = read_nullable_bytes(bytes, &mut pos)?;
+            headers.push((key, value));
+        }
+        Some(())
+    })();
+    let _ = parsed;
+    headers
+}
+
 /// Walks the records of a records section (see [`decompressed_records`]). A malformed or
 /// truncated record yields one `Err` and ends the walk.
 pub fn raw_records(section: &[u8]) -> impl Iterator<Item = Result<RawRecord<'_>, BatchError>> + '_ {
@@ -701,6 +726,38 @@ pub mod testing {
 mod tests {
     use super::testing::batch;
     use super::*;
+
+    #[test]
+    fn record_headers_keep_duplicate_keys_and_null_values() {
+        let body = [0u8, 0, 0, 1, 2, b'v', 4, 2, b'h', 2, b'1', 2, b'h', 1];
+        let mut section = vec![(body.len() as u8) << 1];
+        section.extend_from_slice(&body);
+        let record = raw_records(&section).next().unwrap().unwrap();
+        assert_eq!(record.value, Some(&b"v"[..]));
+        assert_eq!(
+            record_headers(&record),
+            vec![(&b"h"[..], Some(&b"1"[..])), (&b"h"[..], None)]
+        );
+    }
+
+    #[test]
+    fn txn_markers_round_trip_through_control_batches() {
+        for commit in [true, false] {
+            let marker = TxnMarker {
+                producer_id: 77,
+                producer_epoch: 3,
+                coordinator_epoch: 9,
+                commit,
+            };
+            let b = marker.encode(1234);
+            verify_crc(&b).unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(TxnMarker::decode(&b), Some(marker));
+        }
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(5, 3), 8);
+    }
 
     #[test]
     fn accepts_a_well_formed_batch() {

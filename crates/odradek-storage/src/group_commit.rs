@@ -16,6 +16,10 @@ pub type DurabilityWaiter = Box<dyn FnOnce(Result<(), Arc<StorageError>>) + Send
 
 type SharedLog = Arc<Mutex<Log>>;
 
+/// Told about every fsync round of a log: how long the sync took and how many waiters it
+/// released (the group-commit batch size). For metrics.
+pub type SyncObserver = Box<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 struct Round {
     /// Keyed by the log's address: one sync per log per round however many waiters it has.
     logs: HashMap<usize, (SharedLog, Vec<DurabilityWaiter>)>,
@@ -25,6 +29,7 @@ struct Round {
 struct Shared {
     pending: Mutex<Round>,
     wake: Condvar,
+    observer: std::sync::OnceLock<SyncObserver>,
 }
 
 pub struct GroupCommit {
@@ -40,6 +45,7 @@ impl GroupCommit {
                 shutting_down: false,
             }),
             wake: Condvar::new(),
+            observer: std::sync::OnceLock::new(),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
@@ -77,6 +83,11 @@ impl GroupCommit {
         self.shared.wake.notify_one();
     }
 
+    /// Installs the observer of fsync rounds (once; later calls are ignored).
+    pub fn observe(&self, observer: SyncObserver) {
+        let _ = self.shared.observer.set(observer);
+    }
+
     /// Completes every pending request and stops the thread.
     pub fn shutdown(&self) {
         self.shared
@@ -104,7 +115,11 @@ fn run(shared: &Shared) {
             std::mem::take(&mut round.logs)
         };
         for (log, waiters) in batch.into_values() {
+            let started = std::time::Instant::now();
             let result = sync_log(&log).map_err(Arc::new);
+            if let Some(observe) = shared.observer.get() {
+                observe(started.elapsed(), waiters.len());
+            }
             for waiter in waiters {
                 waiter(result.clone());
             }

@@ -17,7 +17,7 @@ mod segment;
 
 pub use cleaner::{CleanStats, Cleaner};
 pub use error::StorageError;
-pub use group_commit::{DurabilityWaiter, GroupCommit};
+pub use group_commit::{DurabilityWaiter, GroupCommit, SyncObserver};
 pub use index::{OffsetIndex, TimeIndex};
 pub use log::{
     AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,

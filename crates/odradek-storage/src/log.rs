@@ -522,7 +522,7 @@ impl Log {
         self.offline = true;
     }
 
-    pub(crate) fn is_offline(&self) -> bool {
+    pub fn is_offline(&self) -> bool {
         self.offline
     }
 

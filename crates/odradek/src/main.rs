@@ -24,6 +24,10 @@ mod topic;
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Log lines on stderr as text or as one JSON object per line; levels per module come
+    /// from RUST_LOG (e.g. RUST_LOG=info,odradek_storage=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -126,6 +130,12 @@ struct ClientArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Output {
     Table,
     Json,
@@ -145,6 +155,10 @@ struct BrokerArgs {
     /// This broker's node id.
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// Address of the HTTP listener for /metrics, /health, /ready and the web console
+    /// (config `http.listeners`, default 127.0.0.1:9644); an empty value disables it.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
     /// A Kafka server.properties file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -179,6 +193,9 @@ impl BrokerArgs {
                 format!("PLAINTEXT://{advertised}"),
             ));
         }
+        if let Some(http) = &self.http {
+            flags.push(("http.listeners".to_string(), http.clone()));
+        }
         if let Some(id) = self.node_id {
             flags.push(("node.id".to_string(), id.to_string()));
         }
@@ -201,15 +218,19 @@ impl BrokerArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let outcome = match cli.command {
         Some(Command::Broker(args)) => run_broker(args),
         None => run_broker(cli.broker),
@@ -277,19 +298,40 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listen = config.listen_addr()?;
         let data_dir = config.data_dir();
-        let mut broker = Broker::open(config).context("opening the data directory")?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // The HTTP listener comes up first, so /health answers while storage recovers.
+        let (serving, served) = tokio::sync::watch::channel(None);
+        let http = match config.http_addr()? {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("HTTP listener on {addr} (http.listeners)"))?;
+                let bound = listener.local_addr()?;
+                tokio::spawn(odradek_http::serve(listener, served, stopped.clone()));
+                bound.to_string()
+            }
+            None => "disabled".to_string(),
+        };
+        let mut broker = tokio::task::block_in_place(|| Broker::open(config))
+            .context("opening the data directory")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         broker.set_bound_address(listener.local_addr()?);
         let broker = Arc::new(broker);
+        let history = Arc::new(odradek_http::History::default());
+        tokio::spawn(history.clone().run(broker.clone(), stopped.clone()));
+        serving.send_replace(Some(odradek_http::Served {
+            broker: broker.clone(),
+            history,
+        }));
         info!(
             version = env!("CARGO_PKG_VERSION"),
             listen = %listener.local_addr()?,
+            http = %http,
             data_dir = %data_dir.display(),
             "odradek broker ready"
         );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::spawn(async move {

@@ -447,6 +447,15 @@ impl Broker {
             if unchanged {
                 continue;
             }
+            if read.bytes > 0 {
+                let name = match &target.topic {
+                    TopicKey::Name(n) => Some(n.clone()),
+                    TopicKey::Id(id) => self.logs.topic_by_id(id).map(|t| t.name.clone()),
+                };
+                if let Some(topic) = name {
+                    self.metrics.record_fetch(&topic, read.bytes);
+                }
+            }
             let is_target = |t: &FetchableTopicResponse| match &target.topic {
                 TopicKey::Name(n) => t.topic.as_str() == n,
                 TopicKey::Id(id) => t.topic_id == *id,

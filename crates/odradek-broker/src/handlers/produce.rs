@@ -246,6 +246,11 @@ impl Broker {
             }
         };
         partition.appended.notify_waiters();
+        if !result.duplicate {
+            let count = (result.last_offset - result.base_offset + 1).max(0) as u64;
+            self.metrics
+                .record_produce(&topic.name, records.len(), count);
+        }
         let group_commit = self.logs.group_commit();
         let durable = if acks == -1 {
             let (tx, rx) = oneshot::channel();

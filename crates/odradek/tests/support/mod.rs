@@ -26,6 +26,8 @@ use rdkafka::{Offset, TopicPartitionList};
 pub struct BrokerProcess {
     child: Option<Child>,
     pub addr: String,
+    /// The HTTP listener (metrics, console): a free port, kept across restarts.
+    pub http: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
     log_path: PathBuf,
@@ -44,6 +46,7 @@ impl BrokerProcess {
         let mut broker = Self {
             child: None,
             addr: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             log_path: tmp.path().join("broker.log"),
@@ -66,6 +69,8 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(&self.addr)
+            .arg("--http")
+            .arg(&self.http)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -85,6 +90,14 @@ impl BrokerProcess {
                 self.addr = listen
                     .expect("ready line names the listen address")
                     .to_string();
+                if let Some(http) = line
+                    .split("http=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .filter(|h| h.contains(':'))
+                {
+                    self.http = http.to_string();
+                }
                 return;
             }
             if let Some(status) = self

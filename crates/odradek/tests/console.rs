@@ -1,0 +1,210 @@
+//! The HTTP listener: /health, /ready, Prometheus /metrics with real traffic, and the web
+//! console rendered by headless Chromium (its screenshots are kept as test artifacts).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use support::*;
+
+/// GET `path` from the HTTP listener: (status code, body).
+fn get(http: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(http).expect("connecting to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The page at `url` after its scripts ran, as headless Chromium serialises it; also saves
+/// a screenshot named `shot`.
+fn render(url: &str, shot: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let chrome = |extra: &[String]| {
+        let output = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1280,1000",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("running chromium (scripts/test installs it: apt-get install chromium)");
+        assert!(
+            output.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let path = artifacts().join(shot);
+    chrome(&[format!("--screenshot={}", path.display())]);
+    assert!(path.exists(), "no screenshot at {}", path.display());
+    chrome(&["--dump-dom".to_string()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_the_console_show_topics_traffic_and_group_lag() {
+    let broker = BrokerProcess::start();
+    let http = broker.http.clone();
+    assert_eq!(get(&http, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(get(&http, "/ready").0, 200);
+
+    create_topic(&broker.addr, "web", 2, &[("retention.ms", "86400000")]).await;
+    let p = producer(&broker.addr, &[("acks", "all")]);
+    let hostile = "<img src=x onerror=\"document.title='pwned'\">";
+    let mut sends = Vec::new();
+    for i in 0..100 {
+        let value = if i == 99 {
+            hostile.to_string()
+        } else {
+            format!("message {i}")
+        };
+        let key = format!("k{i}");
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "trace",
+            value: Some("t-1"),
+        });
+        sends.push(enqueue(
+            &p,
+            FutureRecord::to("web")
+                .partition(i % 2)
+                .key(&key)
+                .payload(&value)
+                .headers(headers),
+        ));
+    }
+    for s in sends {
+        delivered(s).await.expect("delivered");
+    }
+    let mut config = client_config(&broker.addr);
+    config
+        .set("group.id", "web-group")
+        .set("enable.auto.commit", "false");
+    let committer: rdkafka::consumer::BaseConsumer = config.create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("web", 0, Offset::Offset(10))
+        .unwrap();
+    offsets
+        .add_partition_offset("web", 1, Offset::Offset(20))
+        .unwrap();
+    committer.commit(&offsets, CommitMode::Sync).unwrap();
+    consume(&broker.addr, "web", 0, 0, 50, Duration::from_secs(30));
+
+    let (status, metrics) = get(&http, "/metrics");
+    assert_eq!(status, 200);
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert_eq!(value(r#"odradek_messages_in_total{topic="web"}"#), 100.0);
+    assert!(value(r#"odradek_bytes_in_total{topic="web"}"#) > 100.0 * 10.0);
+    assert!(value(r#"odradek_bytes_out_total{topic="web"}"#) > 0.0);
+    assert_eq!(
+        value(r#"odradek_log_end_offset{topic="web",partition="0"}"#),
+        50.0
+    );
+    assert_eq!(
+        value(r#"odradek_consumer_group_lag{group="web-group",topic="web",partition="0"}"#),
+        40.0
+    );
+    assert_eq!(
+        value(r#"odradek_consumer_group_lag{group="web-group",topic="web",partition="1"}"#),
+        30.0
+    );
+    assert!(value(r#"odradek_requests_total{api="Produce"}"#) >= 1.0);
+    assert!(value(r#"odradek_request_duration_seconds_count{api="Produce",phase="total"}"#) >= 1.0);
+    assert!(value(r#"odradek_request_duration_seconds_count{api="Fetch",phase="remote"}"#) >= 1.0);
+    assert!(
+        value("odradek_fsync_duration_seconds_count") >= 1.0,
+        "acks=all produces were fsync'd"
+    );
+    assert!(value(r#"odradek_connections{listener="PLAINTEXT"}"#) >= 1.0);
+    assert!(value("odradek_process_resident_memory_bytes") > 1e6);
+    assert_eq!(value("odradek_under_replicated_partitions"), 0.0);
+    assert!(value(r#"odradek_consumer_groups{state="Empty"}"#) >= 1.0);
+
+    // The console, in a real browser.
+    let (status, page) = get(&http, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.len() < 100 * 1024,
+        "the console page is {} bytes",
+        page.len()
+    );
+    let overview = render(&format!("http://{http}/#/"), "overview.png");
+    assert!(
+        overview.contains("Overview") && overview.contains("Consumer groups"),
+        "{overview}"
+    );
+    let topic = render(
+        &format!("http://{http}/#/topics/web?partition=1&limit=60"),
+        "topic.png",
+    );
+    assert!(topic.contains("Topic web"), "{topic}");
+    assert!(
+        topic.contains("message 97") && topic.contains("trace=t-1"),
+        "messages missing:\n{topic}"
+    );
+    assert!(
+        topic.contains("&lt;img src=x onerror=\"document.title='pwned'\"&gt;"),
+        "topic data must be shown as text:\n{topic}"
+    );
+    assert!(
+        !topic.contains("<img src=\"x\""),
+        "topic data became markup:\n{topic}"
+    );
+    let group = render(&format!("http://{http}/#/groups/web-group"), "group.png");
+    assert!(group.contains("Group web-group"), "{group}");
+    // Total lag 70: 40 on partition 0, 30 on partition 1.
+    assert!(
+        group.contains(">70<") && group.contains(">40<") && group.contains(">30<"),
+        "lag missing:\n{group}"
+    );
+}
