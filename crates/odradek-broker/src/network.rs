@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use odradek_protocol::frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -176,8 +176,9 @@ async fn connection(
     debug!(%peer, "connection opened");
     let metrics = broker.metrics.clone();
     metrics.connections.get_or_create(&LISTENER).inc();
-    let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut pending) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (reader, mut writer) = stream.into_split();
+    // Boxed entries keep the channel's preallocated block small on idle connections.
+    let (queue, mut pending) = mpsc::channel::<Box<Outgoing>>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_metrics = metrics.clone();
     let write_task = tokio::spawn(async move {
         while let Some(out) = pending.recv().await {
@@ -199,7 +200,10 @@ async fn connection(
         let _ = writer.shutdown().await;
     });
     let max_frame = broker.config().socket_request_max_bytes();
-    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    // The read buffer is taken only while there are bytes to read and released whenever
+    // it is drained, so an idle connection holds no buffer (10,000 idle clients must not
+    // pin 10,000 × READ_BUFFER).
+    let mut buf = BytesMut::new();
     // Idle means no complete request: a client trickling a frame byte by byte (slowloris)
     // is as idle as a silent one.
     let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
@@ -212,7 +216,9 @@ async fn connection(
                     let permit = admit_request(&context, request.len()).await;
                     let dispatched = tokio::time::Instant::now();
                     metrics.observe_phase(&api, "queue", dispatched - received);
-                    match broker.dispatch(request, peer).await {
+                    // Boxed: handler futures are large, and an idle connection should not
+                    // carry their space while it waits.
+                    match Box::pin(broker.dispatch(request, peer)).await {
                         Ok(response) => {
                             let handled = tokio::time::Instant::now();
                             metrics.observe_phase(&api, "local", handled - dispatched);
@@ -229,11 +235,11 @@ async fn connection(
                                 drop(permit);
                                 bytes
                             });
-                            let out = Outgoing {
+                            let out = Box::new(Outgoing {
                                 response,
                                 api,
                                 received,
-                            };
+                            });
                             if queue.send(out).await.is_err() {
                                 break 'connection;
                             }
@@ -251,16 +257,26 @@ async fn connection(
                 }
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUFFER);
+        if buf.is_empty() {
+            buf = BytesMut::new();
         }
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
+            ready = reader.readable() => {
+                if let Err(e) = ready {
                     debug!(%peer, error = %e, "read failed; closing");
                     break;
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_BUFFER);
+                }
+                match reader.try_read_buf(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        debug!(%peer, error = %e, "read failed; closing");
+                        break;
+                    }
                 }
             },
             _ = shutdown.changed() => break,
