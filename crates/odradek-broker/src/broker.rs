@@ -240,6 +240,34 @@ impl Broker {
         .await;
     }
 
+    /// Writes every log's recovery point every `log.flush.offset.checkpoint.interval.ms`
+    /// (Kafka's interval for its recovery-point checkpoint), on the blocking pool.
+    pub async fn run_recovery_checkpoints(self: Arc<Self>) {
+        let interval = self
+            .config()
+            .number_or("log.flush.offset.checkpoint.interval.ms", 60_000);
+        if interval <= 0 {
+            return;
+        }
+        let period = std::time::Duration::from_millis(interval as u64);
+        self.every(period, || {
+            let broker = self.clone();
+            async move {
+                let round = tokio::task::spawn_blocking(move || {
+                    for topic in broker.logs.topics() {
+                        for partition in &topic.partitions {
+                            if let Err(e) = odradek_storage::Log::checkpoint_recovery_point(&partition.log) {
+                                warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot write the recovery point");
+                            }
+                        }
+                    }
+                });
+                let _ = round.await;
+            }
+        })
+        .await;
+    }
+
     /// Calls `task` every `period` until shutdown begins.
     async fn every<F: Future<Output = ()>>(
         &self,

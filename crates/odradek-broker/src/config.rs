@@ -573,6 +573,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Flush a partition when its data is this old.",
     ),
     def(
+        "log.flush.offset.checkpoint.interval.ms",
+        Int,
+        Some("60000"),
+        AtLeast(0),
+        "How often each log is synced and its recovery point (with the active segment's indexes) written, so recovery after a crash checks only what was written since.",
+    ),
+    def(
         "log.flush.scheduler.interval.ms",
         Long,
         Some(LONG_MAX),

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use tracing::error;
-
 use crate::{Log, StorageError};
 
 /// Called once the log is durable up to at least the offset the caller appended, or with the
@@ -128,16 +126,5 @@ fn run(shared: &Shared) {
 }
 
 fn sync_log(log: &SharedLog) -> Result<(), StorageError> {
-    let work = log.lock().expect("log lock").flush_work()?;
-    match work.sync() {
-        Ok(()) => {
-            log.lock().expect("log lock").flush_done(work.up_to);
-            Ok(())
-        }
-        Err(e) => {
-            error!(error = %e, "fsync failed; taking the log offline");
-            log.lock().expect("log lock").mark_offline();
-            Err(e)
-        }
-    }
+    Log::sync_shared(log, |_| (), |()| Ok(()))
 }

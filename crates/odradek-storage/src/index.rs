@@ -1,6 +1,7 @@
 //! Sparse indexes of a segment, kept in memory and written beside the segment when it is
-//! closed or the broker stops cleanly. After a crash the active segment's indexes are
-//! rebuilt from the log itself, so they never need an fsync on the produce path.
+//! closed or the broker stops cleanly. After a crash the active segment's indexes come from
+//! its recovery point (see `recovery_point`) and are rebuilt from the log beyond it, so they
+//! never need an fsync on the produce path.
 
 use std::fs;
 use std::io::Write;

@@ -11,6 +11,7 @@ use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::info;
 
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
+use crate::recovery_point::RecoveryPoint;
 use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
 
@@ -175,8 +176,14 @@ impl Log {
             } else {
                 OpenMode::Trusted
             };
+            let resume = (mode == OpenMode::Recover)
+                .then(|| RecoveryPoint::read(dir, base))
+                .flatten();
+            if let Some(point) = &resume {
+                info!(log = %dir.display(), segment = base, checked_from = point.position, "recovering the active segment from its recovery point");
+            }
             let (segment, truncated) =
-                LogSegment::open(dir, base, mode, config.index_interval_bytes)?;
+                LogSegment::open(dir, base, mode, config.index_interval_bytes, resume)?;
             if truncated > 0 {
                 info!(log = %dir.display(), truncated_bytes = truncated, next_offset = segment.next_offset(), "recovered log");
             }
@@ -514,6 +521,41 @@ impl Log {
         self.flushed_offset = self.flushed_offset.max(up_to);
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms();
+    }
+
+    /// Makes everything appended so far durable, holding the lock only to plan and to
+    /// record, never across the fsyncs. `capture` runs under the lock with the plan;
+    /// `after_sync` gets what it captured once the data is on disk. A failed fsync takes the
+    /// log offline: the kernel may have dropped the dirty pages, so nothing written since
+    /// the last good flush can be trusted.
+    pub(crate) fn sync_shared<T>(
+        log: &std::sync::Mutex<Log>,
+        capture: impl FnOnce(&Log) -> T,
+        after_sync: impl FnOnce(T) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let (work, captured) = {
+            let mut log = log.lock().expect("log lock");
+            let work = log.flush_work()?;
+            let captured = capture(&log);
+            (work, captured)
+        };
+        if let Err(e) = work.sync() {
+            tracing::error!(error = %e, "fsync failed; taking the log offline");
+            log.lock().expect("log lock").mark_offline();
+            return Err(e);
+        }
+        after_sync(captured)?;
+        log.lock().expect("log lock").flush_done(work.up_to);
+        Ok(())
+    }
+
+    /// Syncs the log and records its recovery point (see [`crate::recovery_point`]).
+    pub fn checkpoint_recovery_point(log: &std::sync::Mutex<Log>) -> Result<(), StorageError> {
+        Self::sync_shared(
+            log,
+            |l| (l.active().recovery_point(), l.dir.clone()),
+            |(point, dir)| point.write(&dir),
+        )
     }
 
     /// After a failed fsync the kernel may have dropped the dirty pages: nothing written
@@ -1122,5 +1164,57 @@ mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn recovery_from_a_recovery_point_keeps_every_batch_and_cuts_only_the_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(dir.path(), config.clone(), true).unwrap();
+        for i in 0..40 {
+            log.append(batch(2, 1000 + i), 0).unwrap();
+        }
+        let shared = std::sync::Mutex::new(log);
+        Log::checkpoint_recovery_point(&shared).unwrap();
+        let mut log = shared.into_inner().unwrap();
+        assert_eq!(log.flushed_offset(), 80);
+        for i in 40..60 {
+            log.append(batch(2, 1000 + i), 0).unwrap();
+        }
+        drop(log); // kill -9
+        let path = dir
+            .path()
+            .join(format!("{}.log", crate::offset_file_stem(0)));
+        let len = fs::metadata(&path).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let mut log = Log::open(dir.path(), config.clone(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 118, "only the torn last batch is cut");
+        for offset in [0, 37, 79, 80, 81, 117] {
+            assert_eq!(read_offsets(&log, offset, 1)[0], offset - offset % 2);
+        }
+        let found = log.offset_for_timestamp(1050).unwrap().unwrap();
+        assert_eq!(found.offset, 100);
+        log.append(batch(2, 2000), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 120);
+        // A recovery point of another segment (the log rolled since) is ignored.
+        drop(log);
+        let log = Log::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 200,
+                ..config
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(log.log_end_offset(), 120);
     }
 }

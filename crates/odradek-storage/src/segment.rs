@@ -9,6 +9,7 @@ use odradek_protocol::batch::{self, BatchHeader};
 use tracing::warn;
 
 use crate::index::{OffsetPosition, TimestampOffset};
+use crate::recovery_point::RecoveryPoint;
 use crate::{OffsetIndex, StorageError, TimeIndex, offset_file_stem};
 
 /// Bytes read per `pread` while scanning a segment during recovery or index rebuilds.
@@ -108,11 +109,14 @@ impl LogSegment {
     }
 
     /// Opens an existing segment. Returns it and the number of bytes cut from its tail.
+    /// In `Recover` mode, `resume` (a recovery point of this segment) spares checking the
+    /// bytes it covers, which were synced before it was written.
     pub(crate) fn open(
         dir: &Path,
         base_offset: i64,
         mode: OpenMode,
         index_interval_bytes: u64,
+        resume: Option<RecoveryPoint>,
     ) -> Result<(Self, u64), StorageError> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
         let file = Self::open_file(&log_path, false)?;
@@ -128,23 +132,38 @@ impl LogSegment {
                 .zip(TimeIndex::read_from(&time_path)),
             OpenMode::Recover => None,
         };
-        let scan_from = match indexes {
-            Some((offset_index, time_index)) => {
-                // Only the batches after the last index entry need reading to find the end.
-                let from = offset_index.entries().last().map_or(0, |e| e.position);
-                segment.offset_index = offset_index;
-                if let Some(last) = time_index.entries().last() {
-                    segment.max_timestamp = last.timestamp;
-                    segment.offset_of_max_timestamp = base_offset + i64::from(last.relative_offset);
-                }
-                segment.time_index = time_index;
-                segment.size = u64::from(from);
-                if let Some(last) = segment.offset_index.entries().last() {
-                    segment.next_offset = base_offset + i64::from(last.relative_offset);
-                }
-                u64::from(from)
+        let resume = resume.filter(|p| {
+            mode == OpenMode::Recover && p.base_offset == base_offset && p.position <= file_len
+        });
+        let scan_from = match (indexes, resume) {
+            (_, Some(point)) => {
+                segment.offset_index = point.offset_index;
+                segment.time_index = point.time_index;
+                segment.max_timestamp = point.max_timestamp;
+                segment.offset_of_max_timestamp = point.offset_of_max_timestamp;
+                segment.next_offset = point.next_offset;
+                segment.size = point.position;
+                point.position
             }
-            None => 0,
+            (indexes, None) => match indexes {
+                Some((offset_index, time_index)) => {
+                    // Only the batches after the last index entry need reading to find the end.
+                    let from = offset_index.entries().last().map_or(0, |e| e.position);
+                    segment.offset_index = offset_index;
+                    if let Some(last) = time_index.entries().last() {
+                        segment.max_timestamp = last.timestamp;
+                        segment.offset_of_max_timestamp =
+                            base_offset + i64::from(last.relative_offset);
+                    }
+                    segment.time_index = time_index;
+                    segment.size = u64::from(from);
+                    if let Some(last) = segment.offset_index.entries().last() {
+                        segment.next_offset = base_offset + i64::from(last.relative_offset);
+                    }
+                    u64::from(from)
+                }
+                None => 0,
+            },
         };
         let verify_crc = mode == OpenMode::Recover;
         let rebuild_index = scan_from == 0;
@@ -343,6 +362,19 @@ impl LogSegment {
         self.next_offset = found.last_offset + 1;
         self.first_append_ms.get_or_insert(now_ms);
         Ok(())
+    }
+
+    /// The segment's state as of now, for a recovery point once its bytes are synced.
+    pub(crate) fn recovery_point(&self) -> RecoveryPoint {
+        RecoveryPoint {
+            base_offset: self.base_offset,
+            position: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+            offset_index: self.offset_index.clone(),
+            time_index: self.time_index.clone(),
+        }
     }
 
     /// Removes the segment's files.

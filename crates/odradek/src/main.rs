@@ -345,6 +345,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         tokio::spawn(broker.clone().run_group_sweeper());
         tokio::spawn(broker.clone().run_transaction_sweeper());
         tokio::spawn(broker.clone().run_retention());
+        tokio::spawn(broker.clone().run_recovery_checkpoints());
         tokio::spawn(broker.clone().run_cleaner());
         odradek_broker::serve(listener, broker.clone(), stopped).await;
         tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;

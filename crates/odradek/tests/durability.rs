@@ -215,3 +215,48 @@ async fn a_torn_tail_is_cut_at_the_last_whole_batch() {
     assert_eq!(d.offset, 19, "the cut batch's offset is reused");
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_recovery_resumes_from_the_recovery_point() {
+    let mut broker =
+        BrokerProcess::start_with(&["--set", "log.flush.offset.checkpoint.interval.ms=200"]);
+    let topic = "checkpointed";
+    create_topic(&broker.addr, topic, 1, &[]).await;
+    let client = producer(&broker.addr, &[("acks", "1")]);
+    let send = |range: std::ops::Range<i32>| {
+        let sends: Vec<_> = range
+            .map(|i| {
+                enqueue(
+                    &client,
+                    FutureRecord::<(), _>::to(topic).payload(&format!("r{i}")),
+                )
+            })
+            .collect();
+        async move {
+            for s in sends {
+                delivered(s).await.expect("send");
+            }
+        }
+    };
+    send(0..500).await;
+    // Let a checkpoint cover those, then write more that only recovery can vouch for.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    send(500..700).await;
+    broker.kill9();
+    broker.restart();
+    assert!(
+        broker
+            .log()
+            .contains("recovering the active segment from its recovery point"),
+        "{}",
+        broker.log()
+    );
+    let got = values(&consume(&broker.addr, topic, 0, 0, 700, TIMEOUT));
+    assert_eq!(got, (0..700).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    // Reads starting inside the checkpointed part and after it find their records.
+    for from in [123, 499, 500, 650] {
+        let first = values(&consume(&broker.addr, topic, 0, from, 1, TIMEOUT));
+        assert_eq!(first, [format!("r{from}")]);
+    }
+    broker.stop();
+}
