@@ -271,7 +271,7 @@ pub fn validate_produced(
 
 /// Stamps a validated batch with its place in the log: base offset and leader epoch, which lie
 /// outside the CRC, so no checksum work is needed.
-pub fn assign_offsets(batch: &mut BytesMut, base_offset: i64, leader_epoch: i32) {
+pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
     batch[LEADER_EPOCH_OFFSET..LEADER_EPOCH_OFFSET + 4]
         .copy_from_slice(&leader_epoch.to_be_bytes());
@@ -279,7 +279,7 @@ pub fn assign_offsets(batch: &mut BytesMut, base_offset: i64, leader_epoch: i32)
 
 /// Applies `message.timestamp.type=LogAppendTime`: sets the timestamp-type attribute and the
 /// max timestamp to the broker's clock, then recomputes the CRC both are covered by.
-pub fn set_log_append_time(batch: &mut BytesMut, now_ms: i64) {
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = i16_at(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND;
     batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());

@@ -207,7 +207,7 @@ impl Cleaner {
                         Rewrite::New(b) => Some(&b[..]),
                     };
                     if let Some(b) = written {
-                        out.append(b, now, plan.index_interval_bytes)?;
+                        out.append(&[b], now, plan.index_interval_bytes)?;
                     }
                     Ok(!stop.load(Ordering::Relaxed))
                 };

@@ -320,15 +320,18 @@ impl Log {
     }
 
     /// Appends a batch that passed [`batch::validate_produced`], assigning its offsets.
+    /// Only its header is copied to be rewritten (unless `LogAppendTime` changes what the
+    /// CRC covers); the rest is written from the buffer it arrived in.
     pub fn append(
         &mut self,
-        mut bytes: BytesMut,
+        batch: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<AppendResult, StorageError> {
         if self.offline {
             return Err(StorageError::Offline(self.dir.clone()));
         }
-        let header = BatchHeader::parse(&bytes).expect("validated batch has a header");
+        let batch: Bytes = batch.into();
+        let header = BatchHeader::parse(&batch).expect("validated batch has a header");
         if header.producer_id() >= 0
             && let Some(original) = self.producers.check(&header)?
         {
@@ -348,17 +351,26 @@ impl Log {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let now = now_ms();
-        self.maybe_roll(last_offset, bytes.len() as u64, now)?;
-        batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
+        self.maybe_roll(last_offset, batch.len() as u64, now)?;
         let log_append_time = match self.config.timestamp_type {
             TimestampType::LogAppendTime => {
-                batch::set_log_append_time(&mut bytes, now);
+                let mut whole = BytesMut::from(&batch[..]);
+                batch::assign_offsets(&mut whole, base_offset, leader_epoch);
+                batch::set_log_append_time(&mut whole, now);
+                self.write_batch(&[&whole], now)?;
+                self.producers.replay(&whole);
                 now
             }
-            TimestampType::CreateTime => -1,
+            TimestampType::CreateTime => {
+                let mut head = [0u8; batch::HEADER_LEN];
+                head.copy_from_slice(&batch[..batch::HEADER_LEN]);
+                batch::assign_offsets(&mut head, base_offset, leader_epoch);
+                self.write_batch(&[&head, &batch[batch::HEADER_LEN..]], now)?;
+                // Producer state needs only the header of a data batch.
+                self.producers.replay(&head);
+                -1
+            }
         };
-        self.write_batch(&bytes, now)?;
-        self.producers.replay(&bytes);
         self.unflushed_records += record_count;
         let flush_due = self.unflushed_records >= self.config.flush_messages
             || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
@@ -371,9 +383,9 @@ impl Log {
         })
     }
 
-    fn write_batch(&mut self, bytes: &[u8], now: i64) -> Result<(), StorageError> {
+    fn write_batch(&mut self, parts: &[&[u8]], now: i64) -> Result<(), StorageError> {
         let interval = self.config.index_interval_bytes;
-        match self.active_mut().append(bytes, now, interval) {
+        match self.active_mut().append(parts, now, interval) {
             Ok(()) => Ok(()),
             Err(e @ StorageError::Offline(_)) => {
                 self.offline = true;
@@ -400,7 +412,7 @@ impl Log {
         let base_offset = self.log_end_offset();
         self.maybe_roll(base_offset, bytes.len() as u64, now)?;
         batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
-        self.write_batch(&bytes, now)?;
+        self.write_batch(&[&bytes], now)?;
         if let Some((txn, committed)) = self.producers.replay(&bytes)
             && !committed
         {

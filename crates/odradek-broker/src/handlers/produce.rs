@@ -78,12 +78,10 @@ fn timestamp_problem(records: &[u8], settings: &crate::config::TopicSettings) ->
     None
 }
 
-/// The bytes to store: the batch as sent, or, when the topic's `compression.type` names a
-/// codec other than the batch's, the same records recompressed with it (as Kafka does).
-fn recompressed(
-    records: &Bytes,
-    codec: Option<batch::Compression>,
-) -> Result<BytesMut, BatchError> {
+/// The bytes to store: the batch as sent (shared, not copied), or, when the topic's
+/// `compression.type` names a codec other than the batch's, the same records recompressed
+/// with it (as Kafka does).
+fn recompressed(records: &Bytes, codec: Option<batch::Compression>) -> Result<Bytes, BatchError> {
     let header = batch::BatchHeader::parse(records)
         .ok_or_else(|| BatchError::Corrupt("truncated header".into()))?;
     match codec {
@@ -96,8 +94,9 @@ fn recompressed(
                 header.max_timestamp(),
                 target,
             )
+            .map(BytesMut::freeze)
         }
-        _ => Ok(BytesMut::from(&records[..])),
+        _ => Ok(records.clone()),
     }
 }
 
