@@ -58,8 +58,11 @@ async fn admit_request(context: &ConnectionContext, size: usize) -> Option<Owned
     semaphore.clone().acquire_many_owned(want).await.ok()
 }
 
-/// Responses a connection may have pending before its reader stops reading.
-const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+/// Responses a connection may have pending before its reader stops reading. High enough
+/// that a client pipelining small acks=all produces (librdkafka with `linger.ms=0`) keeps
+/// feeding the next group-commit round while the current one syncs; the bytes these
+/// requests hold are bounded by `queued.max.request.bytes`.
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 const READ_BUFFER: usize = 64 * 1024;
 /// How long a shutdown waits for connections to finish their in-flight requests (a client
 /// that stops reading its responses must not hold the broker up forever).

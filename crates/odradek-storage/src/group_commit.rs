@@ -1,8 +1,11 @@
-//! Group commit: one background thread makes appends durable. Every producer that asks for
-//! durability while a sync is in progress joins the next round, so one `fdatasync` per log
-//! covers all batches that arrived meanwhile, across partitions and connections.
+//! Group commit: a few background threads make appends durable. Every producer that asks for
+//! durability of a log while that log is being synced joins its next sync, so one
+//! `fdatasync` per log covers all batches that arrived meanwhile, across partitions and
+//! connections. Different logs are synced in parallel by up to [`SYNC_THREADS`] threads, so
+//! a produce touching many partitions waits for the slowest of their fsyncs, not their sum;
+//! one log is never synced by two threads at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -18,50 +21,76 @@ type SharedLog = Arc<Mutex<Log>>;
 /// released (the group-commit batch size). For metrics.
 pub type SyncObserver = Box<dyn Fn(std::time::Duration, usize) + Send + Sync>;
 
-struct Round {
-    /// Keyed by the log's address: one sync per log per round however many waiters it has.
-    logs: HashMap<usize, (SharedLog, Vec<DurabilityWaiter>)>,
+/// Threads syncing logs concurrently. A few are enough to overlap fsyncs on one device;
+/// more would only queue in the kernel.
+pub const SYNC_THREADS: usize = 4;
+
+/// Key of a log: its address, stable while the `Arc` lives.
+type LogKey = usize;
+
+struct Pending {
+    /// Logs asked to be synced, with their waiters, in the order first asked.
+    logs: HashMap<LogKey, (SharedLog, Vec<DurabilityWaiter>)>,
+    order: VecDeque<LogKey>,
+    /// Logs a thread is syncing now: their new requests wait for the next sync.
+    syncing: HashSet<LogKey>,
     shutting_down: bool,
 }
 
+impl Pending {
+    /// The oldest requested log no thread is syncing, taken out of the queue.
+    fn take_ready(&mut self) -> Option<(LogKey, SharedLog, Vec<DurabilityWaiter>)> {
+        let at = self.order.iter().position(|k| !self.syncing.contains(k))?;
+        let key = self.order.remove(at)?;
+        let (log, waiters) = self.logs.remove(&key)?;
+        Some((key, log, waiters))
+    }
+}
+
 struct Shared {
-    pending: Mutex<Round>,
+    pending: Mutex<Pending>,
     wake: Condvar,
     observer: std::sync::OnceLock<SyncObserver>,
 }
 
 pub struct GroupCommit {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl GroupCommit {
     pub fn start() -> Self {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Round {
+            pending: Mutex::new(Pending {
                 logs: HashMap::new(),
+                order: VecDeque::new(),
+                syncing: HashSet::new(),
                 shutting_down: false,
             }),
             wake: Condvar::new(),
             observer: std::sync::OnceLock::new(),
         });
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("odradek-group-commit".into())
-            .spawn(move || run(&worker))
-            .expect("spawning the group commit thread");
+        let threads = (0..SYNC_THREADS)
+            .map(|i| {
+                let worker = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("odradek-sync-{i}"))
+                    .spawn(move || run(&worker))
+                    .expect("spawning a group commit thread")
+            })
+            .collect();
         Self {
             shared,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         }
     }
 
     /// Asks for `log` to be synced; `waiter` (if any) hears when everything appended to it
     /// before this call is durable.
     pub fn request(&self, log: &SharedLog, waiter: Option<DurabilityWaiter>) {
-        let mut round = self.shared.pending.lock().expect("group commit lock");
-        if round.shutting_down {
-            drop(round);
+        let mut pending = self.shared.pending.lock().expect("group commit lock");
+        if pending.shutting_down {
+            drop(pending);
             if let Some(w) = waiter {
                 let dir = log
                     .lock()
@@ -71,13 +100,13 @@ impl GroupCommit {
             }
             return;
         }
-        let key = Arc::as_ptr(log) as usize;
-        let entry = round
-            .logs
-            .entry(key)
-            .or_insert_with(|| (log.clone(), Vec::new()));
+        let key = Arc::as_ptr(log) as LogKey;
+        let pending = &mut *pending;
+        let entry = pending.logs.entry(key).or_insert_with(|| {
+            pending.order.push_back(key);
+            (log.clone(), Vec::new())
+        });
         entry.1.extend(waiter);
-        drop(round);
         self.shared.wake.notify_one();
     }
 
@@ -86,15 +115,15 @@ impl GroupCommit {
         let _ = self.shared.observer.set(observer);
     }
 
-    /// Completes every pending request and stops the thread.
+    /// Completes every pending request and stops the threads.
     pub fn shutdown(&self) {
         self.shared
             .pending
             .lock()
             .expect("group commit lock")
             .shutting_down = true;
-        self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.lock().expect("group commit lock").take() {
+        self.shared.wake.notify_all();
+        for thread in self.threads.lock().expect("group commit lock").drain(..) {
             let _ = thread.join();
         }
     }
@@ -102,29 +131,81 @@ impl GroupCommit {
 
 fn run(shared: &Shared) {
     loop {
-        let batch = {
-            let mut round = shared.pending.lock().expect("group commit lock");
-            while round.logs.is_empty() && !round.shutting_down {
-                round = shared.wake.wait(round).expect("group commit lock");
+        let (key, log, waiters) = {
+            let mut pending = shared.pending.lock().expect("group commit lock");
+            loop {
+                if let Some(ready) = pending.take_ready() {
+                    pending.syncing.insert(ready.0);
+                    break ready;
+                }
+                // Requests for a log being synced stay queued until its thread is done.
+                if pending.shutting_down && pending.logs.is_empty() {
+                    return;
+                }
+                pending = shared.wake.wait(pending).expect("group commit lock");
             }
-            if round.logs.is_empty() {
-                return;
-            }
-            std::mem::take(&mut round.logs)
         };
-        for (log, waiters) in batch.into_values() {
-            let started = std::time::Instant::now();
-            let result = sync_log(&log).map_err(Arc::new);
-            if let Some(observe) = shared.observer.get() {
-                observe(started.elapsed(), waiters.len());
-            }
-            for waiter in waiters {
-                waiter(result.clone());
-            }
+        let started = std::time::Instant::now();
+        let result = Log::sync_shared(&log, |_| (), |()| Ok(())).map_err(Arc::new);
+        if let Some(observe) = shared.observer.get() {
+            observe(started.elapsed(), waiters.len());
+        }
+        for waiter in waiters {
+            waiter(result.clone());
+        }
+        let mut pending = shared.pending.lock().expect("group commit lock");
+        pending.syncing.remove(&key);
+        if pending.logs.contains_key(&key) || pending.shutting_down {
+            // A request that arrived during this sync may now be taken by any thread.
+            shared.wake.notify_all();
         }
     }
 }
 
-fn sync_log(log: &SharedLog) -> Result<(), StorageError> {
-    Log::sync_shared(log, |_| (), |()| Ok(()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odradek_protocol::batch::testing::batch;
+    use std::sync::mpsc;
+
+    #[test]
+    fn every_waiter_hears_once_and_logs_end_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs: Vec<SharedLog> = (0..6)
+            .map(|i| {
+                let log =
+                    Log::open(&dir.path().join(format!("p{i}")), Default::default(), true).unwrap();
+                Arc::new(Mutex::new(log))
+            })
+            .collect();
+        let commit = GroupCommit::start();
+        let (tx, rx) = mpsc::channel();
+        let mut asked = 0;
+        for round in 0..50 {
+            for log in &logs {
+                log.lock().unwrap().append(batch(1, round), 0).unwrap();
+                let tx = tx.clone();
+                let end = log.lock().unwrap().log_end_offset();
+                let log2 = log.clone();
+                commit.request(
+                    log,
+                    Some(Box::new(move |r| {
+                        let flushed = log2.lock().unwrap().flushed_offset();
+                        tx.send((r.is_ok(), flushed >= end)).unwrap();
+                    })),
+                );
+                asked += 1;
+            }
+        }
+        for _ in 0..asked {
+            let (ok, durable) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            assert!(ok && durable);
+        }
+        commit.shutdown();
+        assert!(rx.try_recv().is_err(), "no waiter is called twice");
+        for log in &logs {
+            let log = log.lock().unwrap();
+            assert_eq!(log.flushed_offset(), log.log_end_offset());
+        }
+    }
 }

@@ -828,6 +828,50 @@ pub(crate) fn write_file_atomically(
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
+/// `pread`s `len` bytes at `pos` into `buf`'s spare capacity, without zeroing it first
+/// (zeroing a fetch buffer before overwriting it cost as much as the read itself).
+fn read_exact_into_spare(
+    file: &File,
+    buf: &mut BytesMut,
+    len: usize,
+    mut pos: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(len);
+    let end = buf.len() + len;
+    while buf.len() < end {
+        let missing = end - buf.len();
+        let spare = buf.spare_capacity_mut();
+        let want = missing.min(spare.len());
+        let at = libc::off_t::try_from(pos)
+            .map_err(|_| std::io::Error::other("file position beyond off_t"))?;
+        // SAFETY: the kernel writes at most `want` bytes into the spare capacity, which is
+        // at least that long; only the bytes it reports written are then marked initialised.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                want,
+                at,
+            )
+        };
+        if read < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // SAFETY: `read` bytes past the old length were just written by `pread`.
+        unsafe { buf.set_len(buf.len() + read as usize) };
+        pos += read as u64;
+    }
+    Ok(())
+}
+
 /// Reads the whole batch starting at `pos`.
 pub(crate) fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
     let mut header = [0u8; batch::HEADER_LEN];
@@ -915,8 +959,8 @@ impl PreparedRead {
         } else {
             available.min(self.max_bytes as u64)
         };
-        let mut buf = BytesMut::zeroed(want as usize);
-        file.read_exact_at(&mut buf, pos).map_err(io)?;
+        let mut buf = BytesMut::with_capacity(want as usize);
+        read_exact_into_spare(&file, &mut buf, want as usize, pos).map_err(io)?;
         let end_offset = self.end_offset;
         let whole: usize = batch::complete_batches(&buf)
             .take_while(|(h, _)| h.base_offset() < end_offset)
