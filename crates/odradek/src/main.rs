@@ -14,6 +14,7 @@ use tracing::info;
 
 mod cli;
 mod group;
+mod perf;
 mod topic;
 
 #[derive(Parser)]
@@ -47,6 +48,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
+    },
+    /// Measure a cluster's throughput and latency, like Kafka's perf-test tools.
+    Perf {
+        #[command(subcommand)]
+        command: perf::PerfCommand,
     },
 }
 
@@ -238,6 +244,7 @@ fn main() -> ExitCode {
             command: GroupCommand::List(c),
         }) => group::list(&c.bootstrap, c.output == Output::Json),
         Some(Command::Topic { command }) => run_topic(command),
+        Some(Command::Perf { command }) => perf::run(command),
         Some(Command::Group {
             command:
                 GroupCommand::Describe {

@@ -53,6 +53,21 @@ pub fn create(
     replication_factor: i16,
     configs: &[String],
 ) -> anyhow::Result<()> {
+    let (code, message) = request_create(bootstrap, name, partitions, replication_factor, configs)?;
+    check_with_message(code, message, "CreateTopics")?;
+    println!("created topic {name}");
+    Ok(())
+}
+
+/// Creates a topic and returns the broker's error code and message for it, so callers can
+/// decide whether an existing topic is an error.
+pub fn request_create(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[String],
+) -> anyhow::Result<(i16, Option<String>)> {
     let configs = parse_pairs(configs)?;
     let (_, r) = client(bootstrap).send(None, |_| {
         CreateTopicsRequest::default()
@@ -75,17 +90,14 @@ pub fn create(
             ])
     })?;
     let t = r.topics.first().context("no topic in the response")?;
-    check_with_message(
+    Ok((
         t.error_code,
         t.error_message.as_deref().map(|m| m.to_string()),
-        "CreateTopics",
-    )?;
-    println!("created topic {name}");
-    Ok(())
+    ))
 }
 
 /// Like [`check`], adding the broker's error message when it sent one.
-fn check_with_message(code: i16, message: Option<String>, what: &str) -> anyhow::Result<()> {
+pub fn check_with_message(code: i16, message: Option<String>, what: &str) -> anyhow::Result<()> {
     match message.filter(|m| !m.is_empty()) {
         Some(m) if code != 0 => {
             anyhow::bail!("{what} failed: {}: {m}", crate::cli::error_name(code))
