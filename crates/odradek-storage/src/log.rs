@@ -145,6 +145,8 @@ pub struct Log {
     producers: ProducerStateManager,
     /// Aborted transactions, by marker offset; persisted in [`ABORTED_TXNS`].
     aborted: Vec<AbortedTxn>,
+    /// The (segment, length) of the last recovery point written.
+    checkpointed: Option<(i64, u64)>,
 }
 
 impl Log {
@@ -212,6 +214,7 @@ impl Log {
             offline: false,
             producers: ProducerStateManager::default(),
             aborted: Vec::new(),
+            checkpointed: None,
         };
         // Whatever recovery kept is what the disk holds.
         log.flushed_offset = log.log_end_offset();
@@ -561,13 +564,28 @@ impl Log {
         Ok(())
     }
 
-    /// Syncs the log and records its recovery point (see [`crate::recovery_point`]).
+    /// Syncs the log and records its recovery point (see [`crate::recovery_point`]), unless
+    /// nothing was written since the last one.
     pub fn checkpoint_recovery_point(log: &std::sync::Mutex<Log>) -> Result<(), StorageError> {
+        {
+            let l = log.lock().expect("log lock");
+            let active = l.active();
+            if l.checkpointed == Some((active.base_offset(), active.size())) {
+                return Ok(());
+            }
+        }
+        let mut written = None;
         Self::sync_shared(
             log,
-            |l| (l.active().recovery_point(), l.dir.clone()),
+            |l| {
+                let point = l.active().recovery_point();
+                written = Some((point.base_offset, point.position));
+                (point, l.dir.clone())
+            },
             |(point, dir)| point.write(&dir),
-        )
+        )?;
+        log.lock().expect("log lock").checkpointed = written;
+        Ok(())
     }
 
     /// After a failed fsync the kernel may have dropped the dirty pages: nothing written
