@@ -1111,6 +1111,36 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().len(), 5 * one);
     }
 
+    /// Found by the `segment_recovery` fuzz target: a batch whose offsets a segment cannot
+    /// hold (beyond its 32-bit relative range, or ending before it starts) panicked while
+    /// indexing, or left a log whose end was below its start.
+    #[test]
+    fn recovery_cuts_a_batch_with_offsets_the_segment_cannot_hold() {
+        let far = |b: &mut BytesMut| batch::assign_offsets(b, 1 << 40, 0);
+        let backwards = |b: &mut BytesMut| {
+            batch::assign_offsets(b, 9, 0);
+            b[23..27].copy_from_slice(&(-5i32).to_be_bytes());
+            // Rewrites a field inside the CRC's coverage and recomputes the CRC.
+            batch::set_log_append_time(b, 1000);
+        };
+        let damages: [&dyn Fn(&mut BytesMut); 2] = [&far, &backwards];
+        for damage in damages {
+            for clean_shutdown in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let good = batch(3, 0);
+                let mut bad = batch(2, 0);
+                damage(&mut bad);
+                let path = dir
+                    .path()
+                    .join(format!("{}.log", crate::offset_file_stem(0)));
+                fs::write(&path, [&good[..], &bad[..]].concat()).unwrap();
+                let log = Log::open(dir.path(), LogConfig::default(), clean_shutdown).unwrap();
+                assert_eq!(log.log_end_offset(), 3);
+                assert_eq!(fs::metadata(&path).unwrap().len(), good.len() as u64);
+            }
+        }
+    }
+
     #[test]
     fn retention_deletes_old_and_excess_segments_but_never_the_active_one() {
         let dir = tempfile::tempdir().unwrap();

@@ -246,10 +246,31 @@ impl LogSegment {
             verify_crc,
             |found| match found {
                 Ok(b) => {
-                    if b.base_offset < segment.next_offset {
+                    // Offsets must continue the segment and stay within its 32-bit index
+                    // range; the CRC does not cover the base offset, and a trusted
+                    // segment's CRCs are not checked at all.
+                    let problem = if b.base_offset < segment.next_offset {
+                        Some(format!(
+                            "offset {} below the expected {}",
+                            b.base_offset, segment.next_offset
+                        ))
+                    } else if b.last_offset < b.base_offset {
+                        Some(format!(
+                            "last offset {} below its base offset {}",
+                            b.last_offset, b.base_offset
+                        ))
+                    } else if b.last_offset - base_offset > i64::from(u32::MAX) {
+                        Some(format!(
+                            "offset {} beyond the segment's range",
+                            b.last_offset
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(problem) = problem {
                         stop = Some(ScanStop::corrupt(format!(
-                            "batch at position {} has offset {} below the expected {}",
-                            b.position, b.base_offset, segment.next_offset
+                            "batch at position {} has {problem}",
+                            b.position
                         )));
                         return false;
                     }
