@@ -537,7 +537,7 @@ fn inflate_snappy(
     let invalid =
         |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut out = Vec::new();
-    let mut block = |compressed: &[u8], out: &mut Vec<u8>| -> std::io::Result<()> {
+    let block = |compressed: &[u8], out: &mut Vec<u8>| -> std::io::Result<()> {
         let len = snap::raw::decompress_len(compressed)?;
         let start = out.len();
         if start.saturating_add(len) > limit {
