@@ -22,7 +22,7 @@
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 pub const HEADER_LEN: usize = 61;
 /// Bytes in front of `batchLength`'s coverage: `baseOffset` and `batchLength` themselves.
@@ -134,7 +134,9 @@ impl<'a> BatchHeader<'a> {
         i32_at(self.0, LAST_OFFSET_DELTA_OFFSET)
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        // Saturating: a header read from disk or the network can hold any base offset.
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
     }
     pub fn attributes(&self) -> i16 {
         i16_at(self.0, ATTRIBUTES_OFFSET)
@@ -461,8 +463,16 @@ pub fn record_offset_and_timestamp(header: &BatchHeader<'_>, record: &RawRecord<
     (v.offset, v.timestamp)
 }
 
+/// The most a records section may inflate to: `INFLATION_FACTOR` times the batch's size,
+/// and at least `MIN_INFLATION_LIMIT`. A batch is already bounded by `max.message.bytes`,
+/// so this bounds the memory a decompression bomb can claim; real data, even very
+/// repetitive, stays far below it.
+pub const INFLATION_FACTOR: usize = 64;
+pub const MIN_INFLATION_LIMIT: usize = 16 << 20;
+
 /// The records section of a whole batch, inflated if the batch is compressed (an
 /// uncompressed batch's section is copied out). Records inside are kept byte for byte.
+/// Inflation stops with `Corrupt` past the limit above.
 pub fn decompressed_records(batch: &[u8]) -> Result<Bytes, BatchError> {
     let header =
         BatchHeader::parse(batch).ok_or_else(|| BatchError::Corrupt("truncated header".into()))?;
@@ -479,18 +489,80 @@ pub fn decompressed_records(batch: &[u8]) -> Result<Bytes, BatchError> {
             header.attributes()
         ))
     })?;
-    let mut section = Bytes::copy_from_slice(&batch[HEADER_LEN..size]);
-    let inflate = |r: anyhow::Result<Bytes>| {
-        r.map_err(|e| BatchError::Corrupt(format!("cannot decompress {codec:?} records: {e:#}")))
+    let section = &batch[HEADER_LEN..size];
+    let limit = size
+        .saturating_mul(INFLATION_FACTOR)
+        .max(MIN_INFLATION_LIMIT);
+    inflate(codec, section, limit)
+        .map_err(|e| BatchError::Corrupt(format!("cannot decompress {codec:?} records: {e}")))
+}
+
+/// Inflates `section` with `codec`, failing once the output would exceed `limit` bytes.
+fn inflate(codec: Compression, section: &[u8], limit: usize) -> std::io::Result<Bytes> {
+    use std::io::Read;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("inflates beyond {limit} bytes"),
+        )
     };
-    let take = |b: &mut Bytes| Ok(std::mem::take(b));
+    // Reads at most one byte past the limit, to tell "exactly the limit" from "more".
+    let bounded = |reader: &mut dyn Read| {
+        let mut out = Vec::new();
+        reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+        if out.len() > limit {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(out))
+    };
     match codec {
-        Compression::None => Ok(section),
-        Compression::Gzip => inflate(Gzip::decompress(&mut section, take)),
-        Compression::Snappy => inflate(Snappy::decompress(&mut section, take)),
-        Compression::Lz4 => inflate(Lz4::decompress(&mut section, take)),
-        Compression::Zstd => inflate(Zstd::decompress(&mut section, take)),
+        Compression::None => Ok(Bytes::copy_from_slice(section)),
+        Compression::Gzip => bounded(&mut flate2::read::GzDecoder::new(section)),
+        Compression::Lz4 => bounded(&mut lz4::Decoder::new(section)?),
+        Compression::Zstd => bounded(&mut zstd::stream::read::Decoder::new(section)?),
+        Compression::Snappy => inflate_snappy(section, limit, too_large),
     }
+}
+
+/// Kafka's snappy framing (xerial's `SnappyOutputStream`): a 16-byte magic header, then
+/// blocks of `[compressed length u32][raw snappy block]`. Without the magic the section is
+/// one raw snappy block, as Kafka's reader also accepts. Each block declares its inflated
+/// length up front, so the limit is checked before any buffer is reserved.
+fn inflate_snappy(
+    section: &[u8],
+    limit: usize,
+    too_large: impl Fn() -> std::io::Error,
+) -> std::io::Result<Bytes> {
+    const MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut out = Vec::new();
+    let block = |compressed: &[u8], out: &mut Vec<u8>| -> std::io::Result<()> {
+        let len = snap::raw::decompress_len(compressed)?;
+        let start = out.len();
+        if start.saturating_add(len) > limit {
+            return Err(too_large());
+        }
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new().decompress(compressed, &mut out[start..])?;
+        Ok(())
+    };
+    let Some(mut rest) = section.strip_prefix(MAGIC) else {
+        block(section, &mut out)?;
+        return Ok(out.into());
+    };
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| invalid("truncated snappy block length"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let compressed = tail
+            .get(..len)
+            .ok_or_else(|| invalid("truncated snappy block"))?;
+        block(compressed, &mut out)?;
+        rest = &tail[len..];
+    }
+    Ok(out.into())
 }
 
 /// Builds a batch from `template`'s header (base offset, leader epoch, attributes other than
@@ -925,6 +997,49 @@ mod tests {
             let r = raw_records(&back).next().unwrap().unwrap();
             assert_eq!(record_offset_and_timestamp(&h, &r), (42, 1020));
         }
+    }
+
+    fn assert_refused_as_too_large(batch: &[u8], what: &str) {
+        match decompressed_records(batch) {
+            Err(BatchError::Corrupt(reason)) => {
+                assert!(reason.contains("inflates beyond"), "{what}: {reason}")
+            }
+            other => panic!("{what}: {:?}", other.map(|b| b.len())),
+        }
+    }
+
+    /// A decompression bomb: 20 MiB of zeros packs into a few KiB. Inflating it must stop
+    /// at the limit (16 MiB for a batch this small) instead of allocating it all.
+    #[test]
+    fn inflation_stops_at_the_limit() {
+        let template = batch(1, 1000);
+        let zeros = vec![0u8; 20 << 20];
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let bomb = build_batch(&template, &zeros, 1, 1000, codec).unwrap();
+            assert!(
+                bomb.len() * INFLATION_FACTOR < MIN_INFLATION_LIMIT,
+                "{codec:?}"
+            );
+            assert_refused_as_too_large(&bomb, &format!("{codec:?}"));
+        }
+        let just_fits = vec![0u8; MIN_INFLATION_LIMIT];
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let fits = build_batch(&template, &just_fits, 1, 1000, codec).unwrap();
+            assert_eq!(decompressed_records(&fits).unwrap().len(), just_fits.len());
+        }
+        // Snappy inflates at most ~21x, but a raw block declares its length up front. Found
+        // by the segment_recovery fuzz target: a declared 1 GiB was allocated before the
+        // data was looked at.
+        let declares_1_gib = [0x80, 0x80, 0x80, 0x80, 0x04];
+        let mut raw = build_batch(&template, &declares_1_gib, 1, 1000, Compression::None).unwrap();
+        raw[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+            .copy_from_slice(&Compression::Snappy.attribute_bits().to_be_bytes());
+        assert_refused_as_too_large(&raw, "raw snappy declaring 1 GiB");
     }
 
     #[test]

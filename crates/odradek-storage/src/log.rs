@@ -955,10 +955,10 @@ impl PreparedRead {
             let h = BatchHeader::parse(&header).expect("buffer holds a header");
             let size = h.total_size() as u64;
             if size < batch::HEADER_LEN as u64 || pos + size > self.end {
-                return Err(io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("malformed batch header at position {pos}"),
-                )));
+                return Err(StorageError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("malformed batch header at position {pos}"),
+                });
             }
             if h.base_offset() >= self.end_offset {
                 return Ok(empty);
@@ -980,11 +980,35 @@ impl PreparedRead {
         let mut buf = BytesMut::with_capacity(want as usize);
         read_exact_into_spare(&file, &mut buf, want as usize, pos).map_err(io)?;
         let end_offset = self.end_offset;
-        let whole: usize = batch::complete_batches(&buf)
-            .take_while(|(h, _)| h.base_offset() < end_offset)
-            .map(|(_, size)| size)
-            .sum();
-        buf.truncate(whole);
+        // Kafka leaves CRC checks to consumers, but librdkafka skips them by default
+        // (`check.crcs=false`): a flipped bit on disk would reach applications unnoticed.
+        // CRC-32C runs at memory speed, so every batch served is checked; a fetch stops
+        // before a bad batch and fails with it when it is the first.
+        let mut good = 0;
+        let mut damage = None;
+        for (header, size) in
+            batch::complete_batches(&buf).take_while(|(h, _)| h.base_offset() < end_offset)
+        {
+            if let Err(e) = batch::verify_crc(&buf[good..good + size]) {
+                damage = Some(format!(
+                    "batch at position {} (offsets {}..={}): {e}",
+                    pos + good as u64,
+                    header.base_offset(),
+                    header.last_offset()
+                ));
+                break;
+            }
+            good += size;
+        }
+        if good == 0
+            && let Some(reason) = damage
+        {
+            return Err(StorageError::Corrupt {
+                path: path.clone(),
+                reason,
+            });
+        }
+        buf.truncate(good);
         Ok(FetchedRecords {
             records: buf.freeze(),
         })
@@ -1103,6 +1127,36 @@ mod tests {
         let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
         assert_eq!(log.log_end_offset(), 15);
         assert_eq!(fs::metadata(&path).unwrap().len(), 5 * one);
+    }
+
+    /// Found by the `segment_recovery` fuzz target: a batch whose offsets a segment cannot
+    /// hold (beyond its 32-bit relative range, or ending before it starts) panicked while
+    /// indexing, or left a log whose end was below its start.
+    #[test]
+    fn recovery_cuts_a_batch_with_offsets_the_segment_cannot_hold() {
+        let far = |b: &mut BytesMut| batch::assign_offsets(b, 1 << 40, 0);
+        let backwards = |b: &mut BytesMut| {
+            batch::assign_offsets(b, 9, 0);
+            b[23..27].copy_from_slice(&(-5i32).to_be_bytes());
+            // Rewrites a field inside the CRC's coverage and recomputes the CRC.
+            batch::set_log_append_time(b, 1000);
+        };
+        let damages: [&dyn Fn(&mut BytesMut); 2] = [&far, &backwards];
+        for damage in damages {
+            for clean_shutdown in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let good = batch(3, 0);
+                let mut bad = batch(2, 0);
+                damage(&mut bad);
+                let path = dir
+                    .path()
+                    .join(format!("{}.log", crate::offset_file_stem(0)));
+                fs::write(&path, [&good[..], &bad[..]].concat()).unwrap();
+                let log = Log::open(dir.path(), LogConfig::default(), clean_shutdown).unwrap();
+                assert_eq!(log.log_end_offset(), 3);
+                assert_eq!(fs::metadata(&path).unwrap().len(), good.len() as u64);
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use odradek_protocol::batch::{self, BatchHeader};
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::index::{OffsetPosition, TimestampOffset};
 use crate::recovery_point::RecoveryPoint;
@@ -85,6 +85,29 @@ pub(crate) enum OpenMode {
     Trusted,
     /// The active segment after a crash: check every batch's CRC and cut a torn tail.
     Recover,
+}
+
+/// Why a scan stopped before the end of the file.
+struct ScanStop {
+    reason: String,
+    /// A whole batch failed its CRC or broke the offset order: the data was damaged, not
+    /// merely cut short by a crash in the middle of a write.
+    corrupt: bool,
+}
+
+impl ScanStop {
+    fn torn(reason: String) -> Self {
+        Self {
+            reason,
+            corrupt: false,
+        }
+    }
+    fn corrupt(reason: String) -> Self {
+        Self {
+            reason,
+            corrupt: true,
+        }
+    }
 }
 
 /// A batch found while scanning a segment.
@@ -213,7 +236,7 @@ impl LogSegment {
         let verify_crc = mode == OpenMode::Recover;
         let rebuild_index = scan_from == 0;
         let mut valid_end = scan_from;
-        let mut stop_reason = None;
+        let mut stop: Option<ScanStop> = None;
         let (file, path) = (segment.file.clone(), segment.log_path.clone());
         Self::scan(
             &file,
@@ -223,11 +246,32 @@ impl LogSegment {
             verify_crc,
             |found| match found {
                 Ok(b) => {
-                    if b.base_offset < segment.next_offset {
-                        stop_reason = Some(format!(
-                            "batch at position {} has offset {} below the expected {}",
-                            b.position, b.base_offset, segment.next_offset
-                        ));
+                    // Offsets must continue the segment and stay within its 32-bit index
+                    // range; the CRC does not cover the base offset, and a trusted
+                    // segment's CRCs are not checked at all.
+                    let problem = if b.base_offset < segment.next_offset {
+                        Some(format!(
+                            "offset {} below the expected {}",
+                            b.base_offset, segment.next_offset
+                        ))
+                    } else if b.last_offset < b.base_offset {
+                        Some(format!(
+                            "last offset {} below its base offset {}",
+                            b.last_offset, b.base_offset
+                        ))
+                    } else if b.last_offset - base_offset > i64::from(u32::MAX) {
+                        Some(format!(
+                            "offset {} beyond the segment's range",
+                            b.last_offset
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(problem) = problem {
+                        stop = Some(ScanStop::corrupt(format!(
+                            "batch at position {} has {problem}",
+                            b.position
+                        )));
                         return false;
                     }
                     if rebuild_index || b.position > scan_from {
@@ -240,7 +284,7 @@ impl LogSegment {
                     true
                 }
                 Err(reason) => {
-                    stop_reason = Some(reason);
+                    stop = Some(reason);
                     false
                 }
             },
@@ -248,13 +292,30 @@ impl LogSegment {
         segment.size = valid_end;
         let truncated = file_len - valid_end;
         if truncated > 0 {
-            warn!(
-                segment = %segment.log_path.display(),
-                valid_bytes = valid_end,
-                truncated_bytes = truncated,
-                reason = stop_reason.as_deref().unwrap_or("incomplete batch at the tail"),
-                "truncating segment tail during recovery"
-            );
+            let reason = stop
+                .as_ref()
+                .map_or("incomplete batch at the tail", |s| &s.reason);
+            // A torn tail is what a crash mid-write leaves, and was never acknowledged as
+            // durable. Damage inside a whole batch, or anything to cut from a segment whose
+            // writes had finished, is lost data that an operator must hear about.
+            if stop.as_ref().is_some_and(|s| s.corrupt) || mode == OpenMode::Trusted {
+                error!(
+                    segment = %segment.log_path.display(),
+                    valid_bytes = valid_end,
+                    dropped_bytes = truncated,
+                    first_dropped_offset = segment.next_offset,
+                    reason,
+                    "corrupt segment: dropping every batch from the first bad one"
+                );
+            } else {
+                warn!(
+                    segment = %segment.log_path.display(),
+                    valid_bytes = valid_end,
+                    truncated_bytes = truncated,
+                    reason,
+                    "truncating segment tail during recovery"
+                );
+            }
             segment
                 .file
                 .set_len(valid_end)
@@ -280,7 +341,7 @@ impl LogSegment {
         from: u64,
         to: u64,
         verify_crc: bool,
-        mut visit: impl FnMut(Result<ScannedBatch, String>) -> bool,
+        mut visit: impl FnMut(Result<ScannedBatch, ScanStop>) -> bool,
     ) -> Result<(), StorageError> {
         let mut pos = from;
         let mut buf = Vec::new();
@@ -297,12 +358,16 @@ impl LogSegment {
                 let at = pos + consumed as u64;
                 let size = header.total_size();
                 if size < batch::HEADER_LEN || header.magic() != 2 {
-                    visit(Err(format!("malformed batch header at position {at}")));
+                    visit(Err(ScanStop::torn(format!(
+                        "malformed batch header at position {at}"
+                    ))));
                     return Ok(());
                 }
                 if consumed + size > buf.len() {
                     if at + size as u64 > to {
-                        visit(Err(format!("incomplete batch at position {at}")));
+                        visit(Err(ScanStop::torn(format!(
+                            "incomplete batch at position {at}"
+                        ))));
                         return Ok(());
                     }
                     need = size;
@@ -310,7 +375,7 @@ impl LogSegment {
                 }
                 let bytes = &buf[consumed..consumed + size];
                 if verify_crc && let Err(e) = batch::verify_crc(bytes) {
-                    visit(Err(format!("{e} at position {at}")));
+                    visit(Err(ScanStop::corrupt(format!("{e} at position {at}"))));
                     return Ok(());
                 }
                 let found = ScannedBatch {
@@ -326,7 +391,9 @@ impl LogSegment {
                 consumed += size;
             }
             if consumed == 0 && need == 0 {
-                visit(Err(format!("incomplete batch header at position {pos}")));
+                visit(Err(ScanStop::torn(format!(
+                    "incomplete batch header at position {pos}"
+                ))));
                 return Ok(());
             }
             pos += consumed as u64;

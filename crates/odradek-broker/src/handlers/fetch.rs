@@ -15,7 +15,7 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use odradek_storage::StorageError;
-use tracing::warn;
+use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::check_leader_epoch;
@@ -254,6 +254,12 @@ impl Broker {
                 out.data.high_watermark = high_watermark;
                 out.data.log_start_offset = log_start_offset;
                 return out;
+            }
+            // Kafka's ReplicaManager answers a CorruptRecordException with CORRUPT_MESSAGE
+            // for that partition alone; the rest of the fetch is served.
+            Err(e @ StorageError::Corrupt { .. }) => {
+                error!(topic = ?target.topic, partition = target.partition, offset = target.fetch_offset, error = %e, "fetch found corrupt data on disk");
+                return error(data, ResponseError::CorruptMessage);
             }
             Err(e) => {
                 warn!(error = %e, "fetch read failed");

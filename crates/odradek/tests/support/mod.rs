@@ -41,8 +41,14 @@ impl BrokerProcess {
 
     /// Starts a broker with extra command-line arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_in(None, args)
+    }
+
+    /// Starts a broker whose data dir is `data_dir` (for a test that controls the filesystem
+    /// under it), or a fresh temp dir when `None`.
+    pub fn start_in(data_dir: Option<&Path>, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_path_buf);
         let mut broker = Self {
             child: None,
             addr: "127.0.0.1:0".into(),
