@@ -659,17 +659,8 @@ pub fn encode_batch(records: &[KeyValue<'_>], timestamp: i64) -> BytesMut {
 pub fn encode_owned_batch(records: &[KeyValue<'_>], timestamp: i64, owner: BatchOwner) -> BytesMut {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = BytesMut::new();
-    let mut record = BytesMut::new();
     for (delta, (key, value)) in records.iter().enumerate() {
-        record.clear();
-        record.put_u8(0); // attributes
-        put_varlong(&mut record, 0); // timestamp delta
-        put_varlong(&mut record, delta as i64);
-        put_nullable_bytes(&mut record, *key);
-        put_nullable_bytes(&mut record, *value);
-        put_varlong(&mut record, 0); // header count
-        put_varlong(&mut body, record.len() as i64);
-        body.put_slice(&record);
+        put_record(&mut body, 0, delta as i64, *key, *value, &[]);
     }
     let mut attributes = 0;
     if owner.transactional {
@@ -679,23 +670,123 @@ pub fn encode_owned_batch(records: &[KeyValue<'_>], timestamp: i64, owner: Batch
         attributes |= CONTROL_FLAG;
     }
     let mut b = BytesMut::with_capacity(HEADER_LEN + body.len());
-    b.put_i64(0);
-    b.put_i32((HEADER_LEN - LOG_OVERHEAD + body.len()) as i32);
-    b.put_i32(-1);
-    b.put_i8(2);
-    b.put_u32(0);
-    b.put_i16(attributes);
-    b.put_i32(records.len() as i32 - 1);
-    b.put_i64(timestamp);
-    b.put_i64(timestamp);
-    b.put_i64(owner.producer_id);
-    b.put_i16(owner.producer_epoch);
-    b.put_i32(-1);
-    b.put_i32(records.len() as i32);
+    put_header(
+        &mut b,
+        attributes,
+        records.len() as i32,
+        timestamp,
+        timestamp,
+        owner,
+        body.len(),
+    );
     b.put_slice(&body);
     let crc = crc32c::crc32c(&b[ATTRIBUTES_OFFSET..]);
     b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// A record header: key and value (`None` is null).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// Appends one record (length prefix included) to a records section.
+fn put_record(
+    body: &mut BytesMut,
+    timestamp_delta: i64,
+    offset_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header<'_>],
+) {
+    let mut record = BytesMut::new();
+    record.put_u8(0); // attributes
+    put_varlong(&mut record, timestamp_delta);
+    put_varlong(&mut record, offset_delta);
+    put_nullable_bytes(&mut record, key);
+    put_nullable_bytes(&mut record, value);
+    put_varlong(&mut record, headers.len() as i64);
+    for (k, v) in headers {
+        put_nullable_bytes(&mut record, Some(k));
+        put_nullable_bytes(&mut record, *v);
+    }
+    put_varlong(body, record.len() as i64);
+    body.put_slice(&record);
+}
+
+/// Writes a batch header for `count` records and a records section of `section_len` bytes,
+/// with base offset 0 and the CRC left zero.
+fn put_header(
+    b: &mut BytesMut,
+    attributes: i16,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    owner: BatchOwner,
+    section_len: usize,
+) {
+    b.put_i64(0);
+    b.put_i32((HEADER_LEN - LOG_OVERHEAD + section_len) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(attributes);
+    b.put_i32(count - 1);
+    b.put_i64(base_timestamp);
+    b.put_i64(max_timestamp);
+    b.put_i64(owner.producer_id);
+    b.put_i16(owner.producer_epoch);
+    b.put_i32(-1);
+    b.put_i32(count);
+}
+
+/// A record a client produces: key, value, headers (duplicate keys kept, in order) and
+/// create time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<Header<'a>>,
+    pub timestamp: i64,
+}
+
+/// Encodes a client's magic-2 batch (no idempotence) of `records`, compressed with `codec`.
+/// Offsets start at 0; the broker assigns the real ones.
+pub fn encode_producer_batch(
+    records: &[ProducerRecord<'_>],
+    codec: Compression,
+) -> Result<BytesMut, BatchError> {
+    let first = records
+        .first()
+        .ok_or_else(|| BatchError::Invalid("a batch holds at least one record".into()))?;
+    let base_timestamp = first.timestamp;
+    let max_timestamp = records
+        .iter()
+        .map(|r| r.timestamp)
+        .max()
+        .unwrap_or(base_timestamp);
+    let mut section = BytesMut::new();
+    for (delta, r) in records.iter().enumerate() {
+        put_record(
+            &mut section,
+            r.timestamp - base_timestamp,
+            delta as i64,
+            r.key,
+            r.value,
+            &r.headers,
+        );
+    }
+    let count = i32::try_from(records.len())
+        .map_err(|_| BatchError::Invalid(format!("{} records in one batch", records.len())))?;
+    let mut template = BytesMut::with_capacity(HEADER_LEN);
+    put_header(
+        &mut template,
+        0,
+        count,
+        base_timestamp,
+        max_timestamp,
+        BatchOwner::BROKER,
+        section.len(),
+    );
+    build_batch(&template, &section, count, max_timestamp, codec)
 }
 
 /// A transaction marker: the one record of a control batch that commits or aborts a
@@ -1059,5 +1150,54 @@ mod tests {
         let got: Vec<_> = raw_records(&[0x10, 0, 0]).collect();
         assert!(matches!(got[..], [Err(BatchError::Corrupt(_))]));
         assert!(decompressed_records(&b[..40]).is_err());
+    }
+
+    #[test]
+    fn producer_batches_keep_headers_in_every_codec() {
+        let records = vec![
+            ProducerRecord {
+                key: Some(b"k"),
+                value: Some(b"v1"),
+                headers: vec![(b"h", Some(b"1")), (b"h", Some(b"2")), (b"n", None)],
+                timestamp: 1000,
+            },
+            ProducerRecord {
+                key: None,
+                value: None,
+                headers: vec![],
+                timestamp: 1005,
+            },
+        ];
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = encode_producer_batch(&records, codec).unwrap();
+            verify_crc(&batch).unwrap();
+            let header = BatchHeader::parse(&batch).unwrap();
+            assert_eq!(header.compression(), Some(codec));
+            assert_eq!((header.record_count(), header.max_timestamp()), (2, 1005));
+            let section = decompressed_records(&batch).unwrap();
+            let decoded: Vec<_> = raw_records(&section).map(Result::unwrap).collect();
+            assert_eq!(decoded.len(), 2);
+            assert_eq!(
+                (decoded[0].key, decoded[0].value),
+                (Some(&b"k"[..]), Some(&b"v1"[..]))
+            );
+            assert_eq!(
+                record_headers(&decoded[0]),
+                vec![
+                    (&b"h"[..], Some(&b"1"[..])),
+                    (&b"h"[..], Some(&b"2"[..])),
+                    (&b"n"[..], None)
+                ]
+            );
+            assert_eq!((decoded[1].key, decoded[1].value), (None, None));
+            assert_eq!(record_offset_and_timestamp(&header, &decoded[1]), (1, 1005));
+        }
+        assert!(encode_producer_batch(&[], Compression::None).is_err());
     }
 }
