@@ -105,6 +105,12 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ClientError> {
+        let correlation_id = self.write_request(request, version)?;
+        self.read_response::<R>(correlation_id, version)
+    }
+
+    /// Sends a request frame; returns its correlation id.
+    fn write_request<R: Request>(&mut self, request: &R, version: i16) -> Result<i32, ClientError> {
         let protocol = |reason: String| ClientError::Protocol {
             addr: self.addr.clone(),
             reason,
@@ -130,6 +136,22 @@ impl Connection {
             source,
         };
         self.stream.write_all(&frame).map_err(io)?;
+        Ok(correlation_id)
+    }
+
+    fn read_response<R: Request>(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        let protocol = |reason: String| ClientError::Protocol {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let io = |source| ClientError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).map_err(io)?;
         let size = i32::from_be_bytes(size);
@@ -175,15 +197,37 @@ impl Client {
         addr: Option<&str>,
         build: impl FnOnce(i16) -> R,
     ) -> Result<(i16, R::Response), ClientError> {
+        self.with_connection(addr, |conn| {
+            let version = conn.version_for::<R>()?;
+            Ok((version, conn.exchange(&build(version), version)?))
+        })
+    }
+
+    /// Sends a request the broker does not answer (a Produce with acks=0).
+    pub fn send_unanswered<R: Request + Message>(
+        &mut self,
+        addr: Option<&str>,
+        build: impl FnOnce(i16) -> R,
+    ) -> Result<(), ClientError> {
+        self.with_connection(addr, |conn| {
+            let version = conn.version_for::<R>()?;
+            conn.write_request(&build(version), version).map(drop)
+        })
+    }
+
+    fn with_connection<T>(
+        &mut self,
+        addr: Option<&str>,
+        run: impl FnOnce(&mut Connection) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let addr = addr.unwrap_or(&self.bootstrap).to_string();
         if !self.connections.contains_key(&addr) {
             let conn = Connection::open(&addr, self.timeout)?;
             self.connections.insert(addr.clone(), conn);
         }
         let conn = self.connections.get_mut(&addr).expect("inserted above");
-        let version = conn.version_for::<R>()?;
-        match conn.exchange(&build(version), version) {
-            Ok(r) => Ok((version, r)),
+        match run(conn) {
+            Ok(r) => Ok(r),
             Err(e) => {
                 // The connection's state is unknown after a failure: start afresh next time.
                 self.connections.remove(&addr);

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -131,4 +131,56 @@ pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     for row in rows {
         line(row);
     }
+}
+
+/// A topic's id and each partition's leader address, from Metadata.
+pub struct TopicLayout {
+    pub topic_id: uuid::Uuid,
+    pub leaders: BTreeMap<i32, String>,
+}
+
+/// `auto_create` lets the broker create a missing topic, as a producer's Metadata does.
+pub fn topic_layout(
+    client: &mut Client,
+    topic: &str,
+    auto_create: bool,
+) -> anyhow::Result<TopicLayout> {
+    let (_, metadata) = client.send(None, |_| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s(topic)))),
+            ]))
+            .with_allow_auto_topic_creation(auto_create)
+    })?;
+    let brokers: HashMap<i32, String> = metadata
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    let t = metadata
+        .topics
+        .first()
+        .with_context(|| format!("no topic {topic} in the metadata response"))?;
+    check(t.error_code, &format!("Metadata for topic {topic}"))?;
+    let mut leaders = BTreeMap::new();
+    for p in &t.partitions {
+        let leader = brokers.get(&p.leader_id.0).with_context(|| {
+            format!(
+                "partition {} of {topic} has no known leader ({})",
+                p.partition_index,
+                error_name(p.error_code)
+            )
+        })?;
+        leaders.insert(p.partition_index, leader.clone());
+    }
+    Ok(TopicLayout {
+        topic_id: t.topic_id,
+        leaders,
+    })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::cli::{LATEST, check, offsets_at, print_table, s};
 
 /// Address of the coordinator of `group`.
-fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<String> {
+pub fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<String> {
     let (version, r) = client.send(None, |v| {
         let r = FindCoordinatorRequest::default().with_key_type(0);
         if v >= 4 {
@@ -128,7 +128,7 @@ fn describe_members(
     })
 }
 
-fn committed_offsets(
+pub fn committed_offsets(
     client: &mut Client,
     coordinator: &str,
     group: &str,
@@ -285,5 +285,206 @@ pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Resu
             })
             .collect(),
     );
+    Ok(())
+}
+
+/// Commits `offsets` of `topic` for `group` as a simple consumer (generation -1, no member),
+/// which Kafka accepts only while the group has no members.
+pub fn commit_offsets(
+    client: &mut Client,
+    coordinator: &str,
+    group: &str,
+    topic: &str,
+    topic_id: uuid::Uuid,
+    offsets: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let (_, r) = client.send(Some(coordinator), |_| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_retention_time_ms(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_topic_id(topic_id)
+                    .with_partitions(
+                        offsets
+                            .iter()
+                            .map(|(p, o)| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(*o)
+                                    .with_committed_leader_epoch(-1)
+                            })
+                            .collect(),
+                    ),
+            ])
+    })?;
+    for t in &r.topics {
+        for p in &t.partitions {
+            check(
+                p.error_code,
+                &format!(
+                    "OffsetCommit for {group} on partition {}",
+                    p.partition_index
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `odradek group delete`: deletes groups that have no members, with their offsets.
+pub fn delete(bootstrap: &str, groups: &[String]) -> anyhow::Result<()> {
+    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+    for group in groups {
+        let coordinator = coordinator(&mut client, group)?;
+        let (_, r) = client.send(Some(&coordinator), |_| {
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))])
+        })?;
+        let result = r.results.first().context("no group in the response")?;
+        check(result.error_code, &format!("DeleteGroups {group}"))?;
+        eprintln!("deleted group {group}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true)
+    .args(["to_earliest", "to_latest", "to_offset", "to_timestamp", "shift_by"]))]
+pub struct ResetArgs {
+    group: String,
+    #[arg(long)]
+    topic: String,
+    /// Only this partition (default: all of the topic's).
+    #[arg(short, long)]
+    partition: Option<i32>,
+    #[arg(long)]
+    to_earliest: bool,
+    #[arg(long)]
+    to_latest: bool,
+    /// An offset, kept within each partition's earliest and latest offsets.
+    #[arg(long, value_name = "N")]
+    to_offset: Option<i64>,
+    /// The first offset with a timestamp at or after MS (the end if none).
+    #[arg(long, value_name = "MS")]
+    to_timestamp: Option<i64>,
+    /// Move each committed offset by N (negative: back), within earliest and latest.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    shift_by: Option<i64>,
+    /// Show the plan without changing anything (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Commit the new offsets.
+    #[arg(long)]
+    execute: bool,
+    #[command(flatten)]
+    client: crate::ClientArgs,
+}
+
+/// `odradek group reset-offsets`: plans new committed offsets and, with `--execute`,
+/// commits them. Like Kafka's tool it refuses while the group has members, whose own
+/// commits would overwrite the reset.
+pub fn reset_offsets(args: ResetArgs) -> anyhow::Result<()> {
+    let mut client = Client::new(&args.client.bootstrap, Duration::from_secs(10));
+    let group = args.group.as_str();
+    let coordinator = coordinator(&mut client, group)?;
+    let view = describe_members(&mut client, &coordinator, group)?;
+    if !view.members.is_empty() {
+        anyhow::bail!(
+            "group {group} has {} active members (state {}): stop its consumers before \
+             resetting its offsets",
+            view.members.len(),
+            view.state
+        );
+    }
+    let layout = crate::cli::topic_layout(&mut client, &args.topic, false)?;
+    let partitions: Vec<i32> = match args.partition {
+        Some(p) if layout.leaders.contains_key(&p) => vec![p],
+        Some(p) => anyhow::bail!("topic {} has no partition {p}", args.topic),
+        None => layout.leaders.keys().copied().collect(),
+    };
+    let keys: BTreeSet<(String, i32)> = partitions
+        .iter()
+        .map(|p| (args.topic.clone(), *p))
+        .collect();
+    let committed = committed_offsets(&mut client, &coordinator, group)?;
+    let earliest = offsets_at(&mut client, &keys, crate::cli::EARLIEST)?;
+    let latest = offsets_at(&mut client, &keys, LATEST)?;
+    let at_time = match args.to_timestamp {
+        Some(ms) => offsets_at(&mut client, &keys, ms)?,
+        None => HashMap::new(),
+    };
+    let mut plan = Vec::new();
+    for key in &keys {
+        let (low, high) = (
+            earliest.get(key).copied().unwrap_or(0),
+            latest.get(key).copied().unwrap_or(0),
+        );
+        let current = committed.get(key).copied();
+        let new = if args.to_earliest {
+            low
+        } else if args.to_latest {
+            high
+        } else if let Some(o) = args.to_offset {
+            o.clamp(low, high)
+        } else if args.to_timestamp.is_some() {
+            at_time.get(key).copied().unwrap_or(high)
+        } else {
+            let shift = args.shift_by.unwrap_or(0);
+            let from = current.with_context(|| {
+                format!(
+                    "partition {} has no committed offset to shift; use --to-earliest, \
+                     --to-latest or --to-offset",
+                    key.1
+                )
+            })?;
+            from.saturating_add(shift).clamp(low, high)
+        };
+        plan.push((key.1, current, new));
+    }
+    if args.execute {
+        let offsets: BTreeMap<i32, i64> = plan.iter().map(|(p, _, n)| (*p, *n)).collect();
+        commit_offsets(
+            &mut client,
+            &coordinator,
+            group,
+            &args.topic,
+            layout.topic_id,
+            &offsets,
+        )?;
+    }
+    if args.client.output == crate::Output::Json {
+        let rows: Vec<_> = plan
+            .iter()
+            .map(|(p, c, n)| json!({"topic": args.topic, "partition": p, "current": c, "new": n}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"group": group, "executed": args.execute, "partitions": rows})
+            )?
+        );
+    } else {
+        print_table(
+            &["TOPIC", "PARTITION", "CURRENT", "NEW"],
+            plan.iter()
+                .map(|(p, c, n)| {
+                    vec![
+                        args.topic.clone(),
+                        p.to_string(),
+                        c.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                        n.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        if !args.execute {
+            eprintln!("dry run: nothing was committed; add --execute to apply this plan");
+        }
+    }
     Ok(())
 }

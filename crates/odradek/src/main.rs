@@ -13,8 +13,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 mod cli;
+mod consume;
 mod group;
 mod perf;
+mod produce;
 mod topic;
 
 #[derive(Parser)]
@@ -49,6 +51,10 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Write one record per line of stdin to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records through a format template.
+    Consume(consume::ConsumeArgs),
     /// Measure a cluster's throughput and latency, like Kafka's perf-test tools.
     Perf {
         #[command(subcommand)]
@@ -112,6 +118,15 @@ enum TopicCommand {
 enum GroupCommand {
     /// List every group with its state and type.
     List(ClientArgs),
+    /// Delete groups that have no members, with their committed offsets.
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Plan (default, --dry-run) or commit (--execute) new offsets for a group without members.
+    ResetOffsets(group::ResetArgs),
     /// Show a group's members and, per partition, committed offset, end offset and lag.
     Describe {
         group: String,
@@ -245,6 +260,14 @@ fn main() -> ExitCode {
         }) => group::list(&c.bootstrap, c.output == Output::Json),
         Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Perf { command }) => perf::run(command),
+        Some(Command::Produce(args)) => produce::run(args),
+        Some(Command::Group {
+            command: GroupCommand::Delete { groups, client },
+        }) => group::delete(&client.bootstrap, &groups),
+        Some(Command::Group {
+            command: GroupCommand::ResetOffsets(args),
+        }) => group::reset_offsets(args),
+        Some(Command::Consume(args)) => consume::run(args),
         Some(Command::Group {
             command:
                 GroupCommand::Describe {

@@ -1,0 +1,292 @@
+//! The data commands (`odradek produce`, `odradek consume`, `odradek group reset-offsets`, …)
+//! against a real broker, with the real binary on both ends.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn odradek_with_stdin(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(args)
+        .args(["-b", &broker.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running odradek");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    child.wait_with_output().expect("odradek output")
+}
+
+fn odradek(broker: &BrokerProcess, args: &[&str]) -> Output {
+    odradek_with_stdin(broker, args, "")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+#[test]
+fn lines_produced_with_keys_and_headers_come_back_through_a_format_template() {
+    let broker = BrokerProcess::start();
+    ok(odradek(&broker, &["topic", "create", "lines", "-p", "1"]));
+    let written = json(odradek_with_stdin(
+        &broker,
+        &[
+            "produce",
+            "lines",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=cli",
+            "--header",
+            "src=again",
+            "--compression",
+            "zstd",
+            "--output",
+            "json",
+        ],
+        "k1:hello\nk2:world\nnokey\nk1:again:x\n",
+    ));
+    assert_eq!(written["records"], 4);
+    assert_eq!(written["partitions"][0]["first_offset"], 0);
+    assert_eq!(written["partitions"][0]["last_offset"], 3);
+
+    let shown = ok(odradek(
+        &broker,
+        &[
+            "consume",
+            "lines",
+            "--from-beginning",
+            "--count",
+            "4",
+            "--format",
+            r"%o %k=%v [%h] %T/%p\n",
+        ],
+    ));
+    assert_eq!(
+        shown,
+        "0 k1=hello [src=cli,src=again] lines/0\n\
+         1 k2=world [src=cli,src=again] lines/0\n\
+         2 =nokey [src=cli,src=again] lines/0\n\
+         3 k1=again:x [src=cli,src=again] lines/0\n"
+    );
+    assert_eq!(
+        ok(odradek(
+            &broker,
+            &["consume", "lines", "--offset", "2", "-n", "1"]
+        )),
+        "nokey\n"
+    );
+
+    // acks=0 gets no answer; the records still arrive.
+    ok(odradek_with_stdin(
+        &broker,
+        &["produce", "lines", "--acks", "0", "--compression", "lz4"],
+        "fire\nforget\n",
+    ));
+    assert_eq!(
+        ok(odradek(
+            &broker,
+            &[
+                "consume", "lines", "--offset", "4", "-n", "2", "-f", "%o:%v,"
+            ]
+        )),
+        "4:fire,5:forget,"
+    );
+}
+
+#[test]
+fn keyed_lines_spread_by_key_and_a_group_resumes_where_it_committed() {
+    let broker = BrokerProcess::start();
+    ok(odradek(&broker, &["topic", "create", "spread", "-p", "4"]));
+    let lines: String = (0..40).map(|i| format!("key{}|v{i}\n", i % 8)).collect();
+    let written = json(odradek_with_stdin(
+        &broker,
+        &["produce", "spread", "-K", "|", "--output", "json"],
+        &lines,
+    ));
+    assert_eq!(written["records"], 40);
+    let shown = ok(odradek(
+        &broker,
+        &[
+            "consume",
+            "spread",
+            "--from-beginning",
+            "-n",
+            "40",
+            "-f",
+            r"%k %p\n",
+        ],
+    ));
+    let mut partition_of = std::collections::HashMap::new();
+    for line in shown.lines() {
+        let (key, partition) = line.split_once(' ').expect("key and partition");
+        assert_eq!(
+            *partition_of.entry(key.to_string()).or_insert(partition),
+            partition,
+            "{key} in two partitions"
+        );
+    }
+    assert_eq!(partition_of.len(), 8);
+
+    // A group consumer commits what it printed and the next one continues from there.
+    let first = ok(odradek(
+        &broker,
+        &[
+            "consume",
+            "spread",
+            "-p",
+            "2",
+            "-g",
+            "readers",
+            "--from-beginning",
+            "-n",
+            "1",
+            "-f",
+            "%o",
+        ],
+    ));
+    assert_eq!(first, "0");
+    let described = json(odradek(
+        &broker,
+        &["group", "describe", "readers", "--output", "json"],
+    ));
+    assert_eq!(described["partitions"][0]["partition"], 2);
+    assert_eq!(described["partitions"][0]["committed"], 1);
+    let next = ok(odradek(
+        &broker,
+        &[
+            "consume", "spread", "-p", "2", "-g", "readers", "-n", "1", "-f", "%o",
+        ],
+    ));
+    assert_eq!(next, "1");
+}
+
+#[test]
+fn consume_exits_cleanly_on_ctrl_c() {
+    let broker = BrokerProcess::start();
+    ok(odradek_with_stdin(
+        &broker,
+        &["produce", "waiting"],
+        "one\n",
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["consume", "waiting", "--from-beginning", "-b", &broker.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running odradek consume");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("first record");
+    assert_eq!(line, "one\n");
+    // SAFETY: signalling our own child process by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for consume") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "consume ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn committed(broker: &BrokerProcess, group: &str) -> serde_json::Value {
+    json(odradek(
+        broker,
+        &["group", "describe", group, "--output", "json"],
+    ))["partitions"][0]["committed"]
+        .clone()
+}
+
+#[test]
+fn reset_offsets_plans_by_default_commits_with_execute_and_groups_are_deleted() {
+    let broker = BrokerProcess::start();
+    ok(odradek(&broker, &["topic", "create", "resets", "-p", "1"]));
+    let lines: String = (0..10).map(|i| format!("r{i}\n")).collect();
+    ok(odradek_with_stdin(&broker, &["produce", "resets"], &lines));
+    ok(odradek(
+        &broker,
+        &[
+            "consume",
+            "resets",
+            "-g",
+            "ops",
+            "--from-beginning",
+            "-n",
+            "3",
+        ],
+    ));
+    assert_eq!(committed(&broker, "ops"), 3);
+
+    let reset = |extra: &[&str]| {
+        let mut args = vec![
+            "group",
+            "reset-offsets",
+            "ops",
+            "--topic",
+            "resets",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        json(odradek(&broker, &args))
+    };
+    let plan = reset(&["--to-earliest"]);
+    assert_eq!(plan["executed"], false);
+    assert_eq!(
+        (
+            &plan["partitions"][0]["current"],
+            &plan["partitions"][0]["new"]
+        ),
+        (&serde_json::json!(3), &serde_json::json!(0))
+    );
+    assert_eq!(committed(&broker, "ops"), 3, "a dry run changes nothing");
+
+    reset(&["--to-earliest", "--execute"]);
+    assert_eq!(committed(&broker, "ops"), 0);
+    reset(&["--shift-by", "4", "--execute"]);
+    assert_eq!(committed(&broker, "ops"), 4);
+    reset(&["--shift-by", "-10", "--execute"]);
+    assert_eq!(committed(&broker, "ops"), 0, "kept at the earliest offset");
+    reset(&["--to-offset", "100", "--execute"]);
+    assert_eq!(committed(&broker, "ops"), 10, "kept at the latest offset");
+    reset(&["--to-offset", "7", "--execute"]);
+    assert_eq!(
+        ok(odradek(
+            &broker,
+            &["consume", "resets", "-g", "ops", "-n", "1"]
+        )),
+        "r7\n"
+    );
+
+    ok(odradek(&broker, &["group", "delete", "ops"]));
+    let gone = odradek(&broker, &["group", "delete", "ops"]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("GROUP_ID_NOT_FOUND"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+}
