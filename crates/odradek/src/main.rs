@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
 mod cli;
+mod cluster;
 mod consume;
 mod group;
 mod perf;
@@ -50,6 +51,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
+    },
+    /// Show the cluster: id, controller, brokers, topic and partition counts.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Write one record per line of stdin to a topic.
     Produce(produce::ProduceArgs),
@@ -112,6 +118,12 @@ enum TopicCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Cluster id, controller, brokers, topic and partition counts.
+    Info(ClientArgs),
 }
 
 #[derive(Subcommand)]
@@ -261,6 +273,9 @@ fn main() -> ExitCode {
         Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Perf { command }) => perf::run(command),
         Some(Command::Produce(args)) => produce::run(args),
+        Some(Command::Cluster {
+            command: ClusterCommand::Info(c),
+        }) => cluster::info(&c.bootstrap, c.output == Output::Json),
         Some(Command::Group {
             command: GroupCommand::Delete { groups, client },
         }) => group::delete(&client.bootstrap, &groups),

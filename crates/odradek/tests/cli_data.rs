@@ -290,3 +290,20 @@ fn reset_offsets_plans_by_default_commits_with_execute_and_groups_are_deleted() 
         String::from_utf8_lossy(&gone.stderr)
     );
 }
+
+#[test]
+fn cluster_info_counts_topics_and_names_the_controller() {
+    let broker = BrokerProcess::start();
+    ok(odradek(&broker, &["topic", "create", "a", "-p", "2"]));
+    ok(odradek(&broker, &["topic", "create", "b", "-p", "3"]));
+    let info = json(odradek(&broker, &["cluster", "info", "--output", "json"]));
+    assert_eq!(
+        (&info["topics"], &info["partitions"]),
+        (&serde_json::json!(2), &serde_json::json!(5))
+    );
+    assert_eq!(info["brokers"][0]["address"], broker.addr.as_str());
+    assert_eq!(info["controller"], info["brokers"][0]["id"]);
+    assert!(!info["cluster_id"].as_str().unwrap_or_default().is_empty());
+    let table = ok(odradek(&broker, &["cluster", "info"]));
+    assert!(table.contains("2 topics, 5 partitions"), "{table}");
+}
