@@ -14,6 +14,7 @@ use tracing::info;
 
 mod cli;
 mod cluster;
+mod config;
 mod consume;
 mod group;
 mod perf;
@@ -56,6 +57,11 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Read and change broker configs (dynamic ones, per broker or cluster-wide).
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
     },
     /// Write one record per line of stdin to a topic.
     Produce(produce::ProduceArgs),
@@ -273,6 +279,7 @@ fn main() -> ExitCode {
         Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Perf { command }) => perf::run(command),
         Some(Command::Produce(args)) => produce::run(args),
+        Some(Command::Config { command }) => config::run(command),
         Some(Command::Cluster {
             command: ClusterCommand::Info(c),
         }) => cluster::info(&c.bootstrap, c.output == Output::Json),

@@ -19,7 +19,8 @@ use serde_json::json;
 
 use crate::cli::{EARLIEST, LATEST, check, offsets_at, print_table, s};
 
-const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
 
 struct PartitionRow {
     partition: i32,
@@ -151,6 +152,35 @@ pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configs of one resource (a topic, a broker by id, or "" for cluster defaults);
+/// `keys` narrows them.
+pub fn describe_configs(
+    client: &mut Client,
+    resource_type: i8,
+    name: &str,
+    keys: Option<Vec<String>>,
+) -> anyhow::Result<describe_configs_response::DescribeConfigsResult> {
+    let (_, configs) = client.send(None, |_| {
+        DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(s(name))
+                .with_configuration_keys(keys.map(|k| k.iter().map(|k| s(k)).collect())),
+        ])
+    })?;
+    let result = configs
+        .results
+        .into_iter()
+        .next()
+        .context("no configs in the response")?;
+    check_with_message(
+        result.error_code,
+        result.error_message.as_deref().map(|m| m.to_string()),
+        "DescribeConfigs",
+    )?;
+    Ok(result)
+}
+
 pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Result<()> {
     let mut client = client(bootstrap);
     let r = metadata(&mut client, Some(&[name]))?;
@@ -163,19 +193,7 @@ pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Resul
         .collect();
     let earliest = offsets_at(&mut client, &partitions, EARLIEST)?;
     let latest = offsets_at(&mut client, &partitions, LATEST)?;
-    let (_, configs) = client.send(None, |_| {
-        DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(s(name))
-                .with_configuration_keys(None),
-        ])
-    })?;
-    let result = configs
-        .results
-        .first()
-        .context("no configs in the response")?;
-    check(result.error_code, "DescribeConfigs")?;
+    let result = describe_configs(&mut client, RESOURCE_TOPIC, name, None)?;
     let overrides: Vec<(String, String)> = result
         .configs
         .iter()
@@ -278,6 +296,19 @@ pub fn alter_config(
     set: &[String],
     delete: &[String],
 ) -> anyhow::Result<()> {
+    alter_configs(bootstrap, RESOURCE_TOPIC, name, set, delete)?;
+    println!("altered configs of topic {name}");
+    Ok(())
+}
+
+/// Sets and deletes configs of one resource with IncrementalAlterConfigs.
+pub fn alter_configs(
+    bootstrap: &str,
+    resource_type: i8,
+    name: &str,
+    set: &[String],
+    delete: &[String],
+) -> anyhow::Result<()> {
     let set = parse_pairs(set)?;
     let mut changes: Vec<AlterableConfig> = set
         .iter()
@@ -301,7 +332,7 @@ pub fn alter_config(
     let (_, r) = client(bootstrap).send(None, |_| {
         IncrementalAlterConfigsRequest::default().with_resources(vec![
             AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_type(resource_type)
                 .with_resource_name(s(name))
                 .with_configs(changes),
         ])
@@ -311,9 +342,7 @@ pub fn alter_config(
         result.error_code,
         result.error_message.as_deref().map(|m| m.to_string()),
         "IncrementalAlterConfigs",
-    )?;
-    println!("altered configs of topic {name}");
-    Ok(())
+    )
 }
 
 pub fn add_partitions(bootstrap: &str, name: &str, total: i32) -> anyhow::Result<()> {

@@ -307,3 +307,60 @@ fn cluster_info_counts_topics_and_names_the_controller() {
     let table = ok(odradek(&broker, &["cluster", "info"]));
     assert!(table.contains("2 topics, 5 partitions"), "{table}");
 }
+
+#[test]
+fn broker_configs_set_and_deleted_from_the_command_line_read_back() {
+    let broker = BrokerProcess::start();
+    let get = |args: &[&str]| {
+        let mut all = vec!["config", "get", "--output", "json"];
+        all.extend_from_slice(args);
+        json(odradek(&broker, &all))
+    };
+    ok(odradek(
+        &broker,
+        &["config", "set", "--broker", "1", "log.retention.ms=123456"],
+    ));
+    let value = get(&["--broker", "1", "log.retention.ms"]);
+    assert_eq!(value[0]["value"], "123456");
+    assert_eq!(value[0]["source"], "DYNAMIC_BROKER_CONFIG");
+    ok(odradek(
+        &broker,
+        &[
+            "config",
+            "set",
+            "--cluster-default",
+            "log.retention.ms=654321",
+        ],
+    ));
+    ok(odradek(
+        &broker,
+        &[
+            "config",
+            "set",
+            "--broker",
+            "1",
+            "--delete",
+            "log.retention.ms",
+        ],
+    ));
+    let value = get(&["log.retention.ms"]);
+    assert_eq!(value[0]["value"], "654321");
+    assert_eq!(value[0]["source"], "DYNAMIC_DEFAULT_BROKER_CONFIG");
+
+    ok(odradek(
+        &broker,
+        &["topic", "create", "configured", "-c", "retention.ms=1000"],
+    ));
+    let topic = get(&["--topic", "configured", "retention.ms"]);
+    assert_eq!(topic[0]["value"], "1000");
+    let bad = odradek(
+        &broker,
+        &["config", "set", "--broker", "1", "log.retention.ms=soon"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("INVALID_CONFIG"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
