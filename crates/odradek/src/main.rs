@@ -63,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: config::ConfigCommand,
     },
+    /// Print a shell completion script, e.g. `odradek completions bash > /etc/bash_completion.d/odradek`.
+    Completions { shell: clap_complete::Shell },
     /// Write one record per line of stdin to a topic.
     Produce(produce::ProduceArgs),
     /// Print a topic's records through a format template.
@@ -279,6 +281,11 @@ fn main() -> ExitCode {
         Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Perf { command }) => perf::run(command),
         Some(Command::Produce(args)) => produce::run(args),
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "odradek", &mut std::io::stdout());
+            Ok(())
+        }
         Some(Command::Config { command }) => config::run(command),
         Some(Command::Cluster {
             command: ClusterCommand::Info(c),

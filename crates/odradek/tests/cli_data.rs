@@ -364,3 +364,23 @@ fn broker_configs_set_and_deleted_from_the_command_line_read_back() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef odradek"),
+        ("fish", "complete -c odradek"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_odradek"))
+            .args(["completions", shell])
+            .output()
+            .expect("running odradek completions");
+        let script = ok(out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("reset-offsets"),
+            "{shell} script lacks reset-offsets"
+        );
+    }
+}
