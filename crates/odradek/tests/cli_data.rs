@@ -384,3 +384,35 @@ fn completion_scripts_name_the_commands() {
         );
     }
 }
+
+#[test]
+fn reset_offsets_is_refused_while_the_group_has_members() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = BrokerProcess::start();
+    ok(odradek_with_stdin(&broker, &["produce", "busy"], "x\n"));
+    let member: BaseConsumer = consumer(&broker.addr, &[("group.id", "busy-group")]);
+    member.subscribe(&["busy"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while member.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(Instant::now() < deadline, "no assignment");
+        let _ = member.poll(Duration::from_millis(100));
+    }
+    let refused = odradek(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "busy-group",
+            "--topic",
+            "busy",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("1 active members"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
