@@ -140,6 +140,12 @@ pub fn run(options: ProduceArgs) -> anyhow::Result<()> {
     let mut sticky = 0i32;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
+    // A live count for bulk loads from a terminal; indicatif draws nothing when stderr is
+    // not a terminal (pipes, CI logs).
+    let progress = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {human_pos} records sent in {elapsed}")
+            .expect("a valid progress template"),
+    );
     loop {
         let mut round: Vec<String> = Vec::with_capacity(LINES_PER_ROUND);
         for line in lines.by_ref().take(LINES_PER_ROUND) {
@@ -190,6 +196,7 @@ pub fn run(options: ProduceArgs) -> anyhow::Result<()> {
                 );
             written.entry(*partition).or_default().0 += records.len() as u64;
         }
+        progress.inc(round.len() as u64);
         for (leader, data) in by_leader {
             let build = |_| {
                 ProduceRequest::default()
@@ -221,6 +228,7 @@ pub fn run(options: ProduceArgs) -> anyhow::Result<()> {
             }
         }
     }
+    progress.finish_and_clear();
     let total: u64 = written.values().map(|w| w.0).sum();
     if json_output {
         let rows: Vec<_> = written
