@@ -152,6 +152,31 @@ pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where to send a config request: a broker's own configs are known to that broker only
+/// (Kafka's admin client routes them the same way); anything else goes to any broker.
+fn config_route(
+    client: &mut Client,
+    resource_type: i8,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    if resource_type != RESOURCE_BROKER || name.is_empty() {
+        return Ok(None);
+    }
+    let r = metadata(client, Some(&[]))?;
+    let broker = r
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0.to_string() == name)
+        .with_context(|| {
+            let ids: Vec<String> = r.brokers.iter().map(|b| b.node_id.0.to_string()).collect();
+            format!(
+                "no broker {name} in the cluster (brokers: {})",
+                ids.join(", ")
+            )
+        })?;
+    Ok(Some(format!("{}:{}", broker.host.as_str(), broker.port)))
+}
+
 /// The configs of one resource (a topic, a broker by id, or "" for cluster defaults);
 /// `keys` narrows them.
 pub fn describe_configs(
@@ -160,7 +185,8 @@ pub fn describe_configs(
     name: &str,
     keys: Option<Vec<String>>,
 ) -> anyhow::Result<describe_configs_response::DescribeConfigsResult> {
-    let (_, configs) = client.send(None, |_| {
+    let addr = config_route(client, resource_type, name)?;
+    let (_, configs) = client.send(addr.as_deref(), |_| {
         DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
                 .with_resource_type(resource_type)
@@ -329,7 +355,9 @@ pub fn alter_configs(
         !changes.is_empty(),
         "nothing to change: give --set KEY=VALUE or --delete KEY"
     );
-    let (_, r) = client(bootstrap).send(None, |_| {
+    let mut client = client(bootstrap);
+    let addr = config_route(&mut client, resource_type, name)?;
+    let (_, r) = client.send(addr.as_deref(), |_| {
         IncrementalAlterConfigsRequest::default().with_resources(vec![
             AlterConfigsResource::default()
                 .with_resource_type(resource_type)

@@ -363,6 +363,20 @@ fn broker_configs_set_and_deleted_from_the_command_line_read_back() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    for verb in [
+        &["get", "--broker", "9"][..],
+        &["set", "--broker", "9", "a=b"],
+    ] {
+        let mut args = vec!["config"];
+        args.extend_from_slice(verb);
+        let elsewhere = odradek(&broker, &args);
+        assert!(
+            String::from_utf8_lossy(&elsewhere.stderr)
+                .contains("no broker 9 in the cluster (brokers: 1)"),
+            "{}",
+            String::from_utf8_lossy(&elsewhere.stderr)
+        );
+    }
 }
 
 #[test]
