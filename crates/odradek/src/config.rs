@@ -19,6 +19,9 @@ pub enum ConfigCommand {
         broker: Option<i32>,
         #[arg(long)]
         topic: Option<String>,
+        /// The cluster-wide dynamic defaults every broker falls back to.
+        #[arg(long, conflicts_with_all = ["broker", "topic"])]
+        cluster_default: bool,
         /// Only this config.
         key: Option<String>,
         #[command(flatten)]
@@ -61,11 +64,14 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Get {
             broker,
             topic,
+            cluster_default,
             key,
             client,
         } => {
             let mut c = Client::new(&client.bootstrap, Duration::from_secs(10));
             let (resource_type, name) = match (topic, broker) {
+                // The empty broker name is Kafka's cluster-wide default.
+                _ if cluster_default => (RESOURCE_BROKER, String::new()),
                 (Some(t), _) => (RESOURCE_TOPIC, t),
                 (None, Some(b)) => (RESOURCE_BROKER, b.to_string()),
                 (None, None) => {

@@ -346,6 +346,11 @@ fn broker_configs_set_and_deleted_from_the_command_line_read_back() {
     let value = get(&["log.retention.ms"]);
     assert_eq!(value[0]["value"], "654321");
     assert_eq!(value[0]["source"], "DYNAMIC_DEFAULT_BROKER_CONFIG");
+    assert_eq!(
+        get(&["--cluster-default"]),
+        serde_json::json!([{"name": "log.retention.ms", "value": "654321",
+            "source": "DYNAMIC_DEFAULT_BROKER_CONFIG", "read_only": false}])
+    );
 
     ok(odradek(
         &broker,
