@@ -25,12 +25,12 @@ pub struct TopicLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
-    pub api: String,
+    pub api: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiErrorLabel {
-    pub api: String,
+    pub api: &'static str,
     pub error: String,
 }
 
@@ -39,7 +39,7 @@ pub struct ApiErrorLabel {
 /// or data (remote, Kafka's purgatory), and written back (send).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
-    pub api: String,
+    pub api: &'static str,
     pub phase: &'static str,
 }
 
@@ -64,6 +64,22 @@ pub struct GroupPartitionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
     pub listener: &'static str,
+}
+
+/// An API's name for labels, formatted once per key: labelling a request then allocates
+/// nothing on the request path.
+fn api_name(api: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<i16, &'static str>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..=i16::from(u8::MAX))
+            .filter_map(|k| {
+                let key = ApiKey::try_from(k).ok()?;
+                Some((k, &*Box::leak(format!("{key:?}").into_boxed_str())))
+            })
+            .collect()
+    });
+    names.get(&(api as i16)).copied().unwrap_or("Unknown")
 }
 
 fn latency_histogram() -> Histogram {
@@ -283,15 +299,13 @@ impl Metrics {
     }
 
     pub fn api_label(api: ApiKey) -> ApiLabel {
-        ApiLabel {
-            api: format!("{api:?}"),
-        }
+        ApiLabel { api: api_name(api) }
     }
 
     pub fn observe_phase(&self, api: &ApiLabel, phase: &'static str, elapsed: Duration) {
         self.request_seconds
             .get_or_create(&PhaseLabel {
-                api: api.api.clone(),
+                api: api.api,
                 phase,
             })
             .observe(elapsed.as_secs_f64());
@@ -306,7 +320,7 @@ impl Metrics {
                     .map_or_else(|| format!("code{code}"), |e| format!("{e:?}"));
                 self.request_errors
                     .get_or_create(&ApiErrorLabel {
-                        api: format!("{api:?}"),
+                        api: api_name(api),
                         error,
                     })
                     .inc();

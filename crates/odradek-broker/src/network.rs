@@ -39,9 +39,7 @@ fn api_of(frame: &[u8]) -> ApiLabel {
         .and_then(|k| kafka_protocol::messages::ApiKey::try_from(k).ok());
     match key {
         Some(k) => Metrics::api_label(k),
-        None => ApiLabel {
-            api: "Unknown".into(),
-        },
+        None => ApiLabel { api: "Unknown" },
     }
 }
 

@@ -2,27 +2,8 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use rdkafka::producer::FutureRecord;
 use support::*;
-
-fn odradek(broker: &BrokerProcess, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_odradek"))
-        .args(args)
-        .args(["-b", &broker.addr])
-        .output()
-        .expect("running odradek")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_described_altered_grown_and_deleted_from_the_command_line() {

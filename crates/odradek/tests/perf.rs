@@ -3,26 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use support::*;
-
-fn odradek(broker: &BrokerProcess, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_odradek"))
-        .args(args)
-        .args(["-b", &broker.addr])
-        .output()
-        .expect("running odradek")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
 
 #[test]
 fn perf_produce_then_consume_counts_every_record() {

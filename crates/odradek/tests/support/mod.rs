@@ -438,3 +438,22 @@ pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
         }
     }
 }
+
+/// Runs the `odradek` binary with `args` against `broker` (`-b` its address).
+pub fn odradek(broker: &BrokerProcess, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(args)
+        .args(["-b", &broker.addr])
+        .output()
+        .expect("running odradek")
+}
+
+/// The JSON a successful `odradek … --output json` printed.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
