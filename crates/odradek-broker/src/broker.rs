@@ -10,6 +10,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use odradek_protocol::codec::{self, DecodeError};
+use odradek_protocol::response::ResponseFrame;
 use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
@@ -78,7 +79,7 @@ pub(crate) struct RequestContext {
 /// It yields the encoded frame (empty when Kafka sends nothing back), or `None` when the
 /// response cannot be encoded and the connection must close rather than leave the client
 /// waiting forever.
-pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<ResponseFrame>> + Send>>;
 
 /// What a handler returns.
 pub enum Reply {
@@ -461,7 +462,7 @@ impl Broker {
                 metrics.count_errors(api_key, &body);
                 encode_or_log(api_key, version, correlation_id, &body)
             }),
-            Reply::Nothing => Box::pin(async { Some(Bytes::new()) }),
+            Reply::Nothing => Box::pin(async { Some(ResponseFrame::default()) }),
         })
     }
 
@@ -571,7 +572,7 @@ fn encode_or_log(
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Option<Bytes> {
+) -> Option<ResponseFrame> {
     match codec::encode_response(api_key, version, correlation_id, body) {
         Ok(bytes) => Some(bytes),
         Err(e) => {

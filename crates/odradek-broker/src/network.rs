@@ -183,15 +183,15 @@ async fn connection(
     let writer_metrics = metrics.clone();
     let write_task = tokio::spawn(async move {
         while let Some(out) = pending.recv().await {
-            let Some(bytes) = out.response.await else {
+            let Some(mut frame) = out.response.await else {
                 return;
             };
             writer_metrics.requests.get_or_create(&out.api).inc();
-            if bytes.is_empty() {
+            if frame.is_empty() {
                 continue;
             }
             let sending = tokio::time::Instant::now();
-            if let Err(e) = writer.write_all(&bytes).await {
+            if let Err(e) = writer.write_all_buf(&mut frame).await {
                 debug!(%peer, error = %e, "write failed; closing");
                 return;
             }

@@ -3,9 +3,13 @@
 //! Decoding is split in two steps so the broker can decide, between them, whether it supports
 //! the requested API version: [`decode_header`] then [`decode_body`].
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, FetchResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::response::{FrameWriter, ResponseFrame};
 
 /// A request frame whose header has been decoded; the body is still raw.
 #[derive(Debug)]
@@ -90,25 +94,35 @@ pub fn decode_body(request: &RequestFrame) -> Result<RequestKind, DecodeError> {
     })
 }
 
-/// Encodes a complete response frame: size prefix, response header, body.
+/// Encodes a complete response frame: size prefix, response header, body. A fetch's record
+/// sets go into the frame by reference (see [`ResponseFrame`]).
 pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Result<Bytes, EncodeError> {
+) -> Result<ResponseFrame, EncodeError> {
     let err = |e: anyhow::Error| EncodeError {
         api_key,
         version,
         reason: e.to_string(),
     };
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
+    let lent = match body {
+        ResponseKind::Fetch(fetch) => record_sets(fetch),
+        _ => Vec::new(),
+    };
+    let mut buf = FrameWriter::new(lent);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header
         .encode(&mut buf, api_key.response_header_version(version))
         .map_err(err)?;
-    body.encode(&mut buf, version).map_err(err)?;
+    // The generated `ResponseKind::encode` only writes into a `BytesMut`; a fetch is encoded
+    // through the generic path so its record sets can be lent.
+    match body {
+        ResponseKind::Fetch(fetch) => fetch.encode(&mut buf, version),
+        other => other.encode(buf.tail(), version),
+    }
+    .map_err(err)?;
     let size = i32::try_from(buf.len() - 4).map_err(|_| EncodeError {
         api_key,
         version,
@@ -117,6 +131,15 @@ pub fn encode_response(
             buf.len()
         ),
     })?;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(buf.finish(size))
+}
+
+/// The record sets a fetch response carries, which the frame can take without copying.
+fn record_sets(fetch: &FetchResponse) -> Vec<Bytes> {
+    fetch
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter_map(|partition| partition.records.clone())
+        .collect()
 }

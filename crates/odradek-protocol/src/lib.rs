@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod response;
 
 pub use kafka_protocol as messages_crate;
 pub use kafka_protocol::ResponseError;

@@ -11,6 +11,7 @@ use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::info;
 
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
+use crate::read_buffers;
 use crate::recovery_point::RecoveryPoint;
 use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
@@ -850,7 +851,7 @@ pub(crate) fn write_file_atomically(
 /// (zeroing a fetch buffer before overwriting it cost as much as the read itself).
 fn read_exact_into_spare(
     file: &File,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     len: usize,
     mut pos: u64,
 ) -> std::io::Result<()> {
@@ -977,7 +978,8 @@ impl PreparedRead {
         } else {
             available.min(self.max_bytes as u64)
         };
-        let mut buf = BytesMut::with_capacity(want as usize);
+        let buffers = read_buffers::shared();
+        let mut buf = buffers.take(want as usize);
         read_exact_into_spare(&file, &mut buf, want as usize, pos).map_err(io)?;
         let end_offset = self.end_offset;
         // Kafka leaves CRC checks to consumers, but librdkafka skips them by default
@@ -1010,7 +1012,7 @@ impl PreparedRead {
         }
         buf.truncate(good);
         Ok(FetchedRecords {
-            records: buf.freeze(),
+            records: buffers.lend(buf),
         })
     }
 }
