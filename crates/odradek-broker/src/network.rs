@@ -62,6 +62,9 @@ async fn admit_request(context: &ConnectionContext, size: usize) -> Option<Owned
 /// requests hold are bounded by `queued.max.request.bytes`.
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 const READ_BUFFER: usize = 64 * 1024;
+/// The most a read reserves for the rest of one frame: a produce request of librdkafka's
+/// default `message.max.bytes` (1 MB) fits at once.
+const FRAME_RESERVE: usize = 2 << 20;
 /// How long a shutdown waits for connections to finish their in-flight requests (a client
 /// that stops reading its responses must not hold the broker up forever).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -267,8 +270,18 @@ async fn connection(
                     debug!(%peer, error = %e, "read failed; closing");
                     break;
                 }
-                if buf.capacity() - buf.len() < 1024 {
-                    buf.reserve(READ_BUFFER);
+                // Room for the rest of a frame whose size is known, so a large produce request
+                // lands in one allocation instead of being copied at every doubling of the
+                // buffer. Kafka allocates the whole frame on its size prefix; this reserves
+                // at most FRAME_RESERVE at a time, so a size prefix alone sets aside no more
+                // than that (and the pages only become memory as bytes arrive).
+                let spare = buf.capacity() - buf.len();
+                match frame::missing(&buf) {
+                    Some(missing) if spare < missing.min(FRAME_RESERVE) => {
+                        buf.reserve(missing.clamp(READ_BUFFER, FRAME_RESERVE));
+                    }
+                    None if spare < 1024 => buf.reserve(READ_BUFFER),
+                    _ => {}
                 }
                 match reader.try_read_buf(&mut buf) {
                     Ok(0) => break,

@@ -40,9 +40,27 @@ pub fn take_frame(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, 
     Ok(Some(buf.split_to(len).freeze()))
 }
 
+/// How many more bytes the frame at the front of `buf` needs, once its size is known.
+pub fn missing(buf: &[u8]) -> Option<usize> {
+    let size = i32::from_be_bytes(buf.get(..4)?.try_into().ok()?);
+    usize::try_from(size)
+        .ok()?
+        .checked_add(4)?
+        .checked_sub(buf.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_counts_what_the_front_frame_still_needs() {
+        assert_eq!(missing(&[0, 0, 1]), None);
+        assert_eq!(missing(&[0, 0, 1, 0]), Some(256));
+        assert_eq!(missing(&[0, 0, 0, 2, b'a']), Some(1));
+        assert_eq!(missing(&[0, 0, 0, 1, b'a', 0]), None);
+        assert_eq!(missing(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
 
     #[test]
     fn splits_pipelined_frames_and_waits_for_partial_ones() {
