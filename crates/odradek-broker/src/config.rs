@@ -255,7 +255,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Int,
         Some("2"),
         AtLeast(1),
-        "Accepted for compatibility.",
+        "Threads that open (and after a crash, recover) partitions at startup.",
     ),
     def(
         "process.roles",
@@ -1388,6 +1388,11 @@ impl BrokerConfig {
                 .map(|n| n as usize),
         }
     }
+    pub fn recovery_threads(&self) -> usize {
+        self.number("num.recovery.threads.per.data.dir")
+            .map_or(2, |n| n.max(1) as usize)
+    }
+
     pub fn socket_request_max_bytes(&self) -> usize {
         self.number("socket.request.max.bytes")
             .unwrap_or(104_857_600) as usize

@@ -43,6 +43,18 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
+impl Topic {
+    fn of(image: &TopicImage, settings: TopicSettings, partitions: Vec<Arc<Partition>>) -> Self {
+        Self {
+            name: image.name.clone(),
+            id: image.id,
+            configs: image.configs.clone(),
+            settings,
+            partitions,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error(transparent)]
@@ -116,13 +128,60 @@ impl LogManager {
         }
         manager.remove_stray_directories(&image);
         let mut registry = Registry::default();
-        for topic in image.topics() {
-            let topic = Arc::new(manager.open_topic(topic, 0, clean_shutdown)?);
+        for topic in manager.open_all(&image, clean_shutdown)? {
+            let topic = Arc::new(topic);
             registry.by_id.insert(topic.id, topic.clone());
             registry.by_name.insert(topic.name.clone(), topic);
         }
         *manager.registry.write().expect("registry lock") = registry;
         Ok(manager)
+    }
+
+    /// Opens every partition of the image on `num.recovery.threads.per.data.dir` threads:
+    /// after a crash each log re-checks what its recovery point does not cover, which is
+    /// CRC work that spreads over cores.
+    fn open_all(&self, image: &MetadataImage, clean: bool) -> Result<Vec<Topic>, TopicError> {
+        let topics: Vec<(&TopicImage, TopicSettings)> = image
+            .topics()
+            .map(|t| (t, TopicSettings::resolve(&self.broker_config(), &t.configs)))
+            .collect();
+        let work: Vec<(usize, i32)> = topics
+            .iter()
+            .enumerate()
+            .flat_map(|(t, (image, _))| (0..image.partitions).map(move |p| (t, p)))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let opened = Mutex::new(Vec::with_capacity(work.len()));
+        let threads = self.broker_config().recovery_threads().min(work.len());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(t, p)) = work.get(at) else {
+                            return;
+                        };
+                        let (image, settings) = &topics[t];
+                        let partition = self.open_partition(image, p, settings, clean);
+                        opened
+                            .lock()
+                            .expect("opened partitions")
+                            .push((at, partition));
+                    }
+                });
+            }
+        });
+        let mut opened = opened.into_inner().expect("opened partitions");
+        opened.sort_by_key(|(at, _)| *at);
+        let mut partitions = opened.into_iter().map(|(_, p)| p);
+        topics
+            .into_iter()
+            .map(|(image, settings)| {
+                let count = image.partitions.max(0) as usize;
+                let opened = partitions.by_ref().take(count).collect::<Result<_, _>>()?;
+                Ok(Topic::of(image, settings, opened))
+            })
+            .collect()
     }
 
     /// Deletes partition directories that no topic in the image owns: leftovers of a delete
@@ -188,13 +247,7 @@ impl LogManager {
         let partitions = (existing as i32..image.partitions)
             .map(|i| self.open_partition(image, i, &settings, clean))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Topic {
-            name: image.name.clone(),
-            id: image.id,
-            configs: image.configs.clone(),
-            settings,
-            partitions,
-        })
+        Ok(Topic::of(image, settings, partitions))
     }
 
     pub fn broker_config(&self) -> Arc<BrokerConfig> {

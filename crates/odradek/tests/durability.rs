@@ -260,3 +260,42 @@ async fn after_kill_9_recovery_resumes_from_the_recovery_point() {
     }
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_recovered_on_several_threads_each_get_their_own_log_back() {
+    let mut broker = BrokerProcess::start_with(&["--set", "num.recovery.threads.per.data.dir=3"]);
+    // Different partition counts and a different number of records per partition, so a log
+    // opened under the wrong topic or index shows in its contents and its end offset.
+    let layout = [("recover-a", 3), ("recover-b", 1), ("recover-c", 4)];
+    let client = producer(&broker.addr, &[("acks", "all")]);
+    let mut sends = Vec::new();
+    for (topic, partitions) in layout {
+        create_topic(&broker.addr, topic, partitions, &[]).await;
+        for p in 0..partitions {
+            for i in 0..(10 + 7 * p) {
+                sends.push(enqueue(
+                    &client,
+                    FutureRecord::<(), _>::to(topic)
+                        .partition(p)
+                        .payload(&format!("{topic}/{p}/{i}")),
+                ));
+            }
+        }
+    }
+    for send in sends {
+        delivered(send).await.expect("send");
+    }
+    drop(client);
+    broker.kill9();
+    broker.restart();
+    for (topic, partitions) in layout {
+        for p in 0..partitions {
+            let count = 10 + 7 * p;
+            assert_eq!(high_watermark(&broker.addr, topic, p), i64::from(count));
+            let got = values(&consume(&broker.addr, topic, p, 0, count as usize, TIMEOUT));
+            let want: Vec<String> = (0..count).map(|i| format!("{topic}/{p}/{i}")).collect();
+            assert_eq!(got, want, "{topic}/{p}");
+        }
+    }
+    broker.stop();
+}
