@@ -6,9 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use odradek_protocol::frame;
+use bytes::{BufMut, Bytes, BytesMut};
+use odradek_protocol::{buffers, frame};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -62,8 +63,10 @@ async fn admit_request(context: &ConnectionContext, size: usize) -> Option<Owned
 /// requests hold are bounded by `queued.max.request.bytes`.
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 const READ_BUFFER: usize = 64 * 1024;
-/// The most a read reserves for the rest of one frame: a produce request of librdkafka's
-/// default `message.max.bytes` (1 MB) fits at once.
+/// Frames from this size up to FRAME_RESERVE are read into pooled buffers.
+const POOLED_FRAME: usize = READ_BUFFER;
+/// The most a size prefix makes a connection set aside at once: a produce request of
+/// librdkafka's default `message.max.bytes` (1 MB) fits.
 const FRAME_RESERVE: usize = 2 << 20;
 /// How long a shutdown waits for connections to finish their in-flight requests (a client
 /// that stops reading its responses must not hold the broker up forever).
@@ -170,6 +173,90 @@ struct ConnectionContext {
     _slot: Slot,
 }
 
+/// Cuts a connection's byte stream into request frames. Small frames are split off one
+/// buffer; a frame of `POOLED_FRAME` bytes or more (a produce request, typically) is read
+/// into a buffer of its own from the shared pool, so it costs neither a copy when the
+/// buffer grows nor fresh pages to fault in.
+struct FrameReader {
+    /// Taken only while there are bytes to read and released whenever it is drained, so an
+    /// idle connection holds no buffer (10,000 idle clients must not pin 10,000 ×
+    /// READ_BUFFER).
+    buf: BytesMut,
+    pooled: Option<PooledFrame>,
+    max_frame: usize,
+}
+
+/// A frame being read into a pooled buffer: the bytes so far, size prefix included, and
+/// the length they will have when it is complete.
+struct PooledFrame {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl FrameReader {
+    fn new(max_frame: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            pooled: None,
+            max_frame,
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Bytes>, frame::FrameError> {
+        if let Some(pooled) = self.pooled.take_if(|p| p.bytes.len() == p.len) {
+            return Ok(Some(buffers::shared().lend(pooled.bytes).slice(4..)));
+        }
+        if self.pooled.is_some() {
+            return Ok(None);
+        }
+        let frame = frame::take_frame(&mut self.buf, self.max_frame)?;
+        // take_frame has checked the size prefix of an incomplete frame against the limit.
+        if frame.is_none()
+            && let Some(missing) = frame::missing(&self.buf)
+            && (POOLED_FRAME..=FRAME_RESERVE).contains(&(self.buf.len() + missing))
+        {
+            let len = self.buf.len() + missing;
+            let mut bytes = buffers::shared().take(len);
+            bytes.extend_from_slice(&self.buf);
+            self.buf.clear();
+            self.pooled = Some(PooledFrame { bytes, len });
+        }
+        Ok(frame)
+    }
+
+    /// Reads what the socket has: into the pooled frame up to its end, else into the buffer.
+    fn read_from(&mut self, reader: &OwnedReadHalf) -> std::io::Result<usize> {
+        if let Some(pooled) = &mut self.pooled {
+            let rest = pooled.len - pooled.bytes.len();
+            return reader.try_read_buf(&mut (&mut pooled.bytes).limit(rest));
+        }
+        // Room for the rest of a frame whose size is known, so a frame too large for the pool
+        // lands in as few allocations as possible. Kafka allocates the whole frame on its
+        // size prefix; this reserves at most FRAME_RESERVE at a time, so a size prefix alone
+        // sets aside no more than that (and the pages only become memory as bytes arrive).
+        let spare = self.buf.capacity() - self.buf.len();
+        match frame::missing(&self.buf) {
+            Some(missing) if spare < missing.min(FRAME_RESERVE) => {
+                self.buf.reserve(missing.clamp(READ_BUFFER, FRAME_RESERVE));
+            }
+            None if spare < 1024 => self.buf.reserve(READ_BUFFER),
+            _ => {}
+        }
+        reader.try_read_buf(&mut self.buf)
+    }
+
+    fn release_if_drained(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Bytes of a frame not yet complete.
+    fn partial_len(&self) -> usize {
+        self.buf.len() + self.pooled.as_ref().map_or(0, |p| p.bytes.len())
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -203,17 +290,13 @@ async fn connection(
         }
         let _ = writer.shutdown().await;
     });
-    let max_frame = broker.config().socket_request_max_bytes();
-    // The read buffer is taken only while there are bytes to read and released whenever
-    // it is drained, so an idle connection holds no buffer (10,000 idle clients must not
-    // pin 10,000 × READ_BUFFER).
-    let mut buf = BytesMut::new();
+    let mut frames = FrameReader::new(broker.config().socket_request_max_bytes());
     // Idle means no complete request: a client trickling a frame byte by byte (slowloris)
     // is as idle as a silent one.
     let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
     'connection: loop {
         loop {
-            match frame::take_frame(&mut buf, max_frame) {
+            match frames.next_frame() {
                 Ok(Some(request)) => {
                     let received = tokio::time::Instant::now();
                     let api = api_of(&request);
@@ -261,29 +344,14 @@ async fn connection(
                 }
             }
         }
-        if buf.is_empty() {
-            buf = BytesMut::new();
-        }
+        frames.release_if_drained();
         tokio::select! {
             ready = reader.readable() => {
                 if let Err(e) = ready {
                     debug!(%peer, error = %e, "read failed; closing");
                     break;
                 }
-                // Room for the rest of a frame whose size is known, so a large produce request
-                // lands in one allocation instead of being copied at every doubling of the
-                // buffer. Kafka allocates the whole frame on its size prefix; this reserves
-                // at most FRAME_RESERVE at a time, so a size prefix alone sets aside no more
-                // than that (and the pages only become memory as bytes arrive).
-                let spare = buf.capacity() - buf.len();
-                match frame::missing(&buf) {
-                    Some(missing) if spare < missing.min(FRAME_RESERVE) => {
-                        buf.reserve(missing.clamp(READ_BUFFER, FRAME_RESERVE));
-                    }
-                    None if spare < 1024 => buf.reserve(READ_BUFFER),
-                    _ => {}
-                }
-                match reader.try_read_buf(&mut buf) {
+                match frames.read_from(&reader) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -295,7 +363,7 @@ async fn connection(
             },
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep_until(idle_deadline) => {
-                info!(%peer, idle = ?context.idle_timeout, partial_bytes = buf.len(), "closing idle connection (connections.max.idle.ms)");
+                info!(%peer, idle = ?context.idle_timeout, partial_bytes = frames.partial_len(), "closing idle connection (connections.max.idle.ms)");
                 break;
             }
         }

@@ -7,6 +7,7 @@
 //! re-encoded, so what a producer sent is byte-for-byte what a consumer receives.
 
 pub mod batch;
+pub mod buffers;
 pub mod codec;
 pub mod frame;
 pub mod response;

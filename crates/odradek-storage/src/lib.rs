@@ -13,7 +13,6 @@ mod group_commit;
 mod index;
 mod log;
 mod producer_state;
-mod read_buffers;
 mod recovery_point;
 mod segment;
 

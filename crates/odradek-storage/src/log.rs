@@ -11,7 +11,6 @@ use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::info;
 
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
-use crate::read_buffers;
 use crate::recovery_point::RecoveryPoint;
 use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
@@ -978,7 +977,7 @@ impl PreparedRead {
         } else {
             available.min(self.max_bytes as u64)
         };
-        let buffers = read_buffers::shared();
+        let buffers = odradek_protocol::buffers::shared();
         let mut buf = buffers.take(want as usize);
         read_exact_into_spare(&file, &mut buf, want as usize, pos).map_err(io)?;
         let end_offset = self.end_offset;

@@ -1,25 +1,27 @@
-//! Buffers for fetch reads, kept for reuse once a response no longer needs them.
+//! Large byte buffers, kept for reuse once nothing refers to them any more.
 //!
-//! A fetch reads up to a partition's `max_bytes` (1 MiB by default) per partition. Fresh
-//! buffers that size are `mmap`ed by the allocator and unmapped when freed, so every fetch
-//! paid a page fault and a page clearing per 4 KiB it read — more than the read itself
-//! cost. A buffer goes back to the pool when the last `Bytes` pointing into it is dropped,
-//! that is once the response holding it has been written to the socket.
+//! Request frames (a produce request of up to 1 MB) and fetch reads (up to a partition's
+//! `max_bytes`, 1 MiB by default) are the broker's large buffers. Fresh buffers that size
+//! are `mmap`ed by the allocator and unmapped when freed, so every request paid a page
+//! fault and a page clearing per 4 KiB it carried — for a fetch, more than the read itself
+//! cost. A buffer lent out as `Bytes` goes back to the pool when the last `Bytes` pointing
+//! into it is dropped: once a request is done with, once a response has been written.
 
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
 /// What the pool holds at most: enough for eight consumers each fetching 1 MiB from eight
-/// partitions at once. Beyond it, buffers are freed as before.
+/// partitions at once, or 64 produce requests of 1 MiB. Beyond it, buffers are freed.
 const RETAINED_BYTES: usize = 64 << 20;
-/// A buffer this large is not kept: one huge fetch must not pin its memory for good.
+/// A buffer this large is not kept: one huge request or fetch must not pin its memory for
+/// good.
 const LARGEST_KEPT: usize = 8 << 20;
 
 /// The buffers of one process. A pool rather than a static list only so tests can have
 /// one of their own.
 #[derive(Default)]
-pub(crate) struct ReadBuffers {
+pub struct BufferPool {
     free: Mutex<Free>,
 }
 
@@ -29,17 +31,17 @@ struct Free {
     retained: usize,
 }
 
-/// The pool every fetch read uses.
-pub(crate) fn shared() -> &'static ReadBuffers {
-    static SHARED: OnceLock<ReadBuffers> = OnceLock::new();
-    SHARED.get_or_init(ReadBuffers::default)
+/// The pool of this process.
+pub fn shared() -> &'static BufferPool {
+    static SHARED: OnceLock<BufferPool> = OnceLock::new();
+    SHARED.get_or_init(BufferPool::default)
 }
 
-impl ReadBuffers {
+impl BufferPool {
     /// An empty buffer with room for at least `len` bytes, reused when one is free.
-    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+    pub fn take(&self, len: usize) -> Vec<u8> {
         let reused = {
-            let mut free = self.free.lock().expect("read buffer pool");
+            let mut free = self.free.lock().expect("buffer pool");
             let at = free.buffers.iter().position(|b| b.capacity() >= len);
             at.map(|at| {
                 let buf = free.buffers.swap_remove(at);
@@ -50,8 +52,9 @@ impl ReadBuffers {
         reused.unwrap_or_else(|| Vec::with_capacity(len))
     }
 
-    /// The read bytes as `Bytes`; the buffer returns to this pool when the last reference goes.
-    pub(crate) fn lend(&'static self, buf: Vec<u8>) -> Bytes {
+    /// The buffer's bytes as `Bytes`; the buffer returns to this pool when the last
+    /// reference goes.
+    pub fn lend(&'static self, buf: Vec<u8>) -> Bytes {
         Bytes::from_owner(Pooled { buf, pool: self })
     }
 
@@ -60,7 +63,7 @@ impl ReadBuffers {
             return;
         }
         buf.clear();
-        let mut free = self.free.lock().expect("read buffer pool");
+        let mut free = self.free.lock().expect("buffer pool");
         if free.retained + buf.capacity() <= RETAINED_BYTES {
             free.retained += buf.capacity();
             free.buffers.push(buf);
@@ -70,7 +73,7 @@ impl ReadBuffers {
 
 struct Pooled {
     buf: Vec<u8>,
-    pool: &'static ReadBuffers,
+    pool: &'static BufferPool,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -91,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_buffer_is_reused_once_its_last_bytes_are_dropped() {
-        let pool: &'static ReadBuffers = Box::leak(Box::default());
+        let pool: &'static BufferPool = Box::leak(Box::default());
         let mut buf = pool.take(300_000);
         buf.extend_from_slice(&[5u8; 300_000]);
         let address = buf.as_ptr();
@@ -109,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_no_more_than_its_bound() {
-        let pool: &'static ReadBuffers = Box::leak(Box::default());
+        let pool: &'static BufferPool = Box::leak(Box::default());
         let held: Vec<Bytes> = (0..RETAINED_BYTES / (4 << 20) + 3)
             .map(|_| pool.lend(pool.take(4 << 20)))
             .collect();
