@@ -6,6 +6,7 @@
 //! fixed sets, per-topic series grow with topics, and per-partition and per-group-partition
 //! series are emitted only while `metrics.partition.detail.max` allows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ApiKey, ResponseKind};
@@ -18,9 +19,11 @@ use prometheus_client::registry::Registry;
 
 use crate::Broker;
 
+/// Shared rather than owned: each topic holds its label (`Topic::metric_label`), and a
+/// family clones it only when the topic's series is first created.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
-    pub topic: String,
+    pub topic: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -271,21 +274,15 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    pub fn record_produce(&self, topic: &str, bytes: usize, records: u64) {
-        let label = TopicLabel {
-            topic: topic.to_string(),
-        };
-        self.bytes_in.get_or_create(&label).inc_by(bytes as u64);
-        self.messages_in.get_or_create(&label).inc_by(records);
+    pub fn record_produce(&self, topic: &TopicLabel, bytes: usize, records: u64) {
+        self.bytes_in.get_or_create(topic).inc_by(bytes as u64);
+        self.messages_in.get_or_create(topic).inc_by(records);
         self.totals.bytes_in.inc_by(bytes as u64);
         self.totals.messages_in.inc_by(records);
     }
 
-    pub fn record_fetch(&self, topic: &str, bytes: usize) {
-        let label = TopicLabel {
-            topic: topic.to_string(),
-        };
-        self.bytes_out.get_or_create(&label).inc_by(bytes as u64);
+    pub fn record_fetch(&self, topic: &TopicLabel, bytes: usize) {
+        self.bytes_out.get_or_create(topic).inc_by(bytes as u64);
         self.totals.bytes_out.inc_by(bytes as u64);
     }
 
@@ -293,7 +290,7 @@ impl Metrics {
     pub fn topic_bytes_in(&self, topic: &str) -> u64 {
         self.bytes_in
             .get(&TopicLabel {
-                topic: topic.to_string(),
+                topic: topic.into(),
             })
             .map_or(0, |c| c.get())
     }

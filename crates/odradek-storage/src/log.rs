@@ -229,11 +229,7 @@ impl Log {
         let (state, from) = ProducerStateManager::load(&self.dir, log_end)?;
         self.producers = state;
         let from = from.unwrap_or(self.log_start_offset);
-        let mut replayed = 0u64;
-        self.for_each_batch_from(from, |producers, batch| {
-            producers.replay(batch);
-            replayed += 1;
-        })?;
+        let replayed = self.replay_from(from)?;
         let (aborted, stale) = read_aborted_txns(&self.dir, log_end);
         self.aborted = aborted;
         if stale {
@@ -245,14 +241,11 @@ impl Log {
         Ok(())
     }
 
-    /// Feeds each batch at or after `from` to `visit`: its header alone for data batches,
-    /// the whole batch for control batches (whose marker is in the record).
-    fn for_each_batch_from(
-        &mut self,
-        from: i64,
-        mut visit: impl FnMut(&mut ProducerStateManager, &[u8]),
-    ) -> Result<(), StorageError> {
-        let producers = &mut self.producers;
+    /// Replays each batch at or after `from` into the producer state and counts them: the
+    /// header alone is read for a data batch, the whole batch for a control batch (whose
+    /// marker is in the record).
+    fn replay_from(&mut self, from: i64) -> Result<u64, StorageError> {
+        let mut replayed = 0;
         for segment in self.segments.values() {
             if segment.next_offset() <= from || segment.size() == 0 {
                 continue;
@@ -273,15 +266,16 @@ impl Log {
                 if h.last_offset() >= from {
                     if h.is_control() {
                         let whole = read_batch_at(segment.file(), segment.log_path(), pos)?;
-                        visit(producers, &whole);
+                        self.producers.replay(&whole);
                     } else {
-                        visit(producers, &header);
+                        self.producers.replay(&header);
                     }
+                    replayed += 1;
                 }
                 pos += size;
             }
         }
-        Ok(())
+        Ok(replayed)
     }
 
     pub fn dir(&self) -> &Path {

@@ -41,6 +41,15 @@ pub fn s(v: &str) -> StrBytes {
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 
+/// Each broker's `host:port` by node id, as a Metadata response lists them.
+fn broker_addresses(metadata: &MetadataResponse) -> HashMap<i32, String> {
+    metadata
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect()
+}
+
 /// Offsets at `timestamp` (LATEST, EARLIEST, or a time), asked of each partition's leader.
 pub fn offsets_at(
     client: &mut Client,
@@ -56,11 +65,7 @@ pub fn offsets_at(
                 .collect(),
         ))
     })?;
-    let brokers: HashMap<i32, String> = metadata
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
-        .collect();
+    let brokers = broker_addresses(&metadata);
     let mut by_leader: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
     for t in &metadata.topics {
         let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
@@ -152,11 +157,7 @@ pub fn topic_layout(
             ]))
             .with_allow_auto_topic_creation(auto_create)
     })?;
-    let brokers: HashMap<i32, String> = metadata
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
-        .collect();
+    let brokers = broker_addresses(&metadata);
     let t = metadata
         .topics
         .first()

@@ -558,64 +558,6 @@ async fn admin_views_describe_transactions_and_producers_and_idle_ids_expire() {
     );
 }
 
-/// A produce request for one record of `producer` (id, epoch, sequence) to `topic`-0.
-fn producer_record(
-    topic: &'static str,
-    (producer_id, producer_epoch, sequence): (i64, i16, i32),
-    transactional: bool,
-) -> kafka_protocol::messages::ProduceRequest {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id,
-        producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(bytes::Bytes::from(format!("seq-{sequence}"))),
-        headers: Default::default(),
-    };
-    let mut batch = Vec::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str(topic)))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch.into())),
-                ]),
-        ]);
-    if transactional {
-        request.with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
-            StrBytes::from_static_str("raw-txn"),
-        )))
-    } else {
-        request
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_enforces_sequences_epochs_and_transaction_membership() {
     use kafka_protocol::ResponseError;
@@ -627,8 +569,14 @@ async fn the_broker_enforces_sequences_epochs_and_transaction_membership() {
     let broker = BrokerProcess::start();
     create_topic(&broker.addr, "raw-idem", 1, &[]).await;
     let addr = broker.addr.as_str();
-    let produce = |topic, producer, transactional| {
-        let response = raw_round_trip(addr, &producer_record(topic, producer, transactional), 9);
+    let produce = |topic, (pid, epoch, sequence): (i64, i16, i32), transactional: bool| {
+        let request = one_record_produce(
+            topic,
+            &format!("seq-{sequence}"),
+            (pid, epoch, sequence),
+            transactional.then_some("raw-txn"),
+        );
+        let response = raw_round_trip(addr, &request, 9);
         let p = &response.responses[0].partition_responses[0];
         (p.error_code, p.base_offset)
     };

@@ -13,14 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, DescribeClusterRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use support::*;
@@ -526,45 +522,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
     // Produces (answered only after their fsync) interleaved with requests answered at
     // once: responses still come back in request order, and the appends in that order too.
-    let produce = |value: &str| {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
-        };
-        let mut batch = Vec::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            [&record],
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encoding a batch");
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str(HEALTH_TOPIC)))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch.into())),
-                    ]),
-            ])
-    };
+    let produce = |value: &str| one_record_produce(HEALTH_TOPIC, value, NO_PRODUCER, None);
     let mut bytes = request_frame(&produce("pipelined-1"), 9, 601);
     bytes.extend(request_frame(&metadata(12), 12, 602));
     bytes.extend(request_frame(&produce("pipelined-2"), 3, 603));

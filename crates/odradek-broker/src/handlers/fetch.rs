@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::check_leader_epoch;
 use crate::Broker;
 use crate::broker::{Reply, str_bytes};
-use crate::log_manager::Partition;
+use crate::log_manager::{Partition, Topic};
 
 /// Kafka's `max.incremental.fetch.session.cache.slots` default.
 const MAX_SESSIONS: usize = 1000;
@@ -168,17 +168,21 @@ struct PartitionRead {
 }
 
 impl Broker {
-    fn resolve(&self, key: &TopicKey, partition: i32) -> Result<Arc<Partition>, ResponseError> {
-        let topic = match key {
+    fn topic(&self, key: &TopicKey) -> Result<Arc<Topic>, ResponseError> {
+        match key {
             TopicKey::Name(n) => self
                 .logs
                 .topic(n)
-                .ok_or(ResponseError::UnknownTopicOrPartition)?,
+                .ok_or(ResponseError::UnknownTopicOrPartition),
             TopicKey::Id(id) => self
                 .logs
                 .topic_by_id(id)
-                .ok_or(ResponseError::UnknownTopicId)?,
-        };
+                .ok_or(ResponseError::UnknownTopicId),
+        }
+    }
+
+    fn resolve(&self, key: &TopicKey, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+        let topic = self.topic(key)?;
         usize::try_from(partition)
             .ok()
             .and_then(|p| topic.partitions.get(p).cloned())
@@ -453,14 +457,10 @@ impl Broker {
             if unchanged {
                 continue;
             }
-            if read.bytes > 0 {
-                let name = match &target.topic {
-                    TopicKey::Name(n) => Some(n.clone()),
-                    TopicKey::Id(id) => self.logs.topic_by_id(id).map(|t| t.name.clone()),
-                };
-                if let Some(topic) = name {
-                    self.metrics.record_fetch(&topic, read.bytes);
-                }
+            if read.bytes > 0
+                && let Ok(topic) = self.topic(&target.topic)
+            {
+                self.metrics.record_fetch(&topic.metric_label, read.bytes);
             }
             let is_target = |t: &FetchableTopicResponse| match &target.topic {
                 TopicKey::Name(n) => t.topic.as_str() == n,

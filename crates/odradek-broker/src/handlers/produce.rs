@@ -248,7 +248,7 @@ impl Broker {
         if !result.duplicate {
             let count = (result.last_offset - result.base_offset + 1).max(0) as u64;
             self.metrics
-                .record_produce(&topic.name, records.len(), count);
+                .record_produce(&topic.metric_label, records.len(), count);
         }
         let group_commit = self.logs.group_commit();
         let durable = if acks == -1 {

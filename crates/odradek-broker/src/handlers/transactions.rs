@@ -53,6 +53,25 @@ fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
 }
 
+/// Groups per-partition entries under their topic, topics in order of first appearance,
+/// and builds each topic's entry with `topic`.
+fn by_topic<S: PartialEq, P, T>(
+    entries: impl IntoIterator<Item = (S, P)>,
+    topic: impl Fn(S, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut groups: Vec<(S, Vec<P>)> = Vec::new();
+    for (name, entry) in entries {
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, entries)) => entries.push(entry),
+            None => groups.push((name, vec![entry])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(name, entries)| topic(name, entries))
+        .collect()
+}
+
 /// Checks that a request comes from the transaction's current producer.
 fn check_producer(
     m: Option<&TxnMetadata>,
@@ -394,21 +413,17 @@ impl Broker {
                 .collect()
         };
         let to_topics = |results: Vec<(TopicPartition, Option<ResponseError>)>| {
-            let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-            for ((topic, partition), error) in results {
+            let results = results.into_iter().map(|((topic, partition), error)| {
                 let result = AddPartitionsToTxnPartitionResult::default()
                     .with_partition_index(partition)
                     .with_partition_error_code(code(error));
-                match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-                    Some(t) => t.results_by_partition.push(result),
-                    None => topics.push(
-                        AddPartitionsToTxnTopicResult::default()
-                            .with_name(str_bytes(topic).into())
-                            .with_results_by_partition(vec![result]),
-                    ),
-                }
-            }
-            topics
+                (topic, result)
+            });
+            by_topic(results, |topic, results| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(str_bytes(topic).into())
+                    .with_results_by_partition(results)
+            })
         };
         if version <= 3 {
             let results = self
@@ -622,20 +637,18 @@ impl Broker {
                 coordinator_epoch: m.coordinator_epoch,
                 commit: m.transaction_result,
             };
-            let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
-            for ((topic, partition), error) in self.write_markers(&marker, &partitions).await {
+            let results = self.write_markers(&marker, &partitions).await;
+            let results = results.into_iter().map(|((topic, partition), error)| {
                 let result = WritableTxnMarkerPartitionResult::default()
                     .with_partition_index(partition)
                     .with_error_code(code(error));
-                match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-                    Some(t) => t.partitions.push(result),
-                    None => topics.push(
-                        WritableTxnMarkerTopicResult::default()
-                            .with_name(str_bytes(topic).into())
-                            .with_partitions(vec![result]),
-                    ),
-                }
-            }
+                (topic, result)
+            });
+            let topics = by_topic(results, |topic, results| {
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(str_bytes(topic).into())
+                    .with_partitions(results)
+            });
             markers.push(
                 WritableTxnMarkerResult::default()
                     .with_producer_id(m.producer_id)
@@ -658,17 +671,12 @@ impl Broker {
                 let Some(m) = txns.get(id.as_str()) else {
                     return state.with_error_code(ResponseError::TransactionalIdNotFound.code());
                 };
-                let mut topics: Vec<TopicData> = Vec::new();
-                for (topic, partition) in &m.partitions {
-                    match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
-                        Some(t) => t.partitions.push(*partition),
-                        None => topics.push(
-                            TopicData::default()
-                                .with_topic(str_bytes(topic.clone()).into())
-                                .with_partitions(vec![*partition]),
-                        ),
-                    }
-                }
+                let partitions = m.partitions.iter().map(|(topic, p)| (topic, *p));
+                let topics = by_topic(partitions, |topic, partitions| {
+                    TopicData::default()
+                        .with_topic(str_bytes(topic.clone()).into())
+                        .with_partitions(partitions)
+                });
                 state
                     .with_transaction_state(str_bytes(m.state.name()))
                     .with_transaction_timeout_ms(m.timeout_ms)
@@ -825,5 +833,20 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_topic;
+
+    #[test]
+    fn by_topic_groups_in_order_of_first_appearance() {
+        let entries = [("b", 0), ("a", 1), ("b", 2), ("c", 3), ("a", 4)];
+        let grouped = by_topic(entries, |topic, partitions| (topic, partitions));
+        assert_eq!(
+            grouped,
+            [("b", vec![0, 2]), ("a", vec![1, 4]), ("c", vec![3])]
+        );
     }
 }

@@ -10,8 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -392,6 +398,60 @@ pub fn decode_response<R: Request>(mut frame: Bytes, version: i16) -> (i32, R::R
         frame.len()
     );
     (header.correlation_id, body)
+}
+
+/// The `(producer id, epoch, sequence)` of a record from a producer that is not idempotent.
+pub const NO_PRODUCER: (i64, i16, i32) = (-1, -1, -1);
+
+/// A ProduceRequest (acks=all) of one record, `value`, to partition 0 of `topic`, from
+/// `producer` as `(producer id, epoch, sequence)`, inside `transactional_id`'s transaction
+/// when there is one.
+pub fn one_record_produce(
+    topic: &str,
+    value: &str,
+    (producer_id, producer_epoch, sequence): (i64, i16, i32),
+    transactional_id: Option<&str>,
+) -> ProduceRequest {
+    let record = Record {
+        transactional: transactional_id.is_some(),
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut batch = Vec::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding a batch");
+    ProduceRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_string()))),
+        )
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.into())),
+                ]),
+        ])
 }
 
 /// Sends one request on a fresh connection and returns the decoded response.
