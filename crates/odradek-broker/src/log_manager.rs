@@ -33,6 +33,13 @@ impl Partition {
     pub fn lock_log(&self) -> Option<std::sync::MutexGuard<'_, Log>> {
         self.log.lock().ok()
     }
+
+    /// The log for serving reads: `None` while it is offline after a failed fsync, when
+    /// what it holds past its last good flush cannot be trusted. Kafka answers reads of a
+    /// partition on a failed log directory with KAFKA_STORAGE_ERROR.
+    pub fn lock_online_log(&self) -> Option<std::sync::MutexGuard<'_, Log>> {
+        self.lock_log().filter(|log| !log.is_offline())
+    }
 }
 
 #[derive(Debug)]

@@ -221,7 +221,7 @@ impl Broker {
             Ok(p) => p,
             Err(e) => return error(data, e),
         };
-        let Some(log) = partition.lock_log() else {
+        let Some(log) = partition.lock_online_log() else {
             return error(data, ResponseError::KafkaStorageError);
         };
         let (high_watermark, log_start_offset) = (log.log_end_offset(), log.log_start_offset());

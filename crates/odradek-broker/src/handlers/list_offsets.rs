@@ -48,7 +48,7 @@ impl Broker {
                         let Some(partition) = partition else {
                             return fail(ResponseError::UnknownTopicOrPartition);
                         };
-                        let Some(log) = partition.lock_log() else {
+                        let Some(log) = partition.lock_online_log() else {
                             return fail(ResponseError::KafkaStorageError);
                         };
                         let lookup = match p.timestamp {

@@ -36,6 +36,7 @@ pub struct BrokerProcess {
     pub http: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -53,6 +54,11 @@ impl BrokerProcess {
     /// Starts a broker whose data dir is `data_dir` (for a test that controls the filesystem
     /// under it), or a fresh temp dir when `None`.
     pub fn start_in(data_dir: Option<&Path>, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// Starts a broker with extra environment variables, kept across restarts.
+    pub fn start_with_env(data_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_path_buf);
         let mut broker = Self {
@@ -61,6 +67,10 @@ impl BrokerProcess {
             http: "127.0.0.1:0".into(),
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path: tmp.path().join("broker.log"),
             _tmp: tmp,
         };
@@ -85,6 +95,7 @@ impl BrokerProcess {
             .arg(&self.http)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

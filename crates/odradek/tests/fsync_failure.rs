@@ -1,0 +1,152 @@
+//! A failed fsync: the partition whose file failed goes offline (produce, fetch and
+//! ListOffsets answer KAFKA_STORAGE_ERROR), every other partition keeps working, and what
+//! was acknowledged before the failure is there after a restart. The failure is injected
+//! into the real broker process by a preloaded shim (`support/fail_fsync.c`, built with the
+//! C compiler the rdkafka crate already needs) that fails fsync and fdatasync with EIO for
+//! one partition's files while a trigger file exists.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::Consumer;
+use support::*;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+/// Builds the fsync-failing shim into `dir`.
+fn build_shim(dir: &Path) -> PathBuf {
+    let source = dir.join("fail_fsync.c");
+    std::fs::write(&source, include_str!("support/fail_fsync.c")).expect("writing the shim");
+    let library = dir.join("libfail_fsync.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "building the shim failed: {status}");
+    library
+}
+
+/// Produces one record with acks=all; the partition's error code and base offset.
+fn produce(addr: &str, topic: &str, value: &str) -> (i16, i64) {
+    let response = raw_round_trip(
+        addr,
+        &one_record_produce(topic, value, NO_PRODUCER, None),
+        9,
+    );
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+/// Fetches partition 0 of `topic` from offset 0: its error code and record bytes.
+fn fetch(addr: &str, topic: &str) -> (i16, usize) {
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let response = raw_round_trip(addr, &request, 11);
+    let partition = &response.responses[0].partitions[0];
+    (
+        partition.error_code,
+        partition.records.as_ref().map_or(0, |r| r.len()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_takes_only_its_partition_offline_and_loses_nothing_acknowledged() {
+    let shim_dir = tempfile::tempdir().expect("temp dir");
+    let shim = build_shim(shim_dir.path());
+    let trigger = shim_dir.path().join("fail-now");
+    let mut broker = BrokerProcess::start_with_env(
+        None,
+        &[],
+        &[
+            ("LD_PRELOAD", shim.to_str().unwrap()),
+            ("ODRADEK_FAIL_FSYNC_MATCH", "/doomed-0/"),
+            ("ODRADEK_FAIL_FSYNC_TRIGGER", trigger.to_str().unwrap()),
+        ],
+    );
+    create_topic(&broker.addr, "doomed", 1, &[]).await;
+    create_topic(&broker.addr, "healthy", 1, &[]).await;
+    for i in 0..3 {
+        assert_eq!(
+            produce(&broker.addr, "doomed", &format!("acknowledged-{i}")),
+            (0, i)
+        );
+    }
+    assert_eq!(produce(&broker.addr, "healthy", "before").0, 0);
+
+    std::fs::write(&trigger, b"").expect("arming the shim");
+    assert_eq!(
+        produce(&broker.addr, "doomed", "during").0,
+        KAFKA_STORAGE_ERROR,
+        "the write whose fsync failed is not acknowledged"
+    );
+    assert!(
+        broker
+            .log()
+            .contains("fsync failed; taking the log offline"),
+        "the failure is logged"
+    );
+    assert_eq!(
+        produce(&broker.addr, "doomed", "after").0,
+        KAFKA_STORAGE_ERROR,
+        "an offline log takes no more writes"
+    );
+    assert_eq!(
+        fetch(&broker.addr, "doomed").0,
+        KAFKA_STORAGE_ERROR,
+        "an offline log serves no reads"
+    );
+    assert!(
+        consumer(&broker.addr, &[])
+            .fetch_watermarks("doomed", 0, Duration::from_secs(5))
+            .is_err(),
+        "ListOffsets of an offline log fails"
+    );
+    // Everything else is served as before.
+    assert_eq!(
+        produce(&broker.addr, "healthy", "while-doomed-is-offline"),
+        (0, 1)
+    );
+    let (error, bytes) = fetch(&broker.addr, "healthy");
+    assert_eq!(error, 0);
+    assert!(bytes > 0);
+
+    // The disk is back: after a crash and restart the acknowledged records are all there.
+    std::fs::remove_file(&trigger).expect("disarming the shim");
+    broker.kill9();
+    broker.restart();
+    let recovered: Vec<Option<Vec<u8>>> = consume(&broker.addr, "doomed", 0, 0, 3, TIMEOUT)
+        .iter()
+        .map(payload)
+        .collect();
+    assert_eq!(
+        recovered,
+        (0..3)
+            .map(|i| Some(format!("acknowledged-{i}").into_bytes()))
+            .collect::<Vec<_>>()
+    );
+    let (error, offset) = produce(&broker.addr, "doomed", "after-restart");
+    assert_eq!(error, 0);
+    assert!(offset >= 3, "appends resume after the acknowledged records");
+    broker.stop();
+}

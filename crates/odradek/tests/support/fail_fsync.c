@@ -1,0 +1,36 @@
+/* Preloaded into a broker by tests/fsync_failure.rs: fsync and fdatasync fail with EIO
+ * for files whose path contains $ODRADEK_FAIL_FSYNC_MATCH, for as long as the file
+ * $ODRADEK_FAIL_FSYNC_TRIGGER exists. Everything else goes to libc. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int should_fail(int fd) {
+    const char *match = getenv("ODRADEK_FAIL_FSYNC_MATCH");
+    const char *trigger = getenv("ODRADEK_FAIL_FSYNC_TRIGGER");
+    if (!match || !trigger || access(trigger, F_OK) != 0) return 0;
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0) return 0;
+    path[n] = 0;
+    return strstr(path, match) != NULL;
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (should_fail(fd)) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+
+int fsync(int fd) {
+    static int (*real)(int);
+    if (should_fail(fd)) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
