@@ -67,6 +67,18 @@ impl Topic {
             partitions,
         }
     }
+
+    /// The same topic and partitions under new configs.
+    fn reconfigured(&self, configs: BTreeMap<String, String>, settings: TopicSettings) -> Self {
+        Self {
+            name: self.name.clone(),
+            metric_label: self.metric_label.clone(),
+            id: self.id,
+            configs,
+            settings,
+            partitions: self.partitions.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,14 +305,7 @@ impl LogManager {
                     log.set_config(settings.log.clone());
                 }
             }
-            let updated = Arc::new(Topic {
-                name: topic.name.clone(),
-                metric_label: topic.metric_label.clone(),
-                id: topic.id,
-                configs: topic.configs.clone(),
-                settings,
-                partitions: topic.partitions.clone(),
-            });
+            let updated = Arc::new(topic.reconfigured(topic.configs.clone(), settings));
             let mut registry = self.registry.write().expect("registry lock");
             registry.by_id.insert(updated.id, updated.clone());
             registry.by_name.insert(updated.name.clone(), updated);
@@ -463,14 +468,7 @@ impl LogManager {
                 log.set_config(settings.log.clone());
             }
         }
-        let altered = Arc::new(Topic {
-            name: current.name.clone(),
-            metric_label: current.metric_label.clone(),
-            id,
-            configs,
-            settings,
-            partitions: current.partitions.clone(),
-        });
+        let altered = Arc::new(current.reconfigured(configs, settings));
         let mut registry = self.registry.write().expect("registry lock");
         registry.by_id.insert(id, altered.clone());
         registry.by_name.insert(altered.name.clone(), altered);

@@ -22,10 +22,6 @@ pub struct ResponseFrame {
 }
 
 impl ResponseFrame {
-    pub fn len(&self) -> usize {
-        self.remaining
-    }
-
     pub fn is_empty(&self) -> bool {
         self.remaining == 0
     }
@@ -278,7 +274,7 @@ mod tests {
                 shared(&big) && shared(&other),
                 "v{version}: record sets were copied"
             );
-            assert_eq!(frame.len(), contiguous(version, &body).len());
+            assert_eq!(frame.remaining(), contiguous(version, &body).len());
             let flat = frame.copy_to_bytes(frame.remaining());
             assert_eq!(&flat[..], &contiguous(version, &body)[..], "v{version}");
         }
