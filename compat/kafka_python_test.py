@@ -4,7 +4,8 @@
 Creates a 3-partition topic with KafkaAdminClient, produces 10,000 keyed
 messages with acks=all, reads them back from the beginning with a
 KafkaConsumer that has no group (group_id=None, assign + seek), and checks
-every message. Then consumes the topic again with a consumer group of two
+every message, and checks DescribeLogDirs (describe_log_dirs()) lists each
+partition with at least its payload's bytes. Then consumes the topic again with a consumer group of two
 subscribed KafkaConsumers (sync commit after every batch), checks that the
 group saw every message exactly once, that both members were assigned
 partitions, and that the group's committed offsets (admin OffsetFetch) are the
@@ -101,6 +102,33 @@ def check_group(admin, group, topic, end):
     if group not in listed:
         problems.append(f"group {group}: not in ListGroups ({len(listed)} groups listed)")
     return problems
+
+
+def log_dirs_phase(admin, topic, end, payload_bytes):
+    """DescribeLogDirs through KafkaAdminClient.describe_log_dirs(): one broker,
+    one directory, every partition of the topic once, each holding at least the
+    key and value bytes produced to it (no compression here)."""
+    problems = []
+    brokers = admin.describe_log_dirs([topic])
+    dirs = [d for b in brokers for d in b["log_dirs"]]
+    if len(brokers) != 1 or len(dirs) != 1:
+        return [f"describe_log_dirs: expected one broker with one directory, got {brokers}"], ""
+    found = {}
+    for t in dirs[0]["topics"]:
+        if t["name"] != topic:
+            problems.append(f"describe_log_dirs: listed topic {t['name']}, asked only for {topic}")
+        for p in t["partitions"]:
+            if p["partition_index"] in found:
+                problems.append(f"describe_log_dirs: partition {p['partition_index']} listed twice")
+            found[p["partition_index"]] = p["partition_size"]
+    if set(found) != set(range(PARTITIONS)):
+        problems.append(f"describe_log_dirs: partitions {sorted(found)}, expected 0..{PARTITIONS - 1}")
+    for p, size in found.items():
+        if size < payload_bytes.get(p, 0):
+            problems.append(f"describe_log_dirs: partition {p} is {size} bytes, less than the "
+                            f"{payload_bytes.get(p, 0)} bytes of keys and values it holds")
+    total = sum(found.values())
+    return problems, f"log dir {dirs[0]['log_dir']} holds {total} bytes of it"
 
 
 def configs_phase(admin, topic):
@@ -247,6 +275,11 @@ def main():
             consumer.close(autocommit=False)
 
         problems = verify(records, end, delivered)
+        payload_bytes = {}
+        for p, _off, key, value in records:
+            payload_bytes[p] = payload_bytes.get(p, 0) + len(key or b"") + len(value or b"")
+        dproblems, dirs_note = log_dirs_phase(admin, topic, end, payload_bytes)
+        problems += dproblems
 
         # 4. consume again with a two-member consumer group, then check the
         # group's committed offsets (only if the plain read-back was right)
@@ -297,7 +330,7 @@ def main():
         print(f"{CLIENT}: FAIL {len(problems)} problem(s), first: {problems[0]} [topic {topic}]{note}", flush=True)
         return 1
     print(f"{CLIENT}: OK {N} messages via {topic} ({counts}); produce {produce_s:.1f}s, "
-          f"consume {consume_s:.1f}s{group_note}{note}", flush=True)
+          f"consume {consume_s:.1f}s; {dirs_note}{group_note}{note}", flush=True)
     return 0
 
 

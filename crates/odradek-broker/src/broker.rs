@@ -31,6 +31,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -136,7 +137,7 @@ pub struct Broker {
     /// Set once shutdown begins; parked fetches return at once instead of waiting out
     /// `max_wait_ms`.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 /// Marks a data directory whose logs were all synced and closed: recovery can trust it.
@@ -497,6 +498,9 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
                 self.describe_configs(r, version),
             )),
+            RequestKind::DescribeLogDirs(r) => {
+                Reply::now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
+            }
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }

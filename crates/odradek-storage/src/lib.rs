@@ -8,6 +8,7 @@
 //! and recompresses the survivors' bytes verbatim.
 
 mod cleaner;
+mod disk;
 mod error;
 mod group_commit;
 mod index;
@@ -17,6 +18,7 @@ mod recovery_point;
 mod segment;
 
 pub use cleaner::{CleanStats, Cleaner};
+pub use disk::DiskSpace;
 pub use error::StorageError;
 pub use group_commit::{DurabilityWaiter, GroupCommit, SyncObserver};
 pub use index::{OffsetIndex, TimeIndex};

@@ -680,3 +680,115 @@ async fn set_flags_win_over_the_config_file() {
     assert_eq!(partitions.source, ConfigSource::StaticBroker);
     overridden.stop();
 }
+
+/// Bytes of a partition's segment files on disk.
+fn segment_bytes_on_disk(broker: &BrokerProcess, topic: &str, partition: i32) -> i64 {
+    segment_files(&broker.partition_dir(topic, partition))
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("segment metadata").len() as i64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_log_dirs_reports_each_partitions_size_on_disk() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, TopicName};
+
+    let broker = BrokerProcess::start();
+    create_topics(
+        &broker.addr,
+        &[topic("dirs-a", 3), topic("dirs-b", 1)],
+        &options(),
+    )
+    .await;
+    let producer = producer(&broker.addr, &[]);
+    // Different amounts per partition, so a size reported for the wrong partition shows.
+    for (t, p, n) in [("dirs-a", 0, 10), ("dirs-a", 2, 40), ("dirs-b", 0, 25)] {
+        for i in 0..n {
+            let value = format!("{t}/{p}/{i}").repeat(20);
+            within(
+                "produce",
+                producer.send(
+                    FutureRecord::<(), _>::to(t).partition(p).payload(&value),
+                    TIMEOUT,
+                ),
+            )
+            .await
+            .expect("delivered");
+        }
+    }
+    let expected = |t: &str, p: i32| segment_bytes_on_disk(&broker, t, p);
+    let sizes = |response: &kafka_protocol::messages::DescribeLogDirsResponse| {
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.results.len(), 1, "one log directory");
+        let dir = &response.results[0];
+        assert_eq!(dir.error_code, 0);
+        assert_eq!(
+            std::path::Path::new(dir.log_dir.as_str()),
+            std::path::absolute(&broker.data_dir).unwrap()
+        );
+        dir.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    assert_eq!((p.offset_lag, p.is_future_key), (0, false));
+                    ((t.name.to_string(), p.partition_index), p.partition_size)
+                })
+            })
+            .collect::<BTreeMap<(String, i32), i64>>()
+    };
+
+    // A null topic list asks for every partition; test at the oldest and newest versions.
+    for version in [1, 4] {
+        let all = raw_round_trip(
+            &broker.addr,
+            &DescribeLogDirsRequest::default().with_topics(None),
+            version,
+        );
+        let reported = sizes(&all);
+        for (t, p) in [("dirs-a", 0), ("dirs-a", 1), ("dirs-a", 2), ("dirs-b", 0)] {
+            assert_eq!(
+                reported.get(&(t.to_string(), p)),
+                Some(&expected(t, p)),
+                "v{version}: {t}-{p} in {reported:?}"
+            );
+        }
+        assert!(expected("dirs-a", 2) > expected("dirs-a", 0));
+        assert_eq!(expected("dirs-a", 1), 0);
+        let dir = &all.results[0];
+        if version >= 4 {
+            assert!(dir.total_bytes > 0 && dir.usable_bytes > 0, "{dir:?}");
+            assert!(dir.usable_bytes <= dir.total_bytes, "{dir:?}");
+        }
+    }
+
+    // An empty list asks for nothing.
+    let none = raw_round_trip(
+        &broker.addr,
+        &DescribeLogDirsRequest::default().with_topics(Some(Vec::new())),
+        4,
+    );
+    assert!(sizes(&none).is_empty());
+
+    // Only what was asked for: unknown topics and partitions are left out.
+    let wanted = |name: &str, partitions: Vec<i32>| {
+        DescribableLogDirTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(name.into())))
+            .with_partitions(partitions)
+    };
+    let some = raw_round_trip(
+        &broker.addr,
+        &DescribeLogDirsRequest::default().with_topics(Some(vec![
+            wanted("dirs-a", vec![2, 7]),
+            wanted("no-such-topic", vec![0]),
+            wanted("dirs-a", vec![0]),
+        ])),
+        4,
+    );
+    let reported = sizes(&some);
+    assert_eq!(
+        reported.keys().cloned().collect::<Vec<_>>(),
+        [("dirs-a".to_string(), 0), ("dirs-a".to_string(), 2)]
+    );
+    assert_eq!(reported[&("dirs-a".to_string(), 2)], expected("dirs-a", 2));
+}

@@ -277,6 +277,7 @@ async fn random_bytes_are_closed_or_answered_never_a_crash() {
         ApiKey::ListOffsets,
         ApiKey::DescribeConfigs,
         ApiKey::DescribeCluster,
+        ApiKey::DescribeLogDirs,
     ];
     let mut correlation_id = 1000;
     let mut answered = 0;

@@ -1,6 +1,16 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, TopicName,
+};
+use odradek_storage::DiskSpace;
+use tracing::warn;
 
 use crate::Broker;
 use crate::broker::str_bytes;
@@ -49,5 +59,72 @@ impl Broker {
             } else {
                 i32::MIN
             })
+    }
+
+    /// The one log directory, with the size of each partition in it. Requested topics or
+    /// partitions this broker does not have are left out, as Kafka leaves out what is not
+    /// in a directory.
+    pub(crate) fn describe_log_dirs(
+        &self,
+        request: DescribeLogDirsRequest,
+    ) -> DescribeLogDirsResponse {
+        // `None` asks for every partition; the same topic may be listed more than once.
+        let wanted: Option<BTreeMap<String, BTreeSet<i32>>> = request.topics.map(|topics| {
+            let mut wanted = BTreeMap::<String, BTreeSet<i32>>::new();
+            for t in topics {
+                wanted
+                    .entry(t.topic.to_string())
+                    .or_default()
+                    .extend(t.partitions);
+            }
+            wanted
+        });
+        let mut topics: Vec<DescribeLogDirsTopic> = self
+            .logs
+            .topics()
+            .iter()
+            .filter_map(|topic| {
+                let partitions: Vec<DescribeLogDirsPartition> = topic
+                    .partitions
+                    .iter()
+                    .filter(|p| match &wanted {
+                        Some(w) => w.get(&topic.name).is_some_and(|set| set.contains(&p.index)),
+                        None => true,
+                    })
+                    .filter_map(|p| {
+                        let size = p.lock_log()?.size_bytes();
+                        Some(
+                            DescribeLogDirsPartition::default()
+                                .with_partition_index(p.index)
+                                .with_partition_size(i64::try_from(size).unwrap_or(i64::MAX))
+                                // No replica is moving between directories here.
+                                .with_offset_lag(0)
+                                .with_is_future_key(false),
+                        )
+                    })
+                    .collect();
+                (!partitions.is_empty()).then(|| {
+                    DescribeLogDirsTopic::default()
+                        .with_name(TopicName(str_bytes(topic.name.clone())))
+                        .with_partitions(partitions)
+                })
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let space = DiskSpace::of(&dir)
+            .map_err(|e| warn!(error = %e, "cannot read the log directory's disk space"))
+            .ok();
+        // -1 is Kafka's "unknown", sent when the file store cannot be read.
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (total, usable) =
+            space.map_or((-1, -1), |s| (bytes(s.total_bytes), bytes(s.usable_bytes)));
+        DescribeLogDirsResponse::default().with_results(vec![
+            DescribeLogDirsResult::default()
+                .with_log_dir(str_bytes(dir.display().to_string()))
+                .with_topics(topics)
+                .with_total_bytes(total)
+                .with_usable_bytes(usable),
+        ])
     }
 }
