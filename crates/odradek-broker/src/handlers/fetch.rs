@@ -22,6 +22,7 @@ use super::check_leader_epoch;
 use crate::Broker;
 use crate::broker::{Reply, str_bytes};
 use crate::log_manager::{Partition, Topic};
+use crate::metrics::TopicLabel;
 
 /// Kafka's `max.incremental.fetch.session.cache.slots` default.
 const MAX_SESSIONS: usize = 1000;
@@ -165,6 +166,8 @@ struct PartitionRead {
     data: PartitionData,
     bytes: usize,
     reported: Option<Reported>,
+    /// The topic's metrics label, for a read that returned records.
+    counted_as: Option<TopicLabel>,
 }
 
 impl Broker {
@@ -181,12 +184,17 @@ impl Broker {
         }
     }
 
-    fn resolve(&self, key: &TopicKey, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+    fn resolve(
+        &self,
+        key: &TopicKey,
+        partition: i32,
+    ) -> Result<(Arc<Topic>, Arc<Partition>), ResponseError> {
         let topic = self.topic(key)?;
-        usize::try_from(partition)
+        let partition = usize::try_from(partition)
             .ok()
             .and_then(|p| topic.partitions.get(p).cloned())
-            .ok_or(ResponseError::UnknownTopicOrPartition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        Ok((topic, partition))
     }
 
     fn read_partition(
@@ -212,13 +220,14 @@ impl Broker {
                 data,
                 bytes: 0,
                 reported: None,
+                counted_as: None,
             }
         };
         if let Some(e) = check_leader_epoch(target.leader_epoch) {
             return error(data, e);
         }
-        let partition = match self.resolve(&target.topic, target.partition) {
-            Ok(p) => p,
+        let (topic, partition) = match self.resolve(&target.topic, target.partition) {
+            Ok(found) => found,
             Err(e) => return error(data, e),
         };
         let Some(log) = partition.lock_online_log() else {
@@ -280,6 +289,7 @@ impl Broker {
                 last_stable_offset,
                 log_start_offset,
             }),
+            counted_as: (bytes > 0).then(|| topic.metric_label.clone()),
         }
     }
 
@@ -401,7 +411,7 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + max_wait;
         let partitions: Vec<Arc<Partition>> = targets
             .iter()
-            .filter_map(|(t, _)| self.resolve(&t.topic, t.partition).ok())
+            .filter_map(|(t, _)| self.resolve(&t.topic, t.partition).ok().map(|(_, p)| p))
             .collect();
         loop {
             // Register for wake-ups before reading, so an append between the read and the
@@ -457,10 +467,8 @@ impl Broker {
             if unchanged {
                 continue;
             }
-            if read.bytes > 0
-                && let Ok(topic) = self.topic(&target.topic)
-            {
-                self.metrics.record_fetch(&topic.metric_label, read.bytes);
+            if let Some(label) = &read.counted_as {
+                self.metrics.record_fetch(label, read.bytes);
             }
             let is_target = |t: &FetchableTopicResponse| match &target.topic {
                 TopicKey::Name(n) => t.topic.as_str() == n,
