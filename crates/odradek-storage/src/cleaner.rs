@@ -2,31 +2,45 @@
 //!
 //! A pass over one log:
 //!
-//! 1. **Plan** (under the log's lock): snapshot the closed segments and read the cleaner
-//!    checkpoint (the first dirty offset). The dirty range is [first dirty, first uncleanable),
-//!    where the first uncleanable offset is the active segment's base, or the base of the first
-//!    segment holding records newer than `min.compaction.lag.ms`. The log is cleaned when
+//! 1. **Plan** (under the log's lock): snapshot the closed segments, the last stable offset
+//!    and the aborted transactions, and read the cleaner checkpoint (the first dirty offset).
+//!    The dirty range is [first dirty, first uncleanable), where the first uncleanable offset
+//!    is the base of the active segment, of the segment holding the last stable offset (so
+//!    every transaction the pass reads has ended), or of the first segment holding records
+//!    newer than `min.compaction.lag.ms`, whichever is lowest. The log is cleaned when
 //!    dirty bytes / (clean + dirty bytes) ≥ `min.cleanable.dirty.ratio`, when the oldest dirty
 //!    record is older than `max.compaction.lag.ms`, or when tombstones are due for removal.
 //! 2. **Map** (no lock; closed segments are immutable): an [`OffsetMap`] of key hash → latest
 //!    offset over the dirty range, bounded by `log.cleaner.dedupe.buffer.size`. If it fills,
-//!    the pass cleans only up to the last offset it covered.
-//! 3. **Copy** (no lock): every closed segment below that end is rewritten into groups of
-//!    consecutive segments (each group within `segment.bytes` and the 32-bit index limits) as
-//!    `<base>.log.cleaned` with its indexes, keeping a record only if it has a key, no later
-//!    offset for its key is in the map, and it is not an expired tombstone. Surviving records
-//!    keep their offsets and their bytes; a batch keeps its base offset, lastOffsetDelta,
-//!    codec and headers; record count, max timestamp and CRC are recomputed; a batch with no
-//!    survivors is dropped; control and transactional batches are kept as they are.
-//! 4. **Swap** (under the lock): the crash-safe protocol of [`recover_interrupted_cleaning`].
+//!    the pass cleans only up to the last offset it covered. Committed transactional records
+//!    are indexed like any other; records of aborted transactions and control batches are
+//!    not (an aborted value must not shadow the committed one before it).
+//! 3. **Copy** (no lock): every closed segment below that end is rewritten, from the first
+//!    segment on, into groups of consecutive segments (each group within `segment.bytes` and
+//!    the 32-bit index limits) as `<base>.log.cleaned` with its indexes, keeping a record
+//!    only if it has a key, no later offset for its key is in the map, and it is not an
+//!    expired tombstone. Surviving records keep their offsets and their bytes; a batch keeps
+//!    its base offset, lastOffsetDelta, codec, headers and producer fields (transactional
+//!    flag, producer id and epoch, base sequence); record count, max timestamp and CRC are
+//!    recomputed; a batch with no survivors is dropped. A batch of an aborted transaction is
+//!    dropped whole. A transaction marker stays while any record of its transaction does,
+//!    and goes like a tombstone once none is left.
+//! 4. **Swap** (under the lock): the crash-safe protocol of [`recover_interrupted_cleaning`];
+//!    then the aborted transactions whose markers are gone leave the log's list.
 //! 5. **Checkpoint**: the new first dirty offset, written atomically after the swap.
 //!
 //! Tombstones: a tombstone is removed once `delete.retention.ms` has passed since the pass
 //! that first cleaned it (moved the first dirty offset past it). The checkpoint keeps, for
 //! passes that kept new tombstones, `(end offset of the pass, time of the pass)`; tombstones
 //! below the end of a pass whose time + `delete.retention.ms` has passed are dropped by the
-//! next pass (and such a pass runs even without dirty data).
+//! next pass (and such a pass runs even without dirty data). Transaction markers share this
+//! horizon: a marker goes once a pass finds no record of its transaction left and it lies
+//! below the horizon; a pass that keeps a marker whose records are all gone is recorded like
+//! one that keeps a new tombstone, so at the latest a pass `delete.retention.ms` later
+//! removes it (earlier if an older recorded pass already covers it). Kafka stamps the
+//! horizon into the marker's batch instead (KIP-534); this keeps batches as they are.
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
 use std::hash::Hasher;
@@ -35,10 +49,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use odradek_protocol::batch::{self, BatchHeader};
+use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::{info, warn};
 
 use crate::log::write_file_atomically;
+use crate::producer_state::AbortedTxn;
 use crate::{Log, LogSegment, StorageError, offset_file_stem};
 
 /// Per partition: `first_dirty <offset>` and `tombstones <end offset> <cleaned at ms>` lines.
@@ -124,7 +139,10 @@ impl Cleaner {
             {
                 let mut visit = |bytes: &[u8]| -> Result<bool, StorageError> {
                     let h = BatchHeader::parse(bytes).expect("walk yields whole batches");
-                    if h.is_control() || h.is_transactional() || h.last_offset() < plan.first_dirty
+                    // Aborted records must not shadow older committed values of their keys.
+                    if h.is_control()
+                        || h.last_offset() < plan.first_dirty
+                        || plan.aborted.holds(&h)
                     {
                         return Ok(true);
                     }
@@ -188,7 +206,9 @@ impl Cleaner {
             cleaned_up_to: end,
             ..CleanStats::default()
         };
-        let mut kept_new_tombstone = false;
+        let mut awaits_horizon = false;
+        let mut open_txns = OpenTxns::default();
+        let mut kept_abort_markers = Vec::new();
         let mut outputs = Vec::with_capacity(groups.len());
         for group in &groups {
             let base = group[0].base;
@@ -198,9 +218,12 @@ impl Cleaner {
             for seg in group {
                 stats.bytes_in += seg.size;
                 let mut visit = |bytes: &[u8]| -> Result<bool, StorageError> {
-                    let filtered = self.filter_batch(bytes, &plan, horizon, &seg.path)?;
+                    let bounds = (end, horizon);
+                    let filtered =
+                        self.filter_batch(bytes, &plan, bounds, &mut open_txns, &seg.path)?;
                     stats.records_removed += filtered.removed;
-                    kept_new_tombstone |= filtered.kept_new_tombstone;
+                    awaits_horizon |= filtered.awaits_horizon;
+                    kept_abort_markers.extend(filtered.kept_abort_marker);
                     let written = match &filtered.rewritten {
                         Rewrite::Keep => Some(bytes),
                         Rewrite::Drop => None,
@@ -255,7 +278,17 @@ impl Cleaner {
                 info!(log = %plan.dir.display(), "log changed during cleaning; discarding the pass");
                 return Ok(None);
             }
-            if let Err(e) = commit(&plan.dir, &mut guard, outputs) {
+            let walked_end = outputs.last().map_or(i64::MIN, |(_, end, _)| *end);
+            // An abort marker is dropped only with the last of its records, so the entry goes
+            // with it: read_committed readers must not skip records for a marker they will
+            // never see. Entries whose marker a crash-interrupted earlier pass removed go too.
+            let swapped = commit(&plan.dir, &mut guard, outputs).and_then(|()| {
+                guard.retain_aborted_transactions(|t| {
+                    t.last_offset >= walked_end
+                        || kept_abort_markers.binary_search(&t.last_offset).is_ok()
+                })
+            });
+            if let Err(e) = swapped {
                 // The disk holds a committed or rolled-back swap that memory may not match:
                 // stop writes until a restart recovers it.
                 guard.mark_offline();
@@ -271,7 +304,7 @@ impl Cleaner {
             .copied()
             .filter(|&(e, _)| e > horizon)
             .collect();
-        if kept_new_tombstone {
+        if awaits_horizon {
             passes.push((end, now));
         }
         while passes.len() > MAX_TOMBSTONE_PASSES {
@@ -293,23 +326,31 @@ impl Cleaner {
         Ok(Some(stats))
     }
 
-    /// Decides which records of one batch survive.
+    /// Decides which records of one batch survive. `bounds` is the end of the pass's dirty
+    /// range and the tombstone horizon; batches must come in offset order from the first
+    /// segment, so that `open_txns` sees every transaction's records before its marker.
     fn filter_batch(
         &self,
         bytes: &[u8],
         plan: &Plan,
-        horizon: i64,
+        (end, horizon): (i64, i64),
+        open_txns: &mut OpenTxns,
         path: &Path,
     ) -> Result<Filtered, StorageError> {
         let h = BatchHeader::parse(bytes).expect("walk yields whole batches");
-        let mut result = Filtered {
-            rewritten: Rewrite::Keep,
-            removed: 0,
-            kept_new_tombstone: false,
-        };
-        // Control and transactional batches stay as they are: without transactions there is
-        // no producer state to decide whether their records were committed.
-        if h.is_control() || h.is_transactional() {
+        let mut result = Filtered::keep();
+        if h.is_control() {
+            return Ok(filter_marker(bytes, &h, plan, (end, horizon), open_txns));
+        }
+        // Past the last stable offset a transaction may still abort or commit: untouched.
+        if h.base_offset() >= plan.last_stable {
+            open_txns.saw(&h, true);
+            return Ok(result);
+        }
+        if plan.aborted.holds(&h) {
+            open_txns.saw(&h, false);
+            result.removed = u64::try_from(h.record_count()).unwrap_or(0);
+            result.rewritten = Rewrite::Drop;
             return Ok(result);
         }
         let codec = h.compression().ok_or_else(|| {
@@ -332,7 +373,7 @@ impl Cleaner {
             });
             if keep {
                 if record.value.is_none() && offset >= plan.first_dirty {
-                    result.kept_new_tombstone = true;
+                    result.awaits_horizon = true;
                 }
                 kept.extend_from_slice(record.bytes);
                 count += 1;
@@ -340,6 +381,12 @@ impl Cleaner {
             }
         }
         result.removed = total - count as u64;
+        open_txns.saw(&h, count > 0);
+        // Kafka keeps each producer's last batch, even emptied, for its sequence and epoch.
+        // Here producer state is restored from the snapshot taken when the active segment
+        // rolled (cleaning never reaches past that segment's base) plus a replay of the
+        // active segment, so a cleaned segment is read only if every snapshot is lost; then
+        // an unknown producer may start at any sequence (KIP-360), as after expiry.
         result.rewritten = if count == 0 {
             Rewrite::Drop
         } else if result.removed == 0 {
@@ -367,7 +414,108 @@ enum Rewrite {
 struct Filtered {
     rewritten: Rewrite,
     removed: u64,
-    kept_new_tombstone: bool,
+    /// A kept tombstone or transaction marker waits for `delete.retention.ms`: the pass
+    /// goes into the checkpoint so that a later one removes it.
+    awaits_horizon: bool,
+    /// The offset of a kept abort marker.
+    kept_abort_marker: Option<i64>,
+}
+
+impl Filtered {
+    fn keep() -> Self {
+        Self {
+            rewritten: Rewrite::Keep,
+            removed: 0,
+            awaits_horizon: false,
+            kept_abort_marker: None,
+        }
+    }
+}
+
+/// Decides whether a control batch survives. A transaction marker stays while any record of
+/// its transaction does (Kafka's `CleanedTransactionMetadata`: also through the pass that
+/// removes the last of them), then goes once the tombstone horizon has passed it; until
+/// then the pass counts as one that keeps a tombstone, so a later pass comes to remove it.
+fn filter_marker(
+    bytes: &[u8],
+    h: &BatchHeader<'_>,
+    plan: &Plan,
+    (end, horizon): (i64, i64),
+    open_txns: &mut OpenTxns,
+) -> Filtered {
+    let mut result = Filtered::keep();
+    // Another kind of control record is not ours to judge.
+    let Some(marker) = TxnMarker::decode(bytes) else {
+        return result;
+    };
+    let offset = h.base_offset();
+    match open_txns.end(marker.producer_id) {
+        _ if offset >= plan.last_stable => {}
+        Some(true) => {}
+        None if offset < horizon => {
+            result.rewritten = Rewrite::Drop;
+            result.removed = 1;
+            return result;
+        }
+        // No record of its transaction is left (or none survives this pass).
+        _ => result.awaits_horizon = offset < end,
+    }
+    if !marker.commit {
+        result.kept_abort_marker = Some(offset);
+    }
+    result
+}
+
+/// While a pass walks the log in offset order: per producer with a transaction not yet
+/// ended by a marker, whether any of the records seen for it survive the pass.
+#[derive(Debug, Default)]
+struct OpenTxns(HashMap<i64, bool>);
+
+impl OpenTxns {
+    fn saw(&mut self, h: &BatchHeader<'_>, survives: bool) {
+        if h.is_transactional() {
+            *self.0.entry(h.producer_id()).or_default() |= survives;
+        }
+    }
+
+    /// `producer_id`'s marker: `None` if no record of its transaction was seen.
+    fn end(&mut self, producer_id: i64) -> Option<bool> {
+        self.0.remove(&producer_id)
+    }
+}
+
+/// The log's aborted transactions by producer, as `(first offset, marker offset)` sorted:
+/// a producer's transactions never overlap, so a transactional batch was aborted when its
+/// base offset lies in one of its producer's ranges.
+#[derive(Debug, Default)]
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn new(txns: &[AbortedTxn]) -> Self {
+        let mut ranges: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in txns {
+            ranges
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        for r in ranges.values_mut() {
+            r.sort_unstable();
+        }
+        Self(ranges)
+    }
+
+    /// Whether `h` is a data batch of an aborted transaction.
+    fn holds(&self, h: &BatchHeader<'_>) -> bool {
+        if !h.is_transactional() || h.is_control() {
+            return false;
+        }
+        let Some(ranges) = self.0.get(&h.producer_id()) else {
+            return false;
+        };
+        let at = ranges.partition_point(|&(first, _)| first <= h.base_offset());
+        at > 0 && h.base_offset() <= ranges[at - 1].1
+    }
 }
 
 fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StorageError {
@@ -394,6 +542,10 @@ struct Plan {
     active_base: i64,
     first_dirty: i64,
     first_uncleanable: i64,
+    /// The log's last stable offset: the cleaner reads nothing at or past it into the map
+    /// and rewrites nothing there.
+    last_stable: i64,
+    aborted: AbortedRanges,
     tombstone_passes: Vec<(i64, i64)>,
     delete_retention_ms: i64,
     config_segment_bytes: u64,
@@ -425,7 +577,15 @@ impl Plan {
             .unwrap_or(0)
             .max(log.log_start_offset())
             .min(active_base);
-        let mut first_uncleanable = active_base;
+        // As in Kafka, the segment holding the last stable offset is not cleaned either, so
+        // every transaction a pass reads has ended.
+        let last_stable = log.last_stable_offset();
+        let stable_segment = log
+            .segments
+            .range(..=last_stable)
+            .next_back()
+            .map_or(active_base, |(&base, _)| base);
+        let mut first_uncleanable = active_base.min(stable_segment).max(first_dirty);
         if config.min_compaction_lag_ms > 0 {
             let newest_allowed = now.saturating_sub(config.min_compaction_lag_ms);
             if let Some(s) = log
@@ -469,12 +629,16 @@ impl Plan {
             active_base,
             first_dirty,
             first_uncleanable,
+            last_stable,
+            aborted: AbortedRanges::new(&log.aborted_transactions(i64::MIN, i64::MAX)),
             tombstone_passes: checkpoint.tombstone_passes,
             delete_retention_ms: config.delete_retention_ms,
             config_segment_bytes: config.segment_bytes.max(1),
             index_interval_bytes: config.index_interval_bytes,
         };
-        let dirty_due = dirty_bytes > 0 && (ratio >= config.min_cleanable_dirty_ratio || overdue);
+        let dirty_due = first_uncleanable > first_dirty
+            && dirty_bytes > 0
+            && (ratio >= config.min_cleanable_dirty_ratio || overdue);
         let tombstones_due = plan.tombstone_horizon(now) > log.log_start_offset();
         if !(dirty_due || tombstones_due) {
             return Ok(None);
@@ -934,9 +1098,9 @@ mod tests {
         log.append(BytesMut::from(&bytes[..]), 0).unwrap();
     }
 
-    /// Every record in the log: (offset, key, value), checking each batch's CRC.
-    fn read_all(log: &Log) -> Vec<(i64, String, Option<String>)> {
-        let mut out = Vec::new();
+    /// Every batch in the log from its start, checking each one's CRC.
+    fn read_batches(log: &Log) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
         let mut next = log.log_start_offset();
         while next < log.log_end_offset() {
             let got = log
@@ -948,28 +1112,37 @@ mod tests {
             if got.is_empty() {
                 break;
             }
-            if let Some((h, _)) = batch::complete_batches(&got).last() {
-                next = h.last_offset() + 1;
-            }
             let mut pos = 0;
             for (h, size) in batch::complete_batches(&got) {
                 let bytes = &got[pos..pos + size];
                 batch::verify_crc(bytes).unwrap();
-                let section = batch::decompressed_records(bytes).unwrap();
-                for r in batch::raw_records(&section) {
-                    let r = r.unwrap();
-                    let (offset, _) = batch::record_offset_and_timestamp(&h, &r);
-                    if offset >= log.log_start_offset()
-                        && out.last().is_none_or(|l: &(i64, _, _)| l.0 < offset)
-                    {
-                        out.push((
-                            offset,
-                            String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
-                            r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                        ));
-                    }
-                }
+                next = h.last_offset() + 1;
+                out.push(bytes.to_vec());
                 pos += size;
+            }
+        }
+        out
+    }
+
+    /// Every data record in the log: (offset, key, value).
+    fn read_all(log: &Log) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        for bytes in read_batches(log) {
+            let h = BatchHeader::parse(&bytes).unwrap();
+            if h.is_control() {
+                continue;
+            }
+            let section = batch::decompressed_records(&bytes).unwrap();
+            for r in batch::raw_records(&section) {
+                let r = r.unwrap();
+                let (offset, _) = batch::record_offset_and_timestamp(&h, &r);
+                if offset >= log.log_start_offset() {
+                    out.push((
+                        offset,
+                        String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                        r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                    ));
+                }
             }
         }
         out
@@ -1131,34 +1304,195 @@ mod tests {
         assert!(cleaner.clean(&log, 20_000, &stop).unwrap().is_some());
     }
 
+    /// Appends one transactional batch of `producer_id` (without sequence numbers, as the
+    /// broker's own transactional writes) and returns its base offset.
+    fn append_txn(log: &mut Log, producer_id: i64, records: &[(&str, Option<&str>)]) -> i64 {
+        let kv: Vec<KeyValue<'_>> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_bytes()), v.map(str::as_bytes)))
+            .collect();
+        let owner = batch::BatchOwner {
+            producer_id,
+            producer_epoch: 0,
+            transactional: true,
+            control: false,
+        };
+        let bytes = batch::encode_owned_batch(&kv, 1000, owner);
+        log.append(bytes, 0).unwrap().base_offset
+    }
+
+    fn end_txn(log: &mut Log, producer_id: i64, commit: bool) -> i64 {
+        let marker = TxnMarker {
+            producer_id,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit,
+        };
+        log.append_marker(&marker, 0).unwrap().base_offset
+    }
+
+    /// The base offsets of the log's control batches.
+    fn markers(log: &Log) -> Vec<i64> {
+        read_batches(log)
+            .iter()
+            .map(|b| BatchHeader::parse(b).unwrap())
+            .filter(|h| h.is_control())
+            .map(|h| h.base_offset())
+            .collect()
+    }
+
+    fn values_of<'a>(records: &'a [(i64, String, Option<String>)], key: &str) -> Vec<&'a str> {
+        records
+            .iter()
+            .filter(|r| r.1 == key)
+            .map(|r| r.2.as_deref().unwrap_or("<null>"))
+            .collect()
+    }
+
     #[test]
-    fn transactional_batches_are_kept_as_they_are() {
+    fn transactions_are_compacted_aborted_records_dropped_and_markers_expire_after_their_data() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), compact_config(), true).unwrap();
-        let mut plain = batch::encode_batch(&[(Some(b"k0"), Some(b"in a transaction"))], 1000);
-        // Attributes bit 4: transactional; build_batch recomputes the CRC that covers it.
-        plain[22] |= 0x10;
-        let records = plain[batch::HEADER_LEN..].to_vec();
-        let txn = batch::build_batch(&plain, &records, 1, 1000, Compression::None).unwrap();
-        assert!(BatchHeader::parse(&txn).unwrap().is_transactional());
-        let txn_offset = log.log_end_offset();
-        log.append(txn.clone(), 0).unwrap();
-        fill(&mut log);
+        let (committer, aborter, open) = (7, 8, 9);
+        let committed_batch = append_txn(
+            &mut log,
+            committer,
+            &[("k0", Some("c0")), ("k1", Some("c1"))],
+        );
+        let commit_marker = end_txn(&mut log, committer, true);
+        // Later than the committed values, but aborted: they must neither survive nor shadow.
+        append_txn(&mut log, aborter, &[("k0", Some("a0")), ("k2", Some("a2"))]);
+        let abort_marker = end_txn(&mut log, aborter, false);
+        append(&mut log, &[("k1", Some("v1"))], false);
+        for i in 0..12 {
+            append(&mut log, &[(&format!("filler{i}"), Some("x"))], false);
+        }
+        // An open transaction holds the last stable offset: nothing from its segment on is
+        // cleaned, not even a superseded value.
+        let open_batch = append_txn(&mut log, open, &[("k0", Some("o0"))]);
+        append(&mut log, &[("k1", Some("after-lso"))], false);
+        append(&mut log, &[("k1", Some("after-lso-2"))], false);
+        for i in 12..24 {
+            append(&mut log, &[(&format!("filler{i}"), Some("x"))], false);
+        }
+        assert_eq!(log.last_stable_offset(), open_batch);
+        assert_eq!(
+            log.aborted_transactions(0, i64::MAX),
+            vec![AbortedTxn {
+                producer_id: aborter,
+                first_offset: abort_marker - 2,
+                last_offset: abort_marker,
+            }]
+        );
+        let stable_segment = *log.segments.range(..=open_batch).next_back().unwrap().0;
+        assert!(
+            stable_segment > abort_marker,
+            "the test needs closed segments to clean"
+        );
+        let untouched: Vec<Vec<u8>> = read_batches(&log)
+            .into_iter()
+            .filter(|b| BatchHeader::parse(b).unwrap().base_offset() >= stable_segment)
+            .collect();
+
         let log = Mutex::new(log);
-        Cleaner::new(1 << 20)
-            .clean(&log, 10_000, &AtomicBool::new(false))
+        let stop = AtomicBool::new(false);
+        let mut cleaner = Cleaner::new(1 << 20);
+        let stats = cleaner
+            .clean(&log, 10_000, &stop)
             .unwrap()
             .expect("a pass ran");
+        assert_eq!(stats.cleaned_up_to, stable_segment);
+        {
+            let guard = log.lock().unwrap();
+            let records = read_all(&guard);
+            assert_eq!(values_of(&records, "k0"), ["c0", "o0"]);
+            assert_eq!(
+                values_of(&records, "k1"),
+                ["v1", "after-lso", "after-lso-2"]
+            );
+            assert!(
+                values_of(&records, "k2").is_empty(),
+                "aborted records are dropped"
+            );
+            // The committed batch was rebuilt around its survivor and is still transactional.
+            let rebuilt = read_batches(&guard)
+                .into_iter()
+                .find(|b| BatchHeader::parse(b).unwrap().base_offset() == committed_batch)
+                .unwrap();
+            let h = BatchHeader::parse(&rebuilt).unwrap();
+            assert!(h.is_transactional() && h.producer_id() == committer);
+            assert_eq!(
+                (h.record_count(), h.last_offset()),
+                (1, committed_batch + 1)
+            );
+            let after: Vec<Vec<u8>> = read_batches(&guard)
+                .into_iter()
+                .filter(|b| BatchHeader::parse(b).unwrap().base_offset() >= stable_segment)
+                .collect();
+            assert_eq!(
+                after, untouched,
+                "nothing from the last stable segment on changes"
+            );
+            // The abort marker outlives its records' pass, and so does its list entry.
+            assert_eq!(markers(&guard), [commit_marker, abort_marker]);
+            assert_eq!(guard.aborted_transactions(0, i64::MAX).len(), 1);
+        }
+
+        // Before delete.retention.ms: the marker stays.
+        assert_eq!(cleaner.clean(&log, 10_500, &stop).unwrap(), None);
+        cleaner
+            .clean(&log, 11_000, &stop)
+            .unwrap()
+            .expect("a purge pass");
+        {
+            let guard = log.lock().unwrap();
+            assert_eq!(
+                markers(&guard),
+                [commit_marker],
+                "the abort marker goes; the commit marker's transaction still has c0"
+            );
+            assert_eq!(guard.aborted_transactions(0, i64::MAX), vec![]);
+            assert_eq!(values_of(&read_all(&guard), "k0"), ["c0", "o0"]);
+        }
+
+        // The open transaction commits and k0 moves on: c0 and o0 go, their markers later.
+        let open_marker = {
+            let mut guard = log.lock().unwrap();
+            let marker = end_txn(&mut guard, open, true);
+            append(&mut guard, &[("k0", Some("v0"))], false);
+            for i in 24..36 {
+                append(&mut guard, &[(&format!("filler{i}"), Some("x"))], false);
+            }
+            marker
+        };
+        cleaner
+            .clean(&log, 20_000, &stop)
+            .unwrap()
+            .expect("a pass ran");
+        {
+            let guard = log.lock().unwrap();
+            assert_eq!(values_of(&read_all(&guard), "k0"), ["v0"]);
+            assert_eq!(markers(&guard), [commit_marker, open_marker]);
+        }
+        cleaner.clean(&log, 20_999, &stop).unwrap();
+        assert_eq!(markers(&log.lock().unwrap()), [commit_marker, open_marker]);
+        cleaner
+            .clean(&log, 21_000, &stop)
+            .unwrap()
+            .expect("a purge pass");
         let guard = log.lock().unwrap();
-        let got = guard
-            .prepare_read(txn_offset, 1, true)
-            .unwrap()
-            .read()
-            .unwrap()
-            .records;
-        let (h, size) = batch::complete_batches(&got).next().unwrap();
-        assert_eq!(h.base_offset(), txn_offset);
-        assert_eq!(&got[batch::HEADER_LEN..size], &txn[batch::HEADER_LEN..]);
+        assert_eq!(markers(&guard), Vec::<i64>::new());
+        let records = read_all(&guard);
+        assert_eq!(values_of(&records, "k0"), ["v0"]);
+        assert_eq!(values_of(&records, "k1"), ["after-lso-2"]);
+        drop(guard);
+
+        // A restart rebuilds the same state: no transaction is left open.
+        drop(log);
+        let log = Log::open(dir.path(), compact_config(), false).unwrap();
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![]);
+        assert_eq!(read_all(&log), records);
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {

@@ -445,6 +445,21 @@ impl Log {
             .collect()
     }
 
+    /// Drops the aborted transactions `keep` rejects (the cleaner removed their markers and
+    /// every record they held), durably.
+    pub(crate) fn retain_aborted_transactions(
+        &mut self,
+        keep: impl FnMut(&AbortedTxn) -> bool,
+    ) -> Result<usize, StorageError> {
+        let before = self.aborted.len();
+        self.aborted.retain(keep);
+        let removed = before - self.aborted.len();
+        if removed > 0 {
+            self.write_aborted_txns()?;
+        }
+        Ok(removed)
+    }
+
     /// The producers this partition knows (DescribeProducers).
     pub fn producers(&self) -> Vec<ProducerSummary> {
         self.producers.producers().collect()
@@ -467,12 +482,8 @@ impl Log {
     /// After the log start moved: producers and aborted transactions wholly below it go.
     fn forget_below_start(&mut self) -> Result<(), StorageError> {
         self.producers.evict_below(self.log_start_offset);
-        let before = self.aborted.len();
         let start = self.log_start_offset;
-        self.aborted.retain(|t| t.last_offset >= start);
-        if self.aborted.len() != before {
-            self.write_aborted_txns()?;
-        }
+        self.retain_aborted_transactions(|t| t.last_offset >= start)?;
         Ok(())
     }
 

@@ -1,18 +1,20 @@
 //! Log compaction (`cleanup.policy=compact`) seen by real librdkafka clients: the cleaner
 //! keeps the latest value of every key, removes tombstones after `delete.retention.ms`, keeps
-//! records and headers byte for byte through any codec, survives kill -9 mid-pass, and
-//! producers cannot write keyless records to a compacted topic.
+//! records and headers byte for byte through any codec, survives kill -9 mid-pass, compacts
+//! transactional histories (aborted records and, later, markers removed), and producers
+//! cannot write keyless records to a compacted topic.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use support::*;
 
@@ -84,8 +86,17 @@ async fn produce_history(addr: &str, topic: &str, codec: &str) -> BTreeMap<Strin
         ));
         latest.insert(k, None);
     }
-    // Incompressible, so it fills segments whatever the codec.
+    for s in sends {
+        delivered(s).await.expect("send");
+    }
+    produce_filler(&client, topic).await;
+    latest
+}
+
+/// ~200 KB under FILLER_KEY, incompressible so that it fills segments whatever the codec.
+async fn produce_filler(client: &FutureProducer, topic: &str) {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut sends = Vec::new();
     for _ in 0..200 {
         let filler: String = (0..1000)
             .map(|_| {
@@ -96,19 +107,24 @@ async fn produce_history(addr: &str, topic: &str, codec: &str) -> BTreeMap<Strin
             })
             .collect();
         sends.push(enqueue(
-            &client,
+            client,
             FutureRecord::to(topic).key(FILLER_KEY).payload(&filler),
         ));
     }
     for s in sends {
         delivered(s).await.expect("send");
     }
-    latest
 }
 
-/// Every record from the log start to the high watermark.
-fn read_all(addr: &str, topic: &str) -> Vec<Read> {
-    let consumer = consumer(addr, &[("fetch.max.bytes", "1048576")]);
+/// Every record from the log start to the high watermark, at `isolation.level` `isolation`.
+fn read_all(addr: &str, topic: &str, isolation: &str) -> Vec<Read> {
+    let consumer = consumer(
+        addr,
+        &[
+            ("fetch.max.bytes", "1048576"),
+            ("isolation.level", isolation),
+        ],
+    );
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, TIMEOUT)
         .expect("watermarks");
@@ -223,7 +239,7 @@ async fn compaction_keeps_latest_values(codec: &str) {
     wait_for(
         "the cleaner to drop superseded values and expired tombstones",
         || {
-            reads = read_all(&broker.addr, &topic);
+            reads = read_all(&broker.addr, &topic, "read_uncommitted");
             assert_consistent(&reads, &latest);
             fully_compacted(&reads, &latest, true)
         },
@@ -291,21 +307,123 @@ async fn kill_9_during_cleaning_loses_nothing() {
         std::thread::sleep(Duration::from_millis(u64::from(delay)));
         broker.kill9();
         broker.restart();
-        let reads = read_all(&broker.addr, topic);
+        let reads = read_all(&broker.addr, topic, "read_uncommitted");
         assert_consistent(&reads, &latest);
     }
     wait_for("compaction after the restarts", || {
-        let reads = read_all(&broker.addr, topic);
+        let reads = read_all(&broker.addr, topic, "read_uncommitted");
         assert_consistent(&reads, &latest);
         fully_compacted(&reads, &latest, false)
     });
-    let tombstones = read_all(&broker.addr, topic)
+    let tombstones = read_all(&broker.addr, topic, "read_uncommitted")
         .into_iter()
         .filter(|r| r.value.is_none())
         .count();
     assert_eq!(
         tombstones, TOMBSTONED,
         "tombstones stay for delete.retention.ms"
+    );
+    broker.stop();
+}
+
+/// A compacted topic written only by a transactional producer, as a Kafka Streams
+/// exactly-once changelog: the cleaner compacts committed records, drops aborted ones (also
+/// those written after a key's last committed value), removes the markers and their
+/// aborted-transaction entries after delete.retention.ms, and the log shrinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_history_compacts_to_the_latest_committed_values() {
+    const ROUNDS: usize = 30;
+    let mut broker = BrokerProcess::start_with(&FAST_CLEANER);
+    let topic = "compacted-txn";
+    create_topic(
+        &broker.addr,
+        topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "16384"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "2000"),
+        ],
+    )
+    .await;
+    let txn = producer(
+        &broker.addr,
+        &[
+            ("transactional.id", "changelog-writer"),
+            ("enable.idempotence", "true"),
+        ],
+    );
+    txn.init_transactions(Timeout::After(TIMEOUT))
+        .expect("init_transactions");
+    let mut latest = BTreeMap::new();
+    let mut aborted = HashSet::new();
+    for round in 0..ROUNDS {
+        // Every third round aborts, the last one included; aborted rounds also write a key
+        // that no transaction ever commits.
+        let commit = round % 3 != 2;
+        txn.begin_transaction().expect("begin");
+        let mut writes: Vec<(String, String)> = (0..KEYS)
+            .map(|key| (format!("key-{key}"), value_of(key, round)))
+            .collect();
+        if !commit {
+            writes.push(("aborted-only".to_string(), value_of(KEYS, round)));
+        }
+        let sends: Vec<_> = writes
+            .iter()
+            .map(|(k, v)| enqueue(&txn, FutureRecord::to(topic).key(k).payload(v)))
+            .collect();
+        for s in sends {
+            delivered(s).await.expect("send");
+        }
+        if commit {
+            txn.commit_transaction(Timeout::After(TIMEOUT))
+                .expect("commit");
+            latest.extend(writes.into_iter().map(|(k, v)| (k, Some(v))));
+        } else {
+            txn.abort_transaction(Timeout::After(TIMEOUT))
+                .expect("abort");
+            aborted.extend(writes.into_iter().map(|(_, v)| v));
+        }
+    }
+    // Non-transactional filler after the last marker, so all of the above is cleanable.
+    produce_filler(&producer(&broker.addr, &[("acks", "all")]), topic).await;
+    let dir = broker.partition_dir(topic, 0);
+    let log_bytes = || -> u64 {
+        segment_files(&dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    let aborted_entries =
+        || std::fs::read_to_string(dir.join("aborted-transactions")).expect("aborts were written");
+    assert!(!aborted_entries().is_empty());
+    wait_for(
+        "the cleaner to drop superseded and aborted values and the abort markers",
+        || {
+            let compacted = ["read_committed", "read_uncommitted"]
+                .iter()
+                .all(|isolation| {
+                    let reads = read_all(&broker.addr, topic, isolation);
+                    let data: Vec<&Read> = reads.iter().filter(|r| r.key != FILLER_KEY).collect();
+                    let no_aborted = data
+                        .iter()
+                        .all(|r| r.value.as_ref().is_some_and(|v| !aborted.contains(v)));
+                    // Before, during and after cleaning.
+                    assert!(
+                        no_aborted || *isolation == "read_uncommitted",
+                        "read_committed read an aborted value"
+                    );
+                    let seen: BTreeMap<String, Option<String>> = data
+                        .iter()
+                        .map(|r| (r.key.clone(), r.value.clone()))
+                        .collect();
+                    no_aborted && seen == latest && data.len() == KEYS
+                });
+            // ~180 KB of values and 200 KB of filler shrink to one value per key, one
+            // filler record and the active segment.
+            compacted && aborted_entries().trim().is_empty() && log_bytes() < 48 * 1024
+        },
     );
     broker.stop();
 }
