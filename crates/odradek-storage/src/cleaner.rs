@@ -282,12 +282,14 @@ impl Cleaner {
             // An abort marker is dropped only with the last of its records, so the entry goes
             // with it: read_committed readers must not skip records for a marker they will
             // never see. Entries whose marker a crash-interrupted earlier pass removed go too.
-            let swapped = commit(&plan.dir, &mut guard, outputs).and_then(|()| {
-                guard.retain_aborted_transactions(|t| {
-                    t.last_offset >= walked_end
-                        || kept_abort_markers.binary_search(&t.last_offset).is_ok()
-                })
-            });
+            let swapped = commit(&plan.dir, &mut guard, outputs)
+                .and_then(|()| crash_point(4))
+                .and_then(|()| {
+                    guard.retain_aborted_transactions(|t| {
+                        t.last_offset >= walked_end
+                            || kept_abort_markers.binary_search(&t.last_offset).is_ok()
+                    })
+                });
             if let Err(e) = swapped {
                 // The disk holds a committed or rolled-back swap that memory may not match:
                 // stop writes until a restart recovers it.
@@ -1493,6 +1495,53 @@ mod tests {
         assert_eq!(log.last_stable_offset(), log.log_end_offset());
         assert_eq!(log.aborted_transactions(0, i64::MAX), vec![]);
         assert_eq!(read_all(&log), records);
+    }
+
+    #[test]
+    fn an_abort_entry_left_by_a_crash_after_the_swap_goes_at_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), compact_config(), true).unwrap();
+        let first = append_txn(&mut log, 8, &[("k0", Some("a0"))]);
+        let marker = end_txn(&mut log, 8, false);
+        for i in 0..12 {
+            append(&mut log, &[(&format!("filler{i}"), Some("x"))], false);
+        }
+        let log = Mutex::new(log);
+        let stop = AtomicBool::new(false);
+        let mut cleaner = Cleaner::new(1 << 20);
+        cleaner
+            .clean(&log, 10_000, &stop)
+            .unwrap()
+            .expect("a pass ran");
+        assert_eq!(markers(&log.lock().unwrap()), [marker]);
+        // The pass that removes the marker dies after its swap, before the list is written.
+        CRASH_AT.with(|c| c.set(4));
+        let outcome = cleaner.clean(&log, 11_000, &stop);
+        CRASH_AT.with(|c| c.set(0));
+        assert!(outcome.is_err());
+        drop(log);
+        let log = Log::open(dir.path(), compact_config(), false).unwrap();
+        assert_eq!(markers(&log), Vec::<i64>::new());
+        let stale = AbortedTxn {
+            producer_id: 8,
+            first_offset: first,
+            last_offset: marker,
+        };
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![stale]);
+        // The checkpoint was not written either: the purge pass runs again and finds the
+        // entry without its marker.
+        let log = Mutex::new(log);
+        cleaner
+            .clean(&log, 11_000, &stop)
+            .unwrap()
+            .expect("a pass ran");
+        assert_eq!(
+            log.lock().unwrap().aborted_transactions(0, i64::MAX),
+            vec![]
+        );
+        drop(log);
+        let log = Log::open(dir.path(), compact_config(), false).unwrap();
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![], "durably");
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
