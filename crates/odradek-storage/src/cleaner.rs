@@ -386,9 +386,9 @@ impl Cleaner {
         open_txns.saw(&h, count > 0);
         // Kafka keeps each producer's last batch, even emptied, for its sequence and epoch.
         // Here producer state is restored from the snapshot taken when the active segment
-        // rolled (cleaning never reaches past that segment's base) plus a replay of the
-        // active segment, so a cleaned segment is read only if every snapshot is lost; then
-        // an unknown producer may start at any sequence (KIP-360), as after expiry.
+        // rolled (cleaning never reaches that segment) plus a replay of the active segment,
+        // so replay reads a cleaned segment only when the snapshots after it are gone; a
+        // producer it then misses may start at any sequence (KIP-360), as after expiry.
         result.rewritten = if count == 0 {
             Rewrite::Drop
         } else if result.removed == 0 {

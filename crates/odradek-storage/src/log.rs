@@ -229,8 +229,20 @@ impl Log {
         let (state, from) = ProducerStateManager::load(&self.dir, log_end)?;
         self.producers = state;
         let from = from.unwrap_or(self.log_start_offset);
-        let replayed = self.replay_from(from)?;
-        let (aborted, stale) = read_aborted_txns(&self.dir, log_end);
+        let (replayed, replayed_aborts) = self.replay_from(from)?;
+        let (mut aborted, mut stale) = read_aborted_txns(&self.dir, log_end);
+        // A crash between writing an abort marker and recording it leaves the abort in the
+        // log only (the snapshot replay starts from precedes it): readers and the cleaner
+        // would take its records for committed ones.
+        for txn in replayed_aborts {
+            if txn.last_offset >= self.log_start_offset
+                && !aborted.iter().any(|t| t.last_offset == txn.last_offset)
+            {
+                aborted.push(txn);
+                stale = true;
+            }
+        }
+        aborted.sort_unstable_by_key(|t| t.last_offset);
         self.aborted = aborted;
         if stale {
             self.write_aborted_txns()?;
@@ -241,11 +253,12 @@ impl Log {
         Ok(())
     }
 
-    /// Replays each batch at or after `from` into the producer state and counts them: the
-    /// header alone is read for a data batch, the whole batch for a control batch (whose
-    /// marker is in the record).
-    fn replay_from(&mut self, from: i64) -> Result<u64, StorageError> {
+    /// Replays each batch at or after `from` into the producer state, counting them and
+    /// collecting the transactions their markers aborted: the header alone is read for a
+    /// data batch, the whole batch for a control batch (whose marker is in the record).
+    fn replay_from(&mut self, from: i64) -> Result<(u64, Vec<AbortedTxn>), StorageError> {
         let mut replayed = 0;
+        let mut aborts = Vec::new();
         for segment in self.segments.values() {
             if segment.next_offset() <= from || segment.size() == 0 {
                 continue;
@@ -266,7 +279,9 @@ impl Log {
                 if h.last_offset() >= from {
                     if h.is_control() {
                         let whole = read_batch_at(segment.file(), segment.log_path(), pos)?;
-                        self.producers.replay(&whole);
+                        if let Some((txn, false)) = self.producers.replay(&whole) {
+                            aborts.push(txn);
+                        }
                     } else {
                         self.producers.replay(&header);
                     }
@@ -275,7 +290,7 @@ impl Log {
                 pos += size;
             }
         }
-        Ok(replayed)
+        Ok((replayed, aborts))
     }
 
     pub fn dir(&self) -> &Path {
@@ -1298,6 +1313,33 @@ mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn an_abort_missing_from_the_list_after_a_crash_is_recovered_from_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        log.append(producer_batch(6, 0, 3, true), 0).unwrap();
+        let abort = TxnMarker {
+            producer_id: 6,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        };
+        log.append_marker(&abort, 0).unwrap();
+        drop(log); // kill -9 ...
+        // ... before the list was written.
+        fs::remove_file(dir.path().join(ABORTED_TXNS)).unwrap();
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        let expected = vec![AbortedTxn {
+            producer_id: 6,
+            first_offset: 0,
+            last_offset: 3,
+        }];
+        assert_eq!(log.aborted_transactions(0, 4), expected);
+        drop(log);
+        let (durable, _) = read_aborted_txns(dir.path(), 4);
+        assert_eq!(durable, expected);
     }
 
     #[test]
