@@ -386,9 +386,13 @@ async fn transactional_history_compacts_to_the_latest_committed_values() {
             aborted.extend(writes.into_iter().map(|(_, v)| v));
         }
     }
+    let dir = broker.partition_dir(topic, 0);
+    let aborted_entries =
+        || std::fs::read_to_string(dir.join("aborted-transactions")).expect("aborts were written");
+    // The last abort's marker is in the active segment, which no pass cleans.
+    assert!(!aborted_entries().is_empty());
     // Non-transactional filler after the last marker, so all of the above is cleanable.
     produce_filler(&producer(&broker.addr, &[("acks", "all")]), topic).await;
-    let dir = broker.partition_dir(topic, 0);
     // The active segment is never cleaned, and may hold one large filler batch.
     let closed_segment_bytes = || -> u64 {
         let files = segment_files(&dir);
@@ -397,9 +401,6 @@ async fn transactional_history_compacts_to_the_latest_committed_values() {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum()
     };
-    let aborted_entries =
-        || std::fs::read_to_string(dir.join("aborted-transactions")).expect("aborts were written");
-    assert!(!aborted_entries().is_empty());
     wait_for(
         "the cleaner to drop superseded and aborted values and the abort markers",
         || {
