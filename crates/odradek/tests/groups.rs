@@ -99,8 +99,10 @@ impl Member {
                     uncommitted = 0;
                 }
                 if let Ok(a) = consumer.assignment() {
-                    *assigned2.lock().unwrap() =
+                    let mut partitions: Vec<i32> =
                         a.elements().iter().map(|e| e.partition()).collect();
+                    partitions.sort_unstable();
+                    *assigned2.lock().unwrap() = partitions;
                 }
             }
             if uncommitted > 0 {
@@ -125,16 +127,35 @@ impl Member {
     }
 }
 
-/// Waits until the members' assignments are disjoint, non-empty and cover `partitions`.
+/// Waits until the members' assignments are disjoint, non-empty, cover `partitions`, are
+/// fair (sizes differ by at most one, as every assignor used here makes them) and have held
+/// for a second. KIP-848 moves partitions one revocation at a time, so an assignment that
+/// merely covers everything can still be on its way: a partition that moves after the test
+/// starts producing would be read twice (what was read past the last commit is read again by
+/// the new owner, as Kafka's at-least-once promises).
 fn wait_for_balance(members: &[&Member], partitions: i32) {
+    const SETTLED: Duration = Duration::from_secs(1);
     let deadline = Instant::now() + TIMEOUT;
+    let mut since: Option<(Instant, Vec<Vec<i32>>)> = None;
     loop {
         let assignments: Vec<Vec<i32>> = members.iter().map(|m| m.assignment()).collect();
         let mut all: Vec<i32> = assignments.iter().flatten().copied().collect();
         all.sort();
-        if assignments.iter().all(|a| !a.is_empty()) && all == (0..partitions).collect::<Vec<_>>() {
-            return;
-        }
+        let sizes = assignments.iter().map(Vec::len);
+        let fair = sizes.clone().max().unwrap_or(0) - sizes.min().unwrap_or(0) <= 1;
+        let balanced = fair
+            && assignments.iter().all(|a| !a.is_empty())
+            && all == (0..partitions).collect::<Vec<_>>();
+        since = match since {
+            Some((at, seen)) if balanced && seen == assignments => {
+                if at.elapsed() >= SETTLED {
+                    return;
+                }
+                Some((at, seen))
+            }
+            _ if balanced => Some((Instant::now(), assignments.clone())),
+            _ => None,
+        };
         assert!(
             Instant::now() < deadline,
             "group never balanced: {assignments:?}"
