@@ -1,12 +1,26 @@
-//! `odradek cluster info`: cluster id, controller, brokers and topic counts.
+//! `odradek cluster info`: cluster id, controller, brokers and topic counts;
+//! `odradek cluster log-dirs`: where each broker keeps which partitions, and how big they are.
 
 use std::time::Duration;
 
-use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, MetadataRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use odradek_client::Client;
 use serde_json::json;
 
 use crate::cli::{check, print_table};
+
+fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterResponse> {
+    let (_, cluster) = client.send(None, |_| {
+        DescribeClusterRequest::default().with_endpoint_type(1)
+    })?;
+    check(cluster.error_code, "DescribeCluster")?;
+    Ok(cluster)
+}
 
 pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     let mut client = Client::new(bootstrap, Duration::from_secs(10));
@@ -15,10 +29,7 @@ pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
             .with_topics(None)
             .with_allow_auto_topic_creation(false)
     })?;
-    let (_, cluster) = client.send(None, |_| {
-        DescribeClusterRequest::default().with_endpoint_type(1)
-    })?;
-    check(cluster.error_code, "DescribeCluster")?;
+    let cluster = describe_cluster(&mut client)?;
     let topics = metadata.topics.len();
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
     let mut brokers: Vec<_> = cluster
@@ -59,6 +70,133 @@ pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
                     addr.clone(),
                     rack.clone().unwrap_or_else(|| "-".into()),
                     if *id == controller { "yes" } else { "" }.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+/// Asks every broker for its log directories (DescribeLogDirs), as `kafka-log-dirs.sh
+/// --describe` does; `topics` empty means every partition.
+pub fn log_dirs(bootstrap: &str, topics: &[String], json_output: bool) -> anyhow::Result<()> {
+    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+    let cluster = describe_cluster(&mut client)?;
+    // Every partition of the named topics: DescribeLogDirs takes partition lists, so ask for
+    // their numbers first.
+    let wanted = if topics.is_empty() {
+        None
+    } else {
+        let (_, metadata) = client.send(None, |_| {
+            MetadataRequest::default()
+                .with_topics(Some(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                        })
+                        .collect(),
+                ))
+                .with_allow_auto_topic_creation(false)
+        })?;
+        let mut wanted = Vec::new();
+        for t in &metadata.topics {
+            let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            check(t.error_code, &format!("topic {name}"))?;
+            wanted.push(
+                DescribableLogDirTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(t.partitions.iter().map(|p| p.partition_index).collect()),
+            );
+        }
+        Some(wanted)
+    };
+    // (broker, dir, partitions, bytes, total bytes, usable bytes) and
+    // (broker, topic, partition, bytes, offset lag).
+    let mut dirs: Vec<(i32, String, usize, i64, i64, i64)> = Vec::new();
+    let mut partitions: Vec<(i32, String, i32, i64, i64)> = Vec::new();
+    let mut brokers: Vec<_> = cluster.brokers.iter().collect();
+    brokers.sort_by_key(|b| b.broker_id.0);
+    for broker in brokers {
+        let id = broker.broker_id.0;
+        let addr = format!("{}:{}", broker.host.as_str(), broker.port);
+        let (_, response) = client.send(Some(&addr), |_| {
+            DescribeLogDirsRequest::default().with_topics(wanted.clone())
+        })?;
+        check(response.error_code, "DescribeLogDirs")?;
+        for dir in &response.results {
+            let path = dir.log_dir.to_string();
+            check(dir.error_code, &format!("log dir {path}"))?;
+            let before = partitions.len();
+            for t in &dir.topics {
+                for p in &t.partitions {
+                    let topic = t.name.to_string();
+                    partitions.push((id, topic, p.partition_index, p.partition_size, p.offset_lag));
+                }
+            }
+            partitions[before..].sort();
+            let held = &partitions[before..];
+            let size = held.iter().map(|p| p.3).sum();
+            dirs.push((
+                id,
+                path,
+                held.len(),
+                size,
+                dir.total_bytes,
+                dir.usable_bytes,
+            ));
+        }
+    }
+    if json_output {
+        let out = json!({
+            "dirs": dirs.iter().map(|(broker, dir, count, size, total, usable)| json!({
+                "broker": broker, "dir": dir, "partitions": count, "size_bytes": size,
+                // -1: the broker does not know (before DescribeLogDirs v4).
+                "total_bytes": total, "usable_bytes": usable,
+            })).collect::<Vec<_>>(),
+            "partitions": partitions.iter().map(|(broker, topic, partition, size, lag)| json!({
+                "broker": broker, "topic": topic, "partition": partition,
+                "size_bytes": size, "offset_lag": lag,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let known = |n: i64| {
+        if n < 0 {
+            "-".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    print_table(
+        &["BROKER", "DIR", "PARTITIONS", "SIZE", "TOTAL", "USABLE"],
+        dirs.iter()
+            .map(|(broker, dir, count, size, total, usable)| {
+                vec![
+                    broker.to_string(),
+                    dir.clone(),
+                    count.to_string(),
+                    size.to_string(),
+                    known(*total),
+                    known(*usable),
+                ]
+            })
+            .collect(),
+    );
+    println!();
+    print_table(
+        &["BROKER", "TOPIC", "PARTITION", "SIZE", "OFFSET LAG"],
+        partitions
+            .iter()
+            .map(|(broker, topic, partition, size, lag)| {
+                vec![
+                    broker.to_string(),
+                    topic.clone(),
+                    partition.to_string(),
+                    size.to_string(),
+                    lag.to_string(),
                 ]
             })
             .collect(),

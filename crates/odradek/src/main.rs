@@ -132,6 +132,14 @@ enum TopicCommand {
 enum ClusterCommand {
     /// Cluster id, controller, brokers, topic and partition counts.
     Info(ClientArgs),
+    /// Each broker's log directories: size per partition, disk space (kafka-log-dirs.sh).
+    LogDirs {
+        /// Only these topics (repeatable); every topic when none is given.
+        #[arg(short, long = "topic", value_name = "TOPIC")]
+        topics: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +298,9 @@ fn main() -> ExitCode {
         Some(Command::Cluster {
             command: ClusterCommand::Info(c),
         }) => cluster::info(&c.bootstrap, c.output == Output::Json),
+        Some(Command::Cluster {
+            command: ClusterCommand::LogDirs { topics, client },
+        }) => cluster::log_dirs(&client.bootstrap, &topics, client.output == Output::Json),
         Some(Command::Group {
             command: GroupCommand::Delete { groups, client },
         }) => group::delete(&client.bootstrap, &groups),
