@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -662,4 +662,79 @@ async fn the_broker_enforces_sequences_epochs_and_transaction_membership() {
         raw_round_trip(addr, &end.with_producer_epoch(epoch - 1), 3).error_code,
         ResponseError::ProducerFenced.code()
     );
+}
+
+/// A plain offset commit written while a transaction holding an offset for the same group
+/// and partition is open is later in `__consumer_offsets` than the transaction's: it stays
+/// when the transaction commits, as in Kafka; a transactional commit written after a plain
+/// one replaces it. Each outcome also holds after a restart, which replays the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_later_record_wins_between_plain_and_transactional_offset_commits() {
+    let mut broker = BrokerProcess::start();
+    create_topic(&broker.addr, "mixed-in", 1, &[]).await;
+    let mut config = client_config(&broker.addr);
+    config
+        .set("group.id", "mixed")
+        .set("enable.auto.commit", "false");
+    let at = |offset: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("mixed-in", 0, Offset::Offset(offset))
+            .unwrap();
+        tpl
+    };
+    let committed = |consumer: &BaseConsumer| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("mixed-in", 0);
+        consumer
+            .committed_offsets(tpl, Timeout::After(TIMEOUT))
+            .unwrap()
+            .find_partition("mixed-in", 0)
+            .unwrap()
+            .offset()
+    };
+    // (transactional offset, plain offset, plain written while the transaction is open,
+    // transaction commits, expected)
+    let rounds = [
+        (5, 9, true, true, 9),
+        (15, 12, false, true, 15),
+        (20, 22, true, false, 22),
+    ];
+    for (round, (txn_at, plain_at, plain_inside, commit, expected)) in
+        rounds.into_iter().enumerate()
+    {
+        let group: BaseConsumer = config.create().unwrap();
+        let txn = transactional_producer(&broker.addr, "mixed-writer", &[]);
+        if !plain_inside {
+            group.commit(&at(plain_at), CommitMode::Sync).unwrap();
+        }
+        txn.begin_transaction().unwrap();
+        txn.send_offsets_to_transaction(
+            &at(txn_at),
+            &group.group_metadata().unwrap(),
+            Timeout::After(TIMEOUT),
+        )
+        .unwrap();
+        if plain_inside {
+            group.commit(&at(plain_at), CommitMode::Sync).unwrap();
+        }
+        if commit {
+            txn.commit_transaction(Timeout::After(TIMEOUT)).unwrap();
+        } else {
+            txn.abort_transaction(Timeout::After(TIMEOUT)).unwrap();
+        }
+        assert_eq!(committed(&group), Offset::Offset(expected), "round {round}");
+        drop((group, txn));
+        if round % 2 == 0 {
+            broker.stop();
+        } else {
+            broker.kill9();
+        }
+        broker.restart();
+        let fresh: BaseConsumer = config.create().unwrap();
+        assert_eq!(
+            committed(&fresh),
+            Offset::Offset(expected),
+            "round {round}, replayed after a restart"
+        );
+    }
 }

@@ -120,6 +120,9 @@ pub struct CommittedOffset {
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_timestamp: i64,
+    /// Where this commit's record is in `__consumer_offsets` (not part of the record):
+    /// between a transactional and a plain commit of one partition, the later record wins.
+    pub record_offset: i64,
 }
 
 /// What a JoinGroup asks for.
@@ -161,6 +164,21 @@ fn new_member_id(prefix: &str) -> String {
 }
 
 impl Group {
+    /// Makes `offset` the partition's committed offset unless a commit whose record is later
+    /// in `__consumer_offsets` is already applied. Commits become visible in an order other
+    /// than the log's (a transaction's at its marker; concurrent commits as their writes
+    /// become durable), and Kafka keeps the latest record.
+    pub fn commit_offset(&mut self, topic: String, partition: i32, offset: CommittedOffset) {
+        let key = (topic, partition);
+        if self
+            .offsets
+            .get(&key)
+            .is_none_or(|current| current.record_offset < offset.record_offset)
+        {
+            self.offsets.insert(key, offset);
+        }
+    }
+
     pub fn new(id: &str) -> Self {
         Self {
             id: id.to_string(),

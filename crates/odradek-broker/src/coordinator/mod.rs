@@ -54,14 +54,20 @@ pub async fn internal_topic(
     }
 }
 
+/// Where a batch of records went: the partition, to wait for durability, and the offset of
+/// its first record (the others follow it).
+pub struct Appended {
+    pub partition: std::sync::Arc<Partition>,
+    pub base_offset: i64,
+}
+
 /// Appends one batch of key/value records, written by `owner`, to `topic`-`index`.
-/// Returns the partition so the caller can wait for durability.
 pub fn append_records(
     topic: &Topic,
     index: i32,
     records: &[batch::KeyValue<'_>],
     owner: BatchOwner,
-) -> Result<std::sync::Arc<Partition>, String> {
+) -> Result<Appended, String> {
     let partition = usize::try_from(index)
         .ok()
         .and_then(|i| topic.partitions.get(i))
@@ -71,18 +77,23 @@ pub fn append_records(
     let mut log = partition
         .lock_log()
         .ok_or("internal topic partition offline")?;
-    log.append(encoded, crate::handlers::LEADER_EPOCH)
-        .map_err(|e| e.to_string())?;
+    let base_offset = log
+        .append(encoded, crate::handlers::LEADER_EPOCH)
+        .map_err(|e| e.to_string())?
+        .base_offset;
     drop(log);
     partition.appended.notify_waiters();
-    Ok(partition)
+    Ok(Appended {
+        partition,
+        base_offset,
+    })
 }
 
-/// Reads a partition from its start, calling `visit(batch, key, value)` for each record of
-/// each data batch, and once with no key or value for each control batch.
+/// Reads a partition from its start, calling `visit(batch, offset, key, value)` for each
+/// record of each data batch, and once with no key or value for each control batch.
 pub fn replay_records(
     partition: &Partition,
-    mut visit: impl FnMut(&[u8], Option<&[u8]>, Option<&[u8]>),
+    mut visit: impl FnMut(&[u8], i64, Option<&[u8]>, Option<&[u8]>),
 ) {
     let Some(log) = partition.lock_log() else {
         return;
@@ -106,10 +117,10 @@ pub fn replay_records(
             offset = header.last_offset() + 1;
             let bytes = &records[pos..pos + size];
             if header.is_control() {
-                visit(bytes, None, None);
+                visit(bytes, header.base_offset(), None, None);
             } else {
                 for record in batch::records(bytes) {
-                    visit(bytes, record.key, record.value);
+                    visit(bytes, record.offset, record.key, record.value);
                 }
             }
             pos += size;
@@ -215,7 +226,7 @@ impl GroupCoordinator {
         let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
         let mut applied = 0usize;
         for partition in &topic.partitions {
-            replay_records(partition, |bytes, key, value| {
+            replay_records(partition, |bytes, record_offset, key, value| {
                 let Some(header) = BatchHeader::parse(bytes) else {
                     return;
                 };
@@ -238,8 +249,9 @@ impl GroupCoordinator {
                         topic,
                         partition,
                     } = key
-                        && let Some(offset) = value.and_then(records::decode_offset)
+                        && let Some(mut offset) = value.and_then(records::decode_offset)
                     {
+                        offset.record_offset = record_offset;
                         pending
                             .entry(header.producer_id())
                             .or_default()
@@ -252,7 +264,7 @@ impl GroupCoordinator {
                     }
                     return;
                 }
-                apply(&mut groups, key, value, Instant::now());
+                apply(&mut groups, key, value, record_offset, Instant::now());
             });
         }
         *self
@@ -269,7 +281,7 @@ impl GroupCoordinator {
         topic: &Topic,
         group: &str,
         records: &[(RecordKey, Option<Bytes>)],
-    ) -> Result<std::sync::Arc<Partition>, String> {
+    ) -> Result<Appended, String> {
         let keys: Vec<_> = records.iter().map(|(k, _)| k.encode()).collect();
         let pairs: Vec<batch::KeyValue<'_>> = keys
             .iter()
@@ -288,7 +300,7 @@ impl GroupCoordinator {
         group: &str,
         offsets: &[PendingOffset],
         owner: BatchOwner,
-    ) -> Result<std::sync::Arc<Partition>, String> {
+    ) -> Result<Appended, String> {
         let records: Vec<_> = offsets
             .iter()
             .map(|p| offset_record(group, &p.topic, p.partition, &p.offset))
@@ -346,13 +358,16 @@ impl GroupCoordinator {
     }
 }
 
+/// Applies a committed transaction's offsets. When plain and transactional commits of the
+/// same partition mix, the one whose record is later in the log wins, as in Kafka: a plain
+/// commit written while the transaction was open stays, and replay after compaction (which
+/// may keep either record) ends where the live state did.
 fn settle(groups: &mut HashMap<String, Group>, offsets: Vec<PendingOffset>) {
     for p in offsets {
         groups
             .entry(p.group.clone())
             .or_insert_with(|| Group::new(&p.group))
-            .offsets
-            .insert((p.topic, p.partition), p.offset);
+            .commit_offset(p.topic, p.partition, p.offset);
     }
 }
 
@@ -388,19 +403,25 @@ pub fn stored_group(g: &Group) -> StoredGroup {
 }
 
 /// Applies one replayed record to the in-memory groups.
-fn apply(groups: &mut HashMap<String, Group>, key: RecordKey, value: Option<&[u8]>, now: Instant) {
+fn apply(
+    groups: &mut HashMap<String, Group>,
+    key: RecordKey,
+    value: Option<&[u8]>,
+    record_offset: i64,
+    now: Instant,
+) {
     match key {
         RecordKey::Offset {
             group,
             topic,
             partition,
         } => match value.and_then(records::decode_offset) {
-            Some(o) => {
+            Some(mut o) => {
+                o.record_offset = record_offset;
                 groups
                     .entry(group.clone())
                     .or_insert_with(|| Group::new(&group))
-                    .offsets
-                    .insert((topic, partition), o);
+                    .commit_offset(topic, partition, o);
             }
             None => {
                 if let Some(g) = groups.get_mut(&group) {

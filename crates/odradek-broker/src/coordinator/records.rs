@@ -164,6 +164,8 @@ pub fn decode_offset(bytes: &[u8]) -> Option<CommittedOffset> {
         leader_epoch,
         metadata,
         commit_timestamp,
+        // Set by whoever knows where the record is.
+        record_offset: -1,
     })
 }
 
@@ -254,6 +256,7 @@ mod tests {
             leader_epoch: 3,
             metadata: "meta ü".into(),
             commit_timestamp: 99,
+            record_offset: -1,
         };
         assert_eq!(decode_offset(&encode_offset(&offset)), Some(offset));
         let group = StoredGroup {

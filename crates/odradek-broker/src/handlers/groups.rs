@@ -122,7 +122,10 @@ impl Broker {
             .coordinator
             .append(&topic, &group.id, &[coordinator::group_record(group)])
         {
-            Ok(partition) => self.logs.group_commit().request(&partition.log, None),
+            Ok(appended) => self
+                .logs
+                .group_commit()
+                .request(&appended.partition.log, None),
             Err(e) => {
                 tracing::warn!(group = %group.id, error = %e, "cannot persist group metadata")
             }
@@ -202,7 +205,10 @@ impl Broker {
             }
             tracing::info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
             match self.coordinator.append(&topic, &group.id, &records) {
-                Ok(partition) => self.logs.group_commit().request(&partition.log, None),
+                Ok(appended) => self
+                    .logs
+                    .group_commit()
+                    .request(&appended.partition.log, None),
                 Err(e) => {
                     tracing::warn!(group = %group.id, error = %e, "cannot write offset expiry")
                 }
@@ -515,6 +521,8 @@ impl Broker {
                         leader_epoch: part.committed_leader_epoch,
                         metadata,
                         commit_timestamp: now,
+                        // Known once appended, below.
+                        record_offset: -1,
                     };
                     accepted.push((t, p, topic.name.to_string(), part.partition_index, offset));
                 }
@@ -544,7 +552,13 @@ impl Broker {
             None => Err("offsets topic missing".into()),
         };
         let durable = match appended {
-            Ok(partition) => Ok(self.durable(&partition)),
+            Ok(appended) => {
+                // The records are in `accepted`'s order, one per partition.
+                for (at, (.., offset)) in (appended.base_offset..).zip(&mut accepted) {
+                    offset.record_offset = at;
+                }
+                Ok(self.durable(&appended.partition))
+            }
             Err(e) => Err(e),
         };
         let coordinator_groups = &self.coordinator.groups;
@@ -556,7 +570,7 @@ impl Broker {
                     .entry(group_id.clone())
                     .or_insert_with(|| Group::new(&group_id));
                 for (_, _, t, p, o) in &accepted {
-                    group.offsets.insert((t.clone(), *p), o.clone());
+                    group.commit_offset(t.clone(), *p, o.clone());
                 }
             } else {
                 for (t, p, ..) in &accepted {
@@ -847,7 +861,7 @@ impl Broker {
             return true;
         }
         match self.coordinator.append(&topic, group_id, &records) {
-            Ok(partition) => matches!(self.durable(&partition).await, Ok(Ok(()))),
+            Ok(appended) => matches!(self.durable(&appended.partition).await, Ok(Ok(()))),
             Err(_) => false,
         }
     }

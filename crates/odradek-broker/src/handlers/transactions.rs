@@ -119,11 +119,11 @@ impl Broker {
             &[(Some(&key[..]), value.as_deref())],
             BatchOwner::BROKER,
         );
-        let partition = appended.map_err(|e| {
+        let appended = appended.map_err(|e| {
             warn!(transactional_id = id, error = %e, "cannot persist transaction state");
             ResponseError::CoordinatorNotAvailable
         })?;
-        match self.durable(&partition).await {
+        match self.durable(&appended.partition).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(ResponseError::CoordinatorNotAvailable),
         }
@@ -136,7 +136,7 @@ impl Broker {
         };
         let mut loaded = std::collections::HashMap::new();
         for partition in &topic.partitions {
-            coordinator::replay_records(partition, |_, key, value| {
+            coordinator::replay_records(partition, |_, _, key, value| {
                 if let Some(id) = key.and_then(decode_key) {
                     match value.and_then(decode_value) {
                         Some(m) => loaded.insert(id, m),
@@ -573,6 +573,8 @@ impl Broker {
                             leader_epoch: p.committed_leader_epoch,
                             metadata,
                             commit_timestamp: now,
+                            // Known once appended, below.
+                            record_offset: -1,
                         },
                     });
                 }
@@ -599,7 +601,13 @@ impl Broker {
                 .coordinator
                 .append_txn_offsets(&offsets, &group_id, &pending, owner);
             let durable = match written {
-                Ok(partition) => matches!(self.durable(&partition).await, Ok(Ok(()))),
+                Ok(appended) => {
+                    // The records are in `pending`'s order.
+                    for (at, p) in (appended.base_offset..).zip(&mut pending) {
+                        p.offset.record_offset = at;
+                    }
+                    matches!(self.durable(&appended.partition).await, Ok(Ok(())))
+                }
                 Err(e) => {
                     warn!(group = %group_id, error = %e, "cannot write transactional offsets");
                     false
