@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::records::{self, CurrentAssignment, MemberMetadata};
+
 /// A member's partitions: topic id → partition indexes.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 
@@ -28,6 +30,8 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub epoch: i32,
+    /// The epoch before the last bump, as Kafka records it.
+    previous_epoch: i32,
     pub subscribed_names: Vec<String>,
     pub subscribed_regex: Option<String>,
     pub server_assignor: Option<String>,
@@ -48,8 +52,10 @@ pub struct ConsumerState {
     pub members: BTreeMap<String, ConsumerMember>,
     pub target: BTreeMap<String, Assignment>,
     /// The topics (with partition counts) the last target assignment was computed from;
-    /// a change (new topic matching a regex, added partitions) triggers a new one.
-    subscribed_metadata: Vec<TopicInfo>,
+    /// a change (new topic matching a regex, added partitions) triggers a new one. Unknown
+    /// for a group restored from `__consumer_offsets`: the first heartbeat takes the topics
+    /// as they are, so a restart alone does not bump the group epoch.
+    subscribed_metadata: Option<Vec<TopicInfo>>,
     pub assignor: String,
 }
 
@@ -106,7 +112,125 @@ fn subscribes(m: &ConsumerMember, topic: &str) -> bool {
         })
 }
 
+/// A group's state as its `__consumer_offsets` records describe it; the records to write
+/// are the difference between two of these.
+#[derive(Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, (MemberMetadata, CurrentAssignment)>,
+    pub target: BTreeMap<String, Assignment>,
+}
+
+impl ConsumerMember {
+    fn new(id: String, now: Instant) -> Self {
+        Self {
+            id,
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            epoch: 0,
+            previous_epoch: -1,
+            subscribed_names: Vec::new(),
+            subscribed_regex: None,
+            server_assignor: None,
+            rebalance_timeout: Duration::ZERO,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            owned: Assignment::new(),
+            last_seen: now,
+        }
+    }
+
+    fn metadata(&self) -> MemberMetadata {
+        MemberMetadata {
+            instance_id: self.instance_id.clone(),
+            rack_id: self.rack_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            subscribed_names: self.subscribed_names.clone(),
+            subscribed_regex: self.subscribed_regex.clone(),
+            rebalance_timeout_ms: self.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+            server_assignor: self.server_assignor.clone(),
+        }
+    }
+
+    fn current(&self, target: Option<&Assignment>) -> CurrentAssignment {
+        let state = if !self.revoking.is_empty() {
+            records::MEMBER_UNREVOKED_PARTITIONS
+        } else if target.is_some_and(|t| *t != self.assigned) {
+            records::MEMBER_UNRELEASED_PARTITIONS
+        } else {
+            records::MEMBER_STABLE
+        };
+        CurrentAssignment {
+            member_epoch: self.epoch,
+            previous_member_epoch: self.previous_epoch,
+            state,
+            assigned: self.assigned.clone(),
+            revoking: self.revoking.clone(),
+        }
+    }
+}
+
 impl ConsumerState {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            group_epoch: self.group_epoch,
+            assignment_epoch: self.assignment_epoch,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), (m.metadata(), m.current(self.target.get(id)))))
+                .collect(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// Replays a member metadata record; `None` is its tombstone. A restored member's
+    /// session starts at `now`.
+    pub fn restore_member(&mut self, id: &str, metadata: Option<MemberMetadata>, now: Instant) {
+        let Some(md) = metadata else {
+            self.members.remove(id);
+            self.target.remove(id);
+            return;
+        };
+        let m = self
+            .members
+            .entry(id.to_string())
+            .or_insert_with(|| ConsumerMember::new(id.to_string(), now));
+        m.instance_id = md.instance_id;
+        m.rack_id = md.rack_id;
+        m.client_id = md.client_id;
+        m.client_host = md.client_host;
+        m.subscribed_names = md.subscribed_names;
+        m.subscribed_regex = md.subscribed_regex;
+        m.rebalance_timeout = Duration::from_millis(md.rebalance_timeout_ms.max(0) as u64);
+        if let Some(assignor) = &md.server_assignor {
+            self.assignor = assignor.clone();
+        }
+        m.server_assignor = md.server_assignor;
+    }
+
+    /// Replays a member's current assignment record.
+    pub fn restore_current(&mut self, id: &str, current: CurrentAssignment, now: Instant) {
+        let m = self
+            .members
+            .entry(id.to_string())
+            .or_insert_with(|| ConsumerMember::new(id.to_string(), now));
+        m.epoch = current.member_epoch;
+        m.previous_epoch = current.previous_member_epoch;
+        // Until it says otherwise, the member still owns what it was told to own or give
+        // up: a pending revocation is not taken as done.
+        m.owned = current.assigned.clone();
+        for (t, ps) in &current.revoking {
+            m.owned.entry(*t).or_default().extend(ps);
+        }
+        m.assigned = current.assigned;
+        m.revoking = current.revoking;
+    }
+
     pub fn new(assignor: &str) -> Self {
         Self {
             assignor: assignor.to_string(),
@@ -205,7 +329,7 @@ impl ConsumerState {
         }
         self.target = target;
         self.assignment_epoch = self.group_epoch;
-        self.subscribed_metadata = subscribed;
+        self.subscribed_metadata = Some(subscribed);
     }
 
     fn bump(&mut self) {
@@ -290,25 +414,12 @@ impl ConsumerState {
                     0,
                 );
             }
-            self.members.insert(
-                member_id.clone(),
-                ConsumerMember {
-                    id: member_id.clone(),
-                    instance_id: req.instance_id.clone(),
-                    rack_id: req.rack_id.clone(),
-                    client_id: req.client_id.clone(),
-                    client_host: req.client_host.clone(),
-                    epoch: 0,
-                    subscribed_names: Vec::new(),
-                    subscribed_regex: None,
-                    server_assignor: None,
-                    rebalance_timeout: req.rebalance_timeout,
-                    assigned: Assignment::new(),
-                    revoking: Assignment::new(),
-                    owned: Assignment::new(),
-                    last_seen: now,
-                },
-            );
+            let mut member = ConsumerMember::new(member_id.clone(), now);
+            member.instance_id = req.instance_id.clone();
+            member.rack_id = req.rack_id.clone();
+            member.client_id = req.client_id.clone();
+            member.client_host = req.client_host.clone();
+            self.members.insert(member_id.clone(), member);
             self.bump();
         }
         let Some(member) = self.members.get_mut(&member_id) else {
@@ -362,8 +473,11 @@ impl ConsumerState {
         {
             self.assignor = assignor;
         }
+        if self.subscribed_metadata.is_none() && self.assignment_epoch == self.group_epoch {
+            self.subscribed_metadata = Some(self.subscribed_topics(topics));
+        }
         if self.assignment_epoch < self.group_epoch
-            || self.subscribed_topics(topics) != self.subscribed_metadata
+            || Some(self.subscribed_topics(topics)) != self.subscribed_metadata
         {
             if self.assignment_epoch == self.group_epoch {
                 self.bump();
@@ -426,7 +540,10 @@ impl ConsumerState {
                     }
                 }
             }
-            member.epoch = epoch;
+            if member.epoch != epoch {
+                member.previous_epoch = member.epoch;
+                member.epoch = epoch;
+            }
         }
         let assignment = (joining || member.assigned != before).then(|| member.assigned.clone());
         (member.epoch, assignment)

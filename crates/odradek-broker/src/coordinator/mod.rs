@@ -463,7 +463,150 @@ fn apply(
                 groups.remove(&group);
             }
         },
+        RecordKey::ConsumerGroup { group } => match value.and_then(records::decode_epoch) {
+            Some(epoch) => consumer_group(groups, &group).group_epoch = epoch,
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.consumer = None;
+                }
+            }
+        },
+        RecordKey::ConsumerTarget { group } => {
+            if let Some(epoch) = value.and_then(records::decode_epoch) {
+                consumer_group(groups, &group).assignment_epoch = epoch;
+            }
+        }
+        RecordKey::ConsumerMember { group, member } => {
+            let metadata = value.and_then(records::decode_member);
+            if metadata.is_some() || groups.contains_key(&group) {
+                consumer_group(groups, &group).restore_member(&member, metadata, now);
+            }
+        }
+        RecordKey::ConsumerTargetMember { group, member } => {
+            match value.and_then(records::decode_target) {
+                Some(target) => {
+                    consumer_group(groups, &group).target.insert(member, target);
+                }
+                None => {
+                    if let Some(c) = groups.get_mut(&group).and_then(|g| g.consumer.as_mut()) {
+                        c.target.remove(&member);
+                    }
+                }
+            }
+        }
+        RecordKey::ConsumerCurrent { group, member } => {
+            // Its tombstone comes with the member metadata's, which removes the member.
+            if let Some(current) = value.and_then(records::decode_current) {
+                consumer_group(groups, &group).restore_current(&member, current, now);
+            }
+        }
     }
+}
+
+/// The KIP-848 state of `group`, created (with the default assignor) if replay has not
+/// seen it yet.
+fn consumer_group<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    group: &str,
+) -> &'a mut consumer::ConsumerState {
+    let g = groups
+        .entry(group.to_string())
+        .or_insert_with(|| Group::new(group));
+    g.protocol_type = Some("consumer".into());
+    g.consumer
+        .get_or_insert_with(|| consumer::ConsumerState::new(consumer::ASSIGNORS[0]))
+}
+
+/// The records that take a KIP-848 group's stored state from `before` to `after` (`None`:
+/// the group is deleted). Only what changed is written, in the order Kafka writes it: a
+/// member's metadata before the group epoch it bumps, the target before its epoch, and a
+/// leaving member's assignments before its metadata.
+pub fn consumer_records(
+    group: &str,
+    before: &consumer::Snapshot,
+    after: Option<&consumer::Snapshot>,
+) -> Vec<(RecordKey, Option<Bytes>)> {
+    let empty = consumer::Snapshot::default();
+    let now = after.unwrap_or(&empty);
+    let g = || group.to_string();
+    let mut out = Vec::new();
+    for id in before
+        .members
+        .keys()
+        .filter(|id| !now.members.contains_key(*id))
+    {
+        let member = || id.clone();
+        out.push((
+            RecordKey::ConsumerCurrent {
+                group: g(),
+                member: member(),
+            },
+            None,
+        ));
+        out.push((
+            RecordKey::ConsumerTargetMember {
+                group: g(),
+                member: member(),
+            },
+            None,
+        ));
+        out.push((
+            RecordKey::ConsumerMember {
+                group: g(),
+                member: member(),
+            },
+            None,
+        ));
+    }
+    for (id, (metadata, _)) in &now.members {
+        if before.members.get(id).map(|m| &m.0) != Some(metadata) {
+            let key = RecordKey::ConsumerMember {
+                group: g(),
+                member: id.clone(),
+            };
+            out.push((key, Some(records::encode_member(metadata).freeze())));
+        }
+    }
+    if after.is_some() && before.group_epoch != now.group_epoch {
+        let value = records::encode_epoch(now.group_epoch).freeze();
+        out.push((RecordKey::ConsumerGroup { group: g() }, Some(value)));
+    }
+    for (id, target) in &now.target {
+        if before.target.get(id) != Some(target) {
+            let key = RecordKey::ConsumerTargetMember {
+                group: g(),
+                member: id.clone(),
+            };
+            out.push((key, Some(records::encode_target(target).freeze())));
+        }
+    }
+    for id in before.target.keys() {
+        if !now.target.contains_key(id) && now.members.contains_key(id) {
+            let key = RecordKey::ConsumerTargetMember {
+                group: g(),
+                member: id.clone(),
+            };
+            out.push((key, None));
+        }
+    }
+    if after.is_some() && before.assignment_epoch != now.assignment_epoch {
+        let value = records::encode_epoch(now.assignment_epoch).freeze();
+        out.push((RecordKey::ConsumerTarget { group: g() }, Some(value)));
+    }
+    for (id, (_, current)) in &now.members {
+        if before.members.get(id).map(|m| &m.1) != Some(current) {
+            let key = RecordKey::ConsumerCurrent {
+                group: g(),
+                member: id.clone(),
+            };
+            out.push((key, Some(records::encode_current(current).freeze())));
+        }
+    }
+    if after.is_none() {
+        out.push((RecordKey::ConsumerTarget { group: g() }, None));
+        out.push((RecordKey::ConsumerGroup { group: g() }, None));
+    }
+    out
 }
 
 /// The offset commit record for one partition.
@@ -501,5 +644,81 @@ mod tests {
         assert_eq!(partition_for("test-group", 50), 12);
         assert_eq!(partition_for("my-app", 50), 48);
         assert_eq!(partition_for("ü-group", 50), 12);
+    }
+
+    fn replay(records: &[(RecordKey, Option<Bytes>)], groups: &mut HashMap<String, Group>) {
+        for (i, (key, value)) in records.iter().enumerate() {
+            // Through the encoded form, as load reads them.
+            let key = RecordKey::decode(&key.encode()).expect("known key");
+            apply(groups, key, value.as_deref(), i as i64, Instant::now());
+        }
+    }
+
+    #[test]
+    fn a_consumer_group_is_rebuilt_from_its_records() {
+        use consumer::{HeartbeatRequest, TopicInfo};
+        let topics = vec![TopicInfo {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            partitions: 4,
+        }];
+        let join = |id: &str| HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: 0,
+            instance_id: None,
+            rack_id: Some("r".into()),
+            rebalance_timeout: Duration::from_secs(30),
+            subscribed_names: Some(vec!["t".into()]),
+            subscribed_regex: None,
+            server_assignor: Some("range".into()),
+            owned: None,
+            client_id: "c".into(),
+            client_host: "/h".into(),
+        };
+        let mut live = consumer::ConsumerState::new("uniform");
+        let mut log = Vec::new();
+        let mut step = |live: &mut consumer::ConsumerState, req| {
+            let before = live.snapshot();
+            live.heartbeat(req, &topics, Instant::now());
+            let records = consumer_records("g", &before, Some(&live.snapshot()));
+            log.extend(records.clone());
+            records
+        };
+        step(&mut live, join("a"));
+        let b = step(&mut live, join("b"));
+        // b joined while a owns everything: a is left with partitions to revoke.
+        let mut a = join("a");
+        a.member_epoch = live.members["a"].epoch;
+        a.subscribed_names = None;
+        step(&mut live, a);
+        assert!(!live.members["a"].revoking.is_empty());
+        assert!(
+            b.iter().all(
+                |(k, _)| !matches!(k, RecordKey::ConsumerMember { member, .. } if member == "a")
+            ),
+            "only what changed is written"
+        );
+        let mut groups = HashMap::new();
+        replay(&log, &mut groups);
+        let restored = groups["g"].consumer.as_ref().expect("consumer group");
+        assert_eq!(restored.snapshot(), live.snapshot());
+        assert_eq!(restored.assignor, "range");
+        assert_eq!(
+            restored.members["a"].rebalance_timeout,
+            Duration::from_secs(30)
+        );
+
+        // a leaves: its three records are tombstoned and replay forgets it.
+        let before = live.snapshot();
+        live.remove_member("a");
+        let leave = consumer_records("g", &before, Some(&live.snapshot()));
+        assert_eq!(leave.iter().filter(|(_, v)| v.is_none()).count(), 3);
+        replay(&leave, &mut groups);
+        let restored = groups["g"].consumer.as_ref().expect("consumer group");
+        assert!(!restored.members.contains_key("a"));
+        assert_eq!(restored.snapshot(), live.snapshot());
+        // Deleting the group drops its KIP-848 state.
+        replay(&consumer_records("g", &live.snapshot(), None), &mut groups);
+        assert!(groups["g"].consumer.is_none());
     }
 }

@@ -18,7 +18,7 @@ use crate::Broker;
 use crate::broker::{RequestContext, str_bytes};
 use crate::coordinator::consumer::{self, ConsumerState, HeartbeatRequest, TopicInfo};
 use crate::coordinator::group::Group;
-use crate::coordinator::is_internal;
+use crate::coordinator::{self, is_internal};
 
 impl Broker {
     /// Every client-visible topic, as assignors see them.
@@ -54,12 +54,12 @@ impl Broker {
                 "The group id must not be empty.".into(),
             );
         }
-        if self.coordinator.offsets_topic(&self.logs).await.is_none() {
+        let Some(offsets_topic) = self.coordinator.offsets_topic(&self.logs).await else {
             return fail(
                 ResponseError::CoordinatorNotAvailable,
                 "The coordinator is not available.".into(),
             );
-        }
+        };
         let topics = self.assignable_topics();
         let owned = request.topic_partitions.as_ref().map(|tps| {
             tps.iter()
@@ -86,7 +86,7 @@ impl Broker {
             client_id: context.client_id.clone(),
             client_host: context.client_host.clone(),
         };
-        let result = {
+        let (result, appended) = {
             let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
             let group = groups
                 .entry(group_id.clone())
@@ -102,8 +102,32 @@ impl Broker {
                 group.protocol_type = Some("consumer".into());
             }
             let state = group.consumer.as_mut().expect("set above");
-            state.heartbeat(heartbeat, &topics, Instant::now())
+            let before = state.snapshot();
+            let result = state.heartbeat(heartbeat, &topics, Instant::now());
+            let records =
+                coordinator::consumer_records(&group_id, &before, Some(&state.snapshot()));
+            // Appended under the lock so the records are in the log in the order the
+            // changes happened.
+            let appended = (!records.is_empty())
+                .then(|| self.coordinator.append(&offsets_topic, &group_id, &records));
+            (result, appended)
         };
+        // As in Kafka, the response that reveals the new state waits for its records.
+        if let Some(appended) = appended {
+            let durable = match appended {
+                Ok(a) => matches!(self.durable(&a.partition).await, Ok(Ok(()))),
+                Err(e) => {
+                    tracing::warn!(group = %group_id, error = %e, "cannot persist consumer group");
+                    false
+                }
+            };
+            if !durable {
+                return fail(
+                    ResponseError::CoordinatorNotAvailable,
+                    "The group's state could not be written.".into(),
+                );
+            }
+        }
         if let Some((error, message)) = result.error {
             return fail(error, message);
         }

@@ -115,20 +115,20 @@ impl Broker {
     /// background: a member learns its assignment from the response, and a lost record
     /// only means members rejoin after a crash.
     fn persist_group(&self, group: &Group) {
+        self.persist(&group.id, &[coordinator::group_record(group)]);
+    }
+
+    /// Appends `records` of `group` and lets them reach disk in the background.
+    fn persist(&self, group: &str, records: &[(RecordKey, Option<Bytes>)]) {
         let Some(topic) = self.logs.topic(OFFSETS_TOPIC) else {
             return;
         };
-        match self
-            .coordinator
-            .append(&topic, &group.id, &[coordinator::group_record(group)])
-        {
+        match self.coordinator.append(&topic, group, records) {
             Ok(appended) => self
                 .logs
                 .group_commit()
                 .request(&appended.partition.log, None),
-            Err(e) => {
-                tracing::warn!(group = %group.id, error = %e, "cannot persist group metadata")
-            }
+            Err(e) => tracing::warn!(%group, error = %e, "cannot persist group metadata"),
         }
     }
 
@@ -137,9 +137,16 @@ impl Broker {
         let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
         for group in groups.values_mut() {
             if let Some(consumer) = group.consumer.as_mut() {
+                let before = consumer.snapshot();
                 let expired = consumer.expire(now, self.coordinator.consumer_session_timeout);
                 if !expired.is_empty() {
                     tracing::info!(group = %group.id, members = ?expired, "session timeout: removed consumer-protocol members");
+                    let records = coordinator::consumer_records(
+                        &group.id,
+                        &before,
+                        Some(&consumer.snapshot()),
+                    );
+                    self.persist(&group.id, &records);
                 }
                 continue;
             }
@@ -201,6 +208,13 @@ impl Broker {
                     },
                     None,
                 ));
+                if let Some(c) = &group.consumer {
+                    records.extend(coordinator::consumer_records(
+                        &group.id,
+                        &c.snapshot(),
+                        None,
+                    ));
+                }
                 emptied.push(group.id.clone());
             }
             tracing::info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
@@ -890,6 +904,10 @@ impl Broker {
                         keys.push(RecordKey::Group {
                             group: group_id.clone(),
                         });
+                        if let Some(c) = &g.consumer {
+                            let all = coordinator::consumer_records(&group_id, &c.snapshot(), None);
+                            keys.extend(all.into_iter().map(|(k, _)| k));
+                        }
                         Ok(keys)
                     }
                 }
