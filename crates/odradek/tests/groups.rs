@@ -270,6 +270,93 @@ async fn a_kip_848_consumer_group_does_the_same() {
     .await;
 }
 
+/// The members of a KIP-848 group as ConsumerGroupDescribe reports them: id → epoch.
+fn described_members(addr: &str, group: &str) -> Vec<(String, i32)> {
+    let request =
+        kafka_protocol::messages::ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+            kafka_protocol::messages::GroupId(StrBytes::from_string(group.into())),
+        ]);
+    let response = raw_round_trip(addr, &request, 0);
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0, "{:?}", described.error_message);
+    described
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.member_epoch))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_member_keeps_its_partitions_across_broker_restarts() {
+    let mut broker =
+        BrokerProcess::start_with(&["--set", "group.consumer.heartbeat.interval.ms=500"]);
+    let topic = "kip848-restarts";
+    create_topic(&broker.addr, topic, 3, &[]).await;
+    let mut config = client_config(&broker.addr);
+    config
+        .set("group.id", "k")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: Counted = config
+        .create_with_context(RebalanceCounter::default())
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let consumed = std::cell::Cell::new(0usize);
+    let consume_until = |n: usize| {
+        let deadline = Instant::now() + TIMEOUT;
+        while consumed.get() < n {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(50)) {
+                consumed.set(consumed.get() + 1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "consumed {} of {n}",
+                consumed.get()
+            );
+        }
+    };
+    produce_values(&broker.addr, topic, (0..30).map(|i| format!("a{i}"))).await;
+    consume_until(30);
+    assert_eq!(assignment_of(&consumer).len(), 3);
+    let members = described_members(&broker.addr, "k");
+    assert_eq!(members.len(), 1);
+    assert!(members[0].1 > 0, "{members:?}");
+    let rebalances = consumer.context().0.load(Ordering::SeqCst);
+
+    for (round, crash) in [(1, false), (2, true)] {
+        if crash {
+            broker.kill9();
+        } else {
+            broker.stop();
+        }
+        broker.restart();
+        // Straight away, before the member can have heartbeated to the new process.
+        assert_eq!(
+            described_members(&broker.addr, "k"),
+            members,
+            "round {round}: the group is back with the same member and epoch"
+        );
+        produce_values(
+            &broker.addr,
+            topic,
+            (0..30).map(|i| format!("r{round}-{i}")),
+        )
+        .await;
+        consume_until(30 * (round + 1));
+        // Several heartbeats on the new process: none may fence the member.
+        poll_all_for(&[&consumer], Duration::from_secs(2));
+        assert_eq!(
+            consumer.context().0.load(Ordering::SeqCst),
+            rebalances,
+            "round {round}: no partition was revoked or lost"
+        );
+        assert_eq!(assignment_of(&consumer).len(), 3);
+        assert_eq!(described_members(&broker.addr, "k"), members);
+    }
+    broker.stop();
+}
+
 fn subscription(topic: &str) -> bytes::Bytes {
     let mut buf = bytes::BytesMut::new();
     buf.extend_from_slice(&0i16.to_be_bytes());
