@@ -117,6 +117,20 @@ pub fn offsets_at(
     Ok(out)
 }
 
+/// Metadata of `topics` (`None`: every topic), never creating one.
+pub fn metadata(client: &mut Client, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+    let (_, r) = client.send(None, |_| {
+        MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false)
+    })?;
+    Ok(r)
+}
+
 pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {

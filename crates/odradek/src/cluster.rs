@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, MetadataRequest,
-    TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::{check, print_table};
+use crate::cli::{check, metadata, print_table, s};
 
 fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterResponse> {
     let (_, cluster) = client.send(None, |_| {
@@ -24,11 +22,7 @@ fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterRespon
 
 pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     let mut client = Client::new(bootstrap, Duration::from_secs(10));
-    let (_, metadata) = client.send(None, |_| {
-        MetadataRequest::default()
-            .with_topics(None)
-            .with_allow_auto_topic_creation(false)
-    })?;
+    let metadata = metadata(&mut client, None)?;
     let cluster = describe_cluster(&mut client)?;
     let topics = metadata.topics.len();
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
@@ -87,26 +81,15 @@ pub fn log_dirs(bootstrap: &str, topics: &[String], json_output: bool) -> anyhow
     let wanted = if topics.is_empty() {
         None
     } else {
-        let (_, metadata) = client.send(None, |_| {
-            MetadataRequest::default()
-                .with_topics(Some(
-                    topics
-                        .iter()
-                        .map(|t| {
-                            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                                .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                        })
-                        .collect(),
-                ))
-                .with_allow_auto_topic_creation(false)
-        })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let metadata = metadata(&mut client, Some(&names))?;
         let mut wanted = Vec::new();
         for t in &metadata.topics {
             let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
             check(t.error_code, &format!("topic {name}"))?;
             wanted.push(
                 DescribableLogDirTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(name)))
+                    .with_topic(TopicName(s(&name)))
                     .with_partitions(t.partitions.iter().map(|p| p.partition_index).collect()),
             );
         }

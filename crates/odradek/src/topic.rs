@@ -12,12 +12,11 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::{EARLIEST, LATEST, check, offsets_at, print_table, s};
+use crate::cli::{EARLIEST, LATEST, check, metadata, offsets_at, print_table, s};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -105,19 +104,6 @@ pub fn check_with_message(code: i16, message: Option<String>, what: &str) -> any
         }
         _ => check(code, what),
     }
-}
-
-fn metadata(client: &mut Client, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
-    let (_, r) = client.send(None, |_| {
-        MetadataRequest::default()
-            .with_topics(topics.map(|ts| {
-                ts.iter()
-                    .map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(s(t)))))
-                    .collect()
-            }))
-            .with_allow_auto_topic_creation(false)
-    })?;
-    Ok(r)
 }
 
 pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {

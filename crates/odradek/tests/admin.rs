@@ -683,10 +683,7 @@ async fn set_flags_win_over_the_config_file() {
 
 /// Bytes of a partition's segment files on disk.
 fn segment_bytes_on_disk(broker: &BrokerProcess, topic: &str, partition: i32) -> i64 {
-    segment_files(&broker.partition_dir(topic, partition))
-        .iter()
-        .map(|f| std::fs::metadata(f).expect("segment metadata").len() as i64)
-        .sum()
+    files_bytes(&segment_files(&broker.partition_dir(topic, partition))) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,10 +129,7 @@ async fn log_dirs_show_each_partitions_size_and_the_disk() {
         .expect("send");
     }
     let on_disk = |partition: i32| -> i64 {
-        segment_files(&broker.partition_dir("sized", partition))
-            .iter()
-            .map(|f| std::fs::metadata(f).unwrap().len() as i64)
-            .sum()
+        files_bytes(&segment_files(&broker.partition_dir("sized", partition))) as i64
     };
 
     let out = json(&odradek(

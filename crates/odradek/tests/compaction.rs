@@ -396,10 +396,7 @@ async fn transactional_history_compacts_to_the_latest_committed_values() {
     // The active segment is never cleaned, and may hold one large filler batch.
     let closed_segment_bytes = || -> u64 {
         let files = segment_files(&dir);
-        files[..files.len() - 1]
-            .iter()
-            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum()
+        files_bytes(&files[..files.len() - 1])
     };
     wait_for(
         "the cleaner to drop superseded and aborted values and the abort markers",

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     join_group_request::JoinGroupRequestProtocol,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -22,6 +23,12 @@ use support::*;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn group_consumer(addr: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    group_config(addr, group, extra)
+        .create()
+        .expect("group consumer")
+}
+
+fn group_config(addr: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
     let mut config = client_config(addr);
     config
         .set("group.id", group)
@@ -37,7 +44,7 @@ fn group_consumer(addr: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsum
             config.set(*k, *v);
         }
     }
-    config.create().expect("group consumer")
+    config
 }
 
 /// Commits the stored offsets; "nothing stored" (all already committed, or the partitions
@@ -292,13 +299,12 @@ async fn a_kip_848_member_keeps_its_partitions_across_broker_restarts() {
         BrokerProcess::start_with(&["--set", "group.consumer.heartbeat.interval.ms=500"]);
     let topic = "kip848-restarts";
     create_topic(&broker.addr, topic, 3, &[]).await;
-    let mut config = client_config(&broker.addr);
-    config
-        .set("group.id", "k")
-        .set("group.protocol", "consumer")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false");
-    let consumer: Counted = config
+    let kip_848 = [
+        ("group.protocol", "consumer"),
+        ("session.timeout.ms", ""),
+        ("heartbeat.interval.ms", ""),
+    ];
+    let consumer: Counted = group_config(&broker.addr, "k", &kip_848)
         .create_with_context(RebalanceCounter::default())
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

@@ -188,6 +188,14 @@ impl ConsumerState {
         }
     }
 
+    /// The member a replayed record is about, created (its session starting at `now`) by
+    /// whichever of its records comes first.
+    fn restored_member(&mut self, id: &str, now: Instant) -> &mut ConsumerMember {
+        self.members
+            .entry(id.to_string())
+            .or_insert_with(|| ConsumerMember::new(id.to_string(), now))
+    }
+
     /// Replays a member metadata record; `None` is its tombstone. A restored member's
     /// session starts at `now`.
     pub fn restore_member(&mut self, id: &str, metadata: Option<MemberMetadata>, now: Instant) {
@@ -196,10 +204,10 @@ impl ConsumerState {
             self.target.remove(id);
             return;
         };
-        let m = self
-            .members
-            .entry(id.to_string())
-            .or_insert_with(|| ConsumerMember::new(id.to_string(), now));
+        if let Some(assignor) = &md.server_assignor {
+            self.assignor = assignor.clone();
+        }
+        let m = self.restored_member(id, now);
         m.instance_id = md.instance_id;
         m.rack_id = md.rack_id;
         m.client_id = md.client_id;
@@ -207,18 +215,12 @@ impl ConsumerState {
         m.subscribed_names = md.subscribed_names;
         m.subscribed_regex = md.subscribed_regex;
         m.rebalance_timeout = Duration::from_millis(md.rebalance_timeout_ms.max(0) as u64);
-        if let Some(assignor) = &md.server_assignor {
-            self.assignor = assignor.clone();
-        }
         m.server_assignor = md.server_assignor;
     }
 
     /// Replays a member's current assignment record.
     pub fn restore_current(&mut self, id: &str, current: CurrentAssignment, now: Instant) {
-        let m = self
-            .members
-            .entry(id.to_string())
-            .or_insert_with(|| ConsumerMember::new(id.to_string(), now));
+        let m = self.restored_member(id, now);
         m.epoch = current.member_epoch;
         m.previous_epoch = current.previous_member_epoch;
         // Until it says otherwise, the member still owns what it was told to own or give

@@ -292,6 +292,14 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Bytes in `files` now (a file deleted meanwhile, as by a cleaner swap, counts 0).
+pub fn files_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum()
+}
+
 pub fn payload(m: &OwnedMessage) -> Option<Vec<u8>> {
     m.payload().map(<[u8]>::to_vec)
 }
