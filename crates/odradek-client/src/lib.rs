@@ -11,11 +11,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use odradek_protocol::buffers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -158,9 +159,19 @@ impl Connection {
         if size < 0 || size as usize > MAX_RESPONSE {
             return Err(protocol(format!("implausible response size {size}")));
         }
-        let mut body = vec![0u8; size as usize];
-        self.stream.read_exact(&mut body).map_err(io)?;
-        let mut body = Bytes::from(body);
+        // Fetch responses are megabytes: reading into a pooled buffer (returned once the
+        // response's `Bytes` are dropped) spares a fresh allocation's page faults per response,
+        // and `read_to_end` fills it without zeroing it first.
+        let pool = buffers::shared();
+        let mut body = pool.take(size as usize);
+        (&mut self.stream)
+            .take(size as u64)
+            .read_to_end(&mut body)
+            .map_err(io)?;
+        if body.len() != size as usize {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut body = pool.lend(body);
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
             .map_err(|e| protocol(e.to_string()))?;
         if header.correlation_id != correlation_id {

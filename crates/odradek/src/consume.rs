@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use odradek_client::Client;
@@ -17,7 +18,7 @@ use odradek_protocol::batch::{
 };
 
 use crate::ClientArgs;
-use crate::cli::{EARLIEST, LATEST, check, offsets_at, s, topic_layout};
+use crate::cli::{EARLIEST, LATEST, TopicLayout, check, offsets_at, s, topic_layout};
 use crate::group::{commit_offsets, committed_offsets, coordinator};
 
 #[derive(clap::Args)]
@@ -233,6 +234,79 @@ fn start_positions(
         .collect()
 }
 
+/// What one fetch asks for: Kafka's consumer defaults are 1 MiB per partition
+/// (`max.partition.fetch.bytes`) and 50 MiB in all (`fetch.max.bytes`); the CLI reads
+/// at most 8 MiB a round, which is plenty for printing.
+#[derive(Clone, Copy)]
+pub struct FetchLimits {
+    pub partition_max_bytes: i32,
+    pub max_bytes: i32,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            partition_max_bytes: 1 << 20,
+            max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// One Fetch to each leader for the partitions at `positions`, one request in flight;
+/// `each` gets every partition's record bytes (complete batches, possibly a partial one
+/// at the end). A partition error fails the round. Returns the number of fetches sent.
+pub fn fetch_round(
+    client: &mut Client,
+    topic: &str,
+    layout: &TopicLayout,
+    positions: &BTreeMap<i32, i64>,
+    limits: FetchLimits,
+    mut each: impl FnMut(i32, &Bytes) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut by_leader: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for (p, offset) in positions {
+        let leader = layout
+            .leaders
+            .get(p)
+            .with_context(|| format!("no leader for partition {p}"))?;
+        by_leader.entry(leader.as_str()).or_default().push(
+            FetchPartition::default()
+                .with_partition(*p)
+                .with_fetch_offset(*offset)
+                .with_partition_max_bytes(limits.partition_max_bytes),
+        );
+    }
+    let fetches = by_leader.len();
+    for (leader, fetch) in by_leader {
+        let (_, response) = client.send(Some(leader), |_| {
+            FetchRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(limits.max_bytes)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(s(topic)))
+                        .with_topic_id(layout.topic_id)
+                        .with_partitions(fetch),
+                ])
+        })?;
+        check(response.error_code, "Fetch")?;
+        for t in &response.responses {
+            for p in &t.partitions {
+                check(
+                    p.error_code,
+                    &format!("Fetch from partition {}", p.partition_index),
+                )?;
+                if let Some(records) = &p.records {
+                    each(p.partition_index, records)?;
+                }
+            }
+        }
+    }
+    Ok(fetches)
+}
+
 pub fn run(options: ConsumeArgs) -> anyhow::Result<()> {
     let options = &options;
     let bootstrap = &options.client.bootstrap;
@@ -260,81 +334,53 @@ pub fn run(options: ConsumeArgs) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let done = |shown: u64| options.count.is_some_and(|c| shown >= c);
     while !done(shown) && !interrupted.load(Ordering::SeqCst) {
-        let mut by_leader: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-        for (p, offset) in &positions {
-            by_leader
-                .entry(layout.leaders[p].as_str())
-                .or_default()
-                .push(
-                    FetchPartition::default()
-                        .with_partition(*p)
-                        .with_fetch_offset(*offset)
-                        .with_partition_max_bytes(1 << 20),
-                );
-        }
         let before = positions.clone();
-        for (leader, fetch) in by_leader {
-            let (_, response) = client.send(Some(leader), |_| {
-                FetchRequest::default()
-                    .with_replica_id((-1).into())
-                    .with_max_wait_ms(500)
-                    .with_min_bytes(1)
-                    .with_max_bytes(8 << 20)
-                    .with_topics(vec![
-                        FetchTopic::default()
-                            .with_topic(TopicName(s(&options.topic)))
-                            .with_topic_id(layout.topic_id)
-                            .with_partitions(fetch),
-                    ])
-            })?;
-            check(response.error_code, "Fetch")?;
-            for t in &response.responses {
-                for p in &t.partitions {
-                    check(
-                        p.error_code,
-                        &format!("Fetch from partition {}", p.partition_index),
-                    )?;
-                    let Some(records) = &p.records else { continue };
-                    let Some(position) = positions.get_mut(&p.partition_index) else {
-                        continue;
-                    };
-                    let mut start = 0;
-                    for (header, size) in complete_batches(records) {
-                        let batch = &records[start..start + size];
-                        start += size;
-                        if !header.is_control() {
-                            let section = decompressed_records(batch)?;
-                            for record in raw_records(&section) {
-                                let record = record?;
-                                let (offset, timestamp) =
-                                    record_offset_and_timestamp(&header, &record);
-                                if offset < *position || done(shown) {
-                                    continue;
-                                }
-                                render(
-                                    &pieces,
-                                    &Shown {
-                                        topic: &options.topic,
-                                        partition: p.partition_index,
-                                        offset,
-                                        timestamp,
-                                        key: record.key,
-                                        value: record.value,
-                                        headers: record_headers(&record),
-                                    },
-                                    &mut out,
-                                );
-                                shown += 1;
-                                *position = offset + 1;
+        fetch_round(
+            &mut client,
+            &options.topic,
+            &layout,
+            &before,
+            FetchLimits::default(),
+            |partition, records| {
+                let Some(position) = positions.get_mut(&partition) else {
+                    return Ok(());
+                };
+                let mut start = 0;
+                for (header, size) in complete_batches(records) {
+                    let batch = &records[start..start + size];
+                    start += size;
+                    if !header.is_control() {
+                        let section = decompressed_records(batch)?;
+                        for record in raw_records(&section) {
+                            let record = record?;
+                            let (offset, timestamp) = record_offset_and_timestamp(&header, &record);
+                            if offset < *position || done(shown) {
+                                continue;
                             }
-                        }
-                        if !done(shown) {
-                            *position = (*position).max(header.last_offset() + 1);
+                            render(
+                                &pieces,
+                                &Shown {
+                                    topic: &options.topic,
+                                    partition,
+                                    offset,
+                                    timestamp,
+                                    key: record.key,
+                                    value: record.value,
+                                    headers: record_headers(&record),
+                                },
+                                &mut out,
+                            );
+                            shown += 1;
+                            *position = offset + 1;
                         }
                     }
+                    if !done(shown) {
+                        *position = (*position).max(header.last_offset() + 1);
+                    }
                 }
-            }
-        }
+                Ok(())
+            },
+        )?;
         let mut lock = stdout.lock();
         if lock.write_all(&out).and_then(|()| lock.flush()).is_err() {
             // The reader went away (e.g. `| head`): stop as if interrupted.

@@ -1,4 +1,4 @@
-//! `odradek perf produce|consume` against a real broker: the counts they report are the
+//! `odradek perf produce|consume|fetch` against a real broker: the counts they report are the
 //! records that really went through. Timings are not asserted.
 
 mod support;
@@ -73,23 +73,50 @@ fn perf_produce_then_consume_counts_every_record() {
     assert_eq!(consumed["records"], 3000);
     assert_eq!(consumed["bytes"], 300_000);
 
-    // Asking for more than the topic holds fails, naming how many arrived.
-    let short = odradek(
+    // The bare Fetch loop reads the same records from the earliest offsets, and counts the
+    // batches' own bytes: the values plus per-record and per-batch framing.
+    let fetched = json(&odradek(
         &broker,
         &[
             "perf",
-            "consume",
+            "fetch",
             "--topic",
             "perf",
             "--messages",
-            "3001",
-            "--timeout-ms",
             "3000",
+            "--output",
+            "json",
         ],
+    ));
+    assert_eq!(fetched["records"], 3000);
+    let batch_bytes = fetched["batch_bytes"].as_u64().expect("batch_bytes");
+    assert!(
+        (300_000..360_000).contains(&batch_bytes),
+        "3000 records of 100 bytes in {batch_bytes} bytes of batches"
     );
-    assert!(!short.status.success());
-    let stderr = String::from_utf8_lossy(&short.stderr);
-    assert!(stderr.contains("consumed 3000 of 3001"), "{stderr}");
+
+    // Asking for more than the topic holds fails, naming how many arrived.
+    for (command, says) in [
+        ("consume", "consumed 3000 of 3001"),
+        ("fetch", "read 3000 of 3001"),
+    ] {
+        let short = odradek(
+            &broker,
+            &[
+                "perf",
+                command,
+                "--topic",
+                "perf",
+                "--messages",
+                "3001",
+                "--timeout-ms",
+                "3000",
+            ],
+        );
+        assert!(!short.status.success());
+        let stderr = String::from_utf8_lossy(&short.stderr);
+        assert!(stderr.contains(says), "{command}: {stderr}");
+    }
 }
 
 #[test]
