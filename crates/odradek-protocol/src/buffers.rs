@@ -6,7 +6,15 @@
 //! fault and a page clearing per 4 KiB it carried — for a fetch, more than the read itself
 //! cost. A buffer lent out as `Bytes` goes back to the pool when the last `Bytes` pointing
 //! into it is dropped: once a request is done with, once a response has been written.
+//!
+//! Buffers are allocated in power-of-two sizes, so the two uses share them: a produce
+//! request of a librdkafka batch is a little under 1 MiB and a fetch reads 1 MiB per
+//! partition. With exact sizes, a pool filled by produce requests held nothing a fetch could
+//! use, and every fetch after a produce burst faulted in fresh memory. For the same reason a
+//! full pool makes room for a returned buffer by dropping the ones returned longest ago: what
+//! the pool holds follows what the broker is doing now.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -27,7 +35,8 @@ pub struct BufferPool {
 
 #[derive(Default)]
 struct Free {
-    buffers: Vec<Vec<u8>>,
+    /// Least recently returned first.
+    buffers: VecDeque<Vec<u8>>,
     retained: usize,
 }
 
@@ -38,18 +47,25 @@ pub fn shared() -> &'static BufferPool {
 }
 
 impl BufferPool {
-    /// An empty buffer with room for at least `len` bytes, reused when one is free.
+    /// An empty buffer with room for at least `len` bytes: the smallest free one that is
+    /// large enough, else a new one of the next power-of-two size.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let reused = {
             let mut free = self.free.lock().expect("buffer pool");
-            let at = free.buffers.iter().position(|b| b.capacity() >= len);
-            at.map(|at| {
-                let buf = free.buffers.swap_remove(at);
+            let best = free
+                .buffers
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(at, _)| at);
+            let buf = best.and_then(|at| free.buffers.remove(at));
+            if let Some(buf) = &buf {
                 free.retained -= buf.capacity();
-                buf
-            })
+            }
+            buf
         };
-        reused.unwrap_or_else(|| Vec::with_capacity(len))
+        reused.unwrap_or_else(|| Vec::with_capacity(len.checked_next_power_of_two().unwrap_or(len)))
     }
 
     /// The buffer's bytes as `Bytes`; the buffer returns to this pool when the last
@@ -58,16 +74,27 @@ impl BufferPool {
         Bytes::from_owner(Pooled { buf, pool: self })
     }
 
+    /// Keeps `buf` as the most recently returned buffer, dropping the least recently
+    /// returned ones while the pool would be over its bound.
     fn give_back(&self, mut buf: Vec<u8>) {
         if buf.capacity() > LARGEST_KEPT {
             return;
         }
         buf.clear();
+        let mut dropped = Vec::new();
         let mut free = self.free.lock().expect("buffer pool");
-        if free.retained + buf.capacity() <= RETAINED_BYTES {
-            free.retained += buf.capacity();
-            free.buffers.push(buf);
+        // Ends: `retained` is what `buffers` hold, and no kept buffer exceeds the bound.
+        while free.retained + buf.capacity() > RETAINED_BYTES
+            && let Some(oldest) = free.buffers.pop_front()
+        {
+            free.retained -= oldest.capacity();
+            dropped.push(oldest);
         }
+        free.retained += buf.capacity();
+        free.buffers.push_back(buf);
+        drop(free);
+        // Unmapping happens outside the lock.
+        drop(dropped);
     }
 }
 
@@ -108,6 +135,55 @@ mod tests {
         let reused = pool.take(200_000);
         assert_eq!(reused.as_ptr(), address);
         assert!(reused.is_empty());
+    }
+
+    #[test]
+    fn a_produce_frame_buffer_serves_a_one_mib_fetch_read() {
+        // librdkafka's batches make request frames a little under 1 MiB.
+        let pool: &'static BufferPool = Box::leak(Box::default());
+        let frame = pool.take(1_000_100);
+        let address = frame.as_ptr();
+        drop(pool.lend(frame));
+        let read = pool.take(1 << 20);
+        assert_eq!(read.as_ptr(), address);
+    }
+
+    #[test]
+    fn the_smallest_fitting_buffer_is_taken() {
+        let pool: &'static BufferPool = Box::leak(Box::default());
+        let large = pool.take(4 << 20);
+        let small = pool.take(100_000);
+        let small_address = small.as_ptr();
+        drop(pool.lend(large));
+        drop(pool.lend(small));
+        let taken = pool.take(70_000);
+        assert_eq!(taken.as_ptr(), small_address);
+    }
+
+    #[test]
+    fn a_full_pool_drops_the_buffers_returned_longest_ago() {
+        let pool: &'static BufferPool = Box::leak(Box::default());
+        let old: Vec<Vec<u8>> = (0..RETAINED_BYTES / (1 << 20))
+            .map(|_| pool.take(1 << 20))
+            .collect();
+        let old_addresses: Vec<_> = old.iter().map(|b| b.as_ptr()).collect();
+        for buf in old {
+            drop(pool.lend(buf));
+        }
+        let new = pool.take(2 << 20);
+        let new_address = new.as_ptr();
+        drop(pool.lend(new));
+        {
+            let free = pool.free.lock().unwrap();
+            assert!(free.retained <= RETAINED_BYTES);
+            assert_eq!(free.buffers.back().map(|b| b.as_ptr()), Some(new_address));
+            // Two of the 1 MiB buffers made room for it: the first two returned.
+            let kept: Vec<_> = free.buffers.iter().map(|b| b.as_ptr()).collect();
+            assert!(!kept.contains(&old_addresses[0]) && !kept.contains(&old_addresses[1]));
+            assert!(kept.contains(&old_addresses[2]));
+        }
+        let again = pool.take(2 << 20);
+        assert_eq!(again.as_ptr(), new_address);
     }
 
     #[test]
