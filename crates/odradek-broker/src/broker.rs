@@ -165,9 +165,7 @@ impl Broker {
         let coordinator = GroupCoordinator::new(&config);
         let txn = TransactionCoordinator::new(&config);
         let metrics = Arc::new(crate::metrics::Metrics::new(
-            config
-                .number_or("metrics.partition.detail.max", 10_000)
-                .max(0) as usize,
+            config.int("metrics.partition.detail.max").max(0) as usize,
         ));
         let logs = LogManager::open(&data_dir, config, clean)?;
         coordinator.load(&logs);
@@ -245,9 +243,7 @@ impl Broker {
     /// Writes every log's recovery point every `log.flush.offset.checkpoint.interval.ms`
     /// (Kafka's interval for its recovery-point checkpoint), on the blocking pool.
     pub async fn run_recovery_checkpoints(self: Arc<Self>) {
-        let interval = self
-            .config()
-            .number_or("log.flush.offset.checkpoint.interval.ms", 60_000);
+        let interval = self.config().int("log.flush.offset.checkpoint.interval.ms");
         if interval <= 0 {
             return;
         }

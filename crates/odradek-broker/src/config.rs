@@ -1252,9 +1252,17 @@ impl BrokerConfig {
         self.value(name).and_then(|v| v.trim().parse().ok())
     }
 
-    /// A numeric config, or `default` when unset or unparsable (validated at start-up).
-    pub fn number_or(&self, name: &str, default: i64) -> i64 {
-        self.number(name).unwrap_or(default)
+    /// A numeric config that has a registered default: the value set in the most specific
+    /// layer, else that default. Values are checked against their type when they are set (at
+    /// start-up and by IncrementalAlterConfigs) and `numeric_defaults_parse` checks the
+    /// defaults, so the fallback below is only there so that a bug cannot take the broker down.
+    pub fn int(&self, name: &str) -> i64 {
+        let value = self.number(name);
+        debug_assert!(value.is_some(), "{name} has no numeric value or default");
+        value.unwrap_or_else(|| {
+            tracing::error!(config = name, "no numeric value or default; using 0");
+            0
+        })
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -1332,25 +1340,22 @@ impl BrokerConfig {
         self.flag("delete.topic.enable")
     }
     pub fn num_partitions(&self) -> i32 {
-        self.number("num.partitions").unwrap_or(1) as i32
+        self.int("num.partitions") as i32
     }
     pub fn default_replication_factor(&self) -> i16 {
-        self.number("default.replication.factor").unwrap_or(1) as i16
+        self.int("default.replication.factor") as i16
     }
     pub fn retention_check_interval_ms(&self) -> i64 {
-        self.number("log.retention.check.interval.ms")
-            .unwrap_or(300_000)
+        self.int("log.retention.check.interval.ms")
     }
     pub fn cleaner_dedupe_buffer_size(&self) -> u64 {
-        self.number("log.cleaner.dedupe.buffer.size")
-            .unwrap_or(134_217_728)
-            .max(1) as u64
+        self.int("log.cleaner.dedupe.buffer.size").max(1) as u64
     }
     pub fn cleaner_enabled(&self) -> bool {
         self.flag("log.cleaner.enable")
     }
     pub fn cleaner_backoff_ms(&self) -> i64 {
-        self.number("log.cleaner.backoff.ms").unwrap_or(15_000)
+        self.int("log.cleaner.backoff.ms")
     }
     pub fn flush_scheduler_interval_ms(&self) -> i64 {
         self.number("log.flush.scheduler.interval.ms")
@@ -1368,19 +1373,11 @@ impl BrokerConfig {
             })
             .collect();
         ConnectionLimits {
-            max_connections: self
-                .number("max.connections")
-                .unwrap_or(i64::from(i32::MAX))
-                .max(0) as usize,
-            max_per_ip: self
-                .number("max.connections.per.ip")
-                .unwrap_or(i64::from(i32::MAX))
-                .max(0) as usize,
+            max_connections: self.int("max.connections").max(0) as usize,
+            max_per_ip: self.int("max.connections.per.ip").max(0) as usize,
             per_ip_overrides: overrides,
             idle_timeout: std::time::Duration::from_millis(
-                self.number("connections.max.idle.ms")
-                    .unwrap_or(600_000)
-                    .max(1) as u64,
+                self.int("connections.max.idle.ms").max(1) as u64,
             ),
             queued_max_request_bytes: self
                 .number("queued.max.request.bytes")
@@ -1389,13 +1386,11 @@ impl BrokerConfig {
         }
     }
     pub fn recovery_threads(&self) -> usize {
-        self.number("num.recovery.threads.per.data.dir")
-            .map_or(2, |n| n.max(1) as usize)
+        self.int("num.recovery.threads.per.data.dir").max(1) as usize
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {
-        self.number("socket.request.max.bytes")
-            .unwrap_or(104_857_600) as usize
+        self.int("socket.request.max.bytes") as usize
     }
 
     /// The broker-level value a topic config falls back to, with its source: Kafka's
@@ -1576,6 +1571,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn numeric_defaults_parse() {
+        let config = BrokerConfig::from_layers([]).unwrap();
+        for def in BROKER_CONFIGS {
+            if matches!(
+                def.ty,
+                ConfigType::Int | ConfigType::Short | ConfigType::Long
+            ) && def.default.is_some()
+            {
+                assert!(config.number(def.name).is_some(), "{}", def.name);
+            }
+        }
     }
 
     #[test]

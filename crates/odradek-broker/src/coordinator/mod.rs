@@ -164,31 +164,27 @@ pub struct GroupCoordinator {
 
 impl GroupCoordinator {
     pub fn new(config: &BrokerConfig) -> Self {
-        let ms = |key: &str, default: i64| {
-            Duration::from_millis(config.number_or(key, default).max(0) as u64)
-        };
+        let ms = |key: &str| Duration::from_millis(config.int(key).max(0) as u64);
         Self {
             groups: Mutex::new(HashMap::new()),
             limits: GroupLimits {
-                min_session_timeout: ms("group.min.session.timeout.ms", 6000),
-                max_session_timeout: ms("group.max.session.timeout.ms", 1_800_000),
-                max_size: config
-                    .number_or("group.max.size", i64::from(i32::MAX))
-                    .max(1) as usize,
-                initial_rebalance_delay: ms("group.initial.rebalance.delay.ms", 3000),
+                min_session_timeout: ms("group.min.session.timeout.ms"),
+                max_session_timeout: ms("group.max.session.timeout.ms"),
+                max_size: config.int("group.max.size").max(1) as usize,
+                initial_rebalance_delay: ms("group.initial.rebalance.delay.ms"),
             },
-            offsets_partitions: config.number_or("offsets.topic.num.partitions", 50).max(1) as i32,
-            metadata_max_bytes: config.number_or("offset.metadata.max.bytes", 4096).max(0) as usize,
-            offsets_segment_bytes: config.number_or("offsets.topic.segment.bytes", 104_857_600),
-            consumer_session_timeout: ms("group.consumer.session.timeout.ms", 45_000),
+            offsets_partitions: config.int("offsets.topic.num.partitions").max(1) as i32,
+            metadata_max_bytes: config.int("offset.metadata.max.bytes").max(0) as usize,
+            offsets_segment_bytes: config.int("offsets.topic.segment.bytes"),
+            consumer_session_timeout: ms("group.consumer.session.timeout.ms"),
             offsets_retention_ms: config
-                .number_or("offsets.retention.minutes", 10080)
+                .int("offsets.retention.minutes")
                 .saturating_mul(60_000),
-            retention_check_interval: ms("offsets.retention.check.interval.ms", 600_000),
+            retention_check_interval: ms("offsets.retention.check.interval.ms"),
             last_retention_check: Mutex::new(Instant::now()),
             pending_txn_offsets: Mutex::new(HashMap::new()),
             consumer_heartbeat_interval_ms: config
-                .number_or("group.consumer.heartbeat.interval.ms", 5000)
+                .int("group.consumer.heartbeat.interval.ms")
                 .clamp(1, i64::from(i32::MAX)) as i32,
         }
     }

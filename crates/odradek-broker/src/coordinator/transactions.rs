@@ -236,20 +236,17 @@ impl TxnLimits {
     pub fn new(config: &BrokerConfig) -> Self {
         Self {
             max_timeout_ms: config
-                .number_or("transaction.max.timeout.ms", 900_000)
+                .int("transaction.max.timeout.ms")
                 .clamp(1, i64::from(i32::MAX)) as i32,
-            id_expiration_ms: config.number_or("transactional.id.expiration.ms", 604_800_000),
+            id_expiration_ms: config.int("transactional.id.expiration.ms"),
             partitions: config
-                .number_or("transaction.state.log.num.partitions", 50)
+                .int("transaction.state.log.num.partitions")
                 .clamp(1, 10_000) as i32,
-            segment_bytes: config.number_or("transaction.state.log.segment.bytes", 104_857_600),
+            segment_bytes: config.int("transaction.state.log.segment.bytes"),
             abort_interval_ms: config
-                .number_or(
-                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-                    10_000,
-                )
+                .int("transaction.abort.timed.out.transaction.cleanup.interval.ms")
                 .max(1),
-            producer_id_expiration_ms: config.number_or("producer.id.expiration.ms", 86_400_000),
+            producer_id_expiration_ms: config.int("producer.id.expiration.ms"),
         }
     }
 }
