@@ -216,6 +216,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Bytes of requests in flight across all connections before the broker stops reading more; -1 for no limit.",
     ),
     def(
+        "fetch.max.bytes",
+        Int,
+        Some("57671680"),
+        AtLeast(1024),
+        "The most record bytes one fetch response carries, whatever the request asks (KIP-541); the first batch is returned whole even when larger, so a consumer always progresses.",
+    ),
+    def(
         "socket.request.max.bytes",
         Int,
         Some("104857600"),
@@ -1387,6 +1394,10 @@ impl BrokerConfig {
     }
     pub fn recovery_threads(&self) -> usize {
         self.int("num.recovery.threads.per.data.dir").max(1) as usize
+    }
+
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.int("fetch.max.bytes") as usize
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {

@@ -97,10 +97,14 @@ pub struct OffsetLookup {
     pub timestamp: i64,
 }
 
-/// Records read for a fetch, plus where the log stood when the read was planned.
+/// Records read for a fetch.
 #[derive(Debug, Clone)]
 pub struct FetchedRecords {
     pub records: Bytes,
+    /// Readable batches follow the ones returned, held back by the byte limit or by the
+    /// segment's end: waiting cannot make this read any larger. A fetch parked for
+    /// `min_bytes` answers at once then, as Kafka's delayed fetch does.
+    pub more_waiting: bool,
 }
 
 /// A read planned under the partition lock and carried out without it: segment files are
@@ -115,6 +119,9 @@ pub struct PreparedRead {
     /// Batches starting at or after this offset are not returned (the last stable offset,
     /// for read_committed fetches).
     end_offset: i64,
+    /// The first offset of the next segment holding data, if any: a read that reaches
+    /// this segment's end leaves data there.
+    next_segment_offset: Option<i64>,
     max_bytes: usize,
     min_one_batch: bool,
 }
@@ -723,6 +730,12 @@ impl Log {
             return Ok(PreparedRead::nothing());
         };
         let relative = u32::try_from(offset.saturating_sub(segment.base_offset())).unwrap_or(0);
+        let next_segment_offset = self
+            .segments
+            .range(segment.base_offset() + 1..)
+            .map(|(_, s)| s)
+            .find(|s| s.size() > 0)
+            .map(|s| s.base_offset());
         Ok(PreparedRead {
             file: Some(segment.file().clone()),
             path: segment.log_path().to_path_buf(),
@@ -730,6 +743,7 @@ impl Log {
             end: segment.size(),
             target_offset: offset,
             end_offset: i64::MAX,
+            next_segment_offset,
             max_bytes,
             min_one_batch,
         })
@@ -942,6 +956,7 @@ impl PreparedRead {
             end: 0,
             target_offset: 0,
             end_offset: i64::MAX,
+            next_segment_offset: None,
             max_bytes: 0,
             min_one_batch: false,
         }
@@ -959,6 +974,7 @@ impl PreparedRead {
     pub fn read(self) -> Result<FetchedRecords, StorageError> {
         let empty = FetchedRecords {
             records: Bytes::new(),
+            more_waiting: false,
         };
         let Some(file) = self.file else {
             return Ok(empty);
@@ -991,7 +1007,12 @@ impl PreparedRead {
         let available = self.end - pos;
         let want = if first_size > self.max_bytes as u64 {
             if !self.min_one_batch {
-                return Ok(empty);
+                // The batch is readable (the walk above stops at `end_offset`); it just
+                // does not fit.
+                return Ok(FetchedRecords {
+                    more_waiting: true,
+                    ..empty
+                });
             }
             first_size
         } else {
@@ -1029,9 +1050,26 @@ impl PreparedRead {
                 reason,
             });
         }
+        let more_waiting = if damage.is_some() {
+            false
+        } else if want < available {
+            // The limit cut the read: what follows is readable unless a read_committed
+            // fetch stops there anyway (a header cut in two cannot tell, so it counts only
+            // for fetches without an end).
+            match buf.get(good..good + batch::HEADER_LEN) {
+                Some(next) => {
+                    BatchHeader::parse(next).is_some_and(|h| h.base_offset() < end_offset)
+                }
+                None => end_offset == i64::MAX,
+            }
+        } else {
+            self.next_segment_offset
+                .is_some_and(|next| next < end_offset)
+        };
         buf.truncate(good);
         Ok(FetchedRecords {
             records: buffers.lend(buf),
+            more_waiting,
         })
     }
 }
@@ -1060,6 +1098,37 @@ mod tests {
         batch::complete_batches(&records)
             .map(|(h, _)| h.base_offset())
             .collect()
+    }
+
+    #[test]
+    fn a_read_tells_whether_readable_batches_were_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..100 {
+            log.append(batch(2, 1000 + i), 0).unwrap();
+        }
+        let read = |from: i64, max_bytes: usize, min_one: bool, up_to: i64| {
+            let r = log
+                .prepare_read(from, max_bytes, min_one)
+                .unwrap()
+                .up_to(up_to)
+                .read()
+                .unwrap();
+            (batch::complete_batches(&r.records).count(), r.more_waiting)
+        };
+        let one = batch(2, 0).len();
+        // Cut by the limit, whether it splits a batch or ends on a boundary.
+        assert_eq!(read(0, one + 1, true, i64::MAX), (1, true));
+        assert_eq!(read(0, one, true, i64::MAX), (1, true));
+        // Nothing fits and nothing is forced: still, a batch is waiting.
+        assert_eq!(read(0, 1, false, i64::MAX), (0, true));
+        // The end of a segment with more segments after it.
+        let (in_first, waiting) = read(0, 1 << 20, true, i64::MAX);
+        assert!(in_first > 1 && waiting, "{in_first} {waiting}");
+        // The end of the log, and a read_committed end right behind what fits.
+        assert_eq!(read(198, 1 << 20, true, i64::MAX), (1, false));
+        assert_eq!(read(0, one, true, 2), (1, false));
+        assert_eq!(read(0, 1 << 20, true, 2), (1, false));
     }
 
     #[test]

@@ -61,23 +61,6 @@ fn fetch(
     decode_response::<FetchRequest>(frame, VERSION).1
 }
 
-/// (topic, partition, record bytes) of every partition a response carries.
-fn carried(response: &FetchResponse) -> Vec<(String, i32, usize)> {
-    response
-        .responses
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| {
-                (
-                    t.topic.to_string(),
-                    p.partition_index,
-                    p.records.as_ref().map_or(0, |r| r.len()),
-                )
-            })
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_sessions_send_only_what_changed() {
     let broker = BrokerProcess::start();

@@ -136,3 +136,93 @@ async fn a_small_queued_max_request_bytes_slows_clients_down_but_loses_nothing()
         .sum();
     assert_eq!(total, 3000);
 }
+
+/// `fetch.max.bytes` (KIP-541) bounds every response whatever the request asks: the first
+/// batch still comes whole when it is larger, a `min_bytes` that only more data than fits
+/// could meet does not hold the fetch until `max_wait_ms`, and a consumer asking
+/// librdkafka's default 50 MiB reads everything in capped responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_max_bytes_caps_every_response_and_consumers_still_read_everything() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use rdkafka::producer::FutureRecord;
+
+    const CAP: usize = 64 * 1024;
+    let broker = BrokerProcess::start_with(&["--set", &format!("fetch.max.bytes={CAP}")]);
+    create_topic(&broker.addr, "capped", 4, &[]).await;
+    // One record per batch: partition 0 starts with a batch larger than the cap.
+    let client = producer(&broker.addr, &[("acks", "all"), ("linger.ms", "0")]);
+    let big = vec![b'b'; 100 * 1024];
+    let small = vec![b's'; 30 * 1024];
+    let mut expected = [0usize; 4];
+    for (p, value) in std::iter::once((0, &big)).chain(
+        (0..4)
+            .flat_map(|p| (0..5).map(move |_| p))
+            .map(|p| (p, &small)),
+    ) {
+        delivered(enqueue(
+            &client,
+            FutureRecord::<(), _>::to("capped")
+                .partition(p)
+                .payload(value),
+        ))
+        .await
+        .expect("send");
+        expected[p as usize] += 1;
+    }
+
+    let fetch = |offsets: [i64; 4], min_bytes: i32, max_wait_ms: i32| {
+        let partitions = offsets
+            .iter()
+            .enumerate()
+            .map(|(p, &offset)| {
+                FetchPartition::default()
+                    .with_partition(p as i32)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(50 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("capped")))
+                    .with_partitions(partitions),
+            ]);
+        let started = Instant::now();
+        let response = raw_round_trip(&broker.addr, &request, 12);
+        let bytes: Vec<usize> = carried(&response).iter().map(|(_, _, b)| *b).collect();
+        (bytes, started.elapsed())
+    };
+
+    // The oversized first batch alone: nothing else fits after it.
+    let (first, _) = fetch([0; 4], 0, 0);
+    assert!(first[0] > CAP, "{first:?}");
+    assert_eq!(first[1..], [0, 0, 0], "{first:?}");
+
+    // Past it: whole 30 KiB batches up to the cap, though 50 MiB were asked.
+    let (rest, _) = fetch([1, 0, 0, 0], 0, 0);
+    let total: usize = rest.iter().sum();
+    assert!(total > 0 && total <= CAP, "{rest:?}");
+
+    // 600 KiB wait, under the 1 MiB asked as min_bytes, but only the cap's worth fits in a
+    // response: waiting cannot fill it further, so it is answered at once, not after 10 s.
+    let (held, waited) = fetch([1, 0, 0, 0], 1 << 20, 10_000);
+    assert!(held.iter().sum::<usize>() <= CAP, "{held:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+
+    for (p, &count) in expected.iter().enumerate() {
+        let got = consume(
+            &broker.addr,
+            "capped",
+            p as i32,
+            0,
+            count,
+            Duration::from_secs(30),
+        );
+        assert_eq!(got.len(), count);
+    }
+}

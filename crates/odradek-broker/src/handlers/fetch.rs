@@ -165,6 +165,8 @@ impl FetchSessions {
 struct PartitionRead {
     data: PartitionData,
     bytes: usize,
+    /// More could be read than this read returned (see `FetchedRecords::more_waiting`).
+    more_waiting: bool,
     reported: Option<Reported>,
     /// The topic's metrics label, for a read that returned records.
     counted_as: Option<TopicLabel>,
@@ -219,6 +221,7 @@ impl Broker {
             PartitionRead {
                 data,
                 bytes: 0,
+                more_waiting: false,
                 reported: None,
                 counted_as: None,
             }
@@ -260,8 +263,8 @@ impl Broker {
         data.high_watermark = high_watermark;
         data.last_stable_offset = last_stable_offset;
         data.log_start_offset = log_start_offset;
-        let records = match prepared.and_then(|p| p.read()) {
-            Ok(r) => r.records,
+        let (records, more_waiting) = match prepared.and_then(|p| p.read()) {
+            Ok(r) => (r.records, r.more_waiting),
             Err(StorageError::OffsetOutOfRange { .. }) => {
                 let mut out = error(data, ResponseError::OffsetOutOfRange);
                 out.data.high_watermark = high_watermark;
@@ -284,6 +287,7 @@ impl Broker {
         PartitionRead {
             data,
             bytes,
+            more_waiting,
             reported: Some(Reported {
                 high_watermark,
                 last_stable_offset,
@@ -385,12 +389,15 @@ impl Broker {
         };
         let broker = self.clone();
         let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
-        let min_bytes = request.min_bytes.max(0) as usize;
-        let max_bytes = if request.max_bytes <= 0 {
+        // As Kafka: the broker's `fetch.max.bytes` caps what any request may ask, and a
+        // `min_bytes` above the cap could never be met, so it is lowered to it.
+        let asked = if request.max_bytes <= 0 {
             usize::MAX
         } else {
             request.max_bytes as usize
         };
+        let max_bytes = asked.min(self.config().fetch_max_bytes());
+        let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
         let read_committed = request.isolation_level == 1;
         Reply::Later(Box::pin(async move {
             let reads = broker
@@ -426,7 +433,9 @@ impl Broker {
             let reads = self.read_all(targets, max_bytes, read_committed);
             let bytes: usize = reads.iter().map(|r| r.bytes).sum();
             let has_error = reads.iter().any(|r| r.data.error_code != 0);
-            if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
+            // Data held back by the limits will not grow the response by waiting.
+            let full = reads.iter().any(|r| r.more_waiting);
+            if bytes >= min_bytes || full || has_error || tokio::time::Instant::now() >= deadline {
                 return reads;
             }
             let any_append = poll_fn(|cx| {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
+    FetchResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -340,6 +340,23 @@ pub async fn delivered(future: DeliveryFuture) -> Result<Delivery, rdkafka::erro
 }
 
 // Raw Kafka protocol over a blocking std TCP socket, for requests no well-behaved client sends.
+
+/// (topic, partition, record bytes) of every partition a response carries.
+pub fn carried(response: &FetchResponse) -> Vec<(String, i32, usize)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    t.topic.to_string(),
+                    p.partition_index,
+                    p.records.as_ref().map_or(0, |r| r.len()),
+                )
+            })
+        })
+        .collect()
+}
 
 /// A blocking connection with bounded reads and writes.
 pub fn raw_connect(addr: &str) -> TcpStream {
