@@ -57,6 +57,10 @@ pub struct ConsumerState {
     /// as they are, so a restart alone does not bump the group epoch.
     subscribed_metadata: Option<Vec<TopicInfo>>,
     pub assignor: String,
+    /// What `__consumer_offsets` holds for this group. Records are written as the
+    /// difference between it and the live state, so a change whose write failed is
+    /// written with the next one instead of being lost from the log.
+    persisted: Snapshot,
 }
 
 pub struct HeartbeatRequest {
@@ -93,6 +97,11 @@ fn count(a: &Assignment) -> usize {
 
 fn contains(a: &Assignment, topic: &Uuid, p: i32) -> bool {
     a.get(topic).is_some_and(|s| s.contains(&p))
+}
+
+fn is_subset(a: &Assignment, of: &Assignment) -> bool {
+    a.iter()
+        .all(|(t, ps)| ps.iter().all(|p| contains(of, t, *p)))
 }
 
 fn insert(a: &mut Assignment, topic: Uuid, p: i32) {
@@ -175,6 +184,15 @@ impl ConsumerMember {
 }
 
 impl ConsumerState {
+    pub fn persisted(&self) -> &Snapshot {
+        &self.persisted
+    }
+
+    /// Records that `snapshot` is now what the log holds (written, or replayed from it).
+    pub fn mark_persisted(&mut self, snapshot: Snapshot) {
+        self.persisted = snapshot;
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             group_epoch: self.group_epoch,
@@ -432,7 +450,16 @@ impl ConsumerState {
                 req.member_epoch,
             );
         };
-        if req.member_epoch > 0 && req.member_epoch != member.epoch {
+        // A member one epoch behind that owns nothing beyond its current assignment only
+        // missed the response that moved it on (lost, or its records failed to write):
+        // Kafka accepts it and sends the whole assignment again.
+        let missed_response = req.member_epoch > 0
+            && req.member_epoch == member.previous_epoch
+            && req
+                .owned
+                .as_ref()
+                .is_some_and(|owned| is_subset(owned, &member.assigned));
+        if req.member_epoch > 0 && req.member_epoch != member.epoch && !missed_response {
             return fail(
                 ResponseError::FencedMemberEpoch,
                 "the member epoch is fenced",
@@ -486,7 +513,7 @@ impl ConsumerState {
             }
             self.compute_target(topics);
         }
-        let result = self.reconcile(&member_id, req.member_epoch == 0);
+        let result = self.reconcile(&member_id, req.member_epoch == 0 || missed_response);
         HeartbeatResult {
             error: None,
             member_id,
@@ -495,9 +522,9 @@ impl ConsumerState {
         }
     }
 
-    /// Moves a member one step towards its target. Returns its epoch and, if it changed,
-    /// its new assignment.
-    fn reconcile(&mut self, id: &str, joining: bool) -> (i32, Option<Assignment>) {
+    /// Moves a member one step towards its target. Returns its epoch and its assignment if
+    /// it changed or `resend` asks for it.
+    fn reconcile(&mut self, id: &str, resend: bool) -> (i32, Option<Assignment>) {
         let target = self.target.get(id).cloned().unwrap_or_default();
         // Partitions other members own or are still giving up.
         let mut taken = Assignment::new();
@@ -547,7 +574,7 @@ impl ConsumerState {
                 member.epoch = epoch;
             }
         }
-        let assignment = (joining || member.assigned != before).then(|| member.assigned.clone());
+        let assignment = (resend || member.assigned != before).then(|| member.assigned.clone());
         (member.epoch, assignment)
     }
 
@@ -646,6 +673,49 @@ mod tests {
         assert_eq!(
             g.check_epoch("b", b3.member_epoch - 1),
             Some(ResponseError::StaleMemberEpoch)
+        );
+    }
+
+    #[test]
+    fn a_member_that_missed_the_response_moving_its_epoch_is_answered_again() {
+        let topics = vec![TopicInfo {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 4,
+        }];
+        let now = Instant::now();
+        let mut g = ConsumerState::new("uniform");
+        let a = g.heartbeat(req("a", 0, None), &topics, now);
+        let all = a.assignment.unwrap();
+        g.heartbeat(req("b", 0, None), &topics, now);
+        let a2 = g.heartbeat(req("a", a.member_epoch, Some(all.clone())), &topics, now);
+        let kept = a2.assignment.unwrap();
+        // This response, moving a to the new epoch, never reaches a.
+        let a3 = g.heartbeat(req("a", a2.member_epoch, Some(kept.clone())), &topics, now);
+        assert!(a3.member_epoch > a2.member_epoch);
+
+        // a asks again with the epoch it has and what it owns: the new epoch and the whole
+        // assignment come back.
+        let again = g.heartbeat(req("a", a2.member_epoch, Some(kept.clone())), &topics, now);
+        assert_eq!(again.error, None);
+        assert_eq!(again.member_epoch, a3.member_epoch);
+        assert_eq!(again.assignment, Some(kept.clone()));
+        // Owning a partition it was told to give up, or claiming a later epoch, is fenced.
+        for (epoch, owned) in [
+            (a2.member_epoch, all.clone()),
+            (a3.member_epoch + 1, kept.clone()),
+        ] {
+            let fenced = g.heartbeat(req("a", epoch, Some(owned)), &topics, now);
+            assert_eq!(
+                fenced.error.map(|(e, _)| e),
+                Some(ResponseError::FencedMemberEpoch)
+            );
+        }
+        // Without its owned partitions the claim cannot be checked: fenced too, as in Kafka.
+        let unknown = g.heartbeat(req("a", a2.member_epoch, None), &topics, now);
+        assert_eq!(
+            unknown.error.map(|(e, _)| e),
+            Some(ResponseError::FencedMemberEpoch)
         );
     }
 

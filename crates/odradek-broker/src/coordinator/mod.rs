@@ -263,6 +263,10 @@ impl GroupCoordinator {
                 apply(&mut groups, key, value, record_offset, Instant::now());
             });
         }
+        for consumer in groups.values_mut().filter_map(|g| g.consumer.as_mut()) {
+            let replayed = consumer.snapshot();
+            consumer.mark_persisted(replayed);
+        }
         *self
             .pending_txn_offsets
             .lock()
@@ -517,6 +521,19 @@ fn consumer_group<'a>(
 /// the group is deleted). Only what changed is written, in the order Kafka writes it: a
 /// member's metadata before the group epoch it bumps, the target before its epoch, and a
 /// leaving member's assignments before its metadata.
+/// The records that bring the log's view of `group`'s consumer state up to the live one,
+/// with the snapshot to mark persisted once they are appended.
+pub fn unpersisted_consumer_records(
+    group: &str,
+    state: &consumer::ConsumerState,
+) -> (Vec<(RecordKey, Option<Bytes>)>, consumer::Snapshot) {
+    let live = state.snapshot();
+    (
+        consumer_records(group, state.persisted(), Some(&live)),
+        live,
+    )
+}
+
 pub fn consumer_records(
     group: &str,
     before: &consumer::Snapshot,
@@ -650,15 +667,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_consumer_group_is_rebuilt_from_its_records() {
-        use consumer::{HeartbeatRequest, TopicInfo};
-        let topics = vec![TopicInfo {
+    fn one_topic() -> Vec<consumer::TopicInfo> {
+        vec![consumer::TopicInfo {
             name: "t".into(),
             id: uuid::Uuid::new_v4(),
             partitions: 4,
-        }];
-        let join = |id: &str| HeartbeatRequest {
+        }]
+    }
+
+    fn join(id: &str) -> consumer::HeartbeatRequest {
+        consumer::HeartbeatRequest {
             member_id: id.into(),
             member_epoch: 0,
             instance_id: None,
@@ -670,7 +688,44 @@ mod tests {
             owned: None,
             client_id: "c".into(),
             client_host: "/h".into(),
+        }
+    }
+
+    #[test]
+    fn a_change_whose_write_failed_is_written_with_the_next() {
+        let topics = one_topic();
+        let mut live = consumer::ConsumerState::new("uniform");
+        let mut log = Vec::new();
+        // Each step writes what the log lacks; `written` says whether the append worked.
+        let mut step = |live: &mut consumer::ConsumerState, req, written: bool| {
+            live.heartbeat(req, &topics, Instant::now());
+            let (records, snapshot) = unpersisted_consumer_records("g", live);
+            if written {
+                log.extend(records);
+                live.mark_persisted(snapshot);
+            }
         };
+        step(&mut live, join("a"), true);
+        // b's join is lost to a failed write; a's next heartbeat changes nothing of its own.
+        step(&mut live, join("b"), false);
+        let mut a = join("a");
+        a.member_epoch = live.members["a"].epoch;
+        a.subscribed_names = None;
+        step(&mut live, a, true);
+        let mut groups = HashMap::new();
+        replay(&log, &mut groups);
+        let restored = groups["g"].consumer.as_ref().expect("consumer group");
+        assert!(
+            restored.members.contains_key("b"),
+            "b's join was written later"
+        );
+        assert_eq!(restored.snapshot(), live.snapshot());
+        assert_eq!(live.persisted(), &live.snapshot());
+    }
+
+    #[test]
+    fn a_consumer_group_is_rebuilt_from_its_records() {
+        let topics = one_topic();
         let mut live = consumer::ConsumerState::new("uniform");
         let mut log = Vec::new();
         let mut step = |live: &mut consumer::ConsumerState, req| {

@@ -102,14 +102,17 @@ impl Broker {
                 group.protocol_type = Some("consumer".into());
             }
             let state = group.consumer.as_mut().expect("set above");
-            let before = state.snapshot();
             let result = state.heartbeat(heartbeat, &topics, Instant::now());
-            let records =
-                coordinator::consumer_records(&group_id, &before, Some(&state.snapshot()));
+            let (records, live) = coordinator::unpersisted_consumer_records(&group_id, state);
             // Appended under the lock so the records are in the log in the order the
             // changes happened.
-            let appended = (!records.is_empty())
-                .then(|| self.coordinator.append(&offsets_topic, &group_id, &records));
+            let appended = (!records.is_empty()).then(|| {
+                let appended = self.coordinator.append(&offsets_topic, &group_id, &records);
+                if appended.is_ok() {
+                    state.mark_persisted(live);
+                }
+                appended
+            });
             (result, appended)
         };
         // As in Kafka, the response that reveals the new state waits for its records.

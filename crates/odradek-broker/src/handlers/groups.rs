@@ -115,20 +115,28 @@ impl Broker {
     /// background: a member learns its assignment from the response, and a lost record
     /// only means members rejoin after a crash.
     fn persist_group(&self, group: &Group) {
-        self.persist(&group.id, &[coordinator::group_record(group)]);
+        // The next generation's record replaces this one whole, so a failed write needs
+        // no retry.
+        let _ = self.persist(&group.id, &[coordinator::group_record(group)]);
     }
 
-    /// Appends `records` of `group` and lets them reach disk in the background.
-    fn persist(&self, group: &str, records: &[(RecordKey, Option<Bytes>)]) {
+    /// Appends `records` of `group` and lets them reach disk in the background. Whether
+    /// they were appended.
+    fn persist(&self, group: &str, records: &[(RecordKey, Option<Bytes>)]) -> bool {
         let Some(topic) = self.logs.topic(OFFSETS_TOPIC) else {
-            return;
+            return false;
         };
         match self.coordinator.append(&topic, group, records) {
-            Ok(appended) => self
-                .logs
-                .group_commit()
-                .request(&appended.partition.log, None),
-            Err(e) => tracing::warn!(%group, error = %e, "cannot persist group metadata"),
+            Ok(appended) => {
+                self.logs
+                    .group_commit()
+                    .request(&appended.partition.log, None);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "cannot persist group metadata");
+                false
+            }
         }
     }
 
@@ -137,16 +145,14 @@ impl Broker {
         let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
         for group in groups.values_mut() {
             if let Some(consumer) = group.consumer.as_mut() {
-                let before = consumer.snapshot();
                 let expired = consumer.expire(now, self.coordinator.consumer_session_timeout);
                 if !expired.is_empty() {
                     tracing::info!(group = %group.id, members = ?expired, "session timeout: removed consumer-protocol members");
-                    let records = coordinator::consumer_records(
-                        &group.id,
-                        &before,
-                        Some(&consumer.snapshot()),
-                    );
-                    self.persist(&group.id, &records);
+                    let (records, live) =
+                        coordinator::unpersisted_consumer_records(&group.id, consumer);
+                    if self.persist(&group.id, &records) {
+                        consumer.mark_persisted(live);
+                    }
                 }
                 continue;
             }
@@ -211,7 +217,7 @@ impl Broker {
                 if let Some(c) = &group.consumer {
                     records.extend(coordinator::consumer_records(
                         &group.id,
-                        &c.snapshot(),
+                        c.persisted(),
                         None,
                     ));
                 }
@@ -905,7 +911,7 @@ impl Broker {
                             group: group_id.clone(),
                         });
                         if let Some(c) = &g.consumer {
-                            let all = coordinator::consumer_records(&group_id, &c.snapshot(), None);
+                            let all = coordinator::consumer_records(&group_id, c.persisted(), None);
                             keys.extend(all.into_iter().map(|(k, _)| k));
                         }
                         Ok(keys)
