@@ -14,6 +14,8 @@ refused with INVALID_CONFIG, and DeleteRecords on one partition. Last, a
 transactions phase on a second topic: an idempotent producer, then a
 transactional producer committing, aborting and committing again, checked with
 read_committed (committed records only, in order) and read_uncommitted readers.
+Then ElectLeaders (ELECTION_NOT_NEEDED for every partition: one node leads
+them all) and CreateAcls (SECURITY_DISABLED: no authorizer).
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/confluent_kafka_test.py
 """
@@ -23,9 +25,11 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError,
-                             KafkaException, Producer, TopicPartition)
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, ElectionType,
+                             KafkaError, KafkaException, Producer, TopicPartition)
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, AlterConfigOpType,
+                                   ConfigEntry, ConfigResource, ConfigSource, NewTopic, ResourcePatternType,
+                                   ResourceType)
 from common import (DELETE_RECORDS_BEFORE, HARD_LIMIT_S, N, PARTITIONS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_SET,
                     TOPIC_CONFIG_TYPES, key_of, remaining, value_of, verify, watchdog_for)
 
@@ -292,6 +296,31 @@ def transactions_phase(admin, common, topic):
     return problems, "transactions ok (idempotent 100; committed A, C seen, aborted B hidden)"
 
 
+def elections_and_acls_phase(admin, topic):
+    """librdkafka's ElectLeaders and CreateAcls: one node leads every
+    partition, so a preferred election is not needed for any of them; no
+    authorizer, so creating an ACL fails with SECURITY_DISABLED. Returns
+    (problems, summary)."""
+    problems = []
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    results = admin.elect_leaders(ElectionType.PREFERRED, tps).result(timeout=remaining(20))
+    # Each value is None or the partition's KafkaError.
+    codes = {tp.partition: (e.code() if e else None) for tp, e in results.items()}
+    if codes != {p: KafkaError.ELECTION_NOT_NEEDED for p in range(PARTITIONS)}:
+        problems.append(f"elect_leaders: {codes}, expected ELECTION_NOT_NEEDED ({KafkaError.ELECTION_NOT_NEEDED}) each")
+    # CreateAcls: librdkafka reports each creation's error (its DescribeAcls drops the
+    # response's top-level error, so listing shows nothing rather than the refusal).
+    binding = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:compat", "*",
+                         AclOperation.READ, AclPermissionType.ALLOW)
+    try:
+        admin.create_acls([binding], request_timeout=15)[binding].result(timeout=remaining(20))
+        problems.append("create_acls: accepted, expected SECURITY_DISABLED (no authorizer)")
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.SECURITY_DISABLED:
+            problems.append(f"create_acls: {e}, expected SECURITY_DISABLED")
+    return problems, "elections not needed, ACLs refused (security disabled)"
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -413,7 +442,13 @@ def main():
         problems = [f"transactions: {p}" for p in tproblems]
         note += f"; {summary}, {time.monotonic() - t4:.1f}s"
 
-    # 7. clean up on success (best effort: a failed delete is reported, not fatal).
+    # 7. leader elections and ACLs
+    if not problems:
+        eproblems, summary = elections_and_acls_phase(admin, topic)
+        problems = [f"elections/acls: {p}" for p in eproblems]
+        note += f"; {summary}"
+
+    # 8. clean up on success (best effort: a failed delete is reported, not fatal).
     # A failing run keeps its topic for inspection.
     if not problems and not os.environ.get("KEEP_TOPIC"):
         try:

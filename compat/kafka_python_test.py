@@ -9,9 +9,11 @@ partition with at least its payload's bytes. Then consumes the topic again with 
 subscribed KafkaConsumers (sync commit after every batch), checks that the
 group saw every message exactly once, that both members were assigned
 partitions, and that the group's committed offsets (admin OffsetFetch) are the
-end offsets. Finally the configs phase on the same topic: IncrementalAlterConfigs
+end offsets. Then the configs phase on the same topic: IncrementalAlterConfigs
 (alter_configs(incremental=True): SET, DELETE) checked with DescribeConfigs,
-and an invalid value refused with InvalidConfigurationError.
+and an invalid value refused with InvalidConfigurationError. Finally
+ElectLeaders, Alter/ListPartitionReassignments and the ACL APIs (refused with
+SecurityDisabledError: no authorizer).
 
     BOOTSTRAP=127.0.0.1:19092 target/compat-venv/bin/python compat/kafka_python_test.py
 """
@@ -23,7 +25,8 @@ import uuid
 
 import kafka.errors as Errors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, AlterConfigOp,
+                         ConfigResource, ConfigResourceType, ResourcePattern, ResourcePatternFilter, ResourceType)
 from common import (HARD_LIMIT_S, N, PARTITIONS, TOPIC_CONFIG_DEFAULTS, TOPIC_CONFIG_SET, TOPIC_CONFIG_TYPES, key_of,
                     remaining, value_of, verify, watchdog_for)
 
@@ -207,6 +210,56 @@ def configs_phase(admin, topic):
     return problems, f"configs ok ({described} described; SET/DELETE; abc refused)"
 
 
+def replicas_and_acls_phase(admin, topic):
+    """ElectLeaders, AlterPartitionReassignments, ListPartitionReassignments and
+    the three ACL APIs, as KafkaAdminClient sends them. One node holds and leads
+    every partition, so no election is needed, the only valid reassignment is to
+    that node (done at once), nothing is ever being reassigned; and with no
+    authorizer every ACL request is refused with SECURITY_DISABLED, as Kafka
+    refuses it. Returns (problems, summary)."""
+    problems = []
+    node = admin.describe_cluster()["controller_id"]
+    tp = lambda p: TopicPartition(topic, p)  # noqa: E731
+
+    elected = admin.elect_leaders(0, {topic: list(range(PARTITIONS))})
+    codes = {r.partition_id: r.error_code for t in elected.replica_election_results for r in t.partition_result}
+    if codes != {p: Errors.ElectionNotNeededError.errno for p in range(PARTITIONS)}:
+        problems.append(f"elect_leaders (preferred) on every partition: {codes}, expected ELECTION_NOT_NEEDED each")
+    missing = admin.elect_leaders(1, {topic: [PARTITIONS]}, raise_errors=False)
+    codes = [r.error_code for t in missing.replica_election_results for r in t.partition_result]
+    if codes != [Errors.UnknownTopicOrPartitionError.errno]:
+        problems.append(f"elect_leaders (unclean) on partition {PARTITIONS}: {codes}, expected UNKNOWN_TOPIC_OR_PARTITION")
+
+    expected = {tp(0): None, tp(1): Errors.InvalidReplicationAssignmentError,
+                tp(2): Errors.NoReassignmentInProgressError, tp(PARTITIONS): Errors.UnknownTopicOrPartitionError}
+    got = admin.alter_partition_reassignments({tp(0): [node], tp(1): [node, node + 1], tp(2): None,
+                                               tp(PARTITIONS): [node]})
+    if got != expected:
+        problems.append(f"alter_partition_reassignments: {got}, expected {expected}")
+    for asked in (None, {topic: list(range(PARTITIONS))}):
+        listed = admin.list_partition_reassignments(asked)
+        if listed != {}:
+            problems.append(f"list_partition_reassignments({asked}): {listed}, expected none in progress")
+
+    acl = ACL(principal="User:compat", host="*", operation=ACLOperation.READ,
+              permission_type=ACLPermissionType.ALLOW,
+              resource_pattern=ResourcePattern(ResourceType.TOPIC, topic, ACLResourcePatternType.LITERAL))
+    any_acl = ACLFilter(principal=None, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+                        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
+    try:
+        admin.describe_acls(any_acl)
+        problems.append("describe_acls: answered, expected SecurityDisabledError (no authorizer)")
+    except Errors.SecurityDisabledError:
+        pass
+    created = admin.create_acls([acl])
+    if created["succeeded"] or created["failed"] != [Errors.SecurityDisabledError]:
+        problems.append(f"create_acls: {created}, expected one SecurityDisabledError")
+    deleted = [err for _f, _matched, err in admin.delete_acls([any_acl])]
+    if deleted != [Errors.SecurityDisabledError]:
+        problems.append(f"delete_acls: {deleted}, expected one SecurityDisabledError")
+    return problems, "elections not needed, reassignment to the node only, ACLs refused (security disabled)"
+
+
 def main():
     bootstrap = os.environ.get("BOOTSTRAP")
     if not bootstrap:
@@ -312,7 +365,13 @@ def main():
             problems = [f"configs: {p}" for p in cproblems]
             group_note += f"; {summary}, {time.monotonic() - t3:.1f}s"
 
-        # 6. clean up on success (best effort: a failed delete is reported, not fatal).
+        # 6. elections, reassignments and ACLs
+        if not problems:
+            rproblems, summary = replicas_and_acls_phase(admin, topic)
+            problems = [f"replicas/acls: {p}" for p in rproblems]
+            group_note += f"; {summary}"
+
+        # 7. clean up on success (best effort: a failed delete is reported, not fatal).
         # A failing run keeps its topic for inspection.
         note = ""
         if not problems and not os.environ.get("KEEP_TOPIC"):

@@ -60,6 +60,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    // No authorizer yet: answered with SECURITY_DISABLED, as Kafka does without one.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -558,6 +565,20 @@ impl Broker {
             RequestKind::ListTransactions(r) => Reply::now(ResponseKind::ListTransactions(
                 self.list_transactions(r).await,
             )),
+            RequestKind::DescribeAcls(r) => {
+                Reply::now(ResponseKind::DescribeAcls(self.describe_acls(r)))
+            }
+            RequestKind::CreateAcls(r) => Reply::now(ResponseKind::CreateAcls(self.create_acls(r))),
+            RequestKind::DeleteAcls(r) => Reply::now(ResponseKind::DeleteAcls(self.delete_acls(r))),
+            RequestKind::ElectLeaders(r) => {
+                Reply::now(ResponseKind::ElectLeaders(self.elect_leaders(r)))
+            }
+            RequestKind::AlterPartitionReassignments(r) => Reply::now(
+                ResponseKind::AlterPartitionReassignments(self.alter_partition_reassignments(r)),
+            ),
+            RequestKind::ListPartitionReassignments(r) => Reply::now(
+                ResponseKind::ListPartitionReassignments(self.list_partition_reassignments(r)),
+            ),
             RequestKind::DescribeProducers(r) => {
                 Reply::now(ResponseKind::DescribeProducers(self.describe_producers(r)))
             }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::*;
 use odradek_storage::StorageError;
 
+use super::Refusal;
 use crate::Broker;
 use crate::broker::str_bytes;
 use crate::config::{self, ConfigType};
@@ -25,8 +26,6 @@ const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
-
-type Refusal = (ResponseError, String);
 
 impl Broker {
     pub(crate) fn delete_records(&self, request: DeleteRecordsRequest) -> DeleteRecordsResponse {

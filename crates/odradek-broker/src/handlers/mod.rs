@@ -1,5 +1,6 @@
 //! One module per Kafka API family. Each adds methods to [`crate::Broker`].
 
+pub(crate) mod acls;
 pub(crate) mod alter;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
@@ -10,10 +11,14 @@ pub(crate) mod groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod replicas;
 pub(crate) mod topics;
 pub(crate) mod transactions;
 
 use kafka_protocol::ResponseError;
+
+/// Why a request (or one item of it) is refused: the error code and the message sent with it.
+pub(crate) type Refusal = (ResponseError, String);
 
 /// Kafka's topic name rule (`Topic.validate`): 1-249 characters of `[a-zA-Z0-9._-]`,
 /// and not `.` or `..`.

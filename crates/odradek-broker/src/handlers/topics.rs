@@ -13,14 +13,12 @@ use kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
-use super::validate_topic_name;
+use super::{Refusal, validate_topic_name};
 use crate::Broker;
 use crate::broker::str_bytes;
 use crate::config::{self, TOPIC_CONFIGS};
 
 /// A request-level failure for one topic: Kafka's error code and message.
-type Refusal = (ResponseError, String);
-
 fn refuse<T>(error: ResponseError, message: impl Into<String>) -> Result<T, Refusal> {
     Err((error, message.into()))
 }
@@ -52,7 +50,7 @@ impl Broker {
     }
 
     /// Every replica list must be exactly this node: it is the only broker.
-    fn check_assignment(&self, partition: i32, brokers: &[i32]) -> Result<(), Refusal> {
+    pub(crate) fn check_assignment(&self, partition: i32, brokers: &[i32]) -> Result<(), Refusal> {
         if brokers.len() != 1 || brokers[0] != self.node_id {
             return refuse(
                 ResponseError::InvalidReplicaAssignment,
