@@ -18,6 +18,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
@@ -184,11 +185,87 @@ struct ProduceStats {
     first_error: Option<String>,
 }
 
-/// Receives librdkafka's delivery reports; the opaque of each record is the microsecond,
-/// counted from `start`, at which it was handed to the producer.
+/// Where a record's latency goes inside librdkafka, from its statistics: the 99th
+/// percentile of each one-second window (`statistics.interval.ms`), in microseconds. The
+/// send-to-acknowledgement latency is roughly the sum of the three, so they tell the
+/// client's share from the broker's.
+#[derive(Default)]
+struct LibrdkafkaWindows {
+    /// From `produce()` until the record leaves the partition queue for a request
+    /// (`int_latency`: linger and batching).
+    queue: Vec<i64>,
+    /// From a request's creation until it is written to the socket (`outbuf_latency`).
+    out_buffer: Vec<i64>,
+    /// From a request's write until its response is read (`rtt`: network and broker).
+    round_trip: Vec<i64>,
+}
+
+impl LibrdkafkaWindows {
+    fn add(&mut self, statistics: &Statistics) {
+        // Bootstrap entries (node -1) carry only the first metadata request.
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            for (window, into) in [
+                (&broker.int_latency, &mut self.queue),
+                (&broker.outbuf_latency, &mut self.out_buffer),
+                (&broker.rtt, &mut self.round_trip),
+            ] {
+                if let Some(w) = window.as_ref().filter(|w| w.cnt > 0) {
+                    into.push(w.p99);
+                }
+            }
+        }
+    }
+
+    /// The median and the largest of the windows' p99s, in ms.
+    fn median_and_max(p99s: &[i64]) -> Option<(f64, f64)> {
+        let mut sorted = p99s.to_vec();
+        sorted.sort_unstable();
+        let ms = |us: i64| us as f64 / 1000.0;
+        Some((ms(*sorted.get(sorted.len() / 2)?), ms(*sorted.last()?)))
+    }
+
+    fn parts(&self) -> [(&'static str, &[i64]); 3] {
+        [
+            ("queue", &self.queue),
+            ("out_buffer", &self.out_buffer),
+            ("round_trip", &self.round_trip),
+        ]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let parts = self.parts().map(|(name, p99s)| {
+            let summary = Self::median_and_max(p99s);
+            let value = json!({
+                "median_ms": summary.map(|s| s.0),
+                "max_ms": summary.map(|s| s.1),
+                "windows": p99s.len(),
+            });
+            (name.to_string(), value)
+        });
+        serde_json::Value::Object(parts.into_iter().collect())
+    }
+
+    fn line(&self) -> String {
+        let parts = self.parts().map(|(name, p99s)| {
+            let name = name.replace('_', " ");
+            match Self::median_and_max(p99s) {
+                Some((median, max)) => format!("{name} {median:.2} / {max:.2} ms"),
+                None => format!("{name} -"),
+            }
+        });
+        format!(
+            "librdkafka p99 per second (median / max): {}.",
+            parts.join(", ")
+        )
+    }
+}
+
+/// Receives librdkafka's delivery reports and statistics; the opaque of each record is the
+/// microsecond, counted from `start`, at which it was handed to the producer.
 struct PerfContext {
     start: Instant,
     stats: Mutex<ProduceStats>,
+    librdkafka: Mutex<LibrdkafkaWindows>,
 }
 
 impl PerfContext {
@@ -196,9 +273,17 @@ impl PerfContext {
         // A poisoned lock only means a reporter panicked; the counts are still usable.
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn librdkafka(&self) -> std::sync::MutexGuard<'_, LibrdkafkaWindows> {
+        self.librdkafka.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-impl ClientContext for PerfContext {}
+impl ClientContext for PerfContext {
+    fn stats(&self, statistics: Statistics) {
+        self.librdkafka().add(&statistics);
+    }
+}
 
 impl ProducerContext for PerfContext {
     type DeliveryOpaque = usize;
@@ -275,7 +360,10 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
         ensure_topic(&args.client.bootstrap, &args.topic, partitions)?;
     }
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.client.bootstrap);
+    config
+        .set("bootstrap.servers", &args.client.bootstrap)
+        // For the latency breakdown (LibrdkafkaWindows); the props may change it.
+        .set("statistics.interval.ms", "1000");
     apply_props(&mut config, &args.producer_props)?;
     if let Some(acks) = &args.acks {
         config.set("acks", acks);
@@ -293,6 +381,7 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
             errors: 0,
             first_error: None,
         }),
+        librdkafka: Mutex::new(LibrdkafkaWindows::default()),
     };
     let producer: ThreadedProducer<PerfContext> = config
         .create_with_context(context)
@@ -322,7 +411,12 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
     })?;
     let elapsed = start.elapsed();
     let stats = producer.context().stats();
-    report_produce(&stats, elapsed, args.client.output)?;
+    report_produce(
+        &stats,
+        &producer.context().librdkafka(),
+        elapsed,
+        args.client.output,
+    )?;
     if stats.errors > 0 {
         bail!(
             "{} records failed, the first with: {}",
@@ -361,7 +455,12 @@ fn send_all(
     Ok(())
 }
 
-fn report_produce(stats: &ProduceStats, elapsed: Duration, output: Output) -> anyhow::Result<()> {
+fn report_produce(
+    stats: &ProduceStats,
+    librdkafka: &LibrdkafkaWindows,
+    elapsed: Duration,
+    output: Output,
+) -> anyhow::Result<()> {
     let h = &stats.histogram;
     let ms = |us: u64| us as f64 / 1000.0;
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
@@ -383,6 +482,7 @@ fn report_produce(stats: &ProduceStats, elapsed: Duration, output: Output) -> an
                 "p99_9": ms(h.value_at_quantile(0.999)),
                 "max": ms(h.max()),
             },
+            "librdkafka_p99": librdkafka.json(),
             "end_unix_ms": unix_ms(),
         });
         println!("{out}");
@@ -395,6 +495,7 @@ fn report_produce(stats: &ProduceStats, elapsed: Duration, output: Output) -> an
             ms(h.value_at_quantile(0.99)),
             ms(h.value_at_quantile(0.999)),
         );
+        println!("{}", librdkafka.line());
     }
     Ok(())
 }

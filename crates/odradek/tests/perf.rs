@@ -130,7 +130,7 @@ fn perf_produce_at_a_fixed_rate_prints_kafka_style_figures() {
             "--topic",
             "paced",
             "--num-records",
-            "200",
+            "800",
             "--record-size",
             "10",
             "--throughput",
@@ -143,8 +143,20 @@ fn perf_produce_at_a_fixed_rate_prints_kafka_style_figures() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("200 records sent, "), "{stdout}");
+    assert!(stdout.starts_with("800 records sent, "), "{stdout}");
     assert!(stdout.contains("ms 99.9th."), "{stdout}");
+    // Two seconds of sending span at least one of librdkafka's one-second statistics
+    // windows, so each part of the latency breakdown has a figure.
+    let breakdown = stdout
+        .lines()
+        .find(|l| l.starts_with("librdkafka p99 per second"))
+        .unwrap_or_else(|| panic!("no librdkafka breakdown in {stdout}"));
+    for part in ["queue", "out buffer", "round trip"] {
+        assert!(
+            breakdown.contains(&format!("{part} ")) && !breakdown.contains(&format!("{part} -")),
+            "{part} has no figure: {breakdown}"
+        );
+    }
     let described = json(&odradek(
         &broker,
         &["topic", "describe", "paced", "--output", "json"],
@@ -155,5 +167,5 @@ fn perf_produce_at_a_fixed_rate_prints_kafka_style_figures() {
         .iter()
         .map(|p| p["latest"].as_i64().expect("latest offset"))
         .sum();
-    assert_eq!(stored, 200);
+    assert_eq!(stored, 800);
 }
