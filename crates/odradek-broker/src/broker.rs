@@ -137,6 +137,8 @@ pub struct Broker {
     pub(crate) advertised: (String, i32),
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
+    /// `fetch.max.bytes`: a static config every fetch consults, so read once.
+    pub(crate) fetch_max_bytes: usize,
     pub(crate) coordinator: GroupCoordinator,
     pub(crate) txn: TransactionCoordinator,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -171,6 +173,7 @@ impl Broker {
             .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
         let coordinator = GroupCoordinator::new(&config);
         let txn = TransactionCoordinator::new(&config);
+        let fetch_max_bytes = config.fetch_max_bytes();
         let metrics = Arc::new(crate::metrics::Metrics::new(
             config.int("metrics.partition.detail.max").max(0) as usize,
         ));
@@ -192,6 +195,7 @@ impl Broker {
             advertised,
             logs,
             fetch_sessions: FetchSessions::default(),
+            fetch_max_bytes,
             coordinator,
             txn,
             metrics,

@@ -517,10 +517,6 @@ fn consumer_group<'a>(
         .get_or_insert_with(|| consumer::ConsumerState::new(consumer::ASSIGNORS[0]))
 }
 
-/// The records that take a KIP-848 group's stored state from `before` to `after` (`None`:
-/// the group is deleted). Only what changed is written, in the order Kafka writes it: a
-/// member's metadata before the group epoch it bumps, the target before its epoch, and a
-/// leaving member's assignments before its metadata.
 /// The records that bring the log's view of `group`'s consumer state up to the live one,
 /// with the snapshot to mark persisted once they are appended.
 pub fn unpersisted_consumer_records(
@@ -534,6 +530,10 @@ pub fn unpersisted_consumer_records(
     )
 }
 
+/// The records that take a KIP-848 group's stored state from `before` to `after` (`None`:
+/// the group is deleted). Only what changed is written, in the order Kafka writes it: a
+/// member's metadata before the group epoch it bumps, the target before its epoch, and a
+/// leaving member's assignments before its metadata.
 pub fn consumer_records(
     group: &str,
     before: &consumer::Snapshot,

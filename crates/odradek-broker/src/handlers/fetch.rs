@@ -396,7 +396,7 @@ impl Broker {
         } else {
             request.max_bytes as usize
         };
-        let max_bytes = asked.min(self.config().fetch_max_bytes());
+        let max_bytes = asked.min(self.fetch_max_bytes);
         let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
         let read_committed = request.isolation_level == 1;
         Reply::Later(Box::pin(async move {
