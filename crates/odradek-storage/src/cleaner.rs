@@ -243,10 +243,10 @@ impl Cleaner {
             out.file()
                 .sync_all()
                 .map_err(|e| StorageError::io(out.log_path(), e))?;
-            out.write_indexes_to(
-                &swap_path(&plan.dir, base, "index", "cleaned"),
-                &swap_path(&plan.dir, base, "timeindex", "cleaned"),
-            )?;
+            crate::log::sync_data(&out.write_indexes_to(
+                swap_path(&plan.dir, base, "index", "cleaned"),
+                swap_path(&plan.dir, base, "timeindex", "cleaned"),
+            )?)?;
             let range = swap_path(&plan.dir, base, "replaces", "cleaned");
             fs::write(&range, format!("{replaced_end}\n"))
                 .and_then(|()| File::open(&range)?.sync_all())

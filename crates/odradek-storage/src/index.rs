@@ -46,7 +46,9 @@ impl<E: IndexEntry> SparseIndex<E> {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
-    pub(crate) fn write_to(&self, path: &Path) -> Result<(), StorageError> {
+    /// Writes the index to `path`, into the page cache only: the caller decides when to
+    /// sync the returned file.
+    pub(crate) fn write_to(&self, path: &Path) -> Result<fs::File, StorageError> {
         let mut bytes = Vec::with_capacity(self.entries.len() * E::SIZE);
         for e in &self.entries {
             e.write(&mut bytes);
@@ -54,7 +56,7 @@ impl<E: IndexEntry> SparseIndex<E> {
         let mut file = fs::File::create(path).map_err(|e| StorageError::io(path, e))?;
         file.write_all(&bytes)
             .map_err(|e| StorageError::io(path, e))?;
-        file.sync_data().map_err(|e| StorageError::io(path, e))
+        Ok(file)
     }
 
     /// Loads an index file; `None` if it is missing or not a whole number of entries, in
@@ -140,6 +142,14 @@ impl OffsetIndex {
 }
 
 impl TimeIndex {
+    /// Whether the entries could have been written by this broker: timestamps and offsets
+    /// both strictly increasing. An index file a power loss left zero-filled is not.
+    pub(crate) fn is_consistent(&self) -> bool {
+        self.entries
+            .windows(2)
+            .all(|w| w[0].timestamp < w[1].timestamp && w[0].relative_offset < w[1].relative_offset)
+    }
+
     /// Relative offset from which every record with a timestamp of at least `target` is
     /// found by scanning forward: the last indexed point whose timestamps are all earlier.
     pub fn scan_start_for(&self, target: i64) -> u32 {
@@ -193,5 +203,10 @@ mod tests {
         assert_eq!(idx.scan_start_for(201), 10);
         assert_eq!(idx.scan_start_for(1000), 20);
         assert_eq!(idx.max_timestamp(), Some(300));
+        assert!(idx.is_consistent());
+        let zeroed = TimeIndex {
+            entries: vec![TimestampOffset::read(&[0; 12]); 2],
+        };
+        assert!(!zeroed.is_consistent());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,10 +127,14 @@ pub struct PreparedRead {
     min_one_batch: bool,
 }
 
+/// A file written since the last flush whose bytes still need an fsync, with its path for
+/// errors.
+pub(crate) type UnsyncedFile = (Arc<File>, PathBuf);
+
 /// What a flush must sync to make everything appended so far durable.
 #[derive(Debug)]
 pub struct FlushWork {
-    pub(crate) files: Vec<(Arc<File>, PathBuf)>,
+    pub(crate) files: Vec<UnsyncedFile>,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) up_to: i64,
 }
@@ -145,7 +150,12 @@ pub struct Log {
     unflushed_records: u64,
     last_flush_ms: i64,
     /// Segments rolled since the last flush, whose data still needs an fsync.
-    rolled_unsynced: Vec<(Arc<File>, PathBuf)>,
+    rolled_unsynced: Vec<UnsyncedFile>,
+    /// Indexes and producer-state snapshots written at rolls since the last recovery-point
+    /// checkpoint, which syncs them. They only speed up recovery (one a power loss damaged
+    /// is rebuilt from the log), so neither the append that rolls nor an acks=all producer
+    /// waits for their fsyncs.
+    unsynced_recovery_aids: Vec<UnsyncedFile>,
     /// A segment file was created since the last flush: the directory needs an fsync too.
     dir_unsynced: bool,
     offline: bool,
@@ -217,6 +227,7 @@ impl Log {
             unflushed_records: 0,
             last_flush_ms: now_ms(),
             rolled_unsynced: Vec::new(),
+            unsynced_recovery_aids: Vec::new(),
             dir_unsynced,
             offline: false,
             producers: ProducerStateManager::default(),
@@ -528,11 +539,13 @@ impl Log {
             return Ok(());
         }
         let next = active.next_offset();
-        active.write_indexes()?;
+        let indexes = active.write_indexes()?;
+        let rolled = (active.file().clone(), active.log_path().to_path_buf());
         // Recovery after a crash replays producer state from here, not from the log start.
-        self.producers.write_snapshot(&self.dir, next)?;
-        self.rolled_unsynced
-            .push((active.file().clone(), active.log_path().to_path_buf()));
+        let snapshot = self.producers.write_snapshot(&self.dir, next)?;
+        self.rolled_unsynced.push(rolled);
+        self.unsynced_recovery_aids.extend(indexes);
+        self.unsynced_recovery_aids.push(snapshot);
         let segment = LogSegment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         self.dir_unsynced = true;
@@ -572,13 +585,13 @@ impl Log {
     /// the last good flush can be trusted.
     pub(crate) fn sync_shared<T>(
         log: &std::sync::Mutex<Log>,
-        capture: impl FnOnce(&Log) -> T,
+        capture: impl FnOnce(&mut Log) -> T,
         after_sync: impl FnOnce(T) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let (work, captured) = {
             let mut log = log.lock().expect("log lock");
             let work = log.flush_work()?;
-            let captured = capture(&log);
+            let captured = capture(&mut log);
             (work, captured)
         };
         if let Err(e) = work.sync() {
@@ -607,9 +620,13 @@ impl Log {
             |l| {
                 let point = l.active().recovery_point();
                 written = Some((point.base_offset, point.position));
-                (point, l.dir.clone())
+                let aids = std::mem::take(&mut l.unsynced_recovery_aids);
+                (point, l.dir.clone(), aids)
             },
-            |(point, dir)| point.write(&dir),
+            |(point, dir, aids)| {
+                sync_data(&aids)?;
+                point.write(&dir)
+            },
         )?;
         log.lock().expect("log lock").checkpointed = written;
         Ok(())
@@ -795,22 +812,28 @@ impl Log {
             })
     }
 
-    /// Writes the active segment's indexes and syncs it: called on clean shutdown.
+    /// Syncs the log, then writes and syncs the producer-state snapshot and the active
+    /// segment's indexes: called on clean shutdown.
     pub fn close(&mut self) -> Result<(), StorageError> {
         let work = self.flush_work()?;
         let up_to = work.up_to;
         work.sync()?;
         self.flush_done(up_to);
-        self.producers.write_snapshot(&self.dir, up_to)?;
-        self.active().write_indexes()
+        let mut files = std::mem::take(&mut self.unsynced_recovery_aids);
+        files.push(self.producers.write_snapshot(&self.dir, up_to)?);
+        files.extend(self.active().write_indexes()?);
+        FlushWork {
+            files,
+            dir: Some(self.dir.clone()),
+            up_to,
+        }
+        .sync()
     }
 }
 
 impl FlushWork {
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        for (file, path) in &self.files {
-            file.sync_data().map_err(|e| StorageError::io(path, e))?;
-        }
+        sync_data(&self.files)?;
         if let Some(dir) = &self.dir {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -818,6 +841,13 @@ impl FlushWork {
         }
         Ok(())
     }
+}
+
+pub(crate) fn sync_data(files: &[UnsyncedFile]) -> Result<(), StorageError> {
+    for (file, path) in files {
+        file.sync_data().map_err(|e| StorageError::io(path, e))?;
+    }
+    Ok(())
 }
 
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
@@ -866,6 +896,24 @@ fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageErro
 
 /// Replaces `dir/name` with `text` atomically and durably: a temp file, fsync, rename,
 /// fsync the directory. A crash leaves the old or the new content, never a mix.
+/// Writes `name` in `dir` through a temporary file and a rename, so that no reader (nor a
+/// restart after `kill -9`) sees it half written, without syncing anything: for files whose
+/// loss a power failure may cost (the caller syncs the file and the directory later), and
+/// that replace no other file.
+pub(crate) fn write_file_unsynced(
+    dir: &Path,
+    name: &str,
+    bytes: impl AsRef<[u8]>,
+) -> Result<UnsyncedFile, StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |e| StorageError::io(&path, e);
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(bytes.as_ref()).map_err(io)?;
+    fs::rename(&tmp, &path).map_err(io)?;
+    Ok((Arc::new(file), path))
+}
+
 pub(crate) fn write_file_atomically(
     dir: &Path,
     name: &str,
@@ -1078,6 +1126,7 @@ impl PreparedRead {
 mod tests {
     use super::*;
     use crate::ProducerError;
+    use crate::index::{IndexEntry, TimestampOffset};
     use odradek_protocol::batch::testing::batch;
 
     fn small_segments() -> LogConfig {
@@ -1185,6 +1234,73 @@ mod tests {
             read_offsets(&log, 0, 1 << 20).len() as i64,
             log.segments[&0].next_offset()
         );
+    }
+
+    #[test]
+    fn a_roll_leaves_its_fsyncs_to_the_next_flush_and_lost_indexes_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for i in 0..30 {
+            log.append(batch(2, 1000 + i), 0).unwrap();
+        }
+        assert!(log.segment_count() > 2, "{} segments", log.segment_count());
+        // The append that rolled synced nothing. The next flush (what an acks=all producer
+        // waits for) syncs the rolled segments' data and the directory; the recovery-point
+        // checkpoint syncs their indexes and producer-state snapshots.
+        let paths = |files: &[UnsyncedFile]| -> Vec<PathBuf> {
+            files.iter().map(|(_, path)| path.clone()).collect()
+        };
+        let stem = crate::offset_file_stem(0);
+        let rolled_data = dir.path().join(format!("{stem}.log"));
+        let index = dir.path().join(format!("{stem}.index"));
+        let time_index = dir.path().join(format!("{stem}.timeindex"));
+        let second = *log.segments.keys().nth(1).unwrap();
+        let snapshot = dir
+            .path()
+            .join(format!("{}.snapshot", crate::offset_file_stem(second)));
+        let aids = paths(&log.unsynced_recovery_aids);
+        for aid in [&index, &time_index, &snapshot] {
+            assert!(aids.contains(aid), "{aid:?} not in {aids:?}");
+        }
+        let work = log.flush_work().unwrap();
+        let flushed = paths(&work.files);
+        assert!(flushed.contains(&rolled_data), "{flushed:?}");
+        assert!(!flushed.contains(&index), "{flushed:?}");
+        assert_eq!(work.dir.as_deref(), Some(dir.path()));
+        work.sync().unwrap();
+        let max_timestamp = log.max_timestamp_offset();
+        assert_eq!(max_timestamp.map(|m| m.timestamp), Some(1029));
+        let shared = std::sync::Mutex::new(log);
+        Log::checkpoint_recovery_point(&shared).unwrap();
+        let log = shared.into_inner().unwrap();
+        assert!(log.unsynced_recovery_aids.is_empty());
+        assert!(log.rolled_unsynced.is_empty());
+        drop(log);
+
+        // A power loss before that flush may leave a rolled segment's indexes empty or
+        // holding stale bytes: both are rebuilt, so timestamps and lookups stay right.
+        let stale = [(9_000_000_i64, 0_u32), (8_000_000, 4)];
+        let mut bytes = Vec::new();
+        for (timestamp, relative_offset) in stale {
+            TimestampOffset {
+                timestamp,
+                relative_offset,
+            }
+            .write(&mut bytes);
+        }
+        fs::write(dir.path().join(format!("{stem}.timeindex")), bytes).unwrap();
+        fs::write(dir.path().join(format!("{stem}.index")), []).unwrap();
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!(log.log_end_offset(), 60);
+        assert_eq!(log.max_timestamp_offset(), max_timestamp);
+        assert_eq!(
+            log.offset_for_timestamp(1001).unwrap(),
+            Some(OffsetLookup {
+                offset: 2,
+                timestamp: 1001
+            })
+        );
+        assert_eq!(read_offsets(&log, 3, 1)[0], 2);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use odradek_protocol::batch::{BatchHeader, TxnMarker, increment_sequence};
 
 use crate::StorageError;
+use crate::log::UnsyncedFile;
 
 /// Batches remembered per producer for duplicate detection: as many as a producer may have
 /// in flight (`max.in.flight.requests.per.connection` ≤ 5 with idempotence).
@@ -375,15 +376,21 @@ impl ProducerStateManager {
         Some(state)
     }
 
-    /// Writes the state as of `offset` (the log end) to `<offset>.snapshot`, atomically,
-    /// and deletes all but the two newest snapshots.
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
-        crate::log::write_file_atomically(dir, &snapshot_name(offset), self.encode())?;
+    /// Writes the state as of `offset` (the log end) to `<offset>.snapshot`, whole or not at
+    /// all, and deletes all but the two newest snapshots. The caller syncs the returned file
+    /// and the directory; a snapshot a power loss left unreadable fails its CRC on load, and
+    /// an older one (or the log itself) is replayed instead.
+    pub(crate) fn write_snapshot(
+        &self,
+        dir: &Path,
+        offset: i64,
+    ) -> Result<UnsyncedFile, StorageError> {
+        let written = crate::log::write_file_unsynced(dir, &snapshot_name(offset), self.encode())?;
         let snapshots = list_snapshots(dir)?;
         for (_, path) in snapshots.iter().rev().skip(2) {
             fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Loads the newest readable snapshot at or below `log_end`, deleting newer ones (they

@@ -9,6 +9,7 @@ use odradek_protocol::batch::{self, BatchHeader};
 use tracing::{error, warn};
 
 use crate::index::{OffsetPosition, TimestampOffset};
+use crate::log::UnsyncedFile;
 use crate::recovery_point::RecoveryPoint;
 use crate::{OffsetIndex, StorageError, TimeIndex, offset_file_stem};
 
@@ -81,7 +82,7 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::
 /// How far to trust a segment found on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
-    /// Written and synced before a clean shutdown or before it was rolled: use its indexes.
+    /// Rolled, or closed cleanly: use its indexes if they are consistent.
     Trusted,
     /// The active segment after a crash: check every batch's CRC and cut a torn tail.
     Recover,
@@ -195,9 +196,11 @@ impl LogSegment {
         let mut segment = Self::empty(base_offset, log_path, file);
 
         let indexes = match mode {
+            // A power loss before the log's next flush can leave a rolled segment's
+            // indexes missing, short or zero-filled: those are rebuilt from the segment.
             OpenMode::Trusted => OffsetIndex::read_from(&index_path)
                 .filter(|i| i.is_consistent(file_len))
-                .zip(TimeIndex::read_from(&time_path)),
+                .zip(TimeIndex::read_from(&time_path).filter(TimeIndex::is_consistent)),
             OpenMode::Recover => None,
         };
         let resume = resume.filter(|p| {
@@ -509,25 +512,26 @@ impl LogSegment {
         fs::remove_file(&log).map_err(|e| StorageError::io(log, e))
     }
 
-    /// Persists the indexes, once the segment will receive no more appends or at shutdown.
-    pub(crate) fn write_indexes(&self) -> Result<(), StorageError> {
+    /// Writes the indexes, once the segment will receive no more appends or at shutdown,
+    /// into the page cache: the caller syncs the returned files.
+    pub(crate) fn write_indexes(&self) -> Result<[UnsyncedFile; 2], StorageError> {
         let dir = self
             .log_path
             .parent()
             .expect("segment lives in a partition directory");
         let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
-        self.offset_index.write_to(&index_path)?;
-        self.time_index.write_to(&time_path)
+        self.write_indexes_to(index_path, time_path)
     }
 
-    /// Writes the indexes to the given paths (synced), for the cleaner's temporary files.
+    /// Writes the indexes to the given paths (the cleaner's temporary files), unsynced.
     pub(crate) fn write_indexes_to(
         &self,
-        index_path: &Path,
-        time_path: &Path,
-    ) -> Result<(), StorageError> {
-        self.offset_index.write_to(index_path)?;
-        self.time_index.write_to(time_path)
+        index_path: PathBuf,
+        time_path: PathBuf,
+    ) -> Result<[UnsyncedFile; 2], StorageError> {
+        let index = Arc::new(self.offset_index.write_to(&index_path)?);
+        let time = Arc::new(self.time_index.write_to(&time_path)?);
+        Ok([(index, index_path), (time, time_path)])
     }
 
     /// Records the file's name after a rename (the open file is unaffected).
