@@ -17,7 +17,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator::GroupCoordinator;
 use crate::coordinator::transactions::TransactionCoordinator;
 use crate::handlers::fetch::FetchSessions;
-use crate::log_manager::{LogManager, TopicError};
+use crate::log_manager::{LogManager, Partition, Topic, TopicError};
 
 /// API keys and the version ranges Odradek implements; ApiVersions advertises exactly these.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -260,21 +260,31 @@ impl Broker {
         }
         let period = std::time::Duration::from_millis(interval as u64);
         self.every(period, || {
-            let broker = self.clone();
-            async move {
-                let round = tokio::task::spawn_blocking(move || {
-                    for topic in broker.logs.topics() {
-                        for partition in &topic.partitions {
-                            if let Err(e) = odradek_storage::Log::checkpoint_recovery_point(&partition.log) {
-                                warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot write the recovery point");
-                            }
-                        }
-                    }
-                });
-                let _ = round.await;
-            }
+            self.on_every_partition_blocking(|topic, partition| {
+                if let Err(e) = odradek_storage::Log::checkpoint_recovery_point(&partition.log) {
+                    warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot write the recovery point");
+                }
+            })
         })
         .await;
+    }
+
+    /// Runs `work` on every partition, on the blocking pool: for file I/O (fsyncs, freeing
+    /// deleted segments) that must not stall the runtime's workers and every connection on
+    /// them.
+    async fn on_every_partition_blocking(
+        self: &Arc<Self>,
+        work: impl Fn(&Topic, &Partition) + Send + 'static,
+    ) {
+        let broker = self.clone();
+        let round = tokio::task::spawn_blocking(move || {
+            for topic in broker.logs.topics() {
+                for partition in &topic.partitions {
+                    work(&topic, partition);
+                }
+            }
+        });
+        let _ = round.await;
     }
 
     /// Calls `task` every `period` until shutdown begins.
@@ -302,15 +312,14 @@ impl Broker {
         );
         self.every(period, || {
             let now = odradek_storage::now_ms();
-            for topic in self.logs.topics() {
-                for partition in &topic.partitions {
-                    let Some(mut log) = partition.lock_log() else { continue };
-                    if let Err(e) = log.enforce_retention(now) {
-                        tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
-                    }
+            self.on_every_partition_blocking(move |topic, partition| {
+                let Some(mut log) = partition.lock_log() else { return };
+                let deleted = log.enforce_retention(now);
+                drop(log);
+                if let Err(e) = deleted {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
                 }
-            }
-            std::future::ready(())
+            })
         })
         .await;
     }

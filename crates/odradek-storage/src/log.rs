@@ -644,9 +644,11 @@ impl Log {
 
     /// Deletes whole segments that retention no longer keeps: by age (`retention.ms`, from
     /// the newest timestamp in the segment) and by size (`retention.bytes`), oldest first,
-    /// never the active segment. Returns the number of segments deleted.
-    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
-        let mut deleted = 0;
+    /// never the active segment. Returns the deleted segments, unlinked but still open:
+    /// closing the last handle of an unlinked file frees its blocks, which can take a while
+    /// for a large one, so the caller drops them after releasing the log's lock.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Vec<LogSegment>, StorageError> {
+        let mut deleted = Vec::new();
         loop {
             if self.segments.len() <= 1 {
                 break;
@@ -665,16 +667,15 @@ impl Log {
             if !(expired || oversized || below_start) {
                 break;
             }
-            self.delete_oldest_segment()?;
-            deleted += 1;
+            deleted.push(self.delete_oldest_segment()?);
         }
-        if deleted > 0 {
+        if !deleted.is_empty() {
             self.forget_below_start()?;
         }
         Ok(deleted)
     }
 
-    fn delete_oldest_segment(&mut self) -> Result<(), StorageError> {
+    fn delete_oldest_segment(&mut self) -> Result<LogSegment, StorageError> {
         let (&base, _) = self.segments.iter().next().expect("log has a segment");
         let segment = self.segments.remove(&base).expect("segment exists");
         let next_start = *self
@@ -686,7 +687,7 @@ impl Log {
         // Readers that already planned a read hold the file open; unlinking is safe for them.
         segment.delete_files()?;
         info!(log = %self.dir.display(), segment = base, log_start_offset = self.log_start_offset, "deleted segment");
-        Ok(())
+        Ok(segment)
     }
 
     /// DeleteRecords: makes `offset` the log start offset (durably), deleting segments that
@@ -1378,7 +1379,7 @@ mod tests {
             log.append(batch(2, 1000 + i), 0).unwrap();
         }
         let before = log.segment_count();
-        let deleted = log.enforce_retention(0).unwrap();
+        let deleted = log.enforce_retention(0).unwrap().len();
         assert!(deleted > 0 && log.segment_count() == before - deleted);
         assert!(
             log.size_bytes() < 2500 + 1000,
@@ -1412,7 +1413,7 @@ mod tests {
         for i in 0..20 {
             log.append(batch(2, i), 0).unwrap();
         }
-        assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0);
+        assert!(log.enforce_retention(i64::MAX).unwrap().is_empty());
     }
 
     #[test]
