@@ -149,8 +149,10 @@ pub struct Log {
     flushed_offset: i64,
     unflushed_records: u64,
     last_flush_ms: i64,
-    /// Segments rolled since the last flush, whose data still needs an fsync.
-    rolled_unsynced: Vec<UnsyncedFile>,
+    /// Files besides the active segment that the next flush syncs before it counts what was
+    /// appended as durable: segments rolled since the last flush, and the aborted-transaction
+    /// list after an abort was added to it.
+    unsynced_data: Vec<UnsyncedFile>,
     /// Indexes and producer-state snapshots written at rolls since the last recovery-point
     /// checkpoint, which syncs them. They only speed up recovery (one a power loss damaged
     /// is rebuilt from the log), so neither the append that rolls nor an acks=all producer
@@ -226,7 +228,7 @@ impl Log {
             flushed_offset: 0,
             unflushed_records: 0,
             last_flush_ms: now_ms(),
-            rolled_unsynced: Vec::new(),
+            unsynced_data: Vec::new(),
             unsynced_recovery_aids: Vec::new(),
             dir_unsynced,
             offline: false,
@@ -426,8 +428,9 @@ impl Log {
     }
 
     /// Writes a transaction marker (a control batch) ending `marker.producer_id`'s
-    /// transaction in this partition. An abort is recorded durably in the aborted-transaction
-    /// list before the marker is acknowledged, so read_committed readers can always skip it.
+    /// transaction in this partition. An abort is appended to the aborted-transaction list,
+    /// which the flush the marker waits for syncs with it, so read_committed readers can
+    /// always skip it.
     pub fn append_marker(
         &mut self,
         marker: &TxnMarker,
@@ -446,8 +449,7 @@ impl Log {
         if let Some((txn, committed)) = self.producers.replay(&bytes)
             && !committed
         {
-            self.aborted.push(txn);
-            self.write_aborted_txns()?;
+            self.record_abort(txn)?;
         }
         self.unflushed_records += 1;
         Ok(AppendResult {
@@ -504,12 +506,36 @@ impl Log {
     }
 
     fn write_aborted_txns(&self) -> Result<(), StorageError> {
-        let text: String = self
-            .aborted
-            .iter()
-            .map(|t| format!("{} {} {}\n", t.producer_id, t.first_offset, t.last_offset))
-            .collect();
+        let text: String = self.aborted.iter().map(aborted_txn_line).collect();
         write_file_atomically(&self.dir, ABORTED_TXNS, &text)
+    }
+
+    /// Appends `txn` to the list in memory and on disk. The append is one small write and
+    /// leaves the file's earlier lines alone, so it needs no fsync of its own under the
+    /// log's lock: the next flush syncs it. A crash can tear only the new last line, which
+    /// `read_aborted_txns` drops and the replay of the marker puts back.
+    fn record_abort(&mut self, txn: AbortedTxn) -> Result<(), StorageError> {
+        let path = self.dir.join(ABORTED_TXNS);
+        let io = |e| StorageError::io(&path, e);
+        let mut file = match File::options().append(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.dir_unsynced = true;
+                File::options()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io)?
+            }
+            Err(e) => return Err(io(e)),
+        };
+        file.write_all(aborted_txn_line(&txn).as_bytes())
+            .map_err(io)?;
+        self.aborted.push(txn);
+        if !self.unsynced_data.iter().any(|(_, p)| *p == path) {
+            self.unsynced_data.push((Arc::new(file), path));
+        }
+        Ok(())
     }
 
     /// After the log start moved: producers and aborted transactions wholly below it go.
@@ -543,7 +569,7 @@ impl Log {
         let rolled = (active.file().clone(), active.log_path().to_path_buf());
         // Recovery after a crash replays producer state from here, not from the log start.
         let snapshot = self.producers.write_snapshot(&self.dir, next)?;
-        self.rolled_unsynced.push(rolled);
+        self.unsynced_data.push(rolled);
         self.unsynced_recovery_aids.extend(indexes);
         self.unsynced_recovery_aids.push(snapshot);
         let segment = LogSegment::create(&self.dir, next)?;
@@ -561,7 +587,7 @@ impl Log {
         if self.offline {
             return Err(StorageError::Offline(self.dir.clone()));
         }
-        let mut files = std::mem::take(&mut self.rolled_unsynced);
+        let mut files = std::mem::take(&mut self.unsynced_data);
         let active = self.active();
         files.push((active.file().clone(), active.log_path().to_path_buf()));
         let dir = std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone());
@@ -860,6 +886,10 @@ pub(crate) fn sync_data(files: &[UnsyncedFile]) -> Result<(), StorageError> {
 const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Aborted transactions of this log, one `producer_id first_offset last_offset` per line.
 const ABORTED_TXNS: &str = "aborted-transactions";
+
+fn aborted_txn_line(t: &AbortedTxn) -> String {
+    format!("{} {} {}\n", t.producer_id, t.first_offset, t.last_offset)
+}
 
 /// The aborted transactions on disk that end below `log_end`, and whether any were dropped
 /// (a crash cut off their markers, or the file's last line was torn).
@@ -1281,7 +1311,7 @@ mod tests {
         Log::checkpoint_recovery_point(&shared).unwrap();
         let log = shared.into_inner().unwrap();
         assert!(log.unsynced_recovery_aids.is_empty());
-        assert!(log.rolled_unsynced.is_empty());
+        assert!(log.unsynced_data.is_empty());
         drop(log);
 
         // A power loss before that flush may leave a rolled segment's indexes empty or
@@ -1525,6 +1555,12 @@ mod tests {
             commit: false,
         };
         log.append_marker(&abort, 0).unwrap();
+        // The abort is on the list on disk, and the flush the marker's acknowledgement waits
+        // for syncs the list.
+        let list = dir.path().join(ABORTED_TXNS);
+        assert_eq!(fs::read_to_string(&list).unwrap(), "6 0 3\n");
+        let work = log.flush_work().unwrap();
+        assert!(work.files.iter().any(|(_, path)| *path == list));
         drop(log); // kill -9 ...
         // ... before the list was written.
         fs::remove_file(dir.path().join(ABORTED_TXNS)).unwrap();
