@@ -38,13 +38,26 @@ fn build_shim(dir: &Path) -> PathBuf {
 
 /// Produces one record with acks=all; the partition's error code and base offset.
 fn produce(addr: &str, topic: &str, value: &str) -> (i16, i64) {
-    let response = raw_round_trip(
-        addr,
-        &one_record_produce(topic, value, NO_PRODUCER, None),
-        9,
-    );
+    produce_with_acks(addr, topic, value, -1)
+}
+
+fn produce_with_acks(addr: &str, topic: &str, value: &str, acks: i16) -> (i16, i64) {
+    let request = one_record_produce(topic, value, NO_PRODUCER, None).with_acks(acks);
+    let response = raw_round_trip(addr, &request, 9);
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
+}
+
+fn start_with_shim(shim: &Path, failing: &str, trigger: &Path) -> BrokerProcess {
+    BrokerProcess::start_with_env(
+        None,
+        &[],
+        &[
+            ("LD_PRELOAD", shim.to_str().unwrap()),
+            ("ODRADEK_FAIL_FSYNC_MATCH", failing),
+            ("ODRADEK_FAIL_FSYNC_TRIGGER", trigger.to_str().unwrap()),
+        ],
+    )
 }
 
 /// Fetches partition 0 of `topic` from offset 0: its error code and record bytes.
@@ -75,15 +88,7 @@ async fn a_failed_fsync_takes_only_its_partition_offline_and_loses_nothing_ackno
     let shim_dir = tempfile::tempdir().expect("temp dir");
     let shim = build_shim(shim_dir.path());
     let trigger = shim_dir.path().join("fail-now");
-    let mut broker = BrokerProcess::start_with_env(
-        None,
-        &[],
-        &[
-            ("LD_PRELOAD", shim.to_str().unwrap()),
-            ("ODRADEK_FAIL_FSYNC_MATCH", "/doomed-0/"),
-            ("ODRADEK_FAIL_FSYNC_TRIGGER", trigger.to_str().unwrap()),
-        ],
-    );
+    let mut broker = start_with_shim(&shim, "/doomed-0/", &trigger);
     create_topic(&broker.addr, "doomed", 1, &[]).await;
     create_topic(&broker.addr, "healthy", 1, &[]).await;
     for i in 0..3 {
@@ -149,4 +154,43 @@ async fn a_failed_fsync_takes_only_its_partition_offline_and_loses_nothing_ackno
     assert_eq!(error, 0);
     assert!(offset >= 3, "appends resume after the acknowledged records");
     broker.stop();
+}
+
+/// An acks=1 write waits for no fsync, not even the one that rolls a segment: the closed
+/// segment's indexes and producer-state snapshot are synced later, off the request path
+/// (before, the roll synced them under the partition's lock, so a slow disk stalled the
+/// producer and, here, the failing fsync refused the write). The failure still takes the
+/// log offline at its next flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_1_writes_that_roll_segments_wait_for_no_fsync() {
+    let shim_dir = tempfile::tempdir().expect("temp dir");
+    let shim = build_shim(shim_dir.path());
+    let trigger = shim_dir.path().join("fail-now");
+    let mut broker = start_with_shim(&shim, "/rolling-0/", &trigger);
+    // Each one-record batch is about 80 bytes: every second write rolls.
+    create_topic(&broker.addr, "rolling", 1, &[("segment.bytes", "100")]).await;
+    std::fs::write(&trigger, b"").expect("arming the shim");
+    for i in 0..6 {
+        assert_eq!(
+            produce_with_acks(&broker.addr, "rolling", &format!("unsynced-{i}"), 1),
+            (0, i),
+            "acks=1 write {i}"
+        );
+    }
+    let partition_dir = broker.data_dir.join("rolling-0");
+    let segments = std::fs::read_dir(&partition_dir)
+        .expect("partition directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    assert!(segments >= 3, "{segments} segments: the writes rolled");
+    assert_eq!(
+        produce(&broker.addr, "rolling", "synced").0,
+        KAFKA_STORAGE_ERROR,
+        "the flush an acks=all write waits for still meets the failing fsync"
+    );
+    // A clean stop with an offline log exits with an error, as it should; this test is done.
+    broker.kill9();
 }
