@@ -156,8 +156,9 @@ pub struct Log {
     /// Indexes and producer-state snapshots written at rolls since the last recovery-point
     /// checkpoint, which syncs them. They only speed up recovery (one a power loss damaged
     /// is rebuilt from the log), so neither the append that rolls nor an acks=all producer
-    /// waits for their fsyncs.
-    unsynced_recovery_aids: Vec<UnsyncedFile>,
+    /// waits for their fsyncs. Paths, not open files: a log that rolls often would
+    /// otherwise hold three descriptors per roll until the checkpoint.
+    unsynced_recovery_aids: Vec<PathBuf>,
     /// A segment file was created since the last flush: the directory needs an fsync too.
     dir_unsynced: bool,
     offline: bool,
@@ -570,8 +571,8 @@ impl Log {
         // Recovery after a crash replays producer state from here, not from the log start.
         let snapshot = self.producers.write_snapshot(&self.dir, next)?;
         self.unsynced_data.push(rolled);
-        self.unsynced_recovery_aids.extend(indexes);
-        self.unsynced_recovery_aids.push(snapshot);
+        self.unsynced_recovery_aids
+            .extend(indexes.into_iter().chain([snapshot]).map(|(_, path)| path));
         let segment = LogSegment::create(&self.dir, next)?;
         self.segments.insert(next, segment);
         self.dir_unsynced = true;
@@ -650,7 +651,7 @@ impl Log {
                 (point, l.dir.clone(), aids)
             },
             |(point, dir, aids)| {
-                sync_data(&aids)?;
+                sync_recovery_aids(&aids)?;
                 point.write(&dir)
             },
         )?;
@@ -852,8 +853,8 @@ impl Log {
         let up_to = work.up_to;
         work.sync()?;
         self.flush_done(up_to);
-        let mut files = std::mem::take(&mut self.unsynced_recovery_aids);
-        files.push(self.producers.write_snapshot(&self.dir, up_to)?);
+        sync_recovery_aids(&std::mem::take(&mut self.unsynced_recovery_aids))?;
+        let mut files = vec![self.producers.write_snapshot(&self.dir, up_to)?];
         files.extend(self.active().write_indexes()?);
         FlushWork {
             files,
@@ -874,6 +875,19 @@ impl FlushWork {
         }
         Ok(())
     }
+}
+
+/// Syncs the files at `paths`; one that is gone (a snapshot pruned by a later roll, a
+/// segment deleted by retention) needs no sync.
+fn sync_recovery_aids(paths: &[PathBuf]) -> Result<(), StorageError> {
+    for path in paths {
+        match File::open(path) {
+            Ok(file) => file.sync_data().map_err(|e| StorageError::io(path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(path, e)),
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_data(files: &[UnsyncedFile]) -> Result<(), StorageError> {
@@ -1295,7 +1309,7 @@ mod tests {
         let snapshot = dir
             .path()
             .join(format!("{}.snapshot", crate::offset_file_stem(second)));
-        let aids = paths(&log.unsynced_recovery_aids);
+        let aids = &log.unsynced_recovery_aids;
         for aid in [&index, &time_index, &snapshot] {
             assert!(aids.contains(aid), "{aid:?} not in {aids:?}");
         }
