@@ -48,7 +48,8 @@ pub fn shared() -> &'static BufferPool {
 
 impl BufferPool {
     /// An empty buffer with room for at least `len` bytes: the smallest free one that is
-    /// large enough, else a new one of the next power-of-two size.
+    /// large enough, else a new one of the next power-of-two size. Among equals, the most
+    /// recently returned: its bytes are the likeliest to be in the CPU's caches still.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let reused = {
             let mut free = self.free.lock().expect("buffer pool");
@@ -56,6 +57,7 @@ impl BufferPool {
                 .buffers
                 .iter()
                 .enumerate()
+                .rev()
                 .filter(|(_, b)| b.capacity() >= len)
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(at, _)| at);
@@ -158,6 +160,18 @@ mod tests {
         drop(pool.lend(small));
         let taken = pool.take(70_000);
         assert_eq!(taken.as_ptr(), small_address);
+    }
+
+    #[test]
+    fn among_equals_the_most_recently_returned_buffer_is_taken() {
+        let pool: &'static BufferPool = Box::leak(Box::default());
+        let buffers: Vec<Vec<u8>> = (0..4).map(|_| pool.take(1 << 20)).collect();
+        let last_address = buffers[3].as_ptr();
+        for buf in buffers {
+            drop(pool.lend(buf));
+        }
+        let taken = pool.take(1 << 20);
+        assert_eq!(taken.as_ptr(), last_address);
     }
 
     #[test]
