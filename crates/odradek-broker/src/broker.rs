@@ -539,9 +539,11 @@ impl Broker {
             )),
             RequestKind::DeleteGroups(r) => self.delete_groups(r).await,
             RequestKind::OffsetDelete(r) => self.offset_delete(r).await,
-            RequestKind::DeleteRecords(r) => {
-                Reply::now(ResponseKind::DeleteRecords(self.delete_records(r)))
-            }
+            // Moving the log start is written durably (two fsyncs per partition) before
+            // the answer: the worker's other tasks move elsewhere meanwhile.
+            RequestKind::DeleteRecords(r) => Reply::now(ResponseKind::DeleteRecords(
+                tokio::task::block_in_place(|| self.delete_records(r)),
+            )),
             RequestKind::AlterConfigs(r) => {
                 Reply::now(ResponseKind::AlterConfigs(self.alter_configs(r).await))
             }
