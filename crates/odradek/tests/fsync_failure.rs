@@ -48,8 +48,13 @@ fn produce_with_acks(addr: &str, topic: &str, value: &str, acks: i16) -> (i16, i
     (partition.error_code, partition.base_offset)
 }
 
-fn start_with_shim(shim: &Path, failing: &str, trigger: &Path) -> BrokerProcess {
-    BrokerProcess::start_with_env(
+/// A broker whose fsyncs fail for files whose path contains `failing` while the returned
+/// trigger file exists; the returned temp dir holds the shim and the trigger.
+fn start_with_failing_fsync(failing: &str) -> (BrokerProcess, PathBuf, tempfile::TempDir) {
+    let shim_dir = tempfile::tempdir().expect("temp dir");
+    let shim = build_shim(shim_dir.path());
+    let trigger = shim_dir.path().join("fail-now");
+    let broker = BrokerProcess::start_with_env(
         None,
         &[],
         &[
@@ -57,7 +62,8 @@ fn start_with_shim(shim: &Path, failing: &str, trigger: &Path) -> BrokerProcess 
             ("ODRADEK_FAIL_FSYNC_MATCH", failing),
             ("ODRADEK_FAIL_FSYNC_TRIGGER", trigger.to_str().unwrap()),
         ],
-    )
+    );
+    (broker, trigger, shim_dir)
 }
 
 /// Fetches partition 0 of `topic` from offset 0: its error code and record bytes.
@@ -85,10 +91,7 @@ fn fetch(addr: &str, topic: &str) -> (i16, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_takes_only_its_partition_offline_and_loses_nothing_acknowledged() {
-    let shim_dir = tempfile::tempdir().expect("temp dir");
-    let shim = build_shim(shim_dir.path());
-    let trigger = shim_dir.path().join("fail-now");
-    let mut broker = start_with_shim(&shim, "/doomed-0/", &trigger);
+    let (mut broker, trigger, _shim_dir) = start_with_failing_fsync("/doomed-0/");
     create_topic(&broker.addr, "doomed", 1, &[]).await;
     create_topic(&broker.addr, "healthy", 1, &[]).await;
     for i in 0..3 {
@@ -163,10 +166,7 @@ async fn a_failed_fsync_takes_only_its_partition_offline_and_loses_nothing_ackno
 /// log offline at its next flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_1_writes_that_roll_segments_wait_for_no_fsync() {
-    let shim_dir = tempfile::tempdir().expect("temp dir");
-    let shim = build_shim(shim_dir.path());
-    let trigger = shim_dir.path().join("fail-now");
-    let mut broker = start_with_shim(&shim, "/rolling-0/", &trigger);
+    let (mut broker, trigger, _shim_dir) = start_with_failing_fsync("/rolling-0/");
     // Each one-record batch is about 80 bytes: every second write rolls.
     create_topic(&broker.addr, "rolling", 1, &[("segment.bytes", "100")]).await;
     std::fs::write(&trigger, b"").expect("arming the shim");
