@@ -129,6 +129,32 @@ pub enum StartError {
     },
     #[error("{path}: {reason}")]
     BadMetaProperties { path: PathBuf, reason: String },
+    #[error(
+        "{path} is locked: another process (a running broker or repair) uses this data directory"
+    )]
+    DataDirInUse { path: PathBuf },
+}
+
+/// Kafka's `.lock`: held for as long as a process uses the data directory, so that two
+/// brokers, or a broker and `odradek repair`, never change it at once. The OS releases it
+/// when the process dies, so a `kill -9` leaves nothing to clean up.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
+    let path = data_dir.join(".lock");
+    let io = |source| StartError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirInUse { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 pub struct Broker {
@@ -147,6 +173,7 @@ pub struct Broker {
     /// `max_wait_ms`.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) data_dir: PathBuf,
+    _data_dir_lock: std::fs::File,
 }
 
 /// Marks a data directory whose logs were all synced and closed: recovery can trust it.
@@ -161,6 +188,7 @@ impl Broker {
             move |source| StartError::Io { path, source }
         };
         std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        let data_dir_lock = lock_data_dir(&data_dir)?;
         let node_id = config.node_id();
         let cluster_id = load_or_create_meta_properties(&data_dir, node_id)?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
@@ -202,6 +230,7 @@ impl Broker {
             started: std::time::Instant::now(),
             stopping: tokio::sync::watch::Sender::new(false),
             data_dir,
+            _data_dir_lock: data_dir_lock,
         };
         broker.load_transactions();
         Ok(broker)

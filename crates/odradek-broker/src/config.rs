@@ -24,6 +24,15 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Syntax(String),
+    #[error(
+        "{key}={value}: {reason}. Odradek does not support that yet, and refuses to start \
+         rather than quietly run as something else"
+    )]
+    NotSupportedYet {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Kafka's `ConfigDef.Type`, numbered as DescribeConfigs v3+ reports it.
@@ -269,28 +278,28 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some("broker,controller"),
         Any,
-        "Accepted for compatibility; Odradek runs both roles.",
+        "Must name both roles (or be unset): dedicated controllers and broker-only nodes need the cluster support, so other values stop start-up.",
     ),
     def(
         "controller.quorum.voters",
         List,
         Some(""),
         Any,
-        "Accepted for compatibility.",
+        "Only this node alone as the voter (a one-node KRaft config); a larger quorum stops start-up until the cluster support lands.",
     ),
     def(
         "controller.quorum.bootstrap.servers",
         List,
         Some(""),
         Any,
-        "Accepted for compatibility.",
+        "At most one server; more stop start-up until the cluster support lands.",
     ),
     def(
         "controller.listener.names",
         List,
         None,
         Any,
-        "Accepted for compatibility.",
+        "Listeners named here are the controller's: clients are not served on them.",
     ),
     def(
         "inter.broker.listener.name",
@@ -304,7 +313,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         ConfigType::String,
         Some("PLAINTEXT:PLAINTEXT"),
         Any,
-        "Accepted for compatibility; only PLAINTEXT is served.",
+        "Maps listener names to security protocols; a listener whose protocol is not PLAINTEXT stops start-up until TLS and SASL land.",
     ),
     def(
         "offsets.topic.replication.factor",
@@ -1164,9 +1173,134 @@ impl BrokerConfig {
             explicit,
             ..Self::default()
         };
+        config.refuse_what_is_not_served()?;
         config.listen_addr()?;
         config.advertised_addr()?;
         Ok(config)
+    }
+
+    /// Settings that ask for something Odradek does not do yet (TLS, SASL, a multi-node
+    /// quorum, a node with one role) stop start-up: served as plaintext or as a one-node
+    /// cluster, they would quietly break the promise they make. A one-node KRaft
+    /// configuration (this node as the only voter, both roles) describes what Odradek runs,
+    /// so Kafka's own quick-start `server.properties` still starts.
+    fn refuse_what_is_not_served(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &str, value: &str, reason: String| ConfigError::NotSupportedYet {
+            key: key.into(),
+            value: value.into(),
+            reason,
+        };
+        if let Some(roles) = self.value("process.roles") {
+            let mut named: Vec<&str> = roles.split(',').map(str::trim).collect();
+            named.sort_unstable();
+            if named != ["broker", "controller"] {
+                return Err(refuse(
+                    "process.roles",
+                    roles,
+                    "a node runs both roles until the cluster support lands".into(),
+                ));
+            }
+        }
+        let node_id = self.node_id();
+        if let Some(voters) = self
+            .value("controller.quorum.voters")
+            .filter(|v| !v.trim().is_empty())
+        {
+            let ids: Vec<&str> = voters
+                .split(',')
+                .map(|v| v.trim().split('@').next().unwrap_or(""))
+                .collect();
+            if ids != [node_id.to_string().as_str()] {
+                return Err(refuse(
+                    "controller.quorum.voters",
+                    voters,
+                    format!(
+                        "a quorum other than this node ({node_id}) alone needs the cluster support"
+                    ),
+                ));
+            }
+        }
+        if let Some(servers) = self
+            .value("controller.quorum.bootstrap.servers")
+            .filter(|v| v.split(',').filter(|s| !s.trim().is_empty()).count() > 1)
+        {
+            return Err(refuse(
+                "controller.quorum.bootstrap.servers",
+                servers,
+                "a quorum of several controllers needs the cluster support".into(),
+            ));
+        }
+        let map = self.security_protocol_map();
+        let listeners = self.value("listeners").unwrap_or_default();
+        for listener in listeners
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            let Some((name, _)) = listener.split_once("://") else {
+                continue;
+            };
+            let protocol = map
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map_or(name, |(_, p)| p.as_str());
+            if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+                .iter()
+                .any(|known| protocol.eq_ignore_ascii_case(known))
+            {
+                return Err(ConfigError::InvalidValue {
+                    key: "listener.security.protocol.map".into(),
+                    value: self
+                        .value("listener.security.protocol.map")
+                        .unwrap_or_default()
+                        .into(),
+                    reason: format!("no security protocol is mapped for listener {name}"),
+                });
+            }
+            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(refuse(
+                    "listeners",
+                    listeners,
+                    format!("listener {name} would use {protocol}; only PLAINTEXT is served"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `listener.security.protocol.map` as (listener name, security protocol) pairs.
+    fn security_protocol_map(&self) -> Vec<(String, String)> {
+        self.value("listener.security.protocol.map")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once(':'))
+            .map(|(name, protocol)| (name.trim().to_string(), protocol.trim().to_string()))
+            .collect()
+    }
+
+    /// Listener names the controller uses (`controller.listener.names`): not for clients.
+    fn controller_listener_names(&self) -> Vec<&str> {
+        self.value("controller.listener.names")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    /// The first of `value`'s listeners that clients use (not a controller listener).
+    fn client_listener<'a>(&self, value: &'a str) -> &'a str {
+        let controller = self.controller_listener_names();
+        let mut listeners = value.split(',').map(str::trim);
+        listeners
+            .clone()
+            .find(|l| {
+                l.split_once("://").is_none_or(|(name, _)| {
+                    !controller.iter().any(|c| c.eq_ignore_ascii_case(name))
+                })
+            })
+            .or_else(|| listeners.next())
+            .unwrap_or("")
     }
 
     /// The value of a broker config and where it came from.
@@ -1293,7 +1427,7 @@ impl BrokerConfig {
     }
 
     fn listener_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-        let first = value.split(',').next().unwrap_or("").trim();
+        let first = self.client_listener(value);
         let host_port = first.rsplit_once("://").map_or(first, |(_, hp)| hp);
         let resolved = std::net::ToSocketAddrs::to_socket_addrs(host_port)
             .ok()
@@ -1323,7 +1457,7 @@ impl BrokerConfig {
             let addr = self.listen_addr()?;
             return Ok((addr.ip().to_string(), i32::from(addr.port())));
         };
-        let first = value.split(',').next().unwrap_or("").trim();
+        let first = self.client_listener(value);
         let host_port = first.rsplit_once("://").map_or(first, |(_, hp)| hp);
         let parsed = host_port.rsplit_once(':').and_then(|(h, p)| {
             Some((
@@ -1612,6 +1746,68 @@ mod tests {
         let err = BrokerConfig::from_layers([layer(&[("num.partitions", "zero")]).as_slice()])
             .unwrap_err();
         assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+    }
+
+    fn start_with(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_layers([layer(pairs).as_slice()])
+    }
+
+    #[test]
+    fn settings_that_promise_tls_sasl_or_a_quorum_stop_start_up() {
+        for pairs in [
+            &[("listeners", "SSL://127.0.0.1:9093")][..],
+            &[(
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094",
+            )],
+            &[
+                ("listeners", "CLIENTS://127.0.0.1:9092"),
+                ("listener.security.protocol.map", "CLIENTS:SASL_PLAINTEXT"),
+            ],
+            &[("process.roles", "broker")],
+            &[("process.roles", "controller")],
+            &[(
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.2:9093",
+            )],
+            &[
+                ("node.id", "2"),
+                ("controller.quorum.voters", "1@127.0.0.1:9093"),
+            ],
+            &[(
+                "controller.quorum.bootstrap.servers",
+                "127.0.0.1:9093,127.0.0.2:9093",
+            )],
+        ] {
+            let err = start_with(pairs).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::NotSupportedYet { .. }),
+                "{pairs:?}: {err}"
+            );
+        }
+        let err = start_with(&[("listeners", "CONTROLLER://127.0.0.1:9093")]).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_one_node_kraft_quick_start_config_starts_and_serves_its_client_listener() {
+        let config = start_with(&[
+            ("process.roles", "broker,controller"),
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@localhost:9093"),
+            (
+                "listeners",
+                "CONTROLLER://127.0.0.1:9093,PLAINTEXT://127.0.0.1:9092",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "listener.security.protocol.map",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(config.listen_addr().unwrap().port(), 9092);
+        assert_eq!(config.advertised_addr().unwrap().1, 9092);
     }
 
     #[test]

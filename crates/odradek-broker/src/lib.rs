@@ -1,6 +1,8 @@
 //! The Odradek broker: configuration, cluster metadata, the log registry, the handlers of
 //! each Kafka API, and the socket server that feeds them.
 
+#![forbid(unsafe_code)]
+
 mod broker;
 pub mod config;
 mod coordinator;
@@ -11,5 +13,6 @@ pub mod metrics;
 mod network;
 pub mod views;
 
-pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError};
+pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError, lock_data_dir};
+pub use log_manager::stray_partition_dirs;
 pub use network::serve;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicSettings};
+use crate::handlers::validate_topic_name;
 use crate::metadata::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
 use crate::metrics::TopicLabel;
 
@@ -118,6 +119,48 @@ fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 /// deleted topic is never mistaken for a new topic of the same name.
 const TOPIC_ID_FILE: &str = "partition.metadata";
 
+/// The topic and partition a directory named `<topic>-<partition>` holds, if its name has
+/// that shape (a valid topic name, a partition number).
+fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index = index.parse::<i32>().ok()?;
+    validate_topic_name(topic).ok()?;
+    (!topic.starts_with("__cluster_metadata")).then_some((topic, index))
+}
+
+/// `<topic>-<partition>.<topic id>-delete`, the name `delete_topic` renames a partition to.
+fn is_deleted_partition_dir(name: &str) -> bool {
+    name.strip_suffix("-delete")
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(dir, id)| parse_partition_dir(dir).is_some() && Uuid::try_parse(id).is_ok())
+}
+
+/// The directories in `data_dir` named like a partition (`<topic>-<partition>`) that no topic
+/// of `image` owns: an unknown topic, a partition beyond its count, or another topic id.
+pub fn stray_partition_dirs(data_dir: &Path, image: &MetadataImage) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut stray: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            parse_partition_dir(&name).is_some_and(|(topic, index)| {
+                !image.topic(topic).is_some_and(|t| {
+                    index < t.partitions && read_topic_id(path).is_none_or(|id| id == t.id)
+                })
+            })
+        })
+        .collect();
+    stray.sort();
+    stray
+}
+
 fn read_topic_id(dir: &Path) -> Option<Uuid> {
     let text = fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok()?;
     text.lines()
@@ -152,7 +195,7 @@ impl LogManager {
                 }
             }
         }
-        manager.remove_stray_directories(&image);
+        manager.set_aside_stray_directories(&image);
         let mut registry = Registry::default();
         for topic in manager.open_all(&image, clean_shutdown)? {
             let topic = Arc::new(topic);
@@ -210,30 +253,32 @@ impl LogManager {
             .collect()
     }
 
-    /// Deletes partition directories that no topic in the image owns: leftovers of a delete
-    /// interrupted by a crash.
-    fn remove_stray_directories(&self, image: &MetadataImage) {
+    /// Sets aside partition directories that no topic in the image owns, renaming them
+    /// `<topic>-<partition>.<id>-stray` as Kafka does: the metadata may be what is wrong, so
+    /// their data is kept for a person to look at. Directories of a delete that a crash
+    /// interrupted (`…-delete`, whose deletion is durable in the metadata log) are removed.
+    /// Nothing else in the data dir is touched.
+    fn set_aside_stray_directories(&self, image: &MetadataImage) {
         let Ok(entries) = fs::read_dir(&self.data_dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !path.is_dir() || name.starts_with("__cluster_metadata") {
-                continue;
-            }
-            let owned = name.rsplit_once('-').is_some_and(|(topic, p)| {
-                let index = p.parse::<i32>().ok();
-                image.topic(topic).is_some_and(|t| {
-                    index.is_some_and(|i| i < t.partitions)
-                        && read_topic_id(&path).is_none_or(|id| id == t.id)
-                })
-            });
-            if !owned {
-                info!(dir = %path.display(), "removing directory of a deleted or unknown topic");
+            if path.is_dir() && is_deleted_partition_dir(&entry.file_name().to_string_lossy()) {
+                info!(dir = %path.display(), "removing the directory of a deleted partition");
                 if let Err(e) = fs::remove_dir_all(&path) {
-                    warn!(dir = %path.display(), error = %e, "cannot remove stray directory");
+                    warn!(dir = %path.display(), error = %e, "cannot remove a deleted partition");
                 }
+            }
+        }
+        for path in stray_partition_dirs(&self.data_dir, image) {
+            let id = read_topic_id(&path).unwrap_or_else(Uuid::new_v4);
+            let mut aside = path.clone().into_os_string();
+            aside.push(format!(".{}-stray", id.simple()));
+            let aside = PathBuf::from(aside);
+            warn!(dir = %path.display(), renamed_to = %aside.display(), "the metadata has no such partition: setting its directory aside");
+            if let Err(e) = fs::rename(&path, &aside) {
+                warn!(dir = %path.display(), error = %e, "cannot set a stray partition directory aside");
             }
         }
     }
@@ -528,5 +573,65 @@ impl LogManager {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_shaped_like_partitions_are_partition_dirs() {
+        assert_eq!(parse_partition_dir("orders-0"), Some(("orders", 0)));
+        assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
+        for other in [
+            "lost+found",
+            "orders",
+            "orders-+1",
+            "orders-",
+            "orders-x",
+            "__cluster_metadata-0",
+            "orders-0.0123456789abcdef0123456789abcdef-stray",
+            "a b-0",
+        ] {
+            assert_eq!(parse_partition_dir(other), None, "{other}");
+        }
+        let id = Uuid::new_v4().simple();
+        assert!(is_deleted_partition_dir(&format!("orders-0.{id}-delete")));
+        assert!(!is_deleted_partition_dir("orders-0-delete"));
+        assert!(!is_deleted_partition_dir(&format!("orders-0.{id}-stray")));
+    }
+
+    #[test]
+    fn directories_the_metadata_does_not_own_are_stray_and_nothing_else_is() {
+        let data = tempfile::tempdir().unwrap();
+        let mut image = MetadataImage::default();
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::TopicCreated {
+            name: "kept".into(),
+            id,
+            partitions: 1,
+            configs: BTreeMap::new(),
+        });
+        for dir in ["kept-0", "kept-1", "gone-0", "lost+found", "notes"] {
+            fs::create_dir(data.path().join(dir)).unwrap();
+        }
+        let reused = data.path().join("kept-0");
+        fs::write(
+            reused.join(TOPIC_ID_FILE),
+            "topic_id: ".to_string() + &id.to_string(),
+        )
+        .unwrap();
+        let stray: Vec<_> = stray_partition_dirs(data.path(), &image)
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(stray, ["gone-0", "kept-1"]);
+        fs::write(
+            reused.join(TOPIC_ID_FILE),
+            format!("topic_id: {}\n", Uuid::new_v4()),
+        )
+        .unwrap();
+        assert_eq!(stray_partition_dirs(data.path(), &image).len(), 3);
     }
 }

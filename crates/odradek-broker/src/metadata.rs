@@ -3,8 +3,11 @@
 //! go through consensus, and every broker replays them into the same image.
 //!
 //! File format: a sequence of `[len: u32][crc32c: u32][JSON record]`. A record is durable
-//! once `append` returns (the file is fsync'd). On start-up a torn or corrupt tail, the
-//! trace of a crash mid-append, is cut off: that record was never acknowledged.
+//! once `append` returns (the file is fsync'd). On start-up only a torn tail, the trace of
+//! a crash mid-append, is cut off: that record was never acknowledged. Damage with intact
+//! records after it is no crash's trace (appends only ever add at the end), so start-up
+//! refuses it rather than drop every later record; `odradek repair metadata` drops only the
+//! damaged bytes, when asked.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +24,17 @@ pub enum MetadataError {
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "metadata log {path} is damaged at byte {position}, and intact records follow at byte \
+         {next_intact}: start-up stopped so that no topic is lost. `odradek repair metadata \
+         --data-dir {data_dir}` shows what a repair would drop; add --apply to repair"
+    )]
+    Damaged {
+        path: PathBuf,
+        position: u64,
+        next_intact: u64,
+        data_dir: PathBuf,
     },
     #[error("metadata log {path}: record at byte {position} cannot be decoded: {reason}")]
     Decode {
@@ -147,6 +161,109 @@ impl MetadataImage {
     }
 }
 
+/// A frame of the log: `[len: u32][crc32c: u32][JSON record]`.
+const RECORD_HEADER: usize = 8;
+
+/// What starts at a byte position of the log.
+enum Frame {
+    Intact(MetadataRecord, usize),
+    /// A whole frame whose CRC matches but whose record this version cannot read (written
+    /// by a newer one): no crash makes that, so it is never cut.
+    Unreadable(String),
+    Damaged,
+}
+
+fn frame_at(bytes: &[u8], pos: usize) -> Frame {
+    let Some(header) = bytes.get(pos..pos.saturating_add(RECORD_HEADER)) else {
+        return Frame::Damaged;
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let start = pos + RECORD_HEADER;
+    let Some(body) = bytes.get(start..start.saturating_add(len)) else {
+        return Frame::Damaged;
+    };
+    // Every record is a JSON object: checking the first byte before the CRC keeps the
+    // search for the next intact frame after damage cheap.
+    if body.first() != Some(&b'{') || crc32c::crc32c(body) != crc {
+        return Frame::Damaged;
+    }
+    match serde_json::from_slice(body) {
+        Ok(record) => Frame::Intact(record, RECORD_HEADER + len),
+        Err(e) => Frame::Unreadable(e.to_string()),
+    }
+}
+
+/// The start of the first whole frame with a matching CRC after `from`, if any.
+fn next_intact_frame(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&pos| !matches!(frame_at(bytes, pos), Frame::Damaged))
+}
+
+/// A stretch of the file that holds no intact record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRange {
+    pub start: u64,
+    pub end: u64,
+    /// The damaged bytes as text, shortened: what a person can read of the lost record.
+    pub preview: String,
+}
+
+/// What the log holds: every intact record with its byte position, and the damaged stretches
+/// between and after them.
+#[derive(Debug, Default)]
+pub struct MetadataScan {
+    pub records: Vec<(u64, MetadataRecord)>,
+    pub damaged: Vec<DamagedRange>,
+    pub len: u64,
+}
+
+impl MetadataScan {
+    fn of(path: &Path, bytes: &[u8]) -> Result<Self, MetadataError> {
+        let mut scan = Self {
+            len: bytes.len() as u64,
+            ..Self::default()
+        };
+        let mut pos = 0;
+        while pos < bytes.len() {
+            match frame_at(bytes, pos) {
+                Frame::Intact(record, size) => {
+                    scan.records.push((pos as u64, record));
+                    pos += size;
+                    continue;
+                }
+                Frame::Unreadable(reason) => {
+                    return Err(MetadataError::Decode {
+                        path: path.to_path_buf(),
+                        position: pos as u64,
+                        reason,
+                    });
+                }
+                Frame::Damaged => {}
+            }
+            let end = next_intact_frame(bytes, pos + 1).unwrap_or(bytes.len());
+            let text = String::from_utf8_lossy(&bytes[pos..end]);
+            scan.damaged.push(DamagedRange {
+                start: pos as u64,
+                end: end as u64,
+                preview: text.chars().take(200).collect(),
+            });
+            pos = end;
+        }
+        Ok(scan)
+    }
+
+    /// Damage followed by intact records: cutting it would drop acknowledged metadata.
+    pub fn damage_in_the_middle(&self) -> Option<&DamagedRange> {
+        self.damaged.iter().find(|d| d.end < self.len)
+    }
+
+    /// A torn tail: damage that reaches the end of the file with nothing intact after it,
+    /// the trace of a crash during an append that was never acknowledged.
+    fn torn_tail(&self) -> Option<&DamagedRange> {
+        self.damaged.last().filter(|d| d.end == self.len)
+    }
+}
+
 /// The append-only file of metadata records.
 #[derive(Debug)]
 pub struct MetadataLog {
@@ -154,54 +271,85 @@ pub struct MetadataLog {
     file: File,
 }
 
-const RECORD_HEADER: usize = 8;
-
 impl MetadataLog {
-    /// Opens the log in `dir`, replaying it into an image.
+    /// The log's file in the metadata directory `dir`.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join("metadata.log")
+    }
+
+    /// Reads the whole log without changing it.
+    pub fn scan(dir: &Path) -> Result<MetadataScan, MetadataError> {
+        let path = Self::path_in(dir);
+        match fs::read(&path) {
+            Ok(bytes) => MetadataScan::of(&path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataScan::default()),
+            Err(source) => Err(MetadataError::Io { path, source }),
+        }
+    }
+
+    /// Opens the log in `dir`, replaying it into an image. A torn tail is cut; damage with
+    /// intact records after it stops here with [`MetadataError::Damaged`].
     pub fn open(dir: &Path) -> Result<(Self, MetadataImage), MetadataError> {
-        let path = dir.join("metadata.log");
+        let path = Self::path_in(dir);
         let io = |source| MetadataError::Io {
             path: path.clone(),
             source,
         };
         fs::create_dir_all(dir).map_err(io)?;
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
-        };
+        let scan = Self::scan(dir)?;
+        if let Some(damage) = scan.damage_in_the_middle() {
+            return Err(MetadataError::Damaged {
+                path,
+                position: damage.start,
+                next_intact: damage.end,
+                data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+            });
+        }
         let mut image = MetadataImage::default();
-        let mut pos = 0usize;
-        while let Some(header) = bytes.get(pos..pos + RECORD_HEADER) {
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            let Some(body) = bytes.get(pos + RECORD_HEADER..pos + RECORD_HEADER + len) else {
-                break;
-            };
-            if crc32c::crc32c(body) != crc {
-                break;
-            }
-            let record: MetadataRecord =
-                serde_json::from_slice(body).map_err(|e| MetadataError::Decode {
-                    path: path.clone(),
-                    position: pos as u64,
-                    reason: e.to_string(),
-                })?;
-            image.apply(&record);
-            pos += RECORD_HEADER + len;
+        for (_, record) in &scan.records {
+            image.apply(record);
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
-        if pos < bytes.len() {
-            warn!(path = %path.display(), valid_bytes = pos, cut_bytes = bytes.len() - pos, "cutting torn metadata log tail");
-            file.set_len(pos as u64).map_err(io)?;
+        if let Some(tail) = scan.torn_tail() {
+            warn!(path = %path.display(), valid_bytes = tail.start, cut_bytes = tail.end - tail.start, "cutting torn metadata log tail");
+            file.set_len(tail.start).map_err(io)?;
         }
         file.sync_all().map_err(io)?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok((Self { path, file }, image))
+    }
+
+    /// Rewrites the log in `dir` with its intact records only. The damaged file is kept
+    /// beside it as `metadata.log.damaged-<unix seconds>`, so nothing is destroyed.
+    /// Returns the path of that copy, or `None` when there was nothing to repair.
+    pub fn repair(dir: &Path) -> Result<Option<PathBuf>, MetadataError> {
+        let path = Self::path_in(dir);
+        let io = |source| MetadataError::Io {
+            path: path.clone(),
+            source,
+        };
+        let scan = Self::scan(dir)?;
+        if scan.damaged.is_empty() {
+            return Ok(None);
+        }
+        let records: Vec<MetadataRecord> = scan.records.into_iter().map(|(_, r)| r).collect();
+        let repaired = dir.join("metadata.log.repaired");
+        fs::write(&repaired, encode(&records)).map_err(io)?;
+        File::open(&repaired)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = dir.join(format!("metadata.log.damaged-{seconds}"));
+        fs::rename(&path, &kept).map_err(io)?;
+        fs::rename(&repaired, &path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(Some(kept))
     }
 
     /// Appends records durably, as one write so a crash keeps all or a prefix of them.
@@ -210,21 +358,56 @@ impl MetadataLog {
             path: self.path.clone(),
             source,
         };
-        let mut buf = Vec::new();
-        for record in records {
-            let body = serde_json::to_vec(record).expect("metadata records serialize");
-            buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-            buf.extend_from_slice(&body);
-        }
-        self.file.write_all(&buf).map_err(io)?;
+        self.file.write_all(&encode(records)).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
+}
+
+fn encode(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for record in records {
+        let body = serde_json::to_vec(record).expect("metadata records serialize");
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        buf.extend_from_slice(&body);
+    }
+    buf
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn created(name: &str) -> MetadataRecord {
+        MetadataRecord::TopicCreated {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    /// A log holding topics a, b and c, one record each; returns the file and the byte
+    /// position where each record starts.
+    fn three_topics(dir: &Path) -> (PathBuf, Vec<u64>) {
+        let (mut log, _) = MetadataLog::open(dir).unwrap();
+        for name in ["a", "b", "c"] {
+            log.append(&[created(name)]).unwrap();
+        }
+        let scan = MetadataLog::scan(dir).unwrap();
+        let starts = scan.records.iter().map(|(pos, _)| *pos).collect();
+        (MetadataLog::path_in(dir), starts)
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at as usize] ^= 0x40;
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn names(image: &MetadataImage) -> Vec<&str> {
+        image.topics().map(|t| t.name.as_str()).collect()
+    }
 
     #[test]
     fn records_replay_into_the_same_image_and_a_torn_tail_is_cut() {
@@ -251,5 +434,80 @@ mod tests {
         assert_eq!(image.topic("t").unwrap().partitions, 3);
         assert_eq!(image.topic_by_id(&id).unwrap().name, "t");
         assert_eq!(fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6);
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_topics(dir.path());
+        flip(&path, starts[2] + 12);
+        let (_, image) = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(names(&image), ["a", "b"]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), starts[2]);
+    }
+
+    #[test]
+    fn damage_with_intact_records_after_it_stops_start_up_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_topics(dir.path());
+        // In the body, and then in the length field (the frame then seems to run past the
+        // end of the file): both are damage in the middle.
+        for at in [starts[1] + 12, starts[1] + 1] {
+            let before = fs::read(&path).unwrap();
+            flip(&path, at);
+            let damaged = fs::read(&path).unwrap();
+            match MetadataLog::open(dir.path()) {
+                Err(MetadataError::Damaged {
+                    path: p,
+                    position,
+                    next_intact,
+                    data_dir,
+                }) => {
+                    assert_eq!(p, path);
+                    assert_eq!(position, starts[1]);
+                    assert_eq!(next_intact, starts[2]);
+                    assert_eq!(data_dir, dir.path().parent().unwrap());
+                }
+                other => panic!("expected Damaged, got {other:?}"),
+            }
+            assert_eq!(fs::read(&path).unwrap(), damaged, "the file is left alone");
+            fs::write(&path, before).unwrap();
+        }
+    }
+
+    #[test]
+    fn repair_drops_only_the_damaged_record_and_keeps_the_damaged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_topics(dir.path());
+        flip(&path, starts[1] + 12);
+        let damaged = fs::read(&path).unwrap();
+        let scan = MetadataLog::scan(dir.path()).unwrap();
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(
+            (scan.damaged[0].start, scan.damaged[0].end),
+            (starts[1], starts[2])
+        );
+        let kept = MetadataLog::repair(dir.path()).unwrap().unwrap();
+        assert_eq!(fs::read(kept).unwrap(), damaged);
+        let (_, image) = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(names(&image), ["a", "c"]);
+        assert_eq!(MetadataLog::repair(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_intact_record_this_version_cannot_read_is_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three_topics(dir.path());
+        let body = br#"{"type":"FromTheFuture"}"#;
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+        bytes.extend_from_slice(body);
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            MetadataLog::open(dir.path()),
+            Err(MetadataError::Decode { .. })
+        ));
+        assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 }

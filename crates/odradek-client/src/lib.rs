@@ -6,6 +6,8 @@
 //! The cluster phase will grow it into the internal client that replication and mirroring
 //! need.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,6 +6,8 @@
 //! The listener is opened before the data directory is recovered, so `/health` answers
 //! during a long recovery and `/ready` says when it is over.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod history;
 

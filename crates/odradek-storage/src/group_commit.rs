@@ -208,4 +208,36 @@ mod tests {
             assert_eq!(log.flushed_offset(), log.log_end_offset());
         }
     }
+
+    #[test]
+    fn a_poisoned_log_lock_answers_offline_and_stalls_no_later_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: SharedLog = Arc::new(Mutex::new(
+            Log::open(dir.path(), Default::default(), true).unwrap(),
+        ));
+        log.lock().unwrap().append(batch(1, 0), 0).unwrap();
+        let poisoner = log.clone();
+        std::thread::spawn(move || {
+            let _held = poisoner.lock().unwrap();
+            panic!("a bug under the log's lock");
+        })
+        .join()
+        .unwrap_err();
+        assert!(log.is_poisoned());
+        let commit = GroupCommit::start();
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..3 {
+            let tx = tx.clone();
+            commit.request(
+                &log,
+                Some(Box::new(move |r| {
+                    tx.send(r.map_err(|e| e.to_string())).unwrap();
+                })),
+            );
+            let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+            let error = answer.expect("every request is answered").unwrap_err();
+            assert!(error.contains("offline"), "{error}");
+        }
+        commit.shutdown();
+    }
 }

@@ -616,26 +616,40 @@ impl Log {
         after_sync: impl FnOnce(T) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let (work, captured) = {
-            let mut log = log.lock().expect("log lock");
+            let mut log = Self::lock_shared(log)?;
             let work = log.flush_work()?;
             let captured = capture(&mut log);
             (work, captured)
         };
         if let Err(e) = work.sync() {
             tracing::error!(error = %e, "fsync failed; taking the log offline");
-            log.lock().expect("log lock").mark_offline();
+            Self::lock_shared(log)?.mark_offline();
             return Err(e);
         }
         after_sync(captured)?;
-        log.lock().expect("log lock").flush_done(work.up_to);
+        Self::lock_shared(log)?.flush_done(work.up_to);
         Ok(())
+    }
+
+    /// Locks a shared log for a background task (a sync, a checkpoint). A panic under the
+    /// lock elsewhere poisons it; the broker then treats the partition as offline, so the
+    /// task answers [`StorageError::Offline`], which its waiters hear as Kafka's
+    /// KAFKA_STORAGE_ERROR, instead of dying and leaving them waiting forever.
+    pub(crate) fn lock_shared(
+        log: &std::sync::Mutex<Log>,
+    ) -> Result<std::sync::MutexGuard<'_, Log>, StorageError> {
+        log.lock().map_err(|poisoned| {
+            let dir = poisoned.into_inner().dir.clone();
+            tracing::error!(log = %dir.display(), "a panic poisoned the log's lock; the log is offline");
+            StorageError::Offline(dir)
+        })
     }
 
     /// Syncs the log and records its recovery point (see [`crate::recovery_point`]), unless
     /// nothing was written since the last one.
     pub fn checkpoint_recovery_point(log: &std::sync::Mutex<Log>) -> Result<(), StorageError> {
         {
-            let l = log.lock().expect("log lock");
+            let l = Self::lock_shared(log)?;
             let active = l.active();
             if l.checkpointed == Some((active.base_offset(), active.size())) {
                 return Ok(());
@@ -655,7 +669,7 @@ impl Log {
                 point.write(&dir)
             },
         )?;
-        log.lock().expect("log lock").checkpointed = written;
+        Self::lock_shared(log)?.checkpointed = written;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! The `odradek` binary. `odradek broker` (or a bare `odradek`) runs a broker; later
 //! subcommands operate one.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ mod consume;
 mod group;
 mod perf;
 mod produce;
+mod repair;
 mod topic;
 
 #[derive(Parser)]
@@ -69,6 +72,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records through a format template.
     Consume(consume::ConsumeArgs),
+    /// Repair a broker's data directory offline (stop the broker first).
+    Repair {
+        #[command(subcommand)]
+        command: repair::RepairCommand,
+    },
     /// Measure a cluster's throughput and latency, like Kafka's perf-test tools.
     Perf {
         #[command(subcommand)]
@@ -288,6 +296,7 @@ fn main() -> ExitCode {
         }) => group::list(&c.bootstrap, c.output == Output::Json),
         Some(Command::Topic { command }) => run_topic(command),
         Some(Command::Perf { command }) => perf::run(command),
+        Some(Command::Repair { command }) => repair::run(command),
         Some(Command::Produce(args)) => produce::run(args),
         Some(Command::Completions { shell }) => {
             let mut command = <Cli as clap::CommandFactory>::command();

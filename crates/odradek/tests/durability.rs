@@ -216,6 +216,15 @@ async fn a_torn_tail_is_cut_at_the_last_whole_batch() {
     broker.stop();
 }
 
+/// The next offset a `recovery-point` file vouches for (0 while there is none): after its
+/// version (2 bytes) and CRC (4), the base offset and position (8 each), then this.
+fn checkpointed_next_offset(path: &std::path::Path) -> i64 {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| Some(i64::from_be_bytes(b.get(22..30)?.try_into().ok()?)))
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_recovery_resumes_from_the_recovery_point() {
     let mut broker =
@@ -240,7 +249,15 @@ async fn after_kill_9_recovery_resumes_from_the_recovery_point() {
     };
     send(0..500).await;
     // Let a checkpoint cover those, then write more that only recovery can vouch for.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let checkpoint = broker.partition_dir(topic, 0).join("recovery-point");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while checkpointed_next_offset(&checkpoint) < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery point covered the first 500 records"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     send(500..700).await;
     broker.kill9();
     broker.restart();

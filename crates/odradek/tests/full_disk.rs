@@ -146,10 +146,10 @@ fn fill(path: &Path, bytes: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_produce_cleanly_and_recovers_when_space_is_freed() {
-    if !is_root() {
-        eprintln!("SKIPPED: mounting a tmpfs needs root; this test runs as root in CI");
-        return;
-    }
+    assert!(
+        is_root(),
+        "mounting a tmpfs needs root: run this test as root (scripts/test in CI does)"
+    );
     let fs = Tmpfs::mount("4m");
     let filler = fs.dir.join("filler");
     fill(&filler, 1 << 20);

@@ -34,7 +34,7 @@ fn group_config(addr: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("heartbeat.interval.ms", "500");
     for (k, v) in extra {
         // An empty value drops a setting (KIP-848 members may not set classic-only ones).
@@ -181,6 +181,17 @@ async fn produce_values(addr: &str, topic: &str, values: impl Iterator<Item = St
     }
 }
 
+/// The members' `session.timeout.ms`.
+const SESSION_TIMEOUT_MS: u64 = 6000;
+
+/// Waits until `count` messages are seen, then for one more session timeout: a duplicate,
+/// should there be one, comes from a member the group has not yet noticed is gone or a
+/// rebalance that has not yet settled, and both show within that time.
+fn wait_for_count_and_settle(seen: &Mutex<Vec<String>>, count: usize) {
+    wait_for_count(seen, count);
+    std::thread::sleep(Duration::from_millis(SESSION_TIMEOUT_MS));
+}
+
 fn wait_for_count(seen: &Mutex<Vec<String>>, count: usize) {
     let deadline = Instant::now() + TIMEOUT;
     while seen.lock().unwrap().len() < count {
@@ -206,8 +217,7 @@ async fn share_consume_and_rebalance(broker_args: &[&str], protocol: &[(&str, &s
     wait_for_balance(&members.iter().collect::<Vec<_>>(), 6);
 
     produce_values(&broker.addr, topic, (0..30_000).map(|i| format!("v{i}"))).await;
-    wait_for_count(&seen, 30_000);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_count_and_settle(&seen, 30_000);
     {
         let seen = seen.lock().unwrap();
         let unique: HashSet<&String> = seen.iter().collect();
@@ -234,8 +244,7 @@ async fn share_consume_and_rebalance(broker_args: &[&str], protocol: &[(&str, &s
         (30_000..33_000).map(|i| format!("v{i}")),
     )
     .await;
-    wait_for_count(&seen, 33_000);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_count_and_settle(&seen, 33_000);
     let seen_now = seen.lock().unwrap().clone();
     let unique: HashSet<&String> = seen_now.iter().collect();
     assert_eq!(unique.len(), 33_000, "nothing lost");

@@ -181,6 +181,36 @@ impl BrokerProcess {
         self.launch();
     }
 
+    /// Starts the stopped broker in the foreground, for a start-up that must fail: returns
+    /// its output once it exits, and panics if it is still running after 30 s.
+    pub fn start_expecting_exit(&self) -> std::process::Output {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        let child = Command::new(env!("CARGO_BIN_EXE_odradek"))
+            .arg("broker")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0", "--http", ""])
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning odradek");
+        let pid = child.id();
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait_with_output()));
+        match outcome.recv_timeout(Duration::from_secs(30)) {
+            Ok(output) => output.expect("waiting for odradek"),
+            Err(_) => {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("the broker kept running; it was expected to refuse to start");
+            }
+        }
+    }
+
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{partition}"))
     }
