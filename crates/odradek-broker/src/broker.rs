@@ -32,6 +32,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -160,7 +161,9 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
 pub struct Broker {
     pub(crate) node_id: i32,
     pub(crate) cluster_id: String,
-    pub(crate) advertised: (String, i32),
+    /// Where the client listener is bound: what clients are told unless
+    /// `advertised.listeners` (a per-broker dynamic config) says otherwise.
+    bound: std::sync::OnceLock<std::net::SocketAddr>,
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
     /// `fetch.max.bytes`: a static config every fetch consults, so read once.
@@ -196,9 +199,6 @@ impl Broker {
         if !clean {
             debug!(dir = %data_dir.display(), "no clean-shutdown marker: recovering logs");
         }
-        let advertised = config
-            .advertised_addr()
-            .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
         let coordinator = GroupCoordinator::new(&config);
         let txn = TransactionCoordinator::new(&config);
         let fetch_max_bytes = config.fetch_max_bytes();
@@ -220,7 +220,7 @@ impl Broker {
         let broker = Self {
             node_id,
             cluster_id,
-            advertised,
+            bound: std::sync::OnceLock::new(),
             logs,
             fetch_sessions: FetchSessions::default(),
             fetch_max_bytes,
@@ -243,14 +243,26 @@ impl Broker {
 
     /// Tells the broker where its listener is bound. Unless `advertised.listeners` says
     /// otherwise, clients are sent to this address (which matters for port 0).
-    pub fn set_bound_address(&mut self, bound: std::net::SocketAddr) {
-        let explicit = matches!(
-            self.config().get("advertised.listeners"),
-            Some((Some(_), crate::config::ConfigSource::StaticBrokerConfig))
-        );
-        if !explicit {
-            self.advertised = (bound.ip().to_string(), i32::from(bound.port()));
+    pub fn set_bound_address(&self, bound: std::net::SocketAddr) {
+        let _ = self.bound.set(bound);
+    }
+
+    /// The host and port clients are told to connect to: `advertised.listeners` as it is now
+    /// (it can change at run time), else the bound listener.
+    pub(crate) fn advertised(&self) -> (String, i32) {
+        let config = self.config();
+        if config.advertised_listeners_set()
+            && let Ok(advertised) = config.advertised_addr()
+        {
+            return advertised;
         }
+        let bound = self
+            .bound
+            .get()
+            .copied()
+            .or_else(|| config.listen_addr().ok())
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9092)));
+        (bound.ip().to_string(), i32::from(bound.port()))
     }
 
     /// Starts a shutdown: parked requests complete now.
@@ -546,6 +558,9 @@ impl Broker {
             RequestKind::DescribeLogDirs(r) => {
                 Reply::now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
             }
+            RequestKind::AlterReplicaLogDirs(r) => Reply::now(ResponseKind::AlterReplicaLogDirs(
+                self.alter_replica_log_dirs(r),
+            )),
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }

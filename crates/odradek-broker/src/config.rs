@@ -680,6 +680,27 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Default preallocate.",
     ),
     def(
+        "log.message.format.version",
+        ConfigType::String,
+        Some("3.0-IV1"),
+        Any,
+        REMOVED_IN_KAFKA_4,
+    ),
+    def(
+        "log.message.downconversion.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        REMOVED_IN_KAFKA_4,
+    ),
+    def(
+        "log.message.timestamp.difference.max.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        REMOVED_IN_KAFKA_4,
+    ),
+    def(
         "log.message.timestamp.type",
         ConfigType::String,
         Some("CreateTime"),
@@ -933,6 +954,30 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "How far in the past a CreateTime timestamp may be.",
     ),
     topic(
+        "message.downconversion.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        Some("log.message.downconversion.enable"),
+        REMOVED_IN_KAFKA_4,
+    ),
+    topic(
+        "message.format.version",
+        ConfigType::String,
+        Some("3.0-IV1"),
+        Any,
+        Some("log.message.format.version"),
+        REMOVED_IN_KAFKA_4,
+    ),
+    topic(
+        "message.timestamp.difference.max.ms",
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        Some("log.message.timestamp.difference.max.ms"),
+        REMOVED_IN_KAFKA_4,
+    ),
+    topic(
         "message.timestamp.type",
         ConfigType::String,
         Some("CreateTime"),
@@ -1147,6 +1192,7 @@ pub struct BrokerConfig {
 /// derived retention and roll settings.
 pub fn is_dynamic(name: &str) -> bool {
     TOPIC_CONFIGS.iter().any(|d| d.broker_synonym == Some(name))
+        || is_per_broker(name)
         || matches!(
             name,
             "log.retention.minutes"
@@ -1154,6 +1200,12 @@ pub fn is_dynamic(name: &str) -> bool {
                 | "log.roll.hours"
                 | "log.roll.jitter.hours"
         )
+}
+
+/// Dynamic configs that only make sense for one broker (Kafka's per-broker listener
+/// configs): a cluster-wide default of them is refused, as Kafka refuses it.
+pub fn is_per_broker(name: &str) -> bool {
+    name == "advertised.listeners"
 }
 
 impl BrokerConfig {
@@ -1375,6 +1427,13 @@ impl BrokerConfig {
                     reason: "this config cannot be updated dynamically".into(),
                 });
             }
+            if node.is_none() && is_per_broker(key) {
+                return Err(ConfigError::InvalidValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: "cannot be updated at the default cluster level: a broker id must be specified".into(),
+                });
+            }
             check_value(def, value)?;
         }
         let mut next = self.clone();
@@ -1382,6 +1441,8 @@ impl BrokerConfig {
             Some(_) => next.dynamic_broker = configs,
             None => next.dynamic_default = configs,
         }
+        next.advertised_addr()?;
+        next.check_advertised_listener_names()?;
         Ok(next)
     }
 
@@ -1472,6 +1533,38 @@ impl BrokerConfig {
                 value: value.to_string(),
                 reason: "expected HOST:PORT or PLAINTEXT://HOST:PORT".into(),
             })
+    }
+
+    /// Kafka's rule: every advertised listener names a listener of `listeners`.
+    fn check_advertised_listener_names(&self) -> Result<(), ConfigError> {
+        let Some(advertised) = self.value("advertised.listeners") else {
+            return Ok(());
+        };
+        let names = |value: &str| -> Vec<String> {
+            value
+                .split(',')
+                .filter_map(|l| l.trim().split_once("://"))
+                .map(|(name, _)| name.to_ascii_uppercase())
+                .collect()
+        };
+        let listeners = names(self.value("listeners").unwrap_or_default());
+        match names(advertised)
+            .into_iter()
+            .find(|n| !listeners.contains(n))
+        {
+            Some(name) => Err(ConfigError::InvalidValue {
+                key: "advertised.listeners".into(),
+                value: advertised.into(),
+                reason: format!("listener {name} is not one of the listeners config"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `advertised.listeners` is set in some layer (else clients are sent to the
+    /// address the listener is bound to).
+    pub fn advertised_listeners_set(&self) -> bool {
+        self.value("advertised.listeners").is_some()
     }
 
     pub fn auto_create_topics(&self) -> bool {
@@ -1614,11 +1707,27 @@ pub struct ConnectionLimits {
     pub queued_max_request_bytes: Option<usize>,
 }
 
-/// Validates topic config overrides as CreateTopics and AlterConfigs do.
-pub fn validate_topic_configs(overrides: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+/// Topic configs Kafka 4 removed (KIP-724, KIP-937) that tools and clients written for 3.x
+/// still set: accepted, stored and shown as Kafka 3.9 shows them, with no effect.
+const REMOVED_IN_KAFKA_4: &str =
+    "Removed in Kafka 4; accepted as a no-op for clients and tools written for Kafka 3.x.";
+
+/// Validates `topic`'s config overrides as CreateTopics and AlterConfigs do, warning once
+/// about those that have no effect.
+pub fn validate_topic_configs(
+    topic: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let mut no_ops = Vec::new();
     for (key, value) in overrides {
         let def = topic_def(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
         check_value(&def.def, value)?;
+        if def.def.doc == REMOVED_IN_KAFKA_4 {
+            no_ops.push(key.as_str());
+        }
+    }
+    if !no_ops.is_empty() {
+        tracing::warn!(topic, configs = ?no_ops, "accepting topic configs that Kafka 4 removed; they have no effect");
     }
     Ok(())
 }

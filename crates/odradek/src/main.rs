@@ -391,7 +391,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             }
             None => "disabled".to_string(),
         };
-        let mut broker = tokio::task::block_in_place(|| Broker::open(config))
+        let broker = tokio::task::block_in_place(|| Broker::open(config))
             .context("opening the data directory")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

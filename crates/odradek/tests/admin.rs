@@ -459,6 +459,47 @@ async fn describe_configs_reports_topic_overrides_and_defaults() {
     broker.stop();
 }
 
+/// Kafka 4 removed these, but clients and tools written for 3.x (librdkafka's own tests among
+/// them) still set them: accepted with no effect, shown as Kafka 3.9 shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_kafka_4_removed_are_accepted_as_no_ops() {
+    let broker = BrokerProcess::start();
+    let addr = broker.addr.clone();
+    let name = "three-x-tool";
+    let created = create_one(
+        &addr,
+        topic(name, 1)
+            .set("message.format.version", "2.8")
+            .set("message.downconversion.enable", "false"),
+    )
+    .await;
+    assert_eq!(created, Ok(name.to_string()));
+    let resource = describe(&addr, ResourceSpecifier::Topic(name)).await;
+    let format = resource
+        .get("message.format.version")
+        .expect("message.format.version listed");
+    assert_eq!(format.value.as_deref(), Some("2.8"));
+    assert_eq!(format.source, ConfigSource::DynamicTopic);
+    let difference = resource
+        .get("message.timestamp.difference.max.ms")
+        .expect("message.timestamp.difference.max.ms listed");
+    assert_eq!(difference.value.as_deref(), Some("9223372036854775807"));
+    assert_eq!(difference.source, ConfigSource::Default);
+    assert!(
+        broker
+            .log()
+            .contains("accepting topic configs that Kafka 4 removed"),
+        "one warning names them:\n{}",
+        broker.log()
+    );
+    // They change nothing: a record far in the past is still accepted (before.max.ms rules).
+    let client = producer(&addr, &[]);
+    let old = rdkafka::producer::FutureRecord::<(), _>::to(name)
+        .payload("old")
+        .timestamp(1_000);
+    delivered(enqueue(&client, old)).await.expect("produce");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_configs_shows_static_broker_settings_as_the_topic_fallback() {
     let mut broker = BrokerProcess::start_with(&["--set", "log.segment.bytes=2097152"]);
@@ -788,4 +829,58 @@ async fn describe_log_dirs_reports_each_partitions_size_on_disk() {
         [("dirs-a".to_string(), 0), ("dirs-a".to_string(), 2)]
     );
     assert_eq!(reported[&("dirs-a".to_string(), 2)], expected("dirs-a", 2));
+}
+
+/// kafka-reassign-partitions.sh --reassignment-json-file with "log_dirs" sends this: a
+/// one-directory broker answers it as Kafka does instead of closing the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_replica_log_dirs_is_answered_as_a_one_directory_broker() {
+    use kafka_protocol::messages::alter_replica_log_dirs_request::{
+        AlterReplicaLogDir, AlterReplicaLogDirTopic,
+    };
+    use kafka_protocol::messages::{AlterReplicaLogDirsRequest, TopicName};
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "moved", 1, &[]).await;
+    let ours = std::path::absolute(&broker.data_dir).expect("absolute data dir");
+    let topic = |name: &str, partitions: Vec<i32>| {
+        AlterReplicaLogDirTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.into())))
+            .with_partitions(partitions)
+    };
+    let dir = |path: String, topics| {
+        AlterReplicaLogDir::default()
+            .with_path(StrBytes::from_string(path))
+            .with_topics(topics)
+    };
+    let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+        dir(
+            ours.display().to_string(),
+            vec![topic("moved", vec![0, 7]), topic("no-such-topic", vec![0])],
+        ),
+        dir("/elsewhere".into(), vec![topic("moved", vec![0])]),
+    ]);
+    for version in 1..=2 {
+        let response = raw_round_trip(&broker.addr, &request, version);
+        let mut codes: Vec<(String, i32, i16)> = response
+            .results
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic_name.to_string(), p.partition_index, p.error_code))
+            })
+            .collect();
+        codes.sort();
+        // NONE, LOG_DIR_NOT_FOUND (57), REPLICA_NOT_AVAILABLE (9).
+        assert_eq!(
+            codes,
+            [
+                ("moved".to_string(), 0, 0),
+                ("moved".to_string(), 0, 57),
+                ("moved".to_string(), 7, 9),
+                ("no-such-topic".to_string(), 0, 9),
+            ],
+            "v{version}"
+        );
+    }
 }

@@ -480,3 +480,81 @@ async fn dynamic_broker_configs_apply_to_topics_live_and_persist() {
         (Some("1234".into()), 3)
     );
 }
+
+/// `advertised.listeners` is a per-broker dynamic config in Kafka: changing it moves clients
+/// to the new address at once and for good, while a cluster-wide default of it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_listeners_changes_per_broker_without_a_restart() {
+    let mut broker = BrokerProcess::start();
+    let port = broker
+        .addr
+        .rsplit_once(':')
+        .expect("host:port")
+        .1
+        .to_string();
+    let moved = format!("PLAINTEXT://localhost:{port}");
+    let advertised_host = |addr: &str| {
+        let metadata = consumer(addr, &[])
+            .fetch_metadata(None, TIMEOUT)
+            .expect("metadata");
+        metadata.brokers()[0].host().to_string()
+    };
+    assert_eq!(advertised_host(&broker.addr), "127.0.0.1");
+
+    let (code, message) = alter(
+        &broker.addr,
+        4,
+        "",
+        &[("advertised.listeners", 0, Some(&moved))],
+        false,
+    );
+    assert_eq!(
+        code, 40,
+        "a cluster-wide default is INVALID_CONFIG: {message:?}"
+    );
+    let (code, message) = alter(
+        &broker.addr,
+        4,
+        "1",
+        &[("advertised.listeners", 0, Some("SSL://localhost:1"))],
+        false,
+    );
+    assert_eq!(
+        code, 40,
+        "a listener name not in listeners is refused: {message:?}"
+    );
+
+    let (code, message) = alter(
+        &broker.addr,
+        4,
+        "1",
+        &[("advertised.listeners", 0, Some(&moved))],
+        false,
+    );
+    assert_eq!(code, 0, "{message:?}");
+    assert_eq!(advertised_host(&broker.addr), "localhost");
+    let described = raw_round_trip(
+        &broker.addr,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1"))
+                .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                    "advertised.listeners",
+                )])),
+        ]),
+        4,
+    );
+    let entry = &described.results[0].configs[0];
+    assert_eq!(entry.value.as_deref(), Some(moved.as_str()));
+    assert!(!entry.read_only);
+    assert_eq!(entry.config_source, 2, "DYNAMIC_BROKER_CONFIG");
+
+    broker.stop();
+    broker.restart();
+    assert_eq!(
+        advertised_host(&broker.addr),
+        "localhost",
+        "the change is durable"
+    );
+}

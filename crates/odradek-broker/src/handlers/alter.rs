@@ -107,7 +107,7 @@ impl Broker {
             ));
         }
         let configs = build(&topic.configs)?;
-        config::validate_topic_configs(&configs)
+        config::validate_topic_configs(name, &configs)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
         if validate_only {
             return Ok(());

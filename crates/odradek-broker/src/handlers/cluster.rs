@@ -1,13 +1,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_replica_log_dirs_response::{
+    AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+};
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, TopicName,
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
 };
 use odradek_storage::DiskSpace;
 use tracing::warn;
@@ -43,7 +46,7 @@ impl Broker {
                 .with_error_code(ResponseError::UnsupportedEndpointType.code())
                 .with_endpoint_type(request.endpoint_type);
         }
-        let (host, port) = self.advertised.clone();
+        let (host, port) = self.advertised();
         DescribeClusterResponse::default()
             .with_endpoint_type(request.endpoint_type)
             .with_cluster_id(str_bytes(self.cluster_id.clone()))
@@ -111,7 +114,7 @@ impl Broker {
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let dir = self.log_dir();
         let space = DiskSpace::of(&dir)
             .map_err(|e| warn!(error = %e, "cannot read the log directory's disk space"))
             .ok();
@@ -126,5 +129,57 @@ impl Broker {
                 .with_total_bytes(total)
                 .with_usable_bytes(usable),
         ])
+    }
+
+    /// The one log directory, as DescribeLogDirs names it and AlterReplicaLogDirs expects it.
+    fn log_dir(&self) -> std::path::PathBuf {
+        std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone())
+    }
+
+    /// Moving a replica to another log directory, answered as Kafka's `ReplicaManager` answers
+    /// on a broker with one directory: a path that is not a configured log dir is
+    /// LOG_DIR_NOT_FOUND, a partition this broker does not hold REPLICA_NOT_AVAILABLE, and
+    /// a move to the directory the replica is already in succeeds with nothing to do.
+    pub(crate) fn alter_replica_log_dirs(
+        &self,
+        request: AlterReplicaLogDirsRequest,
+    ) -> AlterReplicaLogDirsResponse {
+        let ours = self.log_dir();
+        let mut results: Vec<AlterReplicaLogDirTopicResult> = Vec::new();
+        for dir in request.dirs {
+            let path = std::path::Path::new(dir.path.as_str());
+            let known = path.is_absolute() && path == ours;
+            for topic in dir.topics {
+                let name = topic.name.to_string();
+                let held = self.logs.topic(&name);
+                let partitions = topic.partitions.iter().map(|&index| {
+                    let error = if name.len() > 249 {
+                        ResponseError::InvalidTopicException
+                    } else if !known {
+                        ResponseError::LogDirNotFound
+                    } else if held.as_ref().is_none_or(|t| {
+                        usize::try_from(index).map_or(true, |i| i >= t.partitions.len())
+                    }) {
+                        ResponseError::ReplicaNotAvailable
+                    } else {
+                        return AlterReplicaLogDirPartitionResult::default()
+                            .with_partition_index(index);
+                    };
+                    AlterReplicaLogDirPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_error_code(error.code())
+                });
+                let partitions: Vec<_> = partitions.collect();
+                match results.iter_mut().find(|r| r.topic_name.as_str() == name) {
+                    Some(result) => result.partitions.extend(partitions),
+                    None => results.push(
+                        AlterReplicaLogDirTopicResult::default()
+                            .with_topic_name(topic.name)
+                            .with_partitions(partitions),
+                    ),
+                }
+            }
+        }
+        AlterReplicaLogDirsResponse::default().with_results(results)
     }
 }

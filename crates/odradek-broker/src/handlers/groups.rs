@@ -253,7 +253,7 @@ impl Broker {
         } else {
             vec![request.key.to_string()]
         };
-        let (host, port) = self.advertised.clone();
+        let (host, port) = self.advertised();
         let mut coordinators = Vec::new();
         for key in keys {
             let error = match request.key_type {

@@ -19,7 +19,7 @@ impl Broker {
         request: MetadataRequest,
         version: i16,
     ) -> MetadataResponse {
-        let (host, port) = self.advertised.clone();
+        let (host, port) = self.advertised();
         let mut response = MetadataResponse::default()
             .with_brokers(vec![
                 MetadataResponseBroker::default()

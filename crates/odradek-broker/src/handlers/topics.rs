@@ -129,7 +129,7 @@ impl Broker {
             };
             configs.insert(c.name.to_string(), value.to_string());
         }
-        if let Err(e) = config::validate_topic_configs(&configs) {
+        if let Err(e) = config::validate_topic_configs(name, &configs) {
             return refuse(ResponseError::InvalidConfig, e.to_string());
         }
         Ok(TopicPlan {
