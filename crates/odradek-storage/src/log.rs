@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
 use crate::recovery_point::RecoveryPoint;
@@ -247,11 +247,24 @@ impl Log {
     /// after it. Aborted transactions beyond the (possibly cut) log end are dropped.
     fn load_transaction_state(&mut self) -> Result<(), StorageError> {
         let log_end = self.log_end_offset();
-        let (state, from) = ProducerStateManager::load(&self.dir, log_end)?;
-        self.producers = state;
-        let from = from.unwrap_or(self.log_start_offset);
+        let file = read_aborted_txns(&self.dir, log_end);
+        let from = if file.damaged {
+            // Every abort since the log start is in the log as a marker: replaying it all
+            // from an empty producer state finds each one again.
+            warn!(log = %self.dir.display(), "damaged aborted-transactions file: rebuilding it from the whole log");
+            self.producers = ProducerStateManager::default();
+            self.log_start_offset
+        } else {
+            let (state, from) = ProducerStateManager::load(&self.dir, log_end)?;
+            self.producers = state;
+            from.unwrap_or(self.log_start_offset)
+        };
         let (replayed, replayed_aborts) = self.replay_from(from)?;
-        let (mut aborted, mut stale) = read_aborted_txns(&self.dir, log_end);
+        let (mut aborted, mut stale) = if file.damaged {
+            (Vec::new(), true)
+        } else {
+            (file.kept, file.stale)
+        };
         // A crash between writing an abort marker and recording it leaves the abort in the
         // log only (the snapshot replay starts from precedes it): readers and the cleaner
         // would take its records for committed ones.
@@ -915,48 +928,88 @@ const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Aborted transactions of this log, one `producer_id first_offset last_offset` per line.
 const ABORTED_TXNS: &str = "aborted-transactions";
 
-fn aborted_txn_line(t: &AbortedTxn) -> String {
-    format!("{} {} {}\n", t.producer_id, t.first_offset, t.last_offset)
+/// A line of a small text file that start-up trusts, ending in the CRC-32C of the rest so
+/// that a flipped byte is caught instead of believed.
+fn checked_line(payload: &str) -> String {
+    format!("{payload} {:08x}\n", crc32c::crc32c(payload.as_bytes()))
 }
 
-/// The aborted transactions on disk that end below `log_end`, and whether any were dropped
-/// (a crash cut off their markers, or the file's last line was torn).
-fn read_aborted_txns(dir: &Path, log_end: i64) -> (Vec<AbortedTxn>, bool) {
+/// The numbers of a line of `fields` numbers written by [`checked_line`], or of one written
+/// before lines had a CRC (`fields` numbers alone); `None` if the line is damaged.
+fn read_checked_line(line: &str, fields: usize) -> Option<Vec<i64>> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let numbers = |words: &[&str]| words.iter().map(|w| w.parse().ok()).collect();
+    if words.len() == fields {
+        return numbers(&words);
+    }
+    let (payload, crc) = line.trim_end().rsplit_once(" ")?;
+    if words.len() != fields + 1
+        || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(payload.as_bytes())
+    {
+        return None;
+    }
+    numbers(&words[..fields])
+}
+
+fn aborted_txn_line(t: &AbortedTxn) -> String {
+    checked_line(&format!(
+        "{} {} {}",
+        t.producer_id, t.first_offset, t.last_offset
+    ))
+}
+
+/// What the aborted-transactions file holds.
+#[derive(Debug, Default)]
+struct AbortedTxnsFile {
+    /// The intact entries that end below the log end.
+    kept: Vec<AbortedTxn>,
+    /// Entries were dropped that a crash explains: beyond a cut log end, or a torn last line
+    /// (one without its newline). The file is rewritten.
+    stale: bool,
+    /// A whole line is damaged: which abort it held is unknown, so the list must be rebuilt
+    /// from the log's markers.
+    damaged: bool,
+}
+
+fn read_aborted_txns(dir: &Path, log_end: i64) -> AbortedTxnsFile {
+    let mut file = AbortedTxnsFile::default();
     let Ok(text) = fs::read_to_string(dir.join(ABORTED_TXNS)) else {
-        return (Vec::new(), false);
+        return file;
     };
-    let mut stale = false;
-    let mut kept = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<i64> = line
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        match fields[..] {
-            [producer_id, first_offset, last_offset] if last_offset < log_end => {
-                kept.push(AbortedTxn {
+    let whole_lines = text.matches('\n').count();
+    for (at, line) in text.lines().enumerate() {
+        match read_checked_line(line, 3).as_deref() {
+            Some(&[producer_id, first_offset, last_offset]) if last_offset < log_end => {
+                file.kept.push(AbortedTxn {
                     producer_id,
                     first_offset,
                     last_offset,
                 })
             }
-            _ => stale = true,
+            Some(_) => file.stale = true,
+            None if at >= whole_lines => file.stale = true,
+            None => file.damaged = true,
         }
     }
-    (kept, stale)
+    file
 }
 
+/// The log start offset checkpointed by DeleteRecords, if the file holds an intact one.
 fn read_log_start_checkpoint(dir: &Path) -> Option<i64> {
-    fs::read_to_string(dir.join(LOG_START_CHECKPOINT))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let path = dir.join(LOG_START_CHECKPOINT);
+    let text = fs::read_to_string(&path).ok()?;
+    let offset = read_checked_line(text.trim_end(), 1).and_then(|n| n.first().copied());
+    if offset.is_none() {
+        // The segments' base offset is the safe fallback: records DeleteRecords removed may
+        // be readable again, but none is hidden or deleted on a damaged file's word.
+        warn!(file = %path.display(), "damaged log start checkpoint: starting the log at its first segment");
+    }
+    offset
 }
 
 /// Writes the checkpoint atomically: a temp file, fsync, rename, fsync the directory.
 fn write_log_start_checkpoint(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    write_file_atomically(dir, LOG_START_CHECKPOINT, format!("{offset}\n"))
+    write_file_atomically(dir, LOG_START_CHECKPOINT, checked_line(&offset.to_string()))
 }
 
 /// Replaces `dir/name` with `text` atomically and durably: a temp file, fsync, rename,
@@ -1586,7 +1639,14 @@ mod tests {
         // The abort is on the list on disk, and the flush the marker's acknowledgement waits
         // for syncs the list.
         let list = dir.path().join(ABORTED_TXNS);
-        assert_eq!(fs::read_to_string(&list).unwrap(), "6 0 3\n");
+        assert_eq!(
+            fs::read_to_string(&list).unwrap(),
+            aborted_txn_line(&AbortedTxn {
+                producer_id: 6,
+                first_offset: 0,
+                last_offset: 3
+            })
+        );
         let work = log.flush_work().unwrap();
         assert!(work.files.iter().any(|(_, path)| *path == list));
         drop(log); // kill -9 ...
@@ -1600,8 +1660,76 @@ mod tests {
         }];
         assert_eq!(log.aborted_transactions(0, 4), expected);
         drop(log);
-        let (durable, _) = read_aborted_txns(dir.path(), 4);
+        let durable = read_aborted_txns(dir.path(), 4).kept;
         assert_eq!(durable, expected);
+    }
+
+    /// Flips one byte of `path` at `at`, the way a bad disk does.
+    fn flip_byte(path: &Path, at: usize) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at] ^= 0x01;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_aborted_transactions_list_is_rebuilt_from_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        let mut expected = Vec::new();
+        for pid in [6, 7, 8] {
+            let first = log
+                .append(producer_batch(pid, 0, 3, true), 0)
+                .unwrap()
+                .base_offset;
+            let abort = TxnMarker {
+                producer_id: pid,
+                producer_epoch: 0,
+                coordinator_epoch: 0,
+                commit: false,
+            };
+            let last = log.append_marker(&abort, 0).unwrap().base_offset;
+            expected.push(AbortedTxn {
+                producer_id: pid,
+                first_offset: first,
+                last_offset: last,
+            });
+        }
+        log.close().unwrap();
+        drop(log);
+        let list = dir.path().join(ABORTED_TXNS);
+        // The first line's first offset: "6 0 3 <crc>" becomes "6 1 3 <crc>", which parses.
+        flip_byte(&list, 2);
+        let log = Log::open(dir.path(), small_segments(), true).unwrap();
+        assert_eq!(log.aborted_transactions(0, log.log_end_offset()), expected);
+        drop(log);
+        assert_eq!(read_aborted_txns(dir.path(), i64::MAX).kept, expected);
+    }
+
+    #[test]
+    fn a_damaged_log_start_checkpoint_hides_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), LogConfig::default(), true).unwrap();
+        for i in 0..10 {
+            log.append(batch(1, 1000 + i), 0).unwrap();
+        }
+        log.delete_records_before(3).unwrap();
+        log.close().unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default(), true).unwrap();
+        assert_eq!(log.log_start_offset(), 3, "an intact checkpoint is kept");
+        drop(log);
+        // "3 <crc>" becomes "2 <crc>": a log start that parses but was never written.
+        flip_byte(&dir.path().join(LOG_START_CHECKPOINT), 0);
+        let log = Log::open(dir.path(), LogConfig::default(), true).unwrap();
+        assert_eq!(log.log_start_offset(), 0, "fall back to the first segment");
+        drop(log);
+        fs::write(dir.path().join(LOG_START_CHECKPOINT), "3\n").unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), true).unwrap();
+        assert_eq!(
+            log.log_start_offset(),
+            3,
+            "a checkpoint from before the CRC is read"
+        );
     }
 
     #[test]
