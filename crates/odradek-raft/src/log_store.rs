@@ -7,6 +7,8 @@
 //!   JSON. A segment is rolled once it passes `segment_bytes`.
 //! - `raft-log/purged`: the last purged log id, JSON, replaced atomically. Entries at or
 //!   below it are ignored on open even if their segment was not removed yet.
+//! - `raft-log/committed`: the last committed log id known here, a hint without fsync (see
+//!   `save_committed`).
 //!
 //! Every entry not yet purged is also held in memory: the metadata log is small and
 //! bounded by snapshots, and it spares the readers a file read per replication batch.
@@ -36,6 +38,7 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 const LOG_DIR: &str = "raft-log";
 const VOTE_FILE: &str = "vote";
 const PURGED_FILE: &str = "purged";
+const COMMITTED_FILE: &str = "committed";
 
 /// An error of the on-disk log, snapshot or vote.
 #[derive(Debug, thiserror::Error)]
@@ -418,10 +421,10 @@ impl LogInner {
             // this entry (after a purge past the end of the log).
             let roll = match &self.active {
                 None => true,
-                Some((base, _)) => {
-                    let seg = self.segments[base];
-                    seg.len >= self.segment_bytes || seg.next != index
-                }
+                Some((base, _)) => self
+                    .segments
+                    .get(base)
+                    .is_none_or(|seg| seg.len >= self.segment_bytes || seg.next != index),
             };
             if roll {
                 let path = segment_path(&self.log_dir, index);
@@ -443,24 +446,25 @@ impl LogInner {
                 );
                 self.active = Some((index, f));
             }
-            let Some((base, file)) = self.active.as_mut() else {
-                unreachable!("a segment was opened above");
-            };
-            let base = *base;
-            let seg = self
-                .segments
-                .get_mut(&base)
-                .ok_or_else(|| StoreError::Corrupt {
+            let (Some((base, file)), segments) = (self.active.as_mut(), &mut self.segments) else {
+                return Err(StoreError::Corrupt {
                     path: self.log_dir.clone(),
                     offset: 0,
-                    reason: format!("active segment {base} is not tracked"),
-                })?;
+                    reason: "no active segment after a roll".to_string(),
+                });
+            };
+            let base = *base;
+            let seg = segments.get_mut(&base).ok_or_else(|| StoreError::Corrupt {
+                path: self.log_dir.clone(),
+                offset: 0,
+                reason: format!("active segment {base} is not tracked"),
+            })?;
             // Fill this segment up to its size, then write and sync it in one go.
             buf.clear();
             let start_len = seg.len;
             let mut batch = Vec::new();
-            while i < entries.len() && seg.len + (buf.len() as u64) < self.segment_bytes
-                || (i < entries.len() && buf.is_empty())
+            while i < entries.len()
+                && (buf.is_empty() || seg.len + (buf.len() as u64) < self.segment_bytes)
             {
                 let entry = &entries[i];
                 if entry.log_id.index != seg.next + batch.len() as u64 {
@@ -476,9 +480,13 @@ impl LogInner {
                 i += 1;
             }
             let path = segment_path(&self.log_dir, base);
-            file.write_all(&buf).map_err(io_at(&path))?;
             // An append counts only once it is on disk: fdatasync covers the new length.
-            file.sync_data().map_err(io_at(&path))?;
+            if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
+                // openraft stops on a storage error. Best effort: do not leave half a
+                // frame for the next start to judge (it would be a torn tail anyway).
+                let _ = file.set_len(start_len);
+                return Err(StoreError::Io { path, source: e });
+            }
             seg.len += buf.len() as u64;
             seg.next += batch.len() as u64;
             for (entry, offset) in batch {
@@ -560,6 +568,41 @@ impl LogInner {
         Ok(())
     }
 
+    /// Replaced by rename but not fsync'd: it is a hint. After a crash it may be older
+    /// than the truth (entries up to an older commit are committed all the same) or
+    /// unreadable (ignored); `read_committed` checks it against the log.
+    fn save_committed(&mut self, committed: Option<LogId>) {
+        let path = self.log_dir.join(COMMITTED_FILE);
+        let tmp = self.log_dir.join("committed.tmp");
+        let res = serde_json::to_vec(&committed)
+            .map_err(io::Error::other)
+            .and_then(|json| fs::write(&tmp, json))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            tracing::warn!(path = %path.display(), error = %e, "cannot note the committed index");
+        }
+    }
+
+    /// The committed log id saved last, if the log holds exactly that entry (or purged
+    /// past it): only then is everything up to it known committed, and openraft replays
+    /// it into the state machine at startup without waiting for a leader.
+    fn read_committed(&self) -> Option<LogId> {
+        let path = self.log_dir.join(COMMITTED_FILE);
+        let committed = match read_json::<Option<LogId>>(&path) {
+            Ok(c) => c.flatten()?,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the committed index hint");
+                return None;
+            }
+        };
+        let known = self.purged.is_some_and(|p| p.index >= committed.index)
+            || self
+                .entries
+                .get(&committed.index)
+                .is_some_and(|s| s.entry.log_id == committed);
+        known.then_some(committed)
+    }
+
     fn read<RB: RangeBounds<u64>>(&self, range: RB) -> Vec<Entry> {
         self.entries
             .range(range)
@@ -601,6 +644,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         Ok(self.lock()?.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // A small write without fsync: cheap enough for the raft core's own task.
+        self.lock()?.save_committed(committed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock()?.read_committed())
     }
 
     async fn append<I>(
@@ -760,6 +813,26 @@ mod tests {
             matches!(&err, StoreError::Corrupt { offset, .. } if *offset == second),
             "{err}"
         );
+    }
+
+    #[test]
+    fn committed_hint_is_checked_against_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        append(&store, (0..3).map(|i| entry(2, i, "x")).collect());
+        let at = |term, index| LogId::new(CommittedLeaderId::new(term, 1), index);
+        store.inner.lock().unwrap().save_committed(Some(at(2, 1)));
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.inner.lock().unwrap().read_committed(), Some(at(2, 1)));
+        // An entry of another term at that index: not the committed one, so no hint.
+        store.inner.lock().unwrap().save_committed(Some(at(1, 1)));
+        assert_eq!(store.inner.lock().unwrap().read_committed(), None);
+        // Past the end of the log (cut as a torn tail, say): no hint either.
+        store.inner.lock().unwrap().save_committed(Some(at(2, 9)));
+        assert_eq!(store.inner.lock().unwrap().read_committed(), None);
+        fs::write(dir.path().join(LOG_DIR).join(COMMITTED_FILE), b"{garb").unwrap();
+        assert_eq!(store.inner.lock().unwrap().read_committed(), None);
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl<S: MetadataStateMachine> RaftStateMachine<TypeConfig> for SmStore<S> {
         }
         self.persist(meta.clone(), data).await?;
         tracing::info!(last = ?meta.last_log_id, "installed a metadata snapshot from the leader");
-        self.set_current(&meta)?;
+        self.set_current(meta)?;
         Ok(())
     }
 

@@ -92,7 +92,7 @@ mod hex_records {
     }
 
     fn decode(s: &[u8]) -> Result<Vec<u8>, &'static str> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err("odd length hex record");
         }
         s.chunks_exact(2)

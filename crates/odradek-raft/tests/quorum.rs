@@ -47,7 +47,12 @@ fn init_tracing() {
 }
 
 fn config(id: u64, voters: &BTreeMap<u64, SocketAddr>, dir: &Path) -> QuorumConfig {
-    let mut c = QuorumConfig::new(id, voters[&id], voters.clone(), dir.join(format!("node-{id}")));
+    let mut c = QuorumConfig::new(
+        id,
+        voters[&id],
+        voters.clone(),
+        dir.join(format!("node-{id}")),
+    );
     c.election_timeout_min = Duration::from_millis(400);
     c.election_timeout_max = Duration::from_millis(800);
     c.heartbeat_interval = Duration::from_millis(100);
@@ -103,7 +108,9 @@ async fn agreed_leader(nodes: &[&Node]) -> u64 {
         leader = first;
         first.is_some()
             && nodes.iter().all(|n| n.leader() == first)
-            && nodes.iter().any(|n| Some(n.node_id()) == first && n.is_leader())
+            && nodes
+                .iter()
+                .any(|n| Some(n.node_id()) == first && n.is_leader())
     })
     .await;
     leader.unwrap()
@@ -154,7 +161,11 @@ async fn single_node_leads_at_once_and_replays_after_restart() {
     // propose returns after the local apply.
     assert_eq!(
         records(&node),
-        vec![(first, b"a".to_vec()), (first, b"b".to_vec()), (second, b"c".to_vec())]
+        vec![
+            (first, b"a".to_vec()),
+            (first, b"b".to_vec()),
+            (second, b"c".to_vec())
+        ]
     );
     let status = node.status().await.unwrap();
     assert_eq!(status.leader, Some(1));
@@ -169,6 +180,41 @@ async fn single_node_leads_at_once_and_replays_after_restart() {
     let third = node.propose(vec![rec("d")]).await.unwrap();
     assert!(third > second);
     assert_eq!(records(&node).last(), Some(&(third, b"d".to_vec())));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_restores_the_snapshot_then_replays_the_log_after_it() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (addrs, mut ls) = listeners(1).await;
+    let mut cfg = config(1, &addrs, dir.path());
+    cfg.snapshot_every_n_entries = 10;
+    cfg.log_segment_bytes = 256;
+
+    let node = start(cfg.clone(), ls.remove(&1).unwrap()).await;
+    for i in 0..12 {
+        node.propose(vec![rec(&format!("e{i}"))]).await.unwrap();
+    }
+    let before = records(&node);
+    let last = node.last_applied().unwrap();
+    let snapshot_at = {
+        let mut at = None;
+        eventually("a snapshot", || {
+            at = node.raft().metrics().borrow().snapshot.map(|s| s.index);
+            at.is_some_and(|i| i >= 5)
+        })
+        .await;
+        at.unwrap()
+    };
+    // Entries after the snapshot exist only in the log.
+    assert!(snapshot_at < last, "snapshot {snapshot_at}, last {last}");
+    node.shutdown().await;
+
+    let node = restart(cfg).await;
+    eventually("snapshot plus log replay", || records(&node) == before).await;
+    let m = node.raft().metrics().borrow().clone();
+    assert!(m.snapshot.is_some_and(|s| s.index >= snapshot_at));
     node.shutdown().await;
 }
 
@@ -201,7 +247,9 @@ async fn three_nodes_replicate_in_order_and_followers_refuse_writes() {
 
     let follower = nodes.iter().find(|n| n.node_id() != leader_id).unwrap();
     match follower.propose(vec![rec("nope")]).await {
-        Err(QuorumError::NotLeader { leader: Some((id, addr)) }) => {
+        Err(QuorumError::NotLeader {
+            leader: Some((id, addr)),
+        }) => {
             assert_eq!(id, leader_id);
             assert_eq!(addr, addrs[&leader_id]);
         }
@@ -228,6 +276,19 @@ async fn three_nodes_replicate_in_order_and_followers_refuse_writes() {
     for n in nodes {
         n.shutdown().await;
     }
+    // One node alone, no quorum: it still replays what it knows was committed.
+    let follower_id = follower.node_id();
+    drop((n1, n2, n3));
+    let alone = restart(config(follower_id, &addrs, dir.path())).await;
+    eventually("a lone follower to replay its committed log", || {
+        records(&alone) == expected
+    })
+    .await;
+    // `leader()` may still name the last leader from the persisted vote here: openraft
+    // reports it until an election replaces it. Writes fail all the same.
+    let refused = tokio::time::timeout(Duration::from_secs(3), alone.propose(vec![rec("x")])).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "{refused:?}");
+    alone.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +298,10 @@ async fn a_new_leader_takes_over_and_the_old_one_catches_up() {
     let (addrs, mut ls) = listeners(3).await;
     let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, start(config(id, &addrs, dir.path()), ls.remove(&id).unwrap()).await);
+        nodes.insert(
+            id,
+            start(config(id, &addrs, dir.path()), ls.remove(&id).unwrap()).await,
+        );
     }
     let all: Vec<&Node> = nodes.values().collect();
     let old_leader = agreed_leader(&all).await;
@@ -318,7 +382,9 @@ async fn snapshots_purge_the_log_and_bring_lagging_nodes_up() {
         assert_eq!(snapshot_files(&node_dir).len(), 1, "one snapshot kept");
         let segments = segment_files(&node_dir);
         assert!(
-            !segments.iter().any(|p| p.ends_with("00000000000000000000.log")),
+            !segments
+                .iter()
+                .any(|p| p.ends_with("00000000000000000000.log")),
             "the first segment was purged: {segments:?}"
         );
     }
@@ -341,7 +407,10 @@ async fn snapshots_purge_the_log_and_bring_lagging_nodes_up() {
     n1 = restart(cfg(follower_id)).await;
     let expected = records(&other);
     assert_eq!(expected.len(), 70);
-    eventually("the restarted node to catch up", || records(&n1) == expected).await;
+    eventually("the restarted node to catch up", || {
+        records(&n1) == expected
+    })
+    .await;
     for n in [&n1, &other, &n3] {
         n.shutdown().await;
     }
