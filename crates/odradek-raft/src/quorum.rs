@@ -38,6 +38,9 @@ pub struct QuorumConfig {
     pub dir: PathBuf,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
+    /// How often the leader sends heartbeats. openraft also uses it as the timeout of
+    /// every AppendEntries call, so it must cover a round trip under load: about a third
+    /// of `election_timeout_min` is a good value.
     pub heartbeat_interval: Duration,
     /// Entries applied since the last snapshot before a new one is built (and the log
     /// purged up to it).
@@ -61,7 +64,9 @@ impl QuorumConfig {
             dir: dir.into(),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
-            heartbeat_interval: Duration::from_millis(200),
+            // openraft also uses the heartbeat interval as the AppendEntries timeout:
+            // keep it well above a loaded round trip.
+            heartbeat_interval: Duration::from_millis(300),
             snapshot_every_n_entries: 10_000,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
         }

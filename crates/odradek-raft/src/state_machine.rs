@@ -59,6 +59,9 @@ pub(crate) struct SmStore<S> {
     pub(crate) state: Arc<Mutex<SmState<S>>>,
     dir: PathBuf,
     seq: Arc<AtomicU64>,
+    /// One snapshot write at a time: openraft may build one while it installs another
+    /// (for the same index even, hence the same file name).
+    persist_lock: Arc<Mutex<()>>,
 }
 
 impl<S> Clone for SmStore<S> {
@@ -67,6 +70,7 @@ impl<S> Clone for SmStore<S> {
             state: self.state.clone(),
             dir: self.dir.clone(),
             seq: self.seq.clone(),
+            persist_lock: self.persist_lock.clone(),
         }
     }
 }
@@ -128,7 +132,9 @@ pub(crate) fn read_snapshot(
     Ok((meta, data))
 }
 
-fn snapshot_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+/// Snapshot files under `dir`, oldest first. `clean` removes temporary files of writes
+/// that crashed before their rename: only at open, when no write can be under way.
+fn snapshot_files(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut found = Vec::new();
     for dirent in fs::read_dir(dir).map_err(io_at(dir))? {
         let dirent = dirent.map_err(io_at(dir))?;
@@ -140,8 +146,7 @@ fn snapshot_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
             .and_then(|n| n.parse::<u64>().ok())
         {
             found.push((index, dirent.path()));
-        } else if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".tmp") {
-            // A snapshot whose write crashed before its rename.
+        } else if clean && name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".tmp") {
             let _ = fs::remove_file(dirent.path());
         }
     }
@@ -153,7 +158,7 @@ fn snapshot_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 /// install while a build was running) stays.
 fn remove_other_snapshots(dir: &Path, keep: &Path) -> Result<(), StoreError> {
     let mut removed = false;
-    for (_, path) in snapshot_files(dir)? {
+    for (_, path) in snapshot_files(dir, false)? {
         if path.as_path() < keep {
             fs::remove_file(&path).map_err(io_at(&path))?;
             removed = true;
@@ -182,7 +187,7 @@ impl<S: MetadataStateMachine> SmStore<S> {
             membership: StoredMembership::default(),
             current: None,
         };
-        if let Some((_, path)) = snapshot_files(dir)?.pop() {
+        if let Some((_, path)) = snapshot_files(dir, true)?.pop() {
             let (meta, data) = read_snapshot(&path)?;
             state
                 .sm
@@ -198,6 +203,7 @@ impl<S: MetadataStateMachine> SmStore<S> {
             state: Arc::new(Mutex::new(state)),
             dir: dir.to_path_buf(),
             seq: Arc::new(AtomicU64::new(0)),
+            persist_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -227,7 +233,9 @@ impl<S: MetadataStateMachine> SmStore<S> {
         data: Vec<u8>,
     ) -> Result<Vec<u8>, StorageError> {
         let dir = self.dir.clone();
+        let persist_lock = self.persist_lock.clone();
         tokio::task::spawn_blocking(move || {
+            let _one_writer = persist_lock.lock().map_err(|_| StoreError::Poisoned)?;
             let index = meta.last_log_id.map_or(0, |l| l.index);
             let path = snapshot_path(&dir, index);
             let bytes =
@@ -357,5 +365,51 @@ impl<S: MetadataStateMachine> RaftStateMachine<TypeConfig> for SmStore<S> {
             meta: file_meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Blob(Vec<u8>);
+
+    impl MetadataStateMachine for Blob {
+        fn apply(&mut self, _index: u64, records: &[Bytes]) {
+            for r in records {
+                self.0.extend_from_slice(r);
+            }
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+            self.0 = snapshot.to_vec();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_are_restored_on_open_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SmStore::open(dir.path(), Blob::default()).unwrap();
+        store.state.lock().unwrap().sm.0 = b"state".to_vec();
+        let built = store.build_snapshot().await.unwrap();
+        assert_eq!(built.snapshot.into_inner(), b"state");
+
+        let reopened = SmStore::open(dir.path(), Blob::default()).unwrap();
+        assert_eq!(reopened.state.lock().unwrap().sm.0, b"state");
+
+        let (_, path) = snapshot_files(dir.path(), false).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let err = SmStore::open(dir.path(), Blob::default()).err().unwrap();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path: p, .. } if *p == path),
+            "{err}"
+        );
     }
 }

@@ -53,9 +53,10 @@ fn config(id: u64, voters: &BTreeMap<u64, SocketAddr>, dir: &Path) -> QuorumConf
         voters.clone(),
         dir.join(format!("node-{id}")),
     );
-    c.election_timeout_min = Duration::from_millis(400);
-    c.election_timeout_max = Duration::from_millis(800);
-    c.heartbeat_interval = Duration::from_millis(100);
+    c.election_timeout_min = Duration::from_millis(500);
+    c.election_timeout_max = Duration::from_millis(1000);
+    // Also openraft's AppendEntries timeout: room for a loaded machine.
+    c.heartbeat_interval = Duration::from_millis(150);
     c
 }
 
@@ -94,10 +95,12 @@ async fn restart(config: QuorumConfig) -> Node {
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
+    let start = Instant::now();
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("{what}: {:?}", start.elapsed());
 }
 
 /// Waits until every node names the same leader, and that leader is among them.
