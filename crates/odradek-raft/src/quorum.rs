@@ -152,6 +152,14 @@ pub struct MetadataQuorum<S> {
     server: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl<S> Drop for MetadataQuorum<S> {
+    /// Stops the listener, whose task holds a raft handle: once every handle is gone,
+    /// openraft's core stops too. `shutdown` is the orderly way; this is the fallback.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 fn parse_addr(node: &BasicNode) -> Option<SocketAddr> {
     node.addr.parse().ok()
 }
@@ -277,6 +285,10 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
 
     /// Appends `records` as one entry, and returns its log index once it is committed
     /// and applied to the local state machine. Fails with `NotLeader` off the leader.
+    ///
+    /// As in any Raft, an error after the leader accepted the entry (it lost leadership,
+    /// or stopped) does not mean the entry is lost: a later leader may still commit it.
+    /// Callers must read the outcome from the applied log, not from the error.
     pub async fn propose(&self, records: Vec<Bytes>) -> Result<u64, QuorumError> {
         let batch = Batch { records };
         let size = batch.data_len();

@@ -50,8 +50,6 @@ pub(crate) struct SmState<S> {
     pub(crate) sm: S,
     pub(crate) last_applied: Option<LogId>,
     membership: StoredMembership<u64, BasicNode>,
-    /// The snapshot on disk.
-    current: Option<SnapshotMeta<u64, BasicNode>>,
 }
 
 /// openraft's state machine store (and snapshot builder: clones share the state).
@@ -185,7 +183,6 @@ impl<S: MetadataStateMachine> SmStore<S> {
             sm,
             last_applied: None,
             membership: StoredMembership::default(),
-            current: None,
         };
         if let Some((_, path)) = snapshot_files(dir, true)?.pop() {
             let (meta, data) = read_snapshot(&path)?;
@@ -195,8 +192,7 @@ impl<S: MetadataStateMachine> SmStore<S> {
                 .map_err(|e| corrupt(&path, 16, format!("the state machine refused it: {e}")))?;
             tracing::info!(path = %path.display(), last = ?meta.last_log_id, "restored the metadata snapshot");
             state.last_applied = meta.last_log_id;
-            state.membership = meta.last_membership.clone();
-            state.current = Some(meta);
+            state.membership = meta.last_membership;
             remove_other_snapshots(dir, &path)?;
         }
         Ok(SmStore {
@@ -205,19 +201,6 @@ impl<S: MetadataStateMachine> SmStore<S> {
             seq: Arc::new(AtomicU64::new(0)),
             persist_lock: Arc::new(Mutex::new(())),
         })
-    }
-
-    /// Notes the snapshot on disk, never going back to an older one.
-    fn set_current(&self, meta: &SnapshotMeta<u64, BasicNode>) -> Result<(), StorageError> {
-        let mut state = self.lock()?;
-        if state
-            .current
-            .as_ref()
-            .is_none_or(|c| c.last_log_id <= meta.last_log_id)
-        {
-            state.current = Some(meta.clone());
-        }
-        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, SmState<S>>, StorageError> {
@@ -256,13 +239,18 @@ impl<S: MetadataStateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<S> {
             let state = self.lock()?;
             let data = state.sm.snapshot();
             let last = state.last_applied;
+            // Unique across restarts too (the counter restarts at 0): openraft tells
+            // snapshot transfers apart by this id.
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
             let snapshot_id = match last {
                 Some(l) => format!(
-                    "{}-{}-{}-{seq}",
+                    "{}-{}-{}-{millis}-{seq}",
                     l.leader_id.term, l.leader_id.node_id, l.index
                 ),
-                None => format!("none-{seq}"),
+                None => format!("none-{millis}-{seq}"),
             };
             let meta = SnapshotMeta {
                 last_log_id: last,
@@ -273,7 +261,6 @@ impl<S: MetadataStateMachine> RaftSnapshotBuilder<TypeConfig> for SmStore<S> {
         };
         let data = self.persist(meta.clone(), data).await?;
         tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "built a metadata snapshot");
-        self.set_current(&meta)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -344,25 +331,27 @@ impl<S: MetadataStateMachine> RaftStateMachine<TypeConfig> for SmStore<S> {
         }
         self.persist(meta.clone(), data).await?;
         tracing::info!(last = ?meta.last_log_id, "installed a metadata snapshot from the leader");
-        self.set_current(meta)?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = self.lock()?.current.clone() else {
-            return Ok(None);
-        };
-        let path = snapshot_path(&self.dir, meta.last_log_id.map_or(0, |l| l.index));
-        let (file_meta, data) = tokio::task::spawn_blocking(move || read_snapshot(&path))
-            .await
-            .map_err(|e| {
-                StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
-            })?
-            .map_err(|e| {
-                StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
-            })?;
-        Ok(Some(Snapshot {
-            meta: file_meta,
+        // The newest file on disk is the current snapshot: older ones are removed after a
+        // newer one is in place, never the other way round. Reading under the write lock
+        // keeps a concurrent write from removing the file being read.
+        let dir = self.dir.clone();
+        let persist_lock = self.persist_lock.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let _no_writer = persist_lock.lock().map_err(|_| StoreError::Poisoned)?;
+            match snapshot_files(&dir, false)?.pop() {
+                Some((_, path)) => read_snapshot(&path).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))?
+        .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))?;
+        Ok(found.map(|(meta, data)| Snapshot {
+            meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
