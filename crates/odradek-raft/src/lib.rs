@@ -30,7 +30,7 @@ mod state_machine;
 mod types;
 
 pub use log_store::{DEFAULT_SEGMENT_BYTES, LogStore, StoreError};
-pub use network::{MAX_FRAME, TcpNetwork, TcpNetworkFactory};
+pub use network::MAX_FRAME;
 pub use openraft::ServerState;
 pub use quorum::{MAX_PROPOSAL_BYTES, MetadataQuorum, QuorumConfig, QuorumError, QuorumStatus};
 pub use state_machine::{MetadataStateMachine, RestoreError};

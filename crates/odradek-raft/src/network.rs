@@ -75,7 +75,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> io::R
 
 /// Creates a [`TcpNetwork`] per peer.
 #[derive(Debug, Clone, Default)]
-pub struct TcpNetworkFactory;
+pub(crate) struct TcpNetworkFactory;
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
     type Network = TcpNetwork;
@@ -91,7 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
 
 /// The client side of one peer. Connects lazily and again after any failure.
 #[derive(Debug)]
-pub struct TcpNetwork {
+pub(crate) struct TcpNetwork {
     target: u64,
     addr: String,
     conn: Option<TcpStream>,
