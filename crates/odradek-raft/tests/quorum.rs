@@ -179,6 +179,11 @@ async fn single_node_leads_at_once_and_replays_after_restart() {
     assert_eq!(status.leader, Some(1));
     assert_eq!(status.committed_index, Some(second));
     assert_eq!(status.voters, addrs);
+    let huge = Bytes::from(vec![0u8; odradek_raft::MAX_PROPOSAL_BYTES + 1]);
+    assert!(matches!(
+        node.propose(vec![huge]).await,
+        Err(QuorumError::TooLarge { .. })
+    ));
     let before = records(&node);
     node.shutdown().await;
 
@@ -335,6 +340,31 @@ async fn a_new_leader_takes_over_and_the_old_one_catches_up() {
     let all: Vec<&Node> = nodes.values().collect();
     assert_eq!(agreed_leader(&all).await, new_leader);
     for n in nodes.values() {
+        n.shutdown().await;
+    }
+    drop(all);
+    drop(nodes);
+
+    // All three restart at once from their data: nobody initializes again, the log and
+    // its first membership entry are the ones written before.
+    let (r1, r2, r3) = tokio::join!(
+        restart(config(1, &addrs, dir.path())),
+        restart(config(2, &addrs, dir.path())),
+        restart(config(3, &addrs, dir.path())),
+    );
+    let all = [&r1, &r2, &r3];
+    agreed_leader(&all).await;
+    let index = propose_anywhere(&all, vec![rec("after restart")]).await;
+    let mut expected = expected;
+    expected.push((index, b"after restart".to_vec()));
+    eventually(
+        "every node to apply the new record after the full restart",
+        || all.iter().all(|n| records(n) == expected),
+    )
+    .await;
+    for n in all {
+        let m = n.raft().metrics().borrow().clone();
+        assert_eq!(m.membership_config.log_id().map(|l| l.index), Some(0));
         n.shutdown().await;
     }
 }
