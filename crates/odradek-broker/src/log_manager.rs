@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicSettings};
 use crate::handlers::validate_topic_name;
-use crate::metadata::{MetadataError, MetadataImage, MetadataLog, MetadataRecord, TopicImage};
+use crate::metadata::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage};
 use crate::metrics::TopicLabel;
 
 /// One partition this broker leads (all of them, on a single node).
@@ -100,7 +100,9 @@ pub struct LogManager {
     data_dir: PathBuf,
     /// Swapped as a whole when a dynamic config changes; readers take a snapshot.
     broker_config: RwLock<Arc<BrokerConfig>>,
-    metadata_log: tokio::sync::Mutex<MetadataLog>,
+    /// Held while a change is checked against the registry and made durable, so that two
+    /// changes never interleave.
+    metadata_log: tokio::sync::Mutex<MetadataStore>,
     registry: RwLock<Registry>,
     group_commit: GroupCommit,
     /// Producer ids reserved in the metadata log and not yet handed out: [next, end).
@@ -175,7 +177,9 @@ impl LogManager {
         broker_config: BrokerConfig,
         clean_shutdown: bool,
     ) -> Result<Self, TopicError> {
-        let (metadata_log, image) = MetadataLog::open(&data_dir.join("__cluster_metadata-0"))?;
+        let metadata_dir = data_dir.join("__cluster_metadata-0");
+        let (metadata_log, image) = tokio::runtime::Handle::current()
+            .block_on(MetadataStore::open(&metadata_dir, broker_config.node_id()))?;
         let manager = Self {
             data_dir: data_dir.to_path_buf(),
             broker_config: RwLock::new(Arc::new(broker_config)),
@@ -332,13 +336,13 @@ impl LogManager {
         node: Option<i32>,
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        let mut metadata_log = self.metadata_log.lock().await;
+        let metadata_log = self.metadata_log.lock().await;
         let Ok(next) = self.broker_config().with_dynamic(node, configs.clone()) else {
             // Validated by the caller; a config that no longer validates changes nothing.
             return Ok(());
         };
         let record = MetadataRecord::BrokerConfigsChanged { node, configs };
-        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        metadata_log.append(std::slice::from_ref(&record)).await?;
         *self.broker_config.write().expect("config lock") = Arc::new(next);
         for topic in self.topics() {
             let settings = TopicSettings::resolve(&self.broker_config(), &topic.configs);
@@ -402,24 +406,32 @@ impl LogManager {
     /// Creates a topic durably. The caller has validated name, count and configs.
     /// A producer id never handed out before, not even before a crash.
     pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        let take = |ids: &mut (i64, i64)| {
+            ids.0 += 1;
+            ids.0 - 1
+        };
         {
             let mut ids = self.producer_ids.lock().expect("producer id lock");
             if ids.0 < ids.1 {
-                ids.0 += 1;
-                return Ok(ids.0 - 1);
+                return Ok(take(&mut ids));
             }
         }
-        let mut metadata_log = self.metadata_log.lock().await;
+        // Only the holder of the metadata lock moves the end of the block.
+        let metadata_log = self.metadata_log.lock().await;
+        let end = {
+            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            if ids.0 < ids.1 {
+                return Ok(take(&mut ids));
+            }
+            ids.1
+        };
+        let record = MetadataRecord::ProducerIdsReserved {
+            next: end + PRODUCER_ID_BLOCK,
+        };
+        metadata_log.append(std::slice::from_ref(&record)).await?;
         let mut ids = self.producer_ids.lock().expect("producer id lock");
-        if ids.0 >= ids.1 {
-            let record = MetadataRecord::ProducerIdsReserved {
-                next: ids.1 + PRODUCER_ID_BLOCK,
-            };
-            tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
-            ids.1 += PRODUCER_ID_BLOCK;
-        }
-        ids.0 += 1;
-        Ok(ids.0 - 1)
+        ids.1 = end + PRODUCER_ID_BLOCK;
+        Ok(take(&mut ids))
     }
 
     pub async fn create_topic(
@@ -428,7 +440,7 @@ impl LogManager {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, TopicError> {
-        let mut metadata_log = self.metadata_log.lock().await;
+        let metadata_log = self.metadata_log.lock().await;
         if let Some(existing) = self.topic(name) {
             // Lost a race with another creator of the same name: theirs stands.
             return Ok(existing);
@@ -445,7 +457,7 @@ impl LogManager {
             partitions,
             configs: image.configs.clone(),
         };
-        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        metadata_log.append(std::slice::from_ref(&record)).await?;
         let topic = Arc::new(tokio::task::block_in_place(|| {
             self.open_topic(&image, 0, true)
         })?);
@@ -458,7 +470,7 @@ impl LogManager {
 
     /// Grows a topic to `count` partitions.
     pub async fn add_partitions(&self, topic: &Topic, count: i32) -> Result<(), TopicError> {
-        let mut metadata_log = self.metadata_log.lock().await;
+        let metadata_log = self.metadata_log.lock().await;
         let Some(current) = self.topic_by_id(&topic.id) else {
             return Ok(());
         };
@@ -469,7 +481,7 @@ impl LogManager {
             id: topic.id,
             partitions: count,
         };
-        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        metadata_log.append(std::slice::from_ref(&record)).await?;
         let image = TopicImage {
             name: current.name.clone(),
             id: current.id,
@@ -498,7 +510,7 @@ impl LogManager {
         id: Uuid,
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        let mut metadata_log = self.metadata_log.lock().await;
+        let metadata_log = self.metadata_log.lock().await;
         let Some(current) = self.topic_by_id(&id) else {
             return Ok(());
         };
@@ -506,7 +518,7 @@ impl LogManager {
             id,
             configs: configs.clone(),
         };
-        tokio::task::block_in_place(|| metadata_log.append(std::slice::from_ref(&record)))?;
+        metadata_log.append(std::slice::from_ref(&record)).await?;
         let settings = TopicSettings::resolve(&self.broker_config(), &configs);
         for partition in &current.partitions {
             if let Some(mut log) = partition.lock_log() {
@@ -524,13 +536,13 @@ impl LogManager {
     /// Deletes a topic: durable in the metadata log first, then its directories are renamed
     /// out of the way (freeing the name at once) and removed in the background.
     pub async fn delete_topic(&self, id: Uuid) -> Result<(), TopicError> {
-        let mut metadata_log = self.metadata_log.lock().await;
+        let metadata_log = self.metadata_log.lock().await;
         let Some(topic) = self.topic_by_id(&id) else {
             return Ok(());
         };
-        tokio::task::block_in_place(|| {
-            metadata_log.append(&[MetadataRecord::TopicDeleted { id }])
-        })?;
+        metadata_log
+            .append(&[MetadataRecord::TopicDeleted { id }])
+            .await?;
         {
             let mut registry = self.registry.write().expect("registry lock");
             registry.by_id.remove(&id);
@@ -564,6 +576,9 @@ impl LogManager {
 
     /// Syncs and closes every log for a clean shutdown.
     pub fn close_all(&self) -> Result<(), StorageError> {
+        tokio::runtime::Handle::current().block_on(async {
+            self.metadata_log.lock().await.shutdown().await;
+        });
         self.group_commit.shutdown();
         for topic in self.topics() {
             for partition in &topic.partitions {

@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use odradek_raft::LogRepair;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 use uuid::Uuid;
@@ -36,6 +37,16 @@ pub enum MetadataError {
         next_intact: u64,
         data_dir: PathBuf,
     },
+    #[error(
+        "{source}: start-up stopped so that no topic is lost. `odradek repair metadata \
+         --data-dir {data_dir}` shows what a repair would drop; add --apply to repair"
+    )]
+    QuorumLogDamaged {
+        source: odradek_raft::StoreError,
+        data_dir: PathBuf,
+    },
+    #[error(transparent)]
+    Quorum(#[from] odradek_raft::QuorumError),
     #[error("metadata log {path}: record at byte {position} cannot be decoded: {reason}")]
     Decode {
         path: PathBuf,
@@ -153,11 +164,160 @@ impl MetadataImage {
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
     }
+
+    /// The fewest records that rebuild this image from an empty one: what a snapshot
+    /// holds, as KRaft's snapshots are records too.
+    pub fn as_records(&self) -> Vec<MetadataRecord> {
+        let mut records = vec![MetadataRecord::ProducerIdsReserved {
+            next: self.next_producer_id,
+        }];
+        records.extend(self.broker_configs.iter().map(|(node, configs)| {
+            MetadataRecord::BrokerConfigsChanged {
+                node: *node,
+                configs: configs.clone(),
+            }
+        }));
+        records.extend(self.topics.values().map(|t| MetadataRecord::TopicCreated {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t.partitions,
+            configs: t.configs.clone(),
+        }));
+        records
+    }
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
         self.names_by_id.get(id).and_then(|n| self.topics.get(n))
     }
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
         self.topics.values()
+    }
+}
+
+/// The metadata image as the quorum's state machine: each committed entry's records (JSON,
+/// as in the file log) are applied in log order.
+#[derive(Debug, Default)]
+pub struct ImageMachine {
+    pub image: MetadataImage,
+}
+
+impl odradek_raft::MetadataStateMachine for ImageMachine {
+    fn apply(&mut self, index: u64, records: &[bytes::Bytes]) {
+        for record in records {
+            match serde_json::from_slice::<MetadataRecord>(record) {
+                Ok(record) => self.image.apply(&record),
+                // Committed is committed: every node skips it the same way.
+                Err(e) => {
+                    tracing::error!(index, error = %e, "skipping a metadata record this version cannot read")
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.image.as_records()).expect("metadata records serialize")
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), odradek_raft::RestoreError> {
+        let records: Vec<MetadataRecord> = serde_json::from_slice(snapshot)?;
+        let mut image = MetadataImage::default();
+        for record in &records {
+            image.apply(record);
+        }
+        self.image = image;
+        Ok(())
+    }
+}
+
+/// Where metadata records become durable: the quorum's replicated log, under
+/// `<data-dir>/__cluster_metadata-0/` (one voter, this node, until the cluster support
+/// lands). A data dir written before keeps its records in `metadata.log`; they move into the
+/// quorum's log once, on the first start with it.
+pub struct MetadataStore {
+    quorum: odradek_raft::MetadataQuorum<ImageMachine>,
+}
+
+/// Records per proposal when moving an old log over: well under the quorum's 1 MiB limit.
+const MIGRATION_BATCH: usize = 1000;
+
+impl MetadataStore {
+    /// Starts the quorum in `dir` and returns it with the image it holds. Must run inside a
+    /// tokio runtime.
+    pub async fn open(dir: &Path, node_id: i32) -> Result<(Self, MetadataImage), MetadataError> {
+        let legacy = MetadataLog::path_in(dir);
+        // Checked (and a torn tail cut) before anything else touches the directory.
+        let migrating = if legacy.exists() {
+            Some(MetadataLog::open(dir)?.1)
+        } else {
+            None
+        };
+        let node = u64::try_from(node_id).unwrap_or_default();
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = odradek_raft::QuorumConfig::single(node, loopback, dir);
+        let quorum =
+            match odradek_raft::MetadataQuorum::start(config, ImageMachine::default()).await {
+                Ok(quorum) => quorum,
+                Err(odradek_raft::QuorumError::Storage(
+                    source @ odradek_raft::StoreError::Corrupt { .. },
+                )) => {
+                    return Err(MetadataError::QuorumLogDamaged {
+                        source,
+                        data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let store = Self { quorum };
+        if let Some(image) = migrating {
+            store.migrate(dir, &image).await?;
+        }
+        let image = store.quorum.with_state(|m| m.image.clone());
+        Ok((store, image))
+    }
+
+    /// Proposes the old log's image, then renames the old file. Re-running after a crash
+    /// part way is harmless: each record states a whole value (a topic, a config layer,
+    /// the next producer id), so applying it twice changes nothing.
+    async fn migrate(&self, dir: &Path, image: &MetadataImage) -> Result<(), MetadataError> {
+        let records = image.as_records();
+        for chunk in records.chunks(MIGRATION_BATCH) {
+            self.append(chunk).await?;
+        }
+        let legacy = MetadataLog::path_in(dir);
+        let moved = dir.join("metadata.log.migrated");
+        let io = |source| MetadataError::Io {
+            path: legacy.clone(),
+            source,
+        };
+        fs::rename(&legacy, &moved).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        tracing::info!(
+            topics = image.topics().count(),
+            "moved the metadata log into the quorum's log"
+        );
+        Ok(())
+    }
+
+    /// Appends records durably: they commit together, as one entry of the quorum's log.
+    pub async fn append(&self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
+        let encoded = records
+            .iter()
+            .map(|r| bytes::Bytes::from(serde_json::to_vec(r).expect("metadata records serialize")))
+            .collect();
+        self.quorum.propose(encoded).await?;
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        self.quorum.shutdown().await;
+    }
+
+    /// Finds damage in the quorum's log in `dir` and, with `apply`, replaces each entry it
+    /// cost by a blank one (see [`odradek_raft::repair_log`]). Only while no broker runs.
+    pub fn repair(dir: &Path, apply: bool) -> Result<LogRepair, MetadataError> {
+        odradek_raft::repair_log(dir, apply).map_err(|source| MetadataError::QuorumLogDamaged {
+            source,
+            data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+        })
     }
 }
 

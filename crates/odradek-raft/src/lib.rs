@@ -26,6 +26,7 @@ mod fsutil;
 mod log_store;
 mod network;
 mod quorum;
+mod repair;
 mod state_machine;
 mod types;
 
@@ -33,5 +34,6 @@ pub use log_store::{DEFAULT_SEGMENT_BYTES, LogStore, StoreError};
 pub use network::MAX_FRAME;
 pub use openraft::ServerState;
 pub use quorum::{MAX_PROPOSAL_BYTES, MetadataQuorum, QuorumConfig, QuorumError, QuorumStatus};
+pub use repair::{DamagedStretch, LogRepair, repair_log};
 pub use state_machine::{MetadataStateMachine, RestoreError};
 pub use types::{Batch, TypeConfig};

@@ -35,7 +35,7 @@ pub(crate) const MAX_ENTRY_FRAME: usize = 64 << 20;
 /// Default segment size before a roll.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 
-const LOG_DIR: &str = "raft-log";
+pub(crate) const LOG_DIR: &str = "raft-log";
 const VOTE_FILE: &str = "vote";
 const PURGED_FILE: &str = "purged";
 const COMMITTED_FILE: &str = "committed";
@@ -101,7 +101,7 @@ pub struct LogStore {
     inner: Arc<Mutex<LogInner>>,
 }
 
-fn segment_path(log_dir: &Path, base: u64) -> PathBuf {
+pub(crate) fn segment_path(log_dir: &Path, base: u64) -> PathBuf {
     log_dir.join(format!("{base:020}.log"))
 }
 
@@ -110,7 +110,7 @@ fn to_storage(e: StoreError) -> StorageError {
 }
 
 /// Encodes one entry as a frame.
-fn encode(entry: &Entry, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub(crate) fn encode(entry: &Entry, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     serde_json::to_writer(&mut *out, entry)?;
@@ -123,7 +123,7 @@ fn encode(entry: &Entry, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
 }
 
 /// Parses the frame at `pos`, or says why it is not one.
-fn parse_frame(data: &[u8], pos: usize) -> Result<(Entry, usize), String> {
+pub(crate) fn parse_frame(data: &[u8], pos: usize) -> Result<(Entry, usize), String> {
     let rest = &data[pos..];
     if rest.len() < HEADER {
         return Err(format!(
@@ -152,7 +152,7 @@ fn parse_frame(data: &[u8], pos: usize) -> Result<(Entry, usize), String> {
 
 /// Whether any valid frame starts after `pos`: if one does, the bad bytes at `pos` are
 /// damage in the middle of the log, not a torn tail.
-fn valid_frame_after(data: &[u8], pos: usize) -> Option<usize> {
+pub(crate) fn valid_frame_after(data: &[u8], pos: usize) -> Option<usize> {
     (pos + 1..data.len().saturating_sub(HEADER - 1)).find(|&p| parse_frame(data, p).is_ok())
 }
 

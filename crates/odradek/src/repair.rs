@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use odradek_broker::metadata::{MetadataImage, MetadataLog};
+use odradek_broker::metadata::{MetadataImage, MetadataLog, MetadataStore};
 use odradek_broker::{lock_data_dir, stray_partition_dirs};
 
 #[derive(clap::Subcommand)]
@@ -36,8 +36,24 @@ fn metadata(data_dir: &Path, apply: bool) -> anyhow::Result<()> {
     );
     let _lock = lock_data_dir(data_dir)?;
     let dir = data_dir.join("__cluster_metadata-0");
-    let path = MetadataLog::path_in(&dir);
-    let scan = MetadataLog::scan(&dir)?;
+    let mut damaged = false;
+    if MetadataLog::path_in(&dir).exists() {
+        damaged |= file_log(data_dir, &dir, apply)?;
+    }
+    damaged |= quorum_log(&dir, apply)?;
+    if !damaged {
+        println!("Nothing to repair.");
+    } else if !apply {
+        println!("Nothing changed. Run again with --apply to repair.");
+    }
+    Ok(())
+}
+
+/// The log's records dropped by damage show as text: a person can tell which topic or
+/// config they were about.
+fn file_log(data_dir: &Path, dir: &Path, apply: bool) -> anyhow::Result<bool> {
+    let path = MetadataLog::path_in(dir);
+    let scan = MetadataLog::scan(dir)?;
     println!(
         "{}: {} bytes, {} intact records, {} damaged stretches",
         path.display(),
@@ -46,8 +62,7 @@ fn metadata(data_dir: &Path, apply: bool) -> anyhow::Result<()> {
         scan.damaged.len()
     );
     if scan.damaged.is_empty() {
-        println!("Nothing to repair.");
-        return Ok(());
+        return Ok(false);
     }
     for damage in &scan.damaged {
         println!(
@@ -74,14 +89,47 @@ fn metadata(data_dir: &Path, apply: bool) -> anyhow::Result<()> {
             stray.display()
         );
     }
-    if !apply {
-        println!("Nothing changed. Run again with --apply to repair.");
-        return Ok(());
-    }
-    let kept =
-        MetadataLog::repair(&dir).with_context(|| format!("repairing {}", path.display()))?;
-    if let Some(kept) = kept {
+    if apply
+        && let Some(kept) =
+            MetadataLog::repair(dir).with_context(|| format!("repairing {}", path.display()))?
+    {
         println!("Repaired. The damaged file is kept as {}.", kept.display());
     }
-    Ok(())
+    Ok(true)
+}
+
+/// The quorum's log: a lost entry becomes a blank one at its index, so the log stays whole.
+fn quorum_log(dir: &Path, apply: bool) -> anyhow::Result<bool> {
+    let repair = MetadataStore::repair(dir, apply)?;
+    println!(
+        "{}: {} intact entries, {} damaged stretches",
+        dir.join("raft-log").display(),
+        repair.kept,
+        repair.damaged.len()
+    );
+    if repair.damaged.is_empty() {
+        return Ok(false);
+    }
+    for damage in &repair.damaged {
+        println!(
+            "dropped: bytes {}..{} of {} ({} bytes)",
+            damage.start,
+            damage.end,
+            damage.path.display(),
+            damage.end - damage.start
+        );
+    }
+    println!(
+        "Entries whose records are lost (they become blank): {:?}. A topic one of them created \
+         loses its metadata: the broker sets its partition directories aside (…-stray), never \
+         deletes them.",
+        repair.lost
+    );
+    for kept in &repair.kept_damaged_files {
+        println!(
+            "Repaired. The damaged segment is kept as {}.",
+            kept.display()
+        );
+    }
+    Ok(true)
 }

@@ -1,7 +1,7 @@
 //! A damaged metadata log must never cost a topic its data: only a torn tail is cut, damage
 //! in the middle stops start-up with the way out, and `odradek repair metadata` drops only
-//! the damaged record. Partition directories the metadata does not know are set aside
-//! (`-stray`), never deleted.
+//! the damaged entry. Partition directories the metadata does not know are set aside
+//! (`-stray`), never deleted. A data dir from before the metadata quorum keeps every topic.
 
 mod support;
 
@@ -61,7 +61,9 @@ async fn a_flipped_byte_in_the_metadata_log_loses_no_topic() {
     let lost_found = broker.data_dir.join("lost+found");
     std::fs::create_dir(&lost_found).expect("lost+found");
 
-    let log = broker.data_dir.join("__cluster_metadata-0/metadata.log");
+    let log = broker
+        .data_dir
+        .join("__cluster_metadata-0/raft-log/00000000000000000000.log");
     let mut bytes = std::fs::read(&log).expect("metadata log");
     let third = bytes.len() / 3;
     bytes[third] ^= 0x40;
@@ -132,15 +134,27 @@ async fn a_flipped_byte_in_the_metadata_log_loses_no_topic() {
         lost_found.is_dir(),
         "nothing but partition directories is touched"
     );
+    let segment_name = log
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     let kept_damaged = std::fs::read_dir(log.parent().expect("metadata dir"))
         .expect("metadata dir")
         .filter_map(|e| e.ok())
         .any(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("metadata.log.damaged-")
+                .starts_with(&format!("{segment_name}.damaged-"))
         });
-    assert!(kept_damaged, "the damaged file is kept");
+    assert!(
+        kept_damaged,
+        "the damaged file is kept: {:?}",
+        std::fs::read_dir(log.parent().expect("metadata dir"))
+            .expect("metadata dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -156,5 +170,86 @@ fn a_second_process_cannot_open_a_data_dir_in_use() {
         String::from_utf8_lossy(&out.stderr).contains("locked"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A data dir written before the metadata quorum: its records in `metadata.log`, one frame
+/// `[len: u32][crc32c: u32][JSON]` per record.
+fn write_file_log(path: &Path, records: &[serde_json::Value]) {
+    let mut bytes = Vec::new();
+    for record in records {
+        let body = serde_json::to_vec(record).expect("JSON");
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+    }
+    std::fs::write(path, bytes).expect("writing metadata.log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_before_the_quorum_keeps_its_topics_and_offsets() {
+    let mut broker = BrokerProcess::start();
+    let client = producer(&broker.addr, &[("acks", "all")]);
+    create_topic(&broker.addr, "upgraded", 2, &[("retention.ms", "86400000")]).await;
+    for i in 0..10 {
+        let send = enqueue(
+            &client,
+            FutureRecord::<(), _>::to("upgraded")
+                .partition(i % 2)
+                .payload(&format!("v{i}")),
+        );
+        delivered(send).await.expect("produce");
+    }
+    drop(client);
+    broker.stop();
+    // Back to the layout of the release before the quorum: the same partition directories,
+    // and the topic only in metadata.log.
+    let metadata = broker.data_dir.join("__cluster_metadata-0");
+    let id = std::fs::read_to_string(
+        broker
+            .partition_dir("upgraded", 0)
+            .join("partition.metadata"),
+    )
+    .expect("partition.metadata")
+    .lines()
+    .find_map(|l| l.strip_prefix("topic_id: ").map(str::to_string))
+    .expect("topic id");
+    std::fs::remove_dir_all(&metadata).expect("removing the quorum's log");
+    std::fs::create_dir(&metadata).expect("metadata dir");
+    write_file_log(
+        &metadata.join("metadata.log"),
+        &[
+            serde_json::json!({"type": "TopicCreated", "name": "upgraded", "id": id,
+                "partitions": 2, "configs": {"retention.ms": "86400000"}}),
+            serde_json::json!({"type": "ProducerIdsReserved", "next": 5000}),
+        ],
+    );
+    for round in 0..2 {
+        broker.restart();
+        assert!(!metadata.join("metadata.log").exists(), "round {round}");
+        assert!(
+            metadata.join("metadata.log.migrated").exists(),
+            "round {round}"
+        );
+        for p in 0..2 {
+            let got = consume(&broker.addr, "upgraded", p, 0, 5, TIMEOUT);
+            assert_eq!(got.len(), 5, "partition {p}, round {round}");
+        }
+        let client = producer(&broker.addr, &[("acks", "all")]);
+        let next = enqueue(
+            &client,
+            FutureRecord::<(), _>::to("upgraded")
+                .partition(0)
+                .payload("next"),
+        );
+        let delivered = delivered(next).await.expect("produce after the upgrade");
+        assert_eq!(delivered.offset, 5 + round, "offsets continue");
+        drop(client);
+        broker.stop();
+    }
+    assert!(
+        !broker.log().contains("-stray"),
+        "nothing was set aside:\n{}",
+        broker.log()
     );
 }
