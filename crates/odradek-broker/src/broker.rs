@@ -33,6 +33,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -560,6 +561,9 @@ impl Broker {
             }
             RequestKind::AlterReplicaLogDirs(r) => Reply::now(ResponseKind::AlterReplicaLogDirs(
                 self.alter_replica_log_dirs(r),
+            )),
+            RequestKind::DescribeQuorum(r) => Reply::now(ResponseKind::DescribeQuorum(
+                self.describe_quorum(r, version).await,
             )),
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))

@@ -574,6 +574,11 @@ impl LogManager {
         Ok(())
     }
 
+    /// The metadata quorum's state (DescribeQuorum).
+    pub async fn quorum_status(&self) -> Result<odradek_raft::QuorumStatus, MetadataError> {
+        self.metadata_log.lock().await.status().await
+    }
+
     /// Syncs and closes every log for a clean shutdown.
     pub fn close_all(&self) -> Result<(), StorageError> {
         tokio::runtime::Handle::current().block_on(async {

@@ -311,6 +311,11 @@ impl MetadataStore {
         self.quorum.shutdown().await;
     }
 
+    /// Leader, epoch, commit point and each voter's progress, for DescribeQuorum.
+    pub async fn status(&self) -> Result<odradek_raft::QuorumStatus, MetadataError> {
+        Ok(self.quorum.status().await?)
+    }
+
     /// Finds damage in the quorum's log in `dir` and, with `apply`, replaces each entry it
     /// cost by a blank one (see [`odradek_raft::repair_log`]). Only while no broker runs.
     pub fn repair(dir: &Path, apply: bool) -> Result<LogRepair, MetadataError> {

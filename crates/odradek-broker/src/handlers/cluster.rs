@@ -8,15 +8,20 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
+use kafka_protocol::messages::describe_quorum_response::{
+    Listener, Node, PartitionData, ReplicaState, TopicData,
+};
 use kafka_protocol::messages::{
-    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, BrokerId, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
 use odradek_storage::DiskSpace;
 use tracing::warn;
 
 use crate::Broker;
 use crate::broker::str_bytes;
+use kafka_protocol::protocol::StrBytes;
 
 /// Without an authorizer a client may do every operation Kafka defines on a resource; these
 /// are the `AclOperation` bits (CREATE=5, ALTER=7, DESCRIBE=8, CLUSTER_ACTION=9,
@@ -181,5 +186,98 @@ impl Broker {
             }
         }
         AlterReplicaLogDirsResponse::default().with_results(results)
+    }
+
+    /// The metadata quorum as KRaft's controller describes `__cluster_metadata-0`: leader,
+    /// epoch (the raft term), high watermark (one past the last committed entry) and each
+    /// voter's log end. Replication times are not tracked: -1, Kafka's "unknown".
+    pub(crate) async fn describe_quorum(
+        &self,
+        request: DescribeQuorumRequest,
+        version: i16,
+    ) -> DescribeQuorumResponse {
+        const METADATA_TOPIC: &str = "__cluster_metadata";
+        let asks_for_the_log = request.topics.len() == 1
+            && request.topics[0].topic_name.as_str() == METADATA_TOPIC
+            && request.topics[0].partitions.len() == 1
+            && request.topics[0].partitions[0].partition_index == 0;
+        let partition = PartitionData::default().with_partition_index(0);
+        // Node listeners and error messages came with v2.
+        let answer = |partition: PartitionData, nodes: Vec<Node>| {
+            let (partition, nodes) = if version >= 2 {
+                (partition, nodes)
+            } else {
+                (partition.with_error_message(None), Vec::new())
+            };
+            DescribeQuorumResponse::default()
+                .with_topics(vec![
+                    TopicData::default()
+                        .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+                        .with_partitions(vec![partition]),
+                ])
+                .with_nodes(nodes)
+        };
+        if !asks_for_the_log {
+            return answer(
+                partition.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Vec::new(),
+            );
+        }
+        let status = match self.logs.quorum_status().await {
+            Ok(status) => status,
+            Err(e) => {
+                warn!(error = %e, "DescribeQuorum: the quorum did not answer");
+                return answer(
+                    partition
+                        .with_error_code(ResponseError::NotLeaderOrFollower.code())
+                        .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                    Vec::new(),
+                );
+            }
+        };
+        let Some(matched) = status
+            .matched
+            .filter(|_| status.leader == Some(status.node_id))
+        else {
+            // As a KRaft follower does: only the leader knows every voter's progress.
+            return answer(
+                partition.with_error_code(ResponseError::NotLeaderOrFollower.code()),
+                Vec::new(),
+            );
+        };
+        let id = |node: u64| BrokerId(i32::try_from(node).unwrap_or(-1));
+        let offset =
+            |index: Option<u64>| index.map_or(0, |i| i64::try_from(i + 1).unwrap_or(i64::MAX));
+        let voters = status
+            .voters
+            .keys()
+            .map(|&node| {
+                ReplicaState::default()
+                    .with_replica_id(id(node))
+                    .with_log_end_offset(offset(matched.get(&node).copied().flatten()))
+                    .with_last_fetch_timestamp(-1)
+                    .with_last_caught_up_timestamp(-1)
+            })
+            .collect();
+        let nodes = status
+            .voters
+            .iter()
+            .map(|(&node, addr)| {
+                Node::default().with_node_id(id(node)).with_listeners(vec![
+                    Listener::default()
+                        .with_name(StrBytes::from_static_str("CONTROLLER"))
+                        .with_host(StrBytes::from_string(addr.ip().to_string()))
+                        .with_port(addr.port()),
+                ])
+            })
+            .collect();
+        answer(
+            partition
+                .with_leader_id(id(status.node_id))
+                .with_leader_epoch(i32::try_from(status.term).unwrap_or(i32::MAX))
+                .with_high_watermark(offset(status.committed_index))
+                .with_current_voters(voters),
+            nodes,
+        )
     }
 }
