@@ -68,18 +68,6 @@ impl Topic {
             partitions,
         }
     }
-
-    /// The same topic and partitions under new configs.
-    fn reconfigured(&self, configs: BTreeMap<String, String>, settings: TopicSettings) -> Self {
-        Self {
-            name: self.name.clone(),
-            metric_label: self.metric_label.clone(),
-            id: self.id,
-            configs,
-            settings,
-            partitions: self.partitions.clone(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +76,8 @@ pub enum TopicError {
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("topic {0} was committed but is not in the registry")]
+    NotApplied(String),
 }
 
 #[derive(Default)]
@@ -189,16 +179,7 @@ impl LogManager {
             producer_ids: Mutex::new((image.next_producer_id, image.next_producer_id)),
         };
         // Dynamic configs from the metadata log apply before any topic is opened.
-        for (node, configs) in &image.broker_configs {
-            if node.is_none() || *node == Some(manager.broker_config().node_id()) {
-                match manager.broker_config().with_dynamic(*node, configs.clone()) {
-                    Ok(config) => {
-                        *manager.broker_config.write().expect("config lock") = Arc::new(config)
-                    }
-                    Err(e) => warn!(error = %e, "ignoring a stored dynamic broker config"),
-                }
-            }
-        }
+        manager.apply_dynamic_configs(&image);
         manager.set_aside_stray_directories(&image);
         let mut registry = Registry::default();
         for topic in manager.open_all(&image, clean_shutdown)? {
@@ -337,31 +318,135 @@ impl LogManager {
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
         let metadata_log = self.metadata_log.lock().await;
-        let Ok(next) = self.broker_config().with_dynamic(node, configs.clone()) else {
+        if self
+            .broker_config()
+            .with_dynamic(node, configs.clone())
+            .is_err()
+        {
             // Validated by the caller; a config that no longer validates changes nothing.
             return Ok(());
-        };
-        let record = MetadataRecord::BrokerConfigsChanged { node, configs };
-        metadata_log.append(std::slice::from_ref(&record)).await?;
-        *self.broker_config.write().expect("config lock") = Arc::new(next);
-        for topic in self.topics() {
-            let settings = TopicSettings::resolve(&self.broker_config(), &topic.configs);
-            if settings == topic.settings {
-                continue;
-            }
-            for partition in &topic.partitions {
-                if let Some(mut log) = partition.lock_log() {
-                    log.set_config(settings.log.clone());
+        }
+        self.commit(
+            &metadata_log,
+            MetadataRecord::BrokerConfigsChanged { node, configs },
+        )
+        .await?;
+        info!(?node, "altered dynamic broker configs");
+        Ok(())
+    }
+
+    /// Makes this broker's config and open logs what `image` says: the one place where a
+    /// committed metadata change takes effect here. Changes are made from the image, not
+    /// from the request that caused them, so a change another node commits (once there is
+    /// a cluster) takes the same path. Blocking: it may open logs.
+    fn apply_image(&self, image: &MetadataImage) -> Result<(), TopicError> {
+        self.apply_dynamic_configs(image);
+        let gone: Vec<Arc<Topic>> = self
+            .topics()
+            .into_iter()
+            .filter(|t| image.topic_by_id(&t.id).is_none())
+            .collect();
+        // Removals first: a topic deleted and created again under its name has a new id.
+        for topic in gone {
+            self.remove_topic(&topic);
+        }
+        for wanted in image.topics() {
+            let settings = TopicSettings::resolve(&self.broker_config(), &wanted.configs);
+            let updated = match self.topic_by_id(&wanted.id) {
+                None => {
+                    let created = self.open_topic(wanted, 0, true)?;
+                    info!(topic = %wanted.name, partitions = wanted.partitions, id = %wanted.id, "created topic");
+                    created
                 }
-            }
-            let updated = Arc::new(topic.reconfigured(topic.configs.clone(), settings));
+                Some(current) => {
+                    let have = current.partitions.len();
+                    let grown = usize::try_from(wanted.partitions).is_ok_and(|n| n > have);
+                    if !grown && current.configs == wanted.configs && current.settings == settings {
+                        continue;
+                    }
+                    let mut partitions = current.partitions.clone();
+                    if grown {
+                        partitions.extend(self.open_topic(wanted, have, true)?.partitions);
+                        info!(topic = %wanted.name, partitions = wanted.partitions, "added partitions");
+                    }
+                    if current.settings != settings {
+                        for partition in &current.partitions {
+                            if let Some(mut log) = partition.lock_log() {
+                                log.set_config(settings.log.clone());
+                            }
+                        }
+                    }
+                    Topic::of(wanted, settings, partitions)
+                }
+            };
+            let updated = Arc::new(updated);
             let mut registry = self.registry.write().expect("registry lock");
             registry.by_id.insert(updated.id, updated.clone());
             registry.by_name.insert(updated.name.clone(), updated);
         }
-        info!(?node, "altered dynamic broker configs");
         Ok(())
     }
+
+    /// The dynamic broker config layers of `image` (cluster-wide, and this node's) over the
+    /// static config.
+    fn apply_dynamic_configs(&self, image: &MetadataImage) {
+        let current = self.broker_config();
+        let node = current.node_id();
+        let mut next = (*current).clone();
+        for layer in [None, Some(node)] {
+            let wanted = image
+                .broker_configs
+                .get(&layer)
+                .cloned()
+                .unwrap_or_default();
+            if next.dynamic(layer) == &wanted {
+                continue;
+            }
+            match next.with_dynamic(layer, wanted) {
+                Ok(config) => next = config,
+                Err(e) => warn!(error = %e, "ignoring a stored dynamic broker config"),
+            }
+        }
+        if next.dynamic(None) != current.dynamic(None)
+            || next.dynamic(Some(node)) != current.dynamic(Some(node))
+        {
+            *self.broker_config.write().expect("config lock") = Arc::new(next);
+        }
+    }
+
+    /// Takes a deleted topic out of the registry, renames its directories out of the way
+    /// (freeing the name at once) and removes them in the background.
+    fn remove_topic(&self, topic: &Topic) {
+        {
+            let mut registry = self.registry.write().expect("registry lock");
+            registry.by_id.remove(&topic.id);
+            registry.by_name.remove(&topic.name);
+        }
+        for partition in &topic.partitions {
+            partition.appended.notify_waiters();
+            let dir = partition_dir(&self.data_dir, &topic.name, partition.index);
+            let doomed = self.data_dir.join(format!(
+                "{}-{}.{}-delete",
+                topic.name,
+                partition.index,
+                topic.id.simple()
+            ));
+            match fs::rename(&dir, &doomed) {
+                Ok(()) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = fs::remove_dir_all(&doomed) {
+                            warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot move deleted partition aside")
+                }
+            }
+        }
+        info!(topic = %topic.name, id = %topic.id, "deleted topic");
+    }
+
     pub fn group_commit(&self) -> &GroupCommit {
         &self.group_commit
     }
@@ -445,27 +530,16 @@ impl LogManager {
             // Lost a race with another creator of the same name: theirs stands.
             return Ok(existing);
         }
-        let image = TopicImage {
+        let id = Uuid::new_v4();
+        let record = MetadataRecord::TopicCreated {
             name: name.to_string(),
-            id: Uuid::new_v4(),
+            id,
             partitions,
             configs,
         };
-        let record = MetadataRecord::TopicCreated {
-            name: image.name.clone(),
-            id: image.id,
-            partitions,
-            configs: image.configs.clone(),
-        };
-        metadata_log.append(std::slice::from_ref(&record)).await?;
-        let topic = Arc::new(tokio::task::block_in_place(|| {
-            self.open_topic(&image, 0, true)
-        })?);
-        let mut registry = self.registry.write().expect("registry lock");
-        registry.by_id.insert(topic.id, topic.clone());
-        registry.by_name.insert(topic.name.clone(), topic.clone());
-        info!(topic = name, partitions, id = %topic.id, "created topic");
-        Ok(topic)
+        self.commit(&metadata_log, record).await?;
+        self.topic_by_id(&id)
+            .ok_or_else(|| TopicError::NotApplied(name.to_string()))
     }
 
     /// Grows a topic to `count` partitions.
@@ -481,27 +555,7 @@ impl LogManager {
             id: topic.id,
             partitions: count,
         };
-        metadata_log.append(std::slice::from_ref(&record)).await?;
-        let image = TopicImage {
-            name: current.name.clone(),
-            id: current.id,
-            partitions: count,
-            configs: current.configs.clone(),
-        };
-        let added = tokio::task::block_in_place(|| {
-            self.open_topic(&image, current.partitions.len(), true)
-        })?;
-        let mut partitions = current.partitions.clone();
-        partitions.extend(added.partitions);
-        let grown = Arc::new(Topic {
-            partitions,
-            ..added
-        });
-        let mut registry = self.registry.write().expect("registry lock");
-        registry.by_id.insert(grown.id, grown.clone());
-        registry.by_name.insert(grown.name.clone(), grown);
-        info!(topic = %current.name, partitions = count, "added partitions");
-        Ok(())
+        self.commit(&metadata_log, record).await
     }
 
     /// Replaces a topic's config overrides durably and applies them to its logs at once.
@@ -511,67 +565,34 @@ impl LogManager {
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
         let metadata_log = self.metadata_log.lock().await;
-        let Some(current) = self.topic_by_id(&id) else {
+        if self.topic_by_id(&id).is_none() {
             return Ok(());
-        };
-        let record = MetadataRecord::TopicConfigsChanged {
-            id,
-            configs: configs.clone(),
-        };
-        metadata_log.append(std::slice::from_ref(&record)).await?;
-        let settings = TopicSettings::resolve(&self.broker_config(), &configs);
-        for partition in &current.partitions {
-            if let Some(mut log) = partition.lock_log() {
-                log.set_config(settings.log.clone());
-            }
         }
-        let altered = Arc::new(current.reconfigured(configs, settings));
-        let mut registry = self.registry.write().expect("registry lock");
-        registry.by_id.insert(id, altered.clone());
-        registry.by_name.insert(altered.name.clone(), altered);
-        info!(topic = %current.name, "altered topic configs");
-        Ok(())
+        self.commit(
+            &metadata_log,
+            MetadataRecord::TopicConfigsChanged { id, configs },
+        )
+        .await
     }
 
-    /// Deletes a topic: durable in the metadata log first, then its directories are renamed
-    /// out of the way (freeing the name at once) and removed in the background.
+    /// Deletes a topic: durable in the metadata log first, then its directories go.
     pub async fn delete_topic(&self, id: Uuid) -> Result<(), TopicError> {
         let metadata_log = self.metadata_log.lock().await;
-        let Some(topic) = self.topic_by_id(&id) else {
+        if self.topic_by_id(&id).is_none() {
             return Ok(());
-        };
-        metadata_log
-            .append(&[MetadataRecord::TopicDeleted { id }])
-            .await?;
-        {
-            let mut registry = self.registry.write().expect("registry lock");
-            registry.by_id.remove(&id);
-            registry.by_name.remove(&topic.name);
         }
-        for partition in &topic.partitions {
-            partition.appended.notify_waiters();
-            let dir = partition_dir(&self.data_dir, &topic.name, partition.index);
-            let doomed = self.data_dir.join(format!(
-                "{}-{}.{}-delete",
-                topic.name,
-                partition.index,
-                id.simple()
-            ));
-            match fs::rename(&dir, &doomed) {
-                Ok(()) => {
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = fs::remove_dir_all(&doomed) {
-                            warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "cannot move deleted partition aside")
-                }
-            }
-        }
-        info!(topic = %topic.name, %id, "deleted topic");
-        Ok(())
+        self.commit(&metadata_log, MetadataRecord::TopicDeleted { id })
+            .await
+    }
+
+    /// Makes `record` durable and lets it take effect here.
+    async fn commit(
+        &self,
+        metadata_log: &MetadataStore,
+        record: MetadataRecord,
+    ) -> Result<(), TopicError> {
+        let image = metadata_log.append(std::slice::from_ref(&record)).await?;
+        tokio::task::block_in_place(|| self.apply_image(&image))
     }
 
     /// The metadata quorum's state (DescribeQuorum).

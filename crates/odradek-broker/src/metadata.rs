@@ -298,13 +298,14 @@ impl MetadataStore {
     }
 
     /// Appends records durably: they commit together, as one entry of the quorum's log.
-    pub async fn append(&self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
+    /// Returns the image they are applied to.
+    pub async fn append(&self, records: &[MetadataRecord]) -> Result<MetadataImage, MetadataError> {
         let encoded = records
             .iter()
             .map(|r| bytes::Bytes::from(serde_json::to_vec(r).expect("metadata records serialize")))
             .collect();
         self.quorum.propose(encoded).await?;
-        Ok(())
+        Ok(self.quorum.with_state(|m| m.image.clone()))
     }
 
     pub async fn shutdown(&self) {
