@@ -149,7 +149,8 @@ pub struct Group {
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
     static_members: HashMap<String, String>,
-    /// Ids handed out with MEMBER_ID_REQUIRED, waiting for the member's second JoinGroup.
+    /// Ids handed out with MEMBER_ID_REQUIRED, waiting for the member's second JoinGroup
+    /// until their deadline (the join's session timeout, as in Kafka).
     pending_members: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
     initial_delay_deadline: Option<Instant>,
@@ -370,7 +371,11 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             return false;
         }
-        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        // As Kafka's coordinator: a member handed an id (MEMBER_ID_REQUIRED) that has not
+        // joined with it yet is waited for too, or the group would form a generation
+        // without it and need another as soon as it arrives.
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some())
+            && self.pending_members.is_empty();
         let delay_over = self.initial_delay_deadline.is_none_or(|d| now >= d);
         let timed_out = self.rebalance_deadline.is_some_and(|d| now >= d);
         if !((all_joined && delay_over) || timed_out) {
@@ -520,7 +525,8 @@ impl Group {
                 &req.client_id
             });
             if req.require_known_member_id {
-                self.pending_members.insert(new_id.clone(), now);
+                self.pending_members
+                    .insert(new_id.clone(), now + req.session_timeout);
                 return Outcome::Now(JoinResult::error(MemberIdRequired, &new_id));
             }
             return Outcome::Wait(self.add_member(new_id, req, now, limits));
@@ -721,6 +727,7 @@ impl Group {
         limits: &GroupLimits,
     ) -> Option<ResponseError> {
         if self.pending_members.remove(member_id).is_some() {
+            self.try_complete_join(now);
             return None;
         }
         let id = match instance_id {
@@ -749,9 +756,7 @@ impl Group {
     /// Removes members whose session expired and forgets unclaimed pending ids. Returns
     /// the expired member ids.
     pub fn expire(&mut self, now: Instant, limits: &GroupLimits) -> Vec<String> {
-        let timeout = limits.max_session_timeout;
-        self.pending_members
-            .retain(|_, since| now.duration_since(*since) < timeout);
+        self.pending_members.retain(|_, deadline| now < *deadline);
         let expired: Vec<String> = self
             .members
             .values()
@@ -888,6 +893,54 @@ mod tests {
             Outcome::Now(r) => r,
             Outcome::Wait(mut rx) => rx.try_recv().expect("join completed"),
         }
+    }
+
+    /// Kafka's `hasAllMembersJoined`: a member told MEMBER_ID_REQUIRED is waited for, so a
+    /// rebalance it arrives during forms one generation with it instead of two.
+    #[test]
+    fn a_rebalance_waits_for_a_member_handed_an_id_until_it_joins_or_expires() {
+        let (now, l) = (Instant::now(), limits());
+        let mut g = Group::new("g");
+        let a = joined(g.join(request("", None), now, &l)).member_id;
+        let Outcome::Wait(mut a_join) = g.join(request(&a, None), now, &l) else {
+            panic!("a waits")
+        };
+        assert!(g.try_complete_join(now));
+        assert_eq!(a_join.try_recv().unwrap().generation, 1);
+        g.sync(&a, None, 1, (None, None), vec![], now);
+
+        let b = joined(g.join(request("", None), now, &l)).member_id;
+        let Outcome::Wait(mut a_join) = g.join(request(&a, None), now, &l) else {
+            panic!("a rejoins")
+        };
+        assert!(
+            !g.try_complete_join(now),
+            "b holds an id and has not joined"
+        );
+        let Outcome::Wait(mut b_join) = g.join(request(&b, None), now, &l) else {
+            panic!("b waits")
+        };
+        assert!(g.try_complete_join(now));
+        let (a_result, b_result) = (a_join.try_recv().unwrap(), b_join.try_recv().unwrap());
+        assert_eq!((a_result.generation, b_result.generation), (2, 2));
+        assert_eq!(a_result.members.len(), 2, "one generation holds both");
+        g.sync(&b, None, 2, (None, None), vec![], now);
+        let (_, stable) = g.sync(&a, None, 2, (None, None), vec![], now);
+        assert!(stable);
+
+        // A member that never comes back with its id is waited for only until its
+        // session timeout.
+        let _gone = joined(g.join(request("", None), now, &l)).member_id;
+        let Outcome::Wait(mut a_join) = g.join(request(&a, None), now, &l) else {
+            panic!("a rejoins")
+        };
+        let Outcome::Wait(mut b_join) = g.join(request(&b, None), now, &l) else {
+            panic!("b rejoins")
+        };
+        assert!(!g.try_complete_join(now));
+        g.expire(now + Duration::from_secs(11), &l);
+        assert_eq!(a_join.try_recv().unwrap().generation, 3);
+        assert_eq!(b_join.try_recv().unwrap().generation, 3);
     }
 
     #[test]
