@@ -75,20 +75,28 @@ pub fn answer(s: &Served, path: &str, query: &str) -> Result<String, ApiError> {
 
 fn overview(s: &Served) -> Value {
     let b = &s.broker;
-    let topics = b.topic_summaries();
+    let (internal, topics): (Vec<_>, Vec<_>) =
+        b.topic_summaries().into_iter().partition(|t| t.internal);
     let totals = &b.metrics.totals;
+    // The counts are of the user's topics: the 50 partitions of __consumer_offsets would
+    // otherwise dwarf them. Internal topics are listed on their own.
     json!({
         "cluster_id": b.cluster_id(),
         "node_id": b.node_id(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": b.uptime().as_millis() as u64,
-        "topics": topics.iter().filter(|t| !t.internal).count(),
+        "topics": topics.len(),
         "partitions": topics.iter().map(|t| t.partitions.len()).sum::<usize>(),
+        "internal_topics": internal
+            .iter()
+            .map(|t| json!({"name": t.name, "partitions": t.partitions.len()}))
+            .collect::<Vec<_>>(),
         "groups": b.group_summaries().len(),
         "bytes_in": totals.bytes_in.get(),
         "bytes_out": totals.bytes_out.get(),
         "messages_in": totals.messages_in.get(),
         "traffic": s.history.traffic(),
+        "traffic_every_ms": crate::history::TRAFFIC_EVERY.as_millis() as u64,
     })
 }
 
@@ -204,6 +212,7 @@ fn group(s: &Served, id: &str) -> Result<Value, ApiError> {
         "members": g.members,
         "partitions": g.partitions,
         "lag_history": s.history.lag(id),
+        "lag_every_ms": crate::history::SAMPLE_EVERY.as_millis() as u64,
     }))
 }
 

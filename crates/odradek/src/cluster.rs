@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
 use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::{check, metadata, print_table, s};
+use crate::cli::{ClientArgs, check, metadata, print_table, s};
 
 fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterResponse> {
     let (_, cluster) = client.send(None, |_| {
@@ -20,8 +20,8 @@ fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterRespon
     Ok(cluster)
 }
 
-pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
-    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
+    let mut client = args.connect(Duration::from_secs(10))?;
     let metadata = metadata(&mut client, None)?;
     let cluster = describe_cluster(&mut client)?;
     let topics = metadata.topics.len();
@@ -39,7 +39,7 @@ pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
         .collect();
     brokers.sort();
     let controller = cluster.controller_id.0;
-    if json_output {
+    if args.json() {
         let out = json!({
             "cluster_id": cluster.cluster_id.to_string(),
             "controller": controller,
@@ -73,8 +73,8 @@ pub fn info(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
 
 /// Asks every broker for its log directories (DescribeLogDirs), as `kafka-log-dirs.sh
 /// --describe` does; `topics` empty means every partition.
-pub fn log_dirs(bootstrap: &str, topics: &[String], json_output: bool) -> anyhow::Result<()> {
-    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+pub fn log_dirs(args: &ClientArgs, topics: &[String]) -> anyhow::Result<()> {
+    let mut client = args.connect(Duration::from_secs(10))?;
     let cluster = describe_cluster(&mut client)?;
     // Every partition of the named topics: DescribeLogDirs takes partition lists, so ask for
     // their numbers first.
@@ -131,7 +131,7 @@ pub fn log_dirs(bootstrap: &str, topics: &[String], json_output: bool) -> anyhow
             ));
         }
     }
-    if json_output {
+    if args.json() {
         let out = json!({
             "dirs": dirs.iter().map(|(broker, dir, count, size, total, usable)| json!({
                 "broker": broker, "dir": dir, "partitions": count, "size_bytes": size,

@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::MetadataRequest;
-use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::print_table;
+use crate::cli::{ClientArgs, print_table};
 use crate::topic::{RESOURCE_BROKER, RESOURCE_TOPIC, alter_configs, describe_configs};
-use crate::{ClientArgs, Output};
 
 #[derive(clap::Subcommand)]
 pub enum ConfigCommand {
@@ -24,8 +22,6 @@ pub enum ConfigCommand {
         cluster_default: bool,
         /// Only this config.
         key: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Set or remove dynamic broker configs, for one broker or as cluster-wide defaults.
     #[command(group = clap::ArgGroup::new("which").required(true).args(["broker", "cluster_default"]))]
@@ -39,8 +35,6 @@ pub enum ConfigCommand {
         set: Vec<String>,
         #[arg(long = "delete", value_name = "KEY")]
         delete: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
@@ -59,16 +53,15 @@ fn source_name(source: i8) -> &'static str {
     }
 }
 
-pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
+pub fn run(command: ConfigCommand, client: &ClientArgs) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Get {
             broker,
             topic,
             cluster_default,
             key,
-            client,
         } => {
-            let mut c = Client::new(&client.bootstrap, Duration::from_secs(10));
+            let mut c = client.connect(Duration::from_secs(10))?;
             let (resource_type, name) = match (topic, broker) {
                 // The empty broker name is Kafka's cluster-wide default.
                 _ if cluster_default => (RESOURCE_BROKER, String::new()),
@@ -94,7 +87,7 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            if client.output == Output::Json {
+            if client.json() {
                 let out: Vec<_> = rows
                     .iter()
                     .map(|(n, v, s, ro)| json!({"name": n, "value": v, "source": s, "read_only": ro}))
@@ -115,11 +108,10 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
             cluster_default: _,
             set,
             delete,
-            client,
         } => {
             // The empty broker name is Kafka's cluster-wide default.
             let name = broker.map(|b| b.to_string()).unwrap_or_default();
-            alter_configs(&client.bootstrap, RESOURCE_BROKER, &name, &set, &delete)?;
+            alter_configs(client, RESOURCE_BROKER, &name, &set, &delete)?;
             eprintln!(
                 "altered {}",
                 broker.map_or_else(

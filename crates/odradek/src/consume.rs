@@ -17,8 +17,7 @@ use odradek_protocol::batch::{
     record_offset_and_timestamp,
 };
 
-use crate::ClientArgs;
-use crate::cli::{EARLIEST, LATEST, TopicLayout, check, offsets_at, s, topic_layout};
+use crate::cli::{ClientArgs, EARLIEST, LATEST, TopicLayout, check, offsets_at, s, topic_layout};
 use crate::group::{commit_offsets, committed_offsets, coordinator};
 
 #[derive(clap::Args)]
@@ -49,8 +48,6 @@ pub struct ConsumeArgs {
     /// %t timestamp (ms), %T topic, %% percent; \n, \t, \\ escapes.
     #[arg(short, long, default_value = "%v\\n")]
     format: String,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 enum Start {
@@ -307,12 +304,11 @@ pub fn fetch_round(
     Ok(fetches)
 }
 
-pub fn run(options: ConsumeArgs) -> anyhow::Result<()> {
+pub fn run(options: ConsumeArgs, cluster: &ClientArgs) -> anyhow::Result<()> {
     let options = &options;
-    let bootstrap = &options.client.bootstrap;
     let pieces = parse_format(&options.format)?;
     let interrupted = interrupted_flag()?;
-    let mut client = Client::new(bootstrap, Duration::from_secs(30));
+    let mut client = cluster.connect(Duration::from_secs(30))?;
     let layout = topic_layout(&mut client, &options.topic, false)?;
     let partitions: Vec<i32> = match options.partition {
         Some(p) if layout.leaders.contains_key(&p) => vec![p],

@@ -12,7 +12,10 @@ use kafka_protocol::protocol::Decodable;
 use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::{LATEST, check, offsets_at, print_table, s};
+use crate::cli::{ClientArgs, LATEST, check, offsets_at, print_table, s};
+
+/// How long a group request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Address of the coordinator of `group`.
 pub fn coordinator(client: &mut Client, group: &str) -> anyhow::Result<String> {
@@ -174,8 +177,8 @@ pub fn committed_offsets(
     Ok(out)
 }
 
-pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
-    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+pub fn list(args: &ClientArgs) -> anyhow::Result<()> {
+    let mut client = args.connect(TIMEOUT)?;
     let (_, r) = client.send(None, |_| ListGroupsRequest::default())?;
     check(r.error_code, "ListGroups")?;
     let mut groups: Vec<_> = r
@@ -191,7 +194,7 @@ pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
         })
         .collect();
     groups.sort();
-    if json_output {
+    if args.json() {
         let rows: Vec<_> = groups.iter().map(|(id, state, ty, pt)| json!({"group": id, "state": state, "type": ty, "protocol_type": pt})).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -206,8 +209,8 @@ pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Result<()> {
-    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+pub fn describe(args: &ClientArgs, group: &str) -> anyhow::Result<()> {
+    let mut client = args.connect(TIMEOUT)?;
     let coordinator = coordinator(&mut client, group)?;
     let view = describe_members(&mut client, &coordinator, group)?;
     let committed = committed_offsets(&mut client, &coordinator, group)?;
@@ -233,7 +236,7 @@ pub fn describe(bootstrap: &str, group: &str, json_output: bool) -> anyhow::Resu
             (tp, committed, end, lag, member)
         })
         .collect();
-    if json_output {
+    if args.json() {
         let out = json!({
             "group": group,
             "state": view.state,
@@ -338,8 +341,8 @@ pub fn commit_offsets(
 }
 
 /// `odradek group delete`: deletes groups that have no members, with their offsets.
-pub fn delete(bootstrap: &str, groups: &[String]) -> anyhow::Result<()> {
-    let mut client = Client::new(bootstrap, Duration::from_secs(10));
+pub fn delete(args: &ClientArgs, groups: &[String]) -> anyhow::Result<()> {
+    let mut client = args.connect(TIMEOUT)?;
     for group in groups {
         let coordinator = coordinator(&mut client, group)?;
         let (_, r) = client.send(Some(&coordinator), |_| {
@@ -381,15 +384,13 @@ pub struct ResetArgs {
     /// Commit the new offsets.
     #[arg(long)]
     execute: bool,
-    #[command(flatten)]
-    client: crate::ClientArgs,
 }
 
 /// `odradek group reset-offsets`: plans new committed offsets and, with `--execute`,
 /// commits them. Like Kafka's tool it refuses while the group has members, whose own
 /// commits would overwrite the reset.
-pub fn reset_offsets(args: ResetArgs) -> anyhow::Result<()> {
-    let mut client = Client::new(&args.client.bootstrap, Duration::from_secs(10));
+pub fn reset_offsets(args: ResetArgs, options: &ClientArgs) -> anyhow::Result<()> {
+    let mut client = options.connect(TIMEOUT)?;
     let group = args.group.as_str();
     let coordinator = coordinator(&mut client, group)?;
     let view = describe_members(&mut client, &coordinator, group)?;
@@ -457,7 +458,7 @@ pub fn reset_offsets(args: ResetArgs) -> anyhow::Result<()> {
             &offsets,
         )?;
     }
-    if args.client.output == crate::Output::Json {
+    if options.json() {
         let rows: Vec<_> = plan
             .iter()
             .map(|(p, c, n)| json!({"topic": args.topic, "partition": p, "current": c, "new": n}))

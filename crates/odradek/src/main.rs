@@ -8,11 +8,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use odradek_broker::Broker;
 use odradek_broker::config::{BrokerConfig, parse_properties};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
+
+use crate::cli::ClientArgs;
 
 mod cli;
 mod cluster;
@@ -28,16 +31,19 @@ mod topic;
 #[command(
     name = "odradek",
     version,
-    about = "A Kafka-compatible streaming platform",
-    args_conflicts_with_subcommands = true
+    about = "A Kafka-compatible streaming platform"
 )]
 struct Cli {
     /// Log lines on stderr as text or as one JSON object per line; levels per module come
     /// from RUST_LOG (e.g. RUST_LOG=info,odradek_storage=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Option<Command>,
+    /// For a bare `odradek`, which runs a broker; [`misplaced_options`] keeps these from
+    /// going with a subcommand.
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -98,23 +104,13 @@ enum TopicCommand {
         /// A topic config, e.g. -c retention.ms=60000; repeatable.
         #[arg(short, long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// List topics.
-    List(ClientArgs),
+    List,
     /// Show partitions, leaders, earliest and latest offsets, and configs that differ from defaults.
-    Describe {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Describe { name: String },
     /// Delete a topic.
-    Delete {
-        name: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Delete { name: String },
     /// Set or remove topic configs.
     AlterConfig {
         name: String,
@@ -122,8 +118,6 @@ enum TopicCommand {
         set: Vec<String>,
         #[arg(long = "delete", value_name = "KEY")]
         delete: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Grow a topic to a number of partitions.
     AddPartitions {
@@ -131,59 +125,34 @@ enum TopicCommand {
         /// The new total number of partitions.
         #[arg(long)]
         total: i32,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Cluster id, controller, brokers, topic and partition counts.
-    Info(ClientArgs),
+    Info,
     /// Each broker's log directories: size per partition, disk space (kafka-log-dirs.sh).
     LogDirs {
         /// Only these topics (repeatable); every topic when none is given.
         #[arg(short, long = "topic", value_name = "TOPIC")]
         topics: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
 }
 
 #[derive(Subcommand)]
 enum GroupCommand {
     /// List every group with its state and type.
-    List(ClientArgs),
+    List,
     /// Delete groups that have no members, with their committed offsets.
     Delete {
         #[arg(required = true)]
         groups: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
     },
     /// Plan (default, --dry-run) or commit (--execute) new offsets for a group without members.
     ResetOffsets(group::ResetArgs),
     /// Show a group's members and, per partition, committed offset, end offset and lag.
-    Describe {
-        group: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
-#[derive(Args)]
-struct ClientArgs {
-    /// A broker of the cluster to talk to.
-    #[arg(
-        short = 'b',
-        long = "bootstrap-server",
-        env = "ODRADEK_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    bootstrap: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    Describe { group: String },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -192,13 +161,8 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone, Default, PartialEq)]
+#[command(next_help_heading = "Broker options")]
 struct BrokerArgs {
     /// Directory holding all data (Kafka's log.dirs).
     #[arg(long, value_name = "DIR")]
@@ -275,7 +239,13 @@ impl BrokerArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(problem) = misplaced_options(&cli, &matches) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit();
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -288,43 +258,7 @@ fn main() -> ExitCode {
             .init(),
         LogFormat::Json => logs.json().init(),
     }
-    let outcome = match cli.command {
-        Some(Command::Broker(args)) => run_broker(args),
-        None => run_broker(cli.broker),
-        Some(Command::Group {
-            command: GroupCommand::List(c),
-        }) => group::list(&c.bootstrap, c.output == Output::Json),
-        Some(Command::Topic { command }) => run_topic(command),
-        Some(Command::Perf { command }) => perf::run(command),
-        Some(Command::Repair { command }) => repair::run(command),
-        Some(Command::Produce(args)) => produce::run(args),
-        Some(Command::Completions { shell }) => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "odradek", &mut std::io::stdout());
-            Ok(())
-        }
-        Some(Command::Config { command }) => config::run(command),
-        Some(Command::Cluster {
-            command: ClusterCommand::Info(c),
-        }) => cluster::info(&c.bootstrap, c.output == Output::Json),
-        Some(Command::Cluster {
-            command: ClusterCommand::LogDirs { topics, client },
-        }) => cluster::log_dirs(&client.bootstrap, &topics, client.output == Output::Json),
-        Some(Command::Group {
-            command: GroupCommand::Delete { groups, client },
-        }) => group::delete(&client.bootstrap, &groups),
-        Some(Command::Group {
-            command: GroupCommand::ResetOffsets(args),
-        }) => group::reset_offsets(args),
-        Some(Command::Consume(args)) => consume::run(args),
-        Some(Command::Group {
-            command:
-                GroupCommand::Describe {
-                    group: g,
-                    client: c,
-                },
-        }) => group::describe(&c.bootstrap, &g, c.output == Output::Json),
-    };
+    let outcome = cli.client.load().and_then(|()| run(cli));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -334,37 +268,83 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_topic(command: TopicCommand) -> anyhow::Result<()> {
+/// What the parser accepts but means nothing, which is refused rather than ignored: broker
+/// flags before a subcommand (only a bare `odradek` runs a broker with them), and client
+/// options typed for a command that talks to no cluster. Both are global or top-level so
+/// that they can go anywhere, which clap cannot narrow per subcommand.
+fn misplaced_options(cli: &Cli, matches: &ArgMatches) -> Option<String> {
+    let name = matches.subcommand_name().unwrap_or_default();
+    if cli.command.is_some() && cli.broker != BrokerArgs::default() {
+        return Some(format!(
+            "broker options (--data-dir, --listen, --config, ...) run a broker: give them \
+             after `odradek broker`, not before `odradek {name}`"
+        ));
+    }
+    let talks_to_cluster = !matches!(
+        cli.command,
+        None | Some(Command::Broker(_) | Command::Repair { .. } | Command::Completions { .. })
+    );
+    let typed = ClientArgs::FLAGS
+        .iter()
+        .find(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine));
+    match typed {
+        Some((_, flag)) if !talks_to_cluster => Some(format!(
+            "{flag} is for commands that talk to a cluster, which `odradek {name}` does not"
+        )),
+        _ => None,
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = &cli.client;
+    match cli.command {
+        None => run_broker(cli.broker),
+        Some(Command::Broker(args)) => run_broker(args),
+        Some(Command::Repair { command }) => repair::run(command),
+        Some(Command::Completions { shell }) => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "odradek", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Topic { command }) => run_topic(command, client),
+        Some(Command::Group { command }) => run_group(command, client),
+        Some(Command::Cluster {
+            command: ClusterCommand::Info,
+        }) => cluster::info(client),
+        Some(Command::Cluster {
+            command: ClusterCommand::LogDirs { topics },
+        }) => cluster::log_dirs(client, &topics),
+        Some(Command::Config { command }) => config::run(command, client),
+        Some(Command::Produce(args)) => produce::run(args, client),
+        Some(Command::Consume(args)) => consume::run(args, client),
+        Some(Command::Perf { command }) => perf::run(command, client),
+    }
+}
+
+fn run_group(command: GroupCommand, client: &ClientArgs) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List => group::list(client),
+        GroupCommand::Describe { group } => group::describe(client, &group),
+        GroupCommand::Delete { groups } => group::delete(client, &groups),
+        GroupCommand::ResetOffsets(args) => group::reset_offsets(args, client),
+    }
+}
+
+fn run_topic(command: TopicCommand, client: &ClientArgs) -> anyhow::Result<()> {
     match command {
         TopicCommand::Create {
             name,
             partitions,
             replication_factor,
             configs,
-            client,
-        } => topic::create(
-            &client.bootstrap,
-            &name,
-            partitions,
-            replication_factor,
-            &configs,
-        ),
-        TopicCommand::List(c) => topic::list(&c.bootstrap, c.output == Output::Json),
-        TopicCommand::Describe { name, client } => {
-            topic::describe(&client.bootstrap, &name, client.output == Output::Json)
+        } => topic::create(client, &name, partitions, replication_factor, &configs),
+        TopicCommand::List => topic::list(client),
+        TopicCommand::Describe { name } => topic::describe(client, &name),
+        TopicCommand::Delete { name } => topic::delete(client, &name),
+        TopicCommand::AlterConfig { name, set, delete } => {
+            topic::alter_config(client, &name, &set, &delete)
         }
-        TopicCommand::Delete { name, client } => topic::delete(&client.bootstrap, &name),
-        TopicCommand::AlterConfig {
-            name,
-            set,
-            delete,
-            client,
-        } => topic::alter_config(&client.bootstrap, &name, &set, &delete),
-        TopicCommand::AddPartitions {
-            name,
-            total,
-            client,
-        } => topic::add_partitions(&client.bootstrap, &name, total),
+        TopicCommand::AddPartitions { name, total } => topic::add_partitions(client, &name, total),
     }
 }
 

@@ -22,12 +22,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
-use odradek_client::Client;
 use odradek_protocol::batch::complete_batches;
 
+use crate::cli::ClientArgs;
 use crate::cli::{EARLIEST, offsets_at, topic_layout};
 use crate::consume::{FetchLimits, fetch_round};
-use crate::{ClientArgs, Output};
 
 /// How often progress goes to stderr, as in Kafka's tools.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -68,8 +67,6 @@ pub struct ProduceArgs {
     /// Create the topic with this many partitions if it does not exist.
     #[arg(long)]
     partitions: Option<i32>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -88,8 +85,6 @@ pub struct ConsumeArgs {
     /// librdkafka consumer configs, e.g. fetch.max.bytes=104857600.
     #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
     consumer_props: Vec<String>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -108,15 +103,13 @@ pub struct FetchArgs {
     /// Give up when no record arrives for this long.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
-pub fn run(command: PerfCommand) -> anyhow::Result<()> {
+pub fn run(command: PerfCommand, client: &ClientArgs) -> anyhow::Result<()> {
     match command {
-        PerfCommand::Produce(args) => produce(&args),
-        PerfCommand::Consume(args) => consume(&args),
-        PerfCommand::Fetch(args) => fetch(&args),
+        PerfCommand::Produce(args) => produce(&args, client),
+        PerfCommand::Consume(args) => consume(&args, client),
+        PerfCommand::Fetch(args) => fetch(&args, client),
     }
 }
 
@@ -323,8 +316,8 @@ fn payload(size: usize) -> Vec<u8> {
         .collect()
 }
 
-fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let (code, message) = crate::topic::request_create(bootstrap, topic, partitions, -1, &[])?;
+fn ensure_topic(client: &ClientArgs, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let (code, message) = crate::topic::request_create(client, topic, partitions, -1, &[])?;
     if code == TOPIC_ALREADY_EXISTS {
         return Ok(());
     }
@@ -355,15 +348,16 @@ impl Throttle {
     }
 }
 
-fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
+fn produce(args: &ProduceArgs, client: &ClientArgs) -> anyhow::Result<()> {
     if let Some(partitions) = args.partitions {
-        ensure_topic(&args.client.bootstrap, &args.topic, partitions)?;
+        ensure_topic(client, &args.topic, partitions)?;
     }
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &args.client.bootstrap)
-        // For the latency breakdown (LibrdkafkaWindows); the props may change it.
-        .set("statistics.interval.ms", "1000");
+    let mut config = client.rdkafka_config();
+    // For the latency breakdown (LibrdkafkaWindows); --command-config or the props may
+    // change it.
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "1000");
+    }
     apply_props(&mut config, &args.producer_props)?;
     if let Some(acks) = &args.acks {
         config.set("acks", acks);
@@ -415,7 +409,7 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
         &stats,
         &producer.context().librdkafka(),
         elapsed,
-        args.client.output,
+        client.json(),
     )?;
     if stats.errors > 0 {
         bail!(
@@ -459,13 +453,13 @@ fn report_produce(
     stats: &ProduceStats,
     librdkafka: &LibrdkafkaWindows,
     elapsed: Duration,
-    output: Output,
+    json_output: bool,
 ) -> anyhow::Result<()> {
     let h = &stats.histogram;
     let ms = |us: u64| us as f64 / 1000.0;
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let total = &stats.total;
-    if output == Output::Json {
+    if json_output {
         let out = json!({
             "records": total.records,
             "errors": stats.errors,
@@ -500,14 +494,13 @@ fn report_produce(
     Ok(())
 }
 
-fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
+fn consume(args: &ConsumeArgs, client: &ClientArgs) -> anyhow::Result<()> {
     let group = args
         .group
         .clone()
         .unwrap_or_else(|| format!("odradek-perf-consumer-{}-{}", std::process::id(), unix_ms()));
-    let mut config = ClientConfig::new();
+    let mut config = client.rdkafka_config();
     config
-        .set("bootstrap.servers", &args.client.bootstrap)
         .set("group.id", &group)
         .set("auto.offset.reset", "earliest");
     apply_props(&mut config, &args.consumer_props)?;
@@ -573,7 +566,7 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     // Throughput once records flow, without the group join that precedes the first one.
     let fetching = (elapsed - to_first).as_secs_f64().max(f64::EPSILON);
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    if args.client.output == Output::Json {
+    if client.json() {
         let out = json!({
             "records": records,
             "bytes": bytes,
@@ -603,9 +596,9 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
+fn fetch(args: &FetchArgs, cluster: &ClientArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut client = Client::new(&args.client.bootstrap, timeout);
+    let mut client = cluster.connect(timeout)?;
     let layout = topic_layout(&mut client, &args.topic, false)?;
     let partitions: BTreeSet<(String, i32)> = layout
         .leaders
@@ -665,7 +658,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
     let (to_first, first_bytes) = first_at.map_or((elapsed, bytes), |(t, b)| (t - start, b));
     let fetching = (elapsed - to_first).as_secs_f64().max(f64::EPSILON);
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    if args.client.output == Output::Json {
+    if cluster.json() {
         let out = json!({
             "records": records,
             // Whole record batches as served, headers included: `perf consume` counts keys

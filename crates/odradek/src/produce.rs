@@ -9,12 +9,10 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
-use odradek_client::Client;
 use odradek_protocol::batch::{Compression, ProducerRecord, encode_producer_batch};
 use serde_json::json;
 
-use crate::cli::{check, now_ms, s, topic_layout};
-use crate::{ClientArgs, Output};
+use crate::cli::{ClientArgs, check, now_ms, s, topic_layout};
 
 /// Lines per round of Produce requests (one batch per partition per round).
 const LINES_PER_ROUND: usize = 5000;
@@ -37,8 +35,6 @@ pub struct ProduceArgs {
     /// -1 (all): wait for the records to be durable; 1: the leader has them; 0: no answer.
     #[arg(long, default_value = "-1", allow_negative_numbers = true, value_parser = parse_acks)]
     acks: i16,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 fn parse_acks(v: &str) -> Result<i16, String> {
@@ -120,9 +116,8 @@ fn parse_headers(headers: &[String]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> 
         .collect()
 }
 
-pub fn run(options: ProduceArgs) -> anyhow::Result<()> {
-    let json_output = options.client.output == Output::Json;
-    let mut client = Client::new(&options.client.bootstrap, Duration::from_secs(30));
+pub fn run(options: ProduceArgs, cluster: &ClientArgs) -> anyhow::Result<()> {
+    let mut client = cluster.connect(Duration::from_secs(30))?;
     let layout = topic_layout(&mut client, &options.topic, true)?;
     let partitions = layout.leaders.len() as i32;
     if partitions == 0 {
@@ -230,7 +225,7 @@ pub fn run(options: ProduceArgs) -> anyhow::Result<()> {
     }
     progress.finish_and_clear();
     let total: u64 = written.values().map(|w| w.0).sum();
-    if json_output {
+    if cluster.json() {
         let rows: Vec<_> = written
             .iter()
             .map(|(p, (count, first, last))| {

@@ -16,7 +16,7 @@ use kafka_protocol::messages::*;
 use odradek_client::Client;
 use serde_json::json;
 
-use crate::cli::{EARLIEST, LATEST, check, metadata, offsets_at, print_table, s};
+use crate::cli::{ClientArgs, EARLIEST, LATEST, check, metadata, offsets_at, print_table, s};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -31,9 +31,8 @@ struct PartitionRow {
 /// DescribeConfigs source of a value nobody set.
 const DEFAULT_CONFIG: i8 = 5;
 
-fn client(bootstrap: &str) -> Client {
-    Client::new(bootstrap, Duration::from_secs(30))
-}
+/// CreateTopics and DeleteTopics wait up to 30 s on the broker, so the client waits as long.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn parse_pairs(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs
@@ -47,13 +46,13 @@ fn parse_pairs(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub fn create(
-    bootstrap: &str,
+    args: &ClientArgs,
     name: &str,
     partitions: i32,
     replication_factor: i16,
     configs: &[String],
 ) -> anyhow::Result<()> {
-    let (code, message) = request_create(bootstrap, name, partitions, replication_factor, configs)?;
+    let (code, message) = request_create(args, name, partitions, replication_factor, configs)?;
     check_with_message(code, message, "CreateTopics")?;
     println!("created topic {name}");
     Ok(())
@@ -62,14 +61,14 @@ pub fn create(
 /// Creates a topic and returns the broker's error code and message for it, so callers can
 /// decide whether an existing topic is an error.
 pub fn request_create(
-    bootstrap: &str,
+    args: &ClientArgs,
     name: &str,
     partitions: i32,
     replication_factor: i16,
     configs: &[String],
 ) -> anyhow::Result<(i16, Option<String>)> {
     let configs = parse_pairs(configs)?;
-    let (_, r) = client(bootstrap).send(None, |_| {
+    let (_, r) = args.connect(TIMEOUT)?.send(None, |_| {
         CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
             .with_topics(vec![
@@ -106,8 +105,8 @@ pub fn check_with_message(code: i16, message: Option<String>, what: &str) -> any
     }
 }
 
-pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
-    let r = metadata(&mut client(bootstrap), None)?;
+pub fn list(args: &ClientArgs) -> anyhow::Result<()> {
+    let r = metadata(&mut args.connect(TIMEOUT)?, None)?;
     let mut topics: Vec<_> = r
         .topics
         .iter()
@@ -120,7 +119,7 @@ pub fn list(bootstrap: &str, json_output: bool) -> anyhow::Result<()> {
         })
         .collect();
     topics.sort();
-    if json_output {
+    if args.json() {
         let rows: Vec<_> = topics
             .iter()
             .map(|(n, p, i)| json!({"topic": n, "partitions": p, "internal": i}))
@@ -193,8 +192,8 @@ pub fn describe_configs(
     Ok(result)
 }
 
-pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Result<()> {
-    let mut client = client(bootstrap);
+pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
+    let mut client = args.connect(TIMEOUT)?;
     let r = metadata(&mut client, Some(&[name]))?;
     let t = r.topics.first().context("no topic in the response")?;
     check(t.error_code, "Metadata")?;
@@ -231,7 +230,7 @@ pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Resul
             }
         })
         .collect();
-    if json_output {
+    if args.json() {
         let out = json!({
             "topic": name,
             "topic_id": t.topic_id.to_string(),
@@ -277,8 +276,8 @@ pub fn describe(bootstrap: &str, name: &str, json_output: bool) -> anyhow::Resul
     Ok(())
 }
 
-pub fn delete(bootstrap: &str, name: &str) -> anyhow::Result<()> {
-    let (_, r) = client(bootstrap).send(None, |v| {
+pub fn delete(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
+    let (_, r) = args.connect(TIMEOUT)?.send(None, |v| {
         let r = DeleteTopicsRequest::default().with_timeout_ms(30_000);
         if v >= 6 {
             r.with_topics(vec![
@@ -303,19 +302,19 @@ const SET: i8 = 0;
 const DELETE: i8 = 1;
 
 pub fn alter_config(
-    bootstrap: &str,
+    args: &ClientArgs,
     name: &str,
     set: &[String],
     delete: &[String],
 ) -> anyhow::Result<()> {
-    alter_configs(bootstrap, RESOURCE_TOPIC, name, set, delete)?;
+    alter_configs(args, RESOURCE_TOPIC, name, set, delete)?;
     println!("altered configs of topic {name}");
     Ok(())
 }
 
 /// Sets and deletes configs of one resource with IncrementalAlterConfigs.
 pub fn alter_configs(
-    bootstrap: &str,
+    args: &ClientArgs,
     resource_type: i8,
     name: &str,
     set: &[String],
@@ -341,7 +340,7 @@ pub fn alter_configs(
         !changes.is_empty(),
         "nothing to change: give --set KEY=VALUE or --delete KEY"
     );
-    let mut client = client(bootstrap);
+    let mut client = args.connect(TIMEOUT)?;
     let addr = config_route(&mut client, resource_type, name)?;
     let (_, r) = client.send(addr.as_deref(), |_| {
         IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -359,8 +358,8 @@ pub fn alter_configs(
     )
 }
 
-pub fn add_partitions(bootstrap: &str, name: &str, total: i32) -> anyhow::Result<()> {
-    let (_, r) = client(bootstrap).send(None, |_| {
+pub fn add_partitions(args: &ClientArgs, name: &str, total: i32) -> anyhow::Result<()> {
+    let (_, r) = args.connect(TIMEOUT)?.send(None, |_| {
         CreatePartitionsRequest::default()
             .with_timeout_ms(30_000)
             .with_topics(vec![

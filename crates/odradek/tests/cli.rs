@@ -2,8 +2,245 @@
 
 mod support;
 
+use std::process::{Command, Output};
+
 use rdkafka::producer::FutureRecord;
 use support::*;
+
+/// Runs odradek with exactly `args` (no -b appended, unlike `support::odradek`) and `env`,
+/// without any ODRADEK_BROKERS of the test's own environment.
+fn odradek_exactly(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(args)
+        .env_remove("ODRADEK_BROKERS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running odradek")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn lists_topic(out: &Output, topic: &str) -> bool {
+    json(out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["topic"] == topic)
+}
+
+#[test]
+fn client_options_go_before_or_after_the_subcommand() {
+    let broker = BrokerProcess::start();
+    let b = broker.addr.as_str();
+    let created = odradek_exactly(&["-b", b, "topic", "create", "anywhere", "-p", "2"], &[]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    for args in [
+        &["--output", "json", "-b", b, "topic", "list"][..],
+        &["-b", b, "topic", "list", "--output", "json"],
+        &["--output", "json", "topic", "list", "--bootstrap-server", b],
+        &[
+            "--log-format",
+            "json",
+            "-b",
+            b,
+            "--output",
+            "json",
+            "topic",
+            "list",
+        ],
+    ] {
+        assert!(
+            lists_topic(&odradek_exactly(args, &[]), "anywhere"),
+            "{args:?}"
+        );
+    }
+    let described = json(&odradek_exactly(
+        &["-b", b, "--output", "json", "topic", "describe", "anywhere"],
+        &[],
+    ));
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 2);
+    // ODRADEK_BROKERS still applies, and -b wins over it.
+    let info = json(&odradek_exactly(
+        &["--output", "json", "cluster", "info"],
+        &[("ODRADEK_BROKERS", b)],
+    ));
+    assert_eq!(info["brokers"][0]["address"], b);
+    assert!(lists_topic(
+        &odradek_exactly(
+            &["-b", b, "--output", "json", "topic", "list"],
+            &[("ODRADEK_BROKERS", "127.0.0.1:1")]
+        ),
+        "anywhere"
+    ));
+    // Options that would mean nothing where they stand are refused, not ignored.
+    let broker_flag = odradek_exactly(
+        &["--data-dir", "/nonexistent", "topic", "list", "-b", b],
+        &[],
+    );
+    assert_eq!(
+        broker_flag.status.code(),
+        Some(2),
+        "{}",
+        stderr(&broker_flag)
+    );
+    assert!(
+        stderr(&broker_flag).contains("after `odradek broker`"),
+        "{}",
+        stderr(&broker_flag)
+    );
+    let offline = odradek_exactly(
+        &["-b", b, "repair", "metadata", "--data-dir", "/nonexistent"],
+        &[],
+    );
+    assert_eq!(offline.status.code(), Some(2), "{}", stderr(&offline));
+    assert!(
+        stderr(&offline).contains("-b/--bootstrap-server is for commands that talk to a cluster")
+    );
+}
+
+#[test]
+fn a_client_properties_file_supplies_bootstrap_servers_and_its_security_settings_are_not_ignored() {
+    let broker = BrokerProcess::start();
+    let b = broker.addr.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let plain = file(
+        "plain.properties",
+        &format!("# as for kafka-topics.sh\nbootstrap.servers={b}\nsecurity.protocol=PLAINTEXT\n"),
+    );
+    // Neither -b nor ODRADEK_BROKERS: the file's bootstrap.servers.
+    let created = odradek_exactly(
+        &["topic", "create", "from-file", "--command-config", &plain],
+        &[],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    // -b wins over the file; a list is tried in order.
+    let elsewhere = file("elsewhere.properties", "bootstrap.servers=127.0.0.1:1\n");
+    assert!(lists_topic(
+        &odradek_exactly(
+            &[
+                "--command-config",
+                &elsewhere,
+                "-b",
+                b,
+                "--output",
+                "json",
+                "topic",
+                "list"
+            ],
+            &[]
+        ),
+        "from-file"
+    ));
+    let list = file(
+        "list.properties",
+        &format!("bootstrap.servers=127.0.0.1:1,{b}\n"),
+    );
+    assert!(lists_topic(
+        &odradek_exactly(
+            &[
+                "--command-config",
+                &list,
+                "--output",
+                "json",
+                "topic",
+                "list"
+            ],
+            &[]
+        ),
+        "from-file"
+    ));
+
+    // The built-in client speaks plaintext only: TLS and SASL settings stop the command
+    // before it sends anything, and the error never shows a value (it may be a password).
+    for (name, text, named) in [
+        (
+            "sasl.properties",
+            "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.\
+             kafka.common.security.plain.PlainLoginModule required username=\"u\" \
+             password=\"s3cret\";\n",
+            "security.protocol=SASL_SSL",
+        ),
+        (
+            "sasl-only.properties",
+            "sasl.mechanism=PLAIN\nsasl.password=s3cret\n",
+            "sasl.mechanism",
+        ),
+        (
+            "ssl.properties",
+            "ssl.truststore.location=/etc/kafka/truststore.jks\nssl.truststore.password=s3cret\n",
+            "ssl.truststore.location",
+        ),
+    ] {
+        let path = file(name, text);
+        let refused = odradek_exactly(
+            &[
+                "-b",
+                b,
+                "--command-config",
+                &path,
+                "topic",
+                "create",
+                "unprotected",
+            ],
+            &[],
+        );
+        let message = stderr(&refused);
+        assert!(!refused.status.success(), "{name} was ignored");
+        assert!(
+            message.contains(named) && message.contains("not supported"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+    assert!(!lists_topic(
+        &odradek_exactly(&["-b", b, "--output", "json", "topic", "list"], &[]),
+        "unprotected"
+    ));
+
+    // perf produce is librdkafka: every entry of the file goes to it, bootstrap.servers too.
+    let rdkafka = file(
+        "rdkafka.properties",
+        &format!("bootstrap.servers={b}\nclient.id=from-a-file\nlinger.ms=0\n"),
+    );
+    let perf = |config: &str| {
+        odradek_exactly(
+            &[
+                "perf",
+                "produce",
+                "--topic",
+                "from-file",
+                "--num-records",
+                "5",
+                "--record-size",
+                "10",
+                "--command-config",
+                config,
+                "--output",
+                "json",
+            ],
+            &[],
+        )
+    };
+    assert_eq!(json(&perf(&rdkafka))["records"], 5);
+    let unknown = file(
+        "unknown.properties",
+        &format!("bootstrap.servers={b}\nno.such.librdkafka.setting=1\n"),
+    );
+    let refused = perf(&unknown);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("no.such.librdkafka.setting"),
+        "{}",
+        stderr(&refused)
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_described_altered_grown_and_deleted_from_the_command_line() {

@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn odradek_with_stdin(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
+    let mut args = args.to_vec();
+    args.extend(["-b", &broker.addr]);
+    odradek_exactly(&args, stdin)
+}
+
+/// Runs odradek with exactly `args` (no -b appended) and `stdin`.
+fn odradek_exactly(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_odradek"))
         .args(args)
-        .args(["-b", &broker.addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -42,6 +48,72 @@ fn ok(out: Output) -> String {
 
 fn json(out: Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+#[test]
+fn data_commands_take_the_client_options_before_the_subcommand() {
+    let broker = BrokerProcess::start();
+    let b = broker.addr.as_str();
+    let written = json(odradek_exactly(
+        &["-b", b, "--output", "json", "produce", "front", "-K", ":"],
+        "k:v1\nk:v2\n",
+    ));
+    assert_eq!(written["records"], 2);
+    let shown = ok(odradek_exactly(
+        &[
+            "-b",
+            b,
+            "consume",
+            "front",
+            "--from-beginning",
+            "-n",
+            "2",
+            "-g",
+            "front-group",
+            "-f",
+            "%k=%v\\n",
+        ],
+        "",
+    ));
+    assert_eq!(shown, "k=v1\nk=v2\n");
+    let plan = json(odradek_exactly(
+        &[
+            "--output",
+            "json",
+            "-b",
+            b,
+            "group",
+            "reset-offsets",
+            "front-group",
+            "--topic",
+            "front",
+            "--to-earliest",
+        ],
+        "",
+    ));
+    assert_eq!(plan["executed"], false);
+    let partitions = plan["partitions"].as_array().unwrap();
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p["current"] == 2 && p["new"] == 0),
+        "{plan}"
+    );
+    let configs = json(odradek_exactly(
+        &[
+            "--output",
+            "json",
+            "-b",
+            b,
+            "config",
+            "get",
+            "--topic",
+            "front",
+            "cleanup.policy",
+        ],
+        "",
+    ));
+    assert_eq!(configs[0]["value"], "delete", "{configs}");
 }
 
 #[test]

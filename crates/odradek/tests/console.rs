@@ -6,7 +6,7 @@ mod support;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -44,6 +44,47 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The text of every `<text>` element of the SVG charts in a dumped page.
+fn svg_texts(page: &str) -> Vec<String> {
+    page.split("<text")
+        .skip(1)
+        .filter_map(|rest| Some(rest.split_once('>')?.1.split_once("</text>")?.0.to_string()))
+        .collect()
+}
+
+/// The points of each line of the SVG charts in a dumped page.
+fn polyline_points(page: &str) -> Vec<usize> {
+    page.split("<polyline")
+        .skip(1)
+        .filter_map(|rest| {
+            let points = rest.split_once("points=\"")?.1.split_once('"')?.0;
+            Some(points.split_whitespace().count())
+        })
+        .collect()
+}
+
+/// The value shown on the overview card titled `title`.
+fn card_value(page: &str, title: &str) -> Option<String> {
+    let after = page.split_once(&format!(">{title}</div>"))?.1;
+    let value = after.split_once("class=\"v")?.1.split_once('>')?.1;
+    Some(value.split_once('<')?.0.to_string())
+}
+
+/// `"7.81 KiB/s"` as bytes per second, if it is a rate in binary units with at most three
+/// significant digits (so never `752.6494701059787 B/s`, nor decimal `KB/s`).
+fn parse_rate(label: &str) -> Option<f64> {
+    let (number, unit) = label.strip_suffix("/s")?.split_once(' ')?;
+    let scale = ["B", "KiB", "MiB", "GiB", "TiB"]
+        .iter()
+        .position(|u| *u == unit)?;
+    // Three significant digits, or four for 1000-1023 of a unit.
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    if digits > 4 || (scale == 0 && number.contains('.')) {
+        return None;
+    }
+    Some(number.parse::<f64>().ok()? * 1024f64.powi(scale as i32))
 }
 
 fn artifacts() -> PathBuf {
@@ -177,11 +218,73 @@ async fn metrics_and_the_console_show_topics_traffic_and_group_lag() {
         "the console page is {} bytes",
         page.len()
     );
+    // Throughput is sampled every second: wait for a few points of the load above.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let api_overview = loop {
+        let (status, body) = get(&http, "/api/overview");
+        assert_eq!(status, 200, "{body}");
+        let o: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if o["traffic"].as_array().map_or(0, Vec::len) >= 4 {
+            break o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "throughput history stays short: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The user's partitions only: web's 2, not the 50 of __consumer_offsets (the group
+    // commit above created it), which is listed on its own.
+    assert_eq!(api_overview["partitions"], 2, "{api_overview}");
+    assert_eq!(
+        api_overview["internal_topics"],
+        serde_json::json!([{"name": "__consumer_offsets", "partitions": 50}])
+    );
+    let peak = api_overview["traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| [&p["bytes_in_per_sec"], &p["bytes_out_per_sec"]])
+        .filter_map(serde_json::Value::as_f64)
+        .fold(0.0, f64::max);
+
     let overview = render(&format!("http://{http}/#/"), "overview.png");
     assert!(
         overview.contains("Overview") && overview.contains("Consumer groups"),
         "{overview}"
     );
+    assert_eq!(card_value(&overview, "Partitions").as_deref(), Some("2"));
+    assert!(overview.contains("__consumer_offsets (50)"), "{overview}");
+    let labels: Vec<String> = svg_texts(&overview)
+        .into_iter()
+        .filter(|t| t.ends_with("/s"))
+        .collect();
+    assert!(!labels.is_empty(), "no throughput axis labels:\n{overview}");
+    let rates: Vec<f64> = labels
+        .iter()
+        .map(|l| {
+            parse_rate(l).unwrap_or_else(|| panic!("axis label {l:?} is not a formatted rate"))
+        })
+        .collect();
+    let top = rates.iter().copied().fold(0.0, f64::max);
+    assert!(
+        peak > 0.0 && (top - peak).abs() <= peak * 0.01,
+        "the top label {labels:?} should show the peak of {peak} B/s"
+    );
+    let lines = polyline_points(&overview);
+    assert!(
+        lines.len() == 2 && lines.iter().all(|&n| n >= 4),
+        "throughput lines with {lines:?} points"
+    );
+    let topics = render(&format!("http://{http}/#/topics"), "topics.png");
+    let (user, internal) = topics
+        .split_once("Internal topics")
+        .unwrap_or_else(|| panic!("no internal topics section:\n{topics}"));
+    assert!(
+        user.contains(">web<") && !user.contains("__consumer_offsets"),
+        "{topics}"
+    );
+    assert!(internal.contains("__consumer_offsets"), "{topics}");
     let topic = render(
         &format!("http://{http}/#/topics/web?partition=1&limit=60"),
         "topic.png",
