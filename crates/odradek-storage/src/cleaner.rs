@@ -524,6 +524,7 @@ fn corrupt(path: &Path, reason: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
+        resume_at: None,
     }
 }
 

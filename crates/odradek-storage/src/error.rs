@@ -15,9 +15,15 @@ pub enum StorageError {
     /// it accepts no more writes until the broker restarts and recovers it.
     #[error("log {0} is offline after an earlier I/O error")]
     Offline(PathBuf),
-    /// Stored data that cannot be read back as valid batches (found by the cleaner).
+    /// Stored data that cannot be read back as valid batches.
     #[error("corrupt data in {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        /// The offset after the damaged batch, when its header was intact: where a reader
+        /// that can do without the batch (a coordinator replaying its state) goes on.
+        resume_at: Option<i64>,
+    },
     #[error("log {0} is shutting down")]
     ShuttingDown(PathBuf),
     /// The producer's batch or transaction marker breaks its idempotence or transaction state.

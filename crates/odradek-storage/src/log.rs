@@ -1160,6 +1160,7 @@ impl PreparedRead {
                 return Err(StorageError::Corrupt {
                     path: path.clone(),
                     reason: format!("malformed batch header at position {pos}"),
+                    resume_at: None,
                 });
             }
             if h.base_offset() >= self.end_offset {
@@ -1198,22 +1199,26 @@ impl PreparedRead {
             batch::complete_batches(&buf).take_while(|(h, _)| h.base_offset() < end_offset)
         {
             if let Err(e) = batch::verify_crc(&buf[good..good + size]) {
-                damage = Some(format!(
-                    "batch at position {} (offsets {}..={}): {e}",
-                    pos + good as u64,
-                    header.base_offset(),
-                    header.last_offset()
+                damage = Some((
+                    format!(
+                        "batch at position {} (offsets {}..={}): {e}",
+                        pos + good as u64,
+                        header.base_offset(),
+                        header.last_offset()
+                    ),
+                    header.last_offset() + 1,
                 ));
                 break;
             }
             good += size;
         }
         if good == 0
-            && let Some(reason) = damage
+            && let Some((reason, after)) = damage
         {
             return Err(StorageError::Corrupt {
                 path: path.clone(),
                 reason,
+                resume_at: Some(after),
             });
         }
         let more_waiting = if damage.is_some() {

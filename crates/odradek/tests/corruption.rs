@@ -243,3 +243,56 @@ async fn a_flipped_byte_is_reported_on_read_and_on_recovery_and_other_partitions
         .expect("watermarks");
     assert_eq!(high, total);
 }
+
+/// A flipped byte in `__consumer_offsets` costs the commits of the damaged batch, not every
+/// commit after it: the coordinator replays past the batch on start-up (and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_offset_commit_batch_loses_only_its_own_commits() {
+    let mut broker = BrokerProcess::start();
+    let topic = "committed-past-damage";
+    create_topic(&broker.addr, topic, 1, &[]).await;
+    let client = consumer(&broker.addr, &[("group.id", "survivor")]);
+    for offset in 1..=5 {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+            .expect("offset");
+        client
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit");
+    }
+    drop(client);
+    broker.stop();
+    // The group's partition of __consumer_offsets is the one holding batches.
+    let segment = (0..50)
+        .map(|p| broker.data_dir.join(format!("__consumer_offsets-{p}")))
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| segment_files(&dir))
+        .find(|file| std::fs::metadata(file).is_ok_and(|m| m.len() > 0))
+        .expect("a segment of __consumer_offsets with the commits");
+    let batches = stored_batches(&segment);
+    assert_eq!(batches.len(), 5, "one batch per commit");
+    corrupt_batch(&segment, batches[2]);
+
+    broker.restart();
+    let client = consumer(&broker.addr, &[("group.id", "survivor")]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let committed = client
+        .committed_offsets(wanted, TIMEOUT)
+        .expect("committed offsets");
+    assert_eq!(
+        committed
+            .find_partition(topic, 0)
+            .expect("the partition")
+            .offset(),
+        Offset::Offset(5),
+        "the last commit survives a damaged earlier one"
+    );
+    assert!(
+        broker
+            .log()
+            .contains("skipping a damaged batch of an internal topic"),
+        "the loss is reported:\n{}",
+        broker.log()
+    );
+}

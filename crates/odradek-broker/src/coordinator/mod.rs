@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use odradek_protocol::batch::{self, BatchHeader, BatchOwner, TxnMarker};
-use tracing::{info, warn};
+use odradek_storage::StorageError;
+use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::log_manager::{LogManager, Partition, Topic};
@@ -106,8 +107,21 @@ pub fn replay_records(
             .map(|l| l.prepare_read(offset, 1 << 20, true));
         let records = match read.map(|r| r.and_then(|p| p.read())) {
             Some(Ok(r)) if !r.records.is_empty() => r.records,
+            Some(Err(
+                e @ StorageError::Corrupt {
+                    resume_at: Some(after),
+                    ..
+                },
+            )) => {
+                // The state in that batch is lost, but not the state after it: replaying on
+                // keeps every later commit (a consumer re-reads from an older offset at
+                // worst), where stopping here would forget them all.
+                error!(error = %e, partition = partition.index, "skipping a damaged batch of an internal topic; the commits in it are lost");
+                offset = after;
+                continue;
+            }
             Some(Err(e)) => {
-                warn!(error = %e, offset, "cannot replay an internal topic partition");
+                error!(error = %e, offset, partition = partition.index, "cannot replay an internal topic partition past this offset");
                 return;
             }
             _ => return,
