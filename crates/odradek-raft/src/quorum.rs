@@ -167,11 +167,14 @@ fn parse_addr(node: &BasicNode) -> Option<SocketAddr> {
 impl<S: MetadataStateMachine> MetadataQuorum<S> {
     /// Opens the storage under `config.dir`, restores `state_machine` from the snapshot,
     /// binds `config.listen` and joins the quorum. A single voter is leader when this
-    /// returns.
+    /// returns, and binds nothing: it has no peer to hear from.
     pub async fn start(
         config: QuorumConfig,
         state_machine: S,
     ) -> Result<MetadataQuorum<S>, QuorumError> {
+        if config.voters.len() == 1 {
+            return Self::start_serving(config, None, state_machine).await;
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -179,7 +182,7 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
                     addr: config.listen,
                     source,
                 })?;
-        Self::start_with_listener(config, listener, state_machine).await
+        Self::start_serving(config, Some(listener), state_machine).await
     }
 
     /// As [`start`](Self::start), on a listener the caller bound (tests bind port 0 first
@@ -189,13 +192,24 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
         listener: TcpListener,
         state_machine: S,
     ) -> Result<MetadataQuorum<S>, QuorumError> {
+        Self::start_serving(config, Some(listener), state_machine).await
+    }
+
+    async fn start_serving(
+        config: QuorumConfig,
+        listener: Option<TcpListener>,
+        state_machine: S,
+    ) -> Result<MetadataQuorum<S>, QuorumError> {
         let raft_config = Arc::new(config.raft_config()?);
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| QuorumError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let local_addr = match &listener {
+            Some(listener) => listener
+                .local_addr()
+                .map_err(|source| QuorumError::Listen {
+                    addr: config.listen,
+                    source,
+                })?,
+            None => config.listen,
+        };
         let dir = config.dir.clone();
         let segment_bytes = config.log_segment_bytes;
         let (log, sm) = tokio::task::spawn_blocking(move || {
@@ -211,14 +225,14 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             .await
             .map_err(|e| QuorumError::Raft(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, raft.clone(), stop_rx));
+        let server = listener.map(|listener| tokio::spawn(serve(listener, raft.clone(), stop_rx)));
         let quorum = MetadataQuorum {
             node_id: config.node_id,
             raft,
             state,
             local_addr,
             stop,
-            server: Mutex::new(Some(server)),
+            server: Mutex::new(server),
         };
         if let Err(e) = quorum.initialize(&config).await {
             quorum.shutdown().await;
@@ -271,7 +285,15 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             }
         }
         if config.voters.len() == 1 {
-            // A lone voter elects itself without a network round trip.
+            // A lone voter elects itself without a network round trip; after a restart it
+            // need not sit out an election timeout first.
+            if initialized {
+                self.raft
+                    .trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+            }
             self.raft
                 .wait(Some(
                     config.election_timeout_max * 10 + Duration::from_secs(5),

@@ -259,9 +259,11 @@ impl Broker {
                     .with_last_caught_up_timestamp(-1)
             })
             .collect();
+        // A lone voter serves no controller listener (it binds none): nothing to list.
         let nodes = status
             .voters
             .iter()
+            .filter(|(_, addr)| addr.port() != 0)
             .map(|(&node, addr)| {
                 Node::default().with_node_id(id(node)).with_listeners(vec![
                     Listener::default()
