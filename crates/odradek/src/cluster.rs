@@ -1,11 +1,15 @@
-//! `odradek cluster info`: cluster id, controller, brokers and topic counts;
+//! `odradek cluster info`: cluster id, controller, brokers, topic counts and the metadata
+//! quorum (leader, epoch, voters);
 //! `odradek cluster log-dirs`: where each broker keeps which partitions, and how big they are.
 
 use std::time::Duration;
 
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_quorum_response;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeQuorumRequest,
+    TopicName,
 };
 use odradek_client::Client;
 use serde_json::json;
@@ -20,10 +24,37 @@ fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterRespon
     Ok(cluster)
 }
 
+/// The metadata log's partition as DescribeQuorum describes it
+/// (`kafka-metadata-quorum.sh describe --status`).
+fn describe_quorum(client: &mut Client) -> anyhow::Result<describe_quorum_response::PartitionData> {
+    let (_, response) = client.send(None, |_| {
+        DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(TopicName(s("__cluster_metadata")))
+                .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+        ])
+    })?;
+    check(response.error_code, "DescribeQuorum")?;
+    let partition = response
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("DescribeQuorum: no partition in the answer"))?;
+    check(partition.error_code, "DescribeQuorum")?;
+    Ok(partition)
+}
+
 pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
     let mut client = args.connect(Duration::from_secs(10))?;
     let metadata = metadata(&mut client, None)?;
     let cluster = describe_cluster(&mut client)?;
+    let quorum = describe_quorum(&mut client)?;
+    let voters: Vec<(i32, i64)> = quorum
+        .current_voters
+        .iter()
+        .map(|v| (v.replica_id.0, v.log_end_offset))
+        .collect();
     let topics = metadata.topics.len();
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
     let mut brokers: Vec<_> = cluster
@@ -46,6 +77,12 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
             "brokers": brokers.iter().map(|(id, addr, rack)| json!({"id": id, "address": addr, "rack": rack})).collect::<Vec<_>>(),
             "topics": topics,
             "partitions": partitions,
+            "quorum": {
+                "leader": quorum.leader_id.0,
+                "epoch": quorum.leader_epoch,
+                "high_watermark": quorum.high_watermark,
+                "voters": voters.iter().map(|(id, end)| json!({"id": id, "log_end_offset": end})).collect::<Vec<_>>(),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -67,6 +104,17 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect(),
+    );
+    let voters: Vec<String> = voters
+        .iter()
+        .map(|(id, end)| format!("{id} (log end {end})"))
+        .collect();
+    println!(
+        "Metadata quorum: leader {}, epoch {}, high watermark {}, voters {}",
+        quorum.leader_id.0,
+        quorum.leader_epoch,
+        quorum.high_watermark,
+        voters.join(", ")
     );
     Ok(())
 }

@@ -364,7 +364,7 @@ fn reset_offsets_plans_by_default_commits_with_execute_and_groups_are_deleted() 
 }
 
 #[test]
-fn cluster_info_counts_topics_and_names_the_controller() {
+fn cluster_info_counts_topics_and_names_the_controller_and_the_quorum() {
     let broker = BrokerProcess::start();
     ok(odradek(&broker, &["topic", "create", "a", "-p", "2"]));
     ok(odradek(&broker, &["topic", "create", "b", "-p", "3"]));
@@ -376,8 +376,21 @@ fn cluster_info_counts_topics_and_names_the_controller() {
     assert_eq!(info["brokers"][0]["address"], broker.addr.as_str());
     assert_eq!(info["controller"], info["brokers"][0]["id"]);
     assert!(!info["cluster_id"].as_str().unwrap_or_default().is_empty());
+    let quorum = &info["quorum"];
+    assert_eq!(quorum["leader"], 1, "{info}");
+    assert!(quorum["epoch"].as_i64().is_some_and(|e| e >= 1), "{info}");
+    let high_watermark = quorum["high_watermark"].as_i64().unwrap_or_default();
+    assert!(high_watermark >= 2, "two topic creations committed: {info}");
+    assert_eq!(
+        quorum["voters"],
+        serde_json::json!([{"id": 1, "log_end_offset": high_watermark}])
+    );
     let table = ok(odradek(&broker, &["cluster", "info"]));
     assert!(table.contains("2 topics, 5 partitions"), "{table}");
+    assert!(
+        table.contains("Metadata quorum: leader 1, epoch"),
+        "{table}"
+    );
 }
 
 #[test]
