@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -25,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::types::{Raft, TypeConfig};
+use crate::types::{Batch, Raft, TypeConfig};
 
 /// The largest frame either side accepts. Entries are bounded far below it (see
 /// `MAX_PROPOSAL_BYTES` and `max_payload_entries`), snapshots travel in chunks.
@@ -34,6 +35,42 @@ pub const MAX_FRAME: usize = 64 << 20;
 const APPEND_ENTRIES: u8 = 1;
 const VOTE: u8 = 2;
 const INSTALL_SNAPSHOT: u8 = 3;
+/// A proposal a follower forwards to the leader (Kafka's brokers forward controller
+/// requests the same way): payload a [`Batch`], reply a [`ForwardedWrite`].
+const FORWARDED_WRITE: u8 = 4;
+
+/// What the leader answers a forwarded proposal.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) enum ForwardedWrite {
+    /// Committed at this log index (and applied on the leader).
+    Committed(u64),
+    /// This node no longer leads; the leader it knows of, if any.
+    NotLeader(Option<u64>),
+    Failed(String),
+}
+
+/// Sends `batch` to the node at `addr` (the leader, as far as the caller knows) and returns
+/// its answer. One connection per call: metadata writes are rare.
+pub(crate) async fn forward_write(
+    addr: &str,
+    batch: &Batch,
+    ttl: Duration,
+) -> io::Result<ForwardedWrite> {
+    let payload = serde_json::to_vec(batch).map_err(io::Error::other)?;
+    let exchange = async {
+        let mut conn = TcpStream::connect(addr).await?;
+        conn.set_nodelay(true)?;
+        write_frame(&mut conn, &[&[FORWARDED_WRITE], &payload]).await?;
+        read_frame(&mut conn).await
+    };
+    let reply = tokio::time::timeout(ttl, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {addr} in {ttl:?}"),
+        )
+    })??;
+    from_json(&reply)
+}
 
 /// Reads one length-prefixed frame. The buffer grows with the bytes that actually
 /// arrive, so a peer announcing a large frame and sending nothing costs nothing.
@@ -252,6 +289,17 @@ async fn serve_conn(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
             APPEND_ENTRIES => to_json(&raft.append_entries(from_json(payload)?).await)?,
             VOTE => to_json(&raft.vote(from_json(payload)?).await)?,
             INSTALL_SNAPSHOT => to_json(&raft.install_snapshot(from_json(payload)?).await)?,
+            FORWARDED_WRITE => {
+                let batch: Batch = from_json(payload)?;
+                let answer = match raft.client_write(batch).await {
+                    Ok(written) => ForwardedWrite::Committed(written.log_id.index),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        ForwardedWrite::NotLeader(f.leader_id)
+                    }
+                    Err(e) => ForwardedWrite::Failed(e.to_string()),
+                };
+                to_json(&answer)?
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

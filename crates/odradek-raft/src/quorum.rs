@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::log_store::{DEFAULT_SEGMENT_BYTES, LogStore, StoreError};
-use crate::network::{TcpNetworkFactory, serve};
+use crate::network::{ForwardedWrite, TcpNetworkFactory, serve};
 use crate::state_machine::{MetadataStateMachine, SmState, SmStore};
 use crate::types::{Batch, Raft};
 
@@ -334,6 +334,66 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             }
             Err(RaftError::APIError(e)) => Err(QuorumError::Raft(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(QuorumError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Proposes `records` from any node: on the leader as [`propose`](Self::propose), on a
+    /// follower by forwarding them to the leader, retrying across an election until
+    /// `timeout`. Returns once the entry is committed and applied on this node too, so a
+    /// read of the local state afterwards sees it.
+    pub async fn propose_anywhere(
+        &self,
+        records: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<u64, QuorumError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let batch = Batch { records };
+        if batch.data_len() > MAX_PROPOSAL_BYTES {
+            return Err(QuorumError::TooLarge {
+                size: batch.data_len(),
+                limit: MAX_PROPOSAL_BYTES,
+            });
+        }
+        let mut last_error = String::from("no leader is known");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(QuorumError::Raft(format!(
+                    "no leader took the proposal within {timeout:?}: {last_error}"
+                )));
+            }
+            let index = if self.is_leader() {
+                match self.propose(batch.records.clone()).await {
+                    Ok(index) => return Ok(index),
+                    Err(QuorumError::NotLeader { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            } else if let Some((leader, addr)) = self.leader_with_addr() {
+                match crate::network::forward_write(&addr.to_string(), &batch, left).await {
+                    Ok(ForwardedWrite::Committed(index)) => Some(index),
+                    Ok(ForwardedWrite::NotLeader(_)) => {
+                        last_error = format!("node {leader} no longer leads");
+                        None
+                    }
+                    Ok(ForwardedWrite::Failed(e)) => return Err(QuorumError::Raft(e)),
+                    Err(e) => {
+                        last_error = format!("forwarding to node {leader} at {addr}: {e}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(index), "a forwarded write applied here")
+                    .await
+                    .map_err(|e| QuorumError::Raft(e.to_string()))?;
+                return Ok(index);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

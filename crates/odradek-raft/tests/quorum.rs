@@ -457,3 +457,50 @@ async fn snapshots_purge_the_log_and_bring_lagging_nodes_up() {
         n.shutdown().await;
     }
 }
+
+/// A follower's proposal goes to the leader and comes back applied on the follower too,
+/// across a failover: any broker can write metadata, as Kafka's brokers forward to the
+/// controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_proposals_to_the_leader() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (addrs, mut ls) = listeners(3).await;
+    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(
+            id,
+            start(config(id, &addrs, dir.path()), ls.remove(&id).unwrap()).await,
+        );
+    }
+    let all: Vec<&Node> = nodes.values().collect();
+    let leader = agreed_leader(&all).await;
+    let follower = nodes.keys().copied().find(|&id| id != leader).unwrap();
+    let index = nodes[&follower]
+        .propose_anywhere(vec![rec("from a follower")], DEADLINE)
+        .await
+        .unwrap();
+    assert!(
+        records(&nodes[&follower]).contains(&(index, b"from a follower".to_vec())),
+        "applied on the proposer when it returns"
+    );
+
+    let stopped = nodes.remove(&leader).unwrap();
+    stopped.shutdown().await;
+    drop(stopped);
+    // Straight after the leader's loss: the proposal waits out the election.
+    let proposer = nodes.keys().copied().next().unwrap();
+    let index = nodes[&proposer]
+        .propose_anywhere(vec![rec("across a failover")], DEADLINE)
+        .await
+        .unwrap();
+    let rest: Vec<&Node> = nodes.values().collect();
+    eventually("both survivors to apply the write", || {
+        rest.iter()
+            .all(|n| records(n).contains(&(index, b"across a failover".to_vec())))
+    })
+    .await;
+    for n in rest {
+        n.shutdown().await;
+    }
+}
