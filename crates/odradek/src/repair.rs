@@ -125,6 +125,13 @@ fn quorum_log(dir: &Path, apply: bool) -> anyhow::Result<bool> {
          deletes them.",
         repair.lost
     );
+    if repair.lost.contains(&0) {
+        println!(
+            "Entry 0 holds the quorum's membership: without it this node cannot lead. Restore \
+             {} from a backup instead (docs/operations.md).",
+            dir.display()
+        );
+    }
     for kept in &repair.kept_damaged_files {
         println!(
             "Repaired. The damaged segment is kept as {}.",
