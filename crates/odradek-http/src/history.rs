@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odradek_broker::Broker;
+use odradek_storage::LockExt;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -37,6 +38,8 @@ struct Series {
     topic_bytes_in: BTreeMap<String, (u64, f64)>,
 }
 
+/// The chart series. A panic while sampling can at worst leave one sample half-taken,
+/// which the next sample overwrites, so a poisoned lock is recovered ([`LockExt`]).
 #[derive(Debug, Default)]
 pub struct History {
     series: Mutex<Series>,
@@ -52,8 +55,7 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
 impl History {
     pub fn traffic(&self) -> Vec<Traffic> {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .traffic
             .iter()
             .copied()
@@ -62,8 +64,7 @@ impl History {
 
     pub fn lag(&self, group: &str) -> Vec<LagPoint> {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .lag
             .get(group)
             .map(|q| q.iter().copied().collect())
@@ -73,8 +74,7 @@ impl History {
     /// Bytes per second produced to `topic` over the last sampling interval.
     pub fn topic_rate(&self, topic: &str) -> f64 {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .topic_bytes_in
             .get(topic)
             .map_or(0.0, |(_, rate)| *rate)
@@ -99,7 +99,7 @@ impl History {
                 (t.name, bytes)
             })
             .collect();
-        let mut series = self.series.lock().expect("history lock");
+        let mut series = self.series.lock_or_recover();
         let elapsed = series
             .last_totals
             .map_or(0.0, |(t, ..)| ((now - t) as f64 / 1000.0).max(0.001));
