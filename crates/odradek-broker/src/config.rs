@@ -1156,6 +1156,14 @@ pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.def.name == name)
 }
 
+/// The definition of a topic config that this module names by a literal.
+// Cannot fail for those literals, all in TOPIC_CONFIGS; every topic created in a test
+// resolves them through `TopicSettings::resolve`.
+#[allow(clippy::expect_used)]
+fn known_topic_def(name: &'static str) -> &'static TopicConfigDef {
+    topic_def(name).expect("a topic config named in this module is in TOPIC_CONFIGS")
+}
+
 /// Parses `server.properties` syntax: `key=value` or `key: value` lines, `#`/`!` comments.
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
@@ -1746,8 +1754,8 @@ pub struct TopicSettings {
 
 impl TopicSettings {
     pub fn resolve(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Self {
-        let number = |name: &str| -> i64 {
-            let def = topic_def(name).expect("known topic config");
+        let number = |name: &'static str| -> i64 {
+            let def = known_topic_def(name);
             let (value, _) = broker.resolve_topic(def, overrides);
             value
                 .and_then(|v| v.trim().parse().ok())
@@ -1759,17 +1767,14 @@ impl TopicSettings {
                 })
         };
         let timestamp_type = match broker
-            .resolve_topic(
-                topic_def("message.timestamp.type").expect("known"),
-                overrides,
-            )
+            .resolve_topic(known_topic_def("message.timestamp.type"), overrides)
             .0
         {
             Some(t) if t == "LogAppendTime" => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
         let policy = broker
-            .resolve_topic(topic_def("cleanup.policy").expect("known"), overrides)
+            .resolve_topic(known_topic_def("cleanup.policy"), overrides)
             .0;
         let has = |list: &str, p: &str| list.split(',').any(|x| x.trim() == p);
         Self {
@@ -1785,10 +1790,7 @@ impl TopicSettings {
                 compact: policy.as_ref().is_some_and(|p| has(p, "compact")),
                 delete_retention_ms: number("delete.retention.ms"),
                 min_cleanable_dirty_ratio: broker
-                    .resolve_topic(
-                        topic_def("min.cleanable.dirty.ratio").expect("known"),
-                        overrides,
-                    )
+                    .resolve_topic(known_topic_def("min.cleanable.dirty.ratio"), overrides)
                     .0
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .filter(|r| r.is_finite())
@@ -1801,7 +1803,7 @@ impl TopicSettings {
             timestamp_before_max_ms: number("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: number("message.timestamp.after.max.ms"),
             compression: match broker
-                .resolve_topic(topic_def("compression.type").expect("known"), overrides)
+                .resolve_topic(known_topic_def("compression.type"), overrides)
                 .0
                 .as_deref()
             {

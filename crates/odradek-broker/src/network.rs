@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use odradek_storage::LockExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{Broker, PendingResponse};
@@ -121,7 +122,8 @@ pub async fn serve(
     }
 }
 
-/// Open connections, in total and per client address.
+/// Open connections, in total and per client address. Each change is one counter's
+/// increment or decrement, so the lock recovers from poisoning ([`LockExt`]).
 #[derive(Default)]
 struct ConnectionCounts {
     by_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -135,7 +137,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut by_ip = self.counts.by_ip.lock().expect("connection counts");
+        let mut by_ip = self.counts.by_ip.lock_or_recover();
         if let Some(n) = by_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -148,7 +150,7 @@ impl Drop for Slot {
 impl ConnectionCounts {
     /// Counts a new connection in, unless a limit says no (Kafka closes it at once).
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Slot> {
-        let mut by_ip = self.by_ip.lock().expect("connection counts");
+        let mut by_ip = self.by_ip.lock_or_recover();
         let total: usize = by_ip.values().sum();
         let per_ip = limits
             .per_ip_overrides

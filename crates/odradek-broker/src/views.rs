@@ -3,6 +3,7 @@
 //! same locks the request path takes.
 
 use odradek_protocol::batch::{self, BatchHeader};
+use odradek_storage::LockExt;
 use serde::Serialize;
 
 use crate::Broker;
@@ -140,7 +141,7 @@ impl Broker {
     /// Every group with its committed offsets and lag (log end offset − committed).
     pub fn group_summaries(&self) -> Vec<GroupSummary> {
         let snapshot: Vec<_> = {
-            let groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let groups = self.coordinator.groups.lock_or_recover();
             groups
                 .values()
                 .map(|g| {

@@ -7,6 +7,7 @@
 //! need.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -234,11 +235,12 @@ impl Client {
         run: impl FnOnce(&mut Connection) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let addr = addr.unwrap_or(&self.bootstrap).to_string();
-        if !self.connections.contains_key(&addr) {
-            let conn = Connection::open(&addr, self.timeout)?;
-            self.connections.insert(addr.clone(), conn);
-        }
-        let conn = self.connections.get_mut(&addr).expect("inserted above");
+        let conn = match self.connections.entry(addr.clone()) {
+            std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Connection::open(&addr, self.timeout)?)
+            }
+        };
         match run(conn) {
             Ok(r) => Ok(r),
             Err(e) => {

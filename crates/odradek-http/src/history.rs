@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odradek_broker::Broker;
+use odradek_storage::LockExt;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -47,6 +48,8 @@ struct Series {
     last_topic_sample: Option<i64>,
 }
 
+/// The chart series. A panic while sampling can at worst leave one sample half-taken,
+/// which the next sample overwrites, so a poisoned lock is recovered ([`LockExt`]).
 #[derive(Debug, Default)]
 pub struct History {
     series: Mutex<Series>,
@@ -65,8 +68,7 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, limit: usize) {
 impl History {
     pub fn traffic(&self) -> Vec<Traffic> {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .traffic
             .iter()
             .copied()
@@ -75,8 +77,7 @@ impl History {
 
     pub fn lag(&self, group: &str) -> Vec<LagPoint> {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .lag
             .get(group)
             .map(|q| q.iter().copied().collect())
@@ -86,8 +87,7 @@ impl History {
     /// Bytes per second produced to `topic` over the last sampling interval.
     pub fn topic_rate(&self, topic: &str) -> f64 {
         self.series
-            .lock()
-            .expect("history lock")
+            .lock_or_recover()
             .topic_bytes_in
             .get(topic)
             .map_or(0.0, |(_, rate)| *rate)
@@ -107,7 +107,7 @@ impl History {
     /// Adds the rates since the previous totals as a point; the first totals only start the
     /// series.
     fn record_traffic(&self, current: Totals) {
-        let mut series = self.series.lock().expect("history lock");
+        let mut series = self.series.lock_or_recover();
         if let Some((t, bin, bout, msgs)) = series.last_totals {
             let secs = ((current.0 - t) as f64 / 1000.0).max(0.001);
             let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
@@ -134,7 +134,7 @@ impl History {
                 (t.name, bytes)
             })
             .collect();
-        let mut series = self.series.lock().expect("history lock");
+        let mut series = self.series.lock_or_recover();
         let elapsed = series
             .last_topic_sample
             .map_or(0.0, |t| ((now - t) as f64 / 1000.0).max(0.001));

@@ -119,6 +119,11 @@ impl<'a> BatchHeader<'a> {
     pub fn parse(bytes: &'a [u8]) -> Option<Self> {
         (bytes.len() >= HEADER_LEN).then_some(Self(bytes))
     }
+    /// Views a header read into a buffer of exactly its size: cannot fail, unlike
+    /// [`Self::parse`] of a slice.
+    pub fn from_array(bytes: &'a [u8; HEADER_LEN]) -> Self {
+        Self(bytes)
+    }
     pub fn base_offset(&self) -> i64 {
         i64_at(self.0, 0)
     }

@@ -51,8 +51,7 @@ impl BufferPool {
     /// large enough, else a new one of the next power-of-two size. Among equals, the most
     /// recently returned: its bytes are the likeliest to be in the CPU's caches still.
     pub fn take(&self, len: usize) -> Vec<u8> {
-        let reused = {
-            let mut free = self.free.lock().expect("buffer pool");
+        let reused = self.free().and_then(|mut free| {
             let best = free
                 .buffers
                 .iter()
@@ -66,8 +65,15 @@ impl BufferPool {
                 free.retained -= buf.capacity();
             }
             buf
-        };
+        });
         reused.unwrap_or_else(|| Vec::with_capacity(len.checked_next_power_of_two().unwrap_or(len)))
+    }
+
+    /// The free buffers, or `None` once a panic elsewhere poisoned their lock: `buffers` and
+    /// `retained` may then disagree, so the pool stops pooling (taking allocates, giving
+    /// back frees) rather than trust them. It is only a cache.
+    fn free(&self) -> Option<std::sync::MutexGuard<'_, Free>> {
+        self.free.lock().ok()
     }
 
     /// The buffer's bytes as `Bytes`; the buffer returns to this pool when the last
@@ -84,7 +90,9 @@ impl BufferPool {
         }
         buf.clear();
         let mut dropped = Vec::new();
-        let mut free = self.free.lock().expect("buffer pool");
+        let Some(mut free) = self.free() else {
+            return;
+        };
         // Ends: `retained` is what `buffers` hold, and no kept buffer exceeds the bound.
         while free.retained + buf.capacity() > RETAINED_BYTES
             && let Some(oldest) = free.buffers.pop_front()

@@ -6,6 +6,8 @@
 //! Record batches stay raw `Bytes` end to end: they are never decoded into records and
 //! re-encoded, so what a producer sent is byte-for-byte what a consumer receives.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod batch;
 pub mod buffers;
 pub mod codec;

@@ -52,10 +52,10 @@ impl Buf for ResponseFrame {
         );
         self.remaining -= cnt;
         while cnt > 0 {
-            let front = self
-                .chunks
-                .front_mut()
-                .expect("remaining bytes are in chunks");
+            // `remaining` is the sum of the chunks' lengths, so they cannot run out first.
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
             if cnt < front.len() {
                 front.advance(cnt);
                 return;

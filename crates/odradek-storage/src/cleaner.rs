@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::{info, warn};
 
-use crate::log::write_file_atomically;
+use crate::log::{header_of, write_file_atomically};
 use crate::producer_state::AbortedTxn;
 use crate::{Log, LogSegment, StorageError, offset_file_stem};
 
@@ -138,7 +138,7 @@ impl Cleaner {
                 .filter(|s| s.next_offset > plan.first_dirty && s.base < plan.first_uncleanable)
             {
                 let mut visit = |bytes: &[u8]| -> Result<bool, StorageError> {
-                    let h = BatchHeader::parse(bytes).expect("walk yields whole batches");
+                    let h = header_of(bytes, &seg.path)?;
                     // Aborted records must not shadow older committed values of their keys.
                     if h.is_control()
                         || h.last_offset() < plan.first_dirty
@@ -188,16 +188,15 @@ impl Cleaner {
         }
         let mut groups: Vec<Vec<&SegmentSnapshot>> = Vec::new();
         for (i, seg) in cleanable.iter().enumerate() {
-            let group_end = plan.end_of(plan.index_of(seg.base) + 1);
-            let fits = groups.last().is_some_and(|g| {
+            let group_end = plan.end_after(seg.base);
+            let fits = |g: &Vec<&SegmentSnapshot>| {
                 let bytes: u64 = g.iter().map(|s| s.size).sum::<u64>() + seg.size;
                 bytes <= plan.config_segment_bytes.min(u64::from(u32::MAX))
                     && group_end - 1 - g[0].base <= i64::from(u32::MAX)
-            });
-            if fits && i > 0 {
-                groups.last_mut().expect("checked").push(seg);
-            } else {
-                groups.push(vec![seg]);
+            };
+            match groups.last_mut() {
+                Some(g) if i > 0 && fits(g) => g.push(seg),
+                _ => groups.push(vec![seg]),
             }
         }
         let mut stats = CleanStats {
@@ -212,7 +211,7 @@ impl Cleaner {
         let mut outputs = Vec::with_capacity(groups.len());
         for group in &groups {
             let base = group[0].base;
-            let replaced_end = plan.end_of(plan.index_of(group[group.len() - 1].base) + 1);
+            let replaced_end = plan.end_after(group[group.len() - 1].base);
             let mut out =
                 LogSegment::create_at(swap_path(&plan.dir, base, "log", "cleaned"), base)?;
             for seg in group {
@@ -339,7 +338,7 @@ impl Cleaner {
         open_txns: &mut OpenTxns,
         path: &Path,
     ) -> Result<Filtered, StorageError> {
-        let h = BatchHeader::parse(bytes).expect("walk yields whole batches");
+        let h = header_of(bytes, path)?;
         let mut result = Filtered::keep();
         if h.is_control() {
             return Ok(filter_marker(bytes, &h, plan, (end, horizon), open_txns));
@@ -561,7 +560,9 @@ impl Plan {
         if !config.compact || log.is_offline() || log.segments.len() < 2 {
             return Ok(None);
         }
-        let active_base = *log.segments.keys().next_back().expect("log has a segment");
+        let Some(&active_base) = log.segments.keys().next_back() else {
+            return Ok(None);
+        };
         let segments: Vec<SegmentSnapshot> = log
             .segments
             .values()
@@ -619,9 +620,7 @@ impl Plan {
         let overdue = match dirty.iter().find(|s| s.size > 0) {
             Some(s) if config.max_compaction_lag_ms < i64::MAX => {
                 let first = crate::log::read_batch_at(&s.file, &s.path, 0)?;
-                let ts = BatchHeader::parse(&first)
-                    .expect("read_batch_at returns whole batches")
-                    .max_timestamp();
+                let ts = header_of(&first, &s.path)?.max_timestamp();
                 now.saturating_sub(ts) > config.max_compaction_lag_ms
             }
             _ => false,
@@ -664,16 +663,13 @@ impl Plan {
             .unwrap_or(i64::MIN)
     }
 
-    fn index_of(&self, base: i64) -> usize {
+    /// The base offset of the segment after the one at `base` (the active one if none).
+    fn end_after(&self, base: i64) -> i64 {
         self.segments
             .iter()
-            .position(|s| s.base == base)
-            .expect("planned segment")
-    }
-
-    /// The base offset of the segment after the `i`-th closed one (the active one if none).
-    fn end_of(&self, i: usize) -> i64 {
-        self.segments.get(i).map_or(self.active_base, |s| s.base)
+            .map(|s| s.base)
+            .find(|&b| b > base)
+            .unwrap_or(self.active_base)
     }
 }
 

@@ -6,10 +6,10 @@
 //! one log is never synced by two threads at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::{Log, StorageError};
+use crate::{LockExt, Log, StorageError};
 
 /// Called once the log is durable up to at least the offset the caller appended, or with the
 /// error that prevented it.
@@ -28,6 +28,9 @@ pub const SYNC_THREADS: usize = 4;
 /// Key of a log: its address, stable while the `Arc` lives.
 type LogKey = usize;
 
+/// Every change to it is a queue or set insert or remove, none of which a panic can stop
+/// halfway, so a poisoned lock is recovered ([`LockExt`]): the waiters it holds must still
+/// hear back.
 struct Pending {
     /// Logs asked to be synced, with their waiters, in the order first asked.
     logs: HashMap<LogKey, (SharedLog, Vec<DurabilityWaiter>)>,
@@ -59,7 +62,16 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
+    /// [`Self::try_start`], for callers that cannot handle the error yet: a broker that
+    /// cannot start its fsync threads could never make an append durable, so it stops.
+    // TODO: LogManager::open should call try_start and report the error; then remove this.
+    #[allow(clippy::expect_used)]
     pub fn start() -> Self {
+        Self::try_start().expect("the group commit threads start")
+    }
+
+    /// Starts the sync threads; fails if the system refuses one of them.
+    pub fn try_start() -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 logs: HashMap::new(),
@@ -70,25 +82,30 @@ impl GroupCommit {
             wake: Condvar::new(),
             observer: std::sync::OnceLock::new(),
         });
-        let threads = (0..SYNC_THREADS)
-            .map(|i| {
-                let worker = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("odradek-sync-{i}"))
-                    .spawn(move || run(&worker))
-                    .expect("spawning a group commit thread")
-            })
-            .collect();
-        Self {
+        let commit = Self {
             shared,
-            threads: Mutex::new(threads),
+            threads: Mutex::new(Vec::with_capacity(SYNC_THREADS)),
+        };
+        for i in 0..SYNC_THREADS {
+            let worker = commit.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("odradek-sync-{i}"))
+                .spawn(move || run(&worker));
+            match spawned {
+                Ok(thread) => commit.threads.lock_or_recover().push(thread),
+                Err(e) => {
+                    commit.shutdown();
+                    return Err(e);
+                }
+            }
         }
+        Ok(commit)
     }
 
     /// Asks for `log` to be synced; `waiter` (if any) hears when everything appended to it
     /// before this call is durable.
     pub fn request(&self, log: &SharedLog, waiter: Option<DurabilityWaiter>) {
-        let mut pending = self.shared.pending.lock().expect("group commit lock");
+        let mut pending = self.shared.pending.lock_or_recover();
         if pending.shutting_down {
             drop(pending);
             if let Some(w) = waiter {
@@ -117,13 +134,9 @@ impl GroupCommit {
 
     /// Completes every pending request and stops the threads.
     pub fn shutdown(&self) {
-        self.shared
-            .pending
-            .lock()
-            .expect("group commit lock")
-            .shutting_down = true;
+        self.shared.pending.lock_or_recover().shutting_down = true;
         self.shared.wake.notify_all();
-        for thread in self.threads.lock().expect("group commit lock").drain(..) {
+        for thread in self.threads.lock_or_recover().drain(..) {
             let _ = thread.join();
         }
     }
@@ -132,7 +145,7 @@ impl GroupCommit {
 fn run(shared: &Shared) {
     loop {
         let (key, log, waiters) = {
-            let mut pending = shared.pending.lock().expect("group commit lock");
+            let mut pending = shared.pending.lock_or_recover();
             loop {
                 if let Some(ready) = pending.take_ready() {
                     pending.syncing.insert(ready.0);
@@ -142,7 +155,10 @@ fn run(shared: &Shared) {
                 if pending.shutting_down && pending.logs.is_empty() {
                     return;
                 }
-                pending = shared.wake.wait(pending).expect("group commit lock");
+                pending = shared
+                    .wake
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         };
         let started = std::time::Instant::now();
@@ -153,7 +169,7 @@ fn run(shared: &Shared) {
         for waiter in waiters {
             waiter(result.clone());
         }
-        let mut pending = shared.pending.lock().expect("group commit lock");
+        let mut pending = shared.pending.lock_or_recover();
         pending.syncing.remove(&key);
         if pending.logs.contains_key(&key) || pending.shutting_down {
             // A request that arrived during this sync may now be taken by any thread.

@@ -7,6 +7,8 @@
 //! ([`Cleaner`]), which decompresses batches of compacted topics to drop superseded records
 //! and recompresses the survivors' bytes verbatim.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 mod cleaner;
 mod disk;
 mod error;
@@ -16,6 +18,7 @@ mod log;
 mod producer_state;
 mod recovery_point;
 mod segment;
+mod sync;
 
 pub use cleaner::{CleanStats, Cleaner};
 pub use disk::DiskSpace;
@@ -27,6 +30,7 @@ pub use log::{
 };
 pub use producer_state::{AbortedTxn, BATCHES_KEPT, BatchMetadata, ProducerError, ProducerSummary};
 pub use segment::{LogSegment, now_ms};
+pub use sync::{LockExt, RwLockExt};
 
 /// File name stem of a segment or index: the base offset padded to 20 digits, as Kafka does,
 /// so a directory listing sorts segments by offset.

@@ -216,7 +216,8 @@ impl Log {
             segments.insert(0, LogSegment::create(dir, 0)?);
             dir_unsynced = true;
         }
-        let first_segment = *segments.keys().next().expect("log has a segment");
+        // Never empty here: a directory without segments got one at offset 0 just above.
+        let first_segment = segments.keys().next().copied().unwrap_or(0);
         // DeleteRecords can move the start inside the first segment; that is checkpointed.
         let log_start_offset = read_log_start_checkpoint(dir)
             .unwrap_or(first_segment)
@@ -305,7 +306,7 @@ impl Log {
                     .file()
                     .read_exact_at(&mut header, pos)
                     .map_err(|e| StorageError::io(segment.log_path(), e))?;
-                let h = BatchHeader::parse(&header).expect("buffer holds a header");
+                let h = BatchHeader::from_array(&header);
                 let size = h.total_size() as u64;
                 if size < batch::HEADER_LEN as u64 {
                     break;
@@ -352,17 +353,23 @@ impl Log {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
+    // The expects below state the log's invariant: `open` gives a directory without
+    // segments one at offset 0, retention and DeleteRecords never delete the last segment
+    // (see `delete_oldest_segment`), and the cleaner puts back a segment for every one it
+    // takes out and never touches the active one.
+    #[allow(clippy::expect_used)]
     fn active(&self) -> &LogSegment {
         self.segments
             .values()
             .next_back()
-            .expect("log has a segment")
+            .expect("a log always has a segment")
     }
+    #[allow(clippy::expect_used)]
     fn active_mut(&mut self) -> &mut LogSegment {
         self.segments
             .values_mut()
             .next_back()
-            .expect("log has a segment")
+            .expect("a log always has a segment")
     }
 
     /// Appends a batch that passed [`batch::validate_produced`], assigning its offsets.
@@ -377,7 +384,7 @@ impl Log {
             return Err(StorageError::Offline(self.dir.clone()));
         }
         let batch: Bytes = batch.into();
-        let header = BatchHeader::parse(&batch).expect("validated batch has a header");
+        let header = header_of(&batch, &self.dir)?;
         if header.producer_id() >= 0
             && let Some(original) = self.producers.check(&header)?
         {
@@ -704,10 +711,13 @@ impl Log {
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Vec<LogSegment>, StorageError> {
         let mut deleted = Vec::new();
         loop {
+            // Never the active segment.
             if self.segments.len() <= 1 {
                 break;
             }
-            let oldest = self.segments.values().next().expect("log has a segment");
+            let Some(oldest) = self.segments.values().next() else {
+                break;
+            };
             let deletes = self.config.delete_retention_enabled;
             let expired = deletes
                 && self.config.retention_ms >= 0
@@ -721,7 +731,10 @@ impl Log {
             if !(expired || oversized || below_start) {
                 break;
             }
-            deleted.push(self.delete_oldest_segment()?);
+            let Some(segment) = self.delete_oldest_segment()? else {
+                break;
+            };
+            deleted.push(segment);
         }
         if !deleted.is_empty() {
             self.forget_below_start()?;
@@ -729,19 +742,20 @@ impl Log {
         Ok(deleted)
     }
 
-    fn delete_oldest_segment(&mut self) -> Result<LogSegment, StorageError> {
-        let (&base, _) = self.segments.iter().next().expect("log has a segment");
-        let segment = self.segments.remove(&base).expect("segment exists");
-        let next_start = *self
-            .segments
-            .keys()
-            .next()
-            .expect("the active segment remains");
+    /// Deletes the oldest segment, unless it is the only one (the active segment stays):
+    /// then `None`.
+    fn delete_oldest_segment(&mut self) -> Result<Option<LogSegment>, StorageError> {
+        let Some(&next_start) = self.segments.keys().nth(1) else {
+            return Ok(None);
+        };
+        let Some((base, segment)) = self.segments.pop_first() else {
+            return Ok(None);
+        };
         self.log_start_offset = self.log_start_offset.max(next_start);
         // Readers that already planned a read hold the file open; unlinking is safe for them.
         segment.delete_files()?;
         info!(log = %self.dir.display(), segment = base, log_start_offset = self.log_start_offset, "deleted segment");
-        Ok(segment)
+        Ok(Some(segment))
     }
 
     /// DeleteRecords: makes `offset` the log start offset (durably), deleting segments that
@@ -773,7 +787,10 @@ impl Log {
                 .next()
                 .is_some_and(|s| s.next_offset() <= offset)
         {
-            deleted.push(self.delete_oldest_segment()?);
+            let Some(segment) = self.delete_oldest_segment()? else {
+                break;
+            };
+            deleted.push(segment);
         }
         self.forget_below_start()?;
         Ok((self.log_start_offset, deleted))
@@ -839,8 +856,7 @@ impl Log {
             let mut pos = u64::from(segment.offset_index().position_for(relative));
             while pos < segment.size() {
                 let bytes = read_batch_at(segment.file(), segment.log_path(), pos)?;
-                let header =
-                    BatchHeader::parse(&bytes).expect("read_batch_at returns whole batches");
+                let header = header_of(&bytes, segment.log_path())?;
                 if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset
                 {
                     let exact = batch::decompressed_records(&bytes)
@@ -1090,14 +1106,23 @@ fn read_exact_into_spare(
     Ok(())
 }
 
+/// The header of a batch from `path` (a log's directory or a segment file), or
+/// [`StorageError::Corrupt`] if the bytes are too few to hold one. Batches this crate reads
+/// back are whole (see [`read_batch_at`]); appended ones were validated by the broker.
+pub(crate) fn header_of<'a>(bytes: &'a [u8], path: &Path) -> Result<BatchHeader<'a>, StorageError> {
+    BatchHeader::parse(bytes).ok_or_else(|| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{} bytes are too few for a record batch", bytes.len()),
+        resume_at: None,
+    })
+}
+
 /// Reads the whole batch starting at `pos`.
 pub(crate) fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
     let mut header = [0u8; batch::HEADER_LEN];
     file.read_exact_at(&mut header, pos)
         .map_err(|e| StorageError::io(path, e))?;
-    let size = BatchHeader::parse(&header)
-        .expect("buffer holds a header")
-        .total_size();
+    let size = BatchHeader::from_array(&header).total_size();
     if size < batch::HEADER_LEN {
         return Err(StorageError::io(
             path,
@@ -1154,7 +1179,7 @@ impl PreparedRead {
                 return Ok(empty);
             }
             file.read_exact_at(&mut header, pos).map_err(io)?;
-            let h = BatchHeader::parse(&header).expect("buffer holds a header");
+            let h = BatchHeader::from_array(&header);
             let size = h.total_size() as u64;
             if size < batch::HEADER_LEN as u64 || pos + size > self.end {
                 return Err(StorageError::Corrupt {

@@ -437,9 +437,12 @@ impl LogSegment {
         self.bytes_since_last_index_entry += b.size;
     }
 
+    // Cannot fail: the log rolls to a new segment before an offset would not fit (see
+    // `fits`), and recovery stops at a batch beyond the range or below the base offset.
+    #[allow(clippy::expect_used)]
     fn relative(&self, offset: i64) -> u32 {
-        // Invariant: the log rolls before an offset would not fit (see `fits`).
-        u32::try_from(offset - self.base_offset).expect("offset within segment range")
+        u32::try_from(offset - self.base_offset)
+            .expect("a segment's offsets lie within 2^32 above its base offset")
     }
 
     /// Whether a batch ending at `last_offset` and of `size` bytes can go in this segment
@@ -459,7 +462,8 @@ impl LogSegment {
         now_ms: i64,
         index_interval_bytes: u64,
     ) -> Result<(), StorageError> {
-        let header = BatchHeader::parse(parts[0]).expect("a batch starts with its header");
+        let header =
+            crate::log::header_of(parts.first().copied().unwrap_or_default(), &self.log_path)?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if let Err(e) = write_all_vectored_at(&self.file, parts, self.size) {
             if let Err(cut) = self.file.set_len(self.size) {
@@ -495,13 +499,15 @@ impl LogSegment {
         }
     }
 
+    /// The partition directory the segment's files are in. `log_path` always names a file
+    /// in it; a bare file name would mean the current directory, which `""` stands for.
+    fn dir(&self) -> &Path {
+        self.log_path.parent().unwrap_or(Path::new(""))
+    }
+
     /// Removes the segment's files.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
-        let dir = self
-            .log_path
-            .parent()
-            .expect("segment lives in a partition directory");
-        let (log, index, time) = Self::paths(dir, self.base_offset);
+        let (log, index, time) = Self::paths(self.dir(), self.base_offset);
         for path in [index, time] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -515,11 +521,7 @@ impl LogSegment {
     /// Writes the indexes, once the segment will receive no more appends or at shutdown,
     /// into the page cache: the caller syncs the returned files.
     pub(crate) fn write_indexes(&self) -> Result<[UnsyncedFile; 2], StorageError> {
-        let dir = self
-            .log_path
-            .parent()
-            .expect("segment lives in a partition directory");
-        let (_, index_path, time_path) = Self::paths(dir, self.base_offset);
+        let (_, index_path, time_path) = Self::paths(self.dir(), self.base_offset);
         self.write_indexes_to(index_path, time_path)
     }
 

@@ -308,7 +308,7 @@ impl ConsumerState {
                 for (i, member) in subscribers.iter().enumerate() {
                     let take = per + i32::from((i as i32) < extra);
                     for p in next..next + take {
-                        insert(target.get_mut(*member).expect("member"), topic.id, p);
+                        insert(target.entry((*member).clone()).or_default(), topic.id, p);
                     }
                     next += take;
                 }
@@ -331,7 +331,7 @@ impl ConsumerState {
                             && count(&target[&m.id]) < share
                     });
                     match keeper {
-                        Some(m) => insert(target.get_mut(&m.id).expect("member"), topic.id, p),
+                        Some(m) => insert(target.entry(m.id.clone()).or_default(), topic.id, p),
                         None => unassigned.push((topic, p)),
                     }
                 }
@@ -343,7 +343,7 @@ impl ConsumerState {
                     .filter(|m| subscribes(m, &topic.name))
                     .min_by_key(|m| (count(&target[&m.id]), m.id.clone()));
                 if let Some(m) = least {
-                    insert(target.get_mut(&m.id).expect("member"), topic.id, p);
+                    insert(target.entry(m.id.clone()).or_default(), topic.id, p);
                 }
             }
         }
@@ -538,7 +538,10 @@ impl ConsumerState {
             }
         }
         let epoch = self.assignment_epoch;
-        let member = self.members.get_mut(id).expect("reconciled member exists");
+        // Only members that just heartbeated are reconciled; one that is gone has nothing.
+        let Some(member) = self.members.get_mut(id) else {
+            return (epoch, None);
+        };
         let before = member.assigned.clone();
         let mut revoke = Assignment::new();
         for (t, ps) in &member.assigned {

@@ -658,7 +658,9 @@ impl Group {
             protocol_name: g.protocol.clone(),
             assignment,
         };
-        let member = self.members.get_mut(member_id).expect("checked above");
+        let Some(member) = self.members.get_mut(member_id) else {
+            return fail(UnknownMemberId);
+        };
         member.last_seen = now;
         match self.state {
             GroupState::PreparingRebalance => fail(RebalanceInProgress),

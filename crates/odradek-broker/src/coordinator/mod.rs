@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use odradek_protocol::batch::{self, BatchHeader, BatchOwner, TxnMarker};
-use odradek_storage::StorageError;
+use odradek_storage::{LockExt, StorageError};
 use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
@@ -160,6 +160,13 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     (hash & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// Its locks recover from poisoning ([`LockExt`]). `last_retention_check` and
+/// `pending_txn_offsets` change by whole replacements and single map inserts and removes.
+/// `groups` can be left with one group part-way through a change, but the group state
+/// machine is driven by its members' next requests and by the session sweep, which bring
+/// such a group back to a rebalance; refusing every group on the broker instead would turn
+/// one handler's panic into an outage. Kafka's coordinator, likewise, keeps serving a group
+/// after an exception in one of its handlers.
 pub struct GroupCoordinator {
     pub groups: Mutex<HashMap<String, Group>>,
     pub limits: GroupLimits,
@@ -205,7 +212,7 @@ impl GroupCoordinator {
 
     /// Whether `offsets.retention.check.interval.ms` has passed since the last check.
     pub fn retention_check_due(&self) -> bool {
-        let mut last = self.last_retention_check.lock().expect("retention clock");
+        let mut last = self.last_retention_check.lock_or_recover();
         if last.elapsed() >= self.retention_check_interval {
             *last = Instant::now();
             true
@@ -232,7 +239,7 @@ impl GroupCoordinator {
             return;
         };
         let started = Instant::now();
-        let mut groups = self.groups.lock().expect("coordinator lock");
+        let mut groups = self.groups.lock_or_recover();
         let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
         let mut applied = 0usize;
         for partition in &topic.partitions {
@@ -281,10 +288,7 @@ impl GroupCoordinator {
             let replayed = consumer.snapshot();
             consumer.mark_persisted(replayed);
         }
-        *self
-            .pending_txn_offsets
-            .lock()
-            .expect("pending offsets lock") = pending;
+        *self.pending_txn_offsets.lock_or_recover() = pending;
         info!(groups = groups.len(), records = applied, elapsed = ?started.elapsed(), "loaded consumer groups");
     }
 
@@ -331,8 +335,7 @@ impl GroupCoordinator {
 
     pub fn add_pending_txn_offsets(&self, producer_id: i64, offsets: Vec<PendingOffset>) {
         self.pending_txn_offsets
-            .lock()
-            .expect("pending offsets lock")
+            .lock_or_recover()
             .entry(producer_id)
             .or_default()
             .extend(offsets);
@@ -341,10 +344,7 @@ impl GroupCoordinator {
     /// A transaction marker reached offsets partition `index`: the producer's pending
     /// offsets of groups stored there are applied (commit) or dropped (abort).
     pub fn settle_txn_offsets(&self, producer_id: i64, index: i32, commit: bool) {
-        let mut pending = self
-            .pending_txn_offsets
-            .lock()
-            .expect("pending offsets lock");
+        let mut pending = self.pending_txn_offsets.lock_or_recover();
         let Some(all) = pending.remove(&producer_id) else {
             return;
         };
@@ -356,7 +356,7 @@ impl GroupCoordinator {
         }
         drop(pending);
         if commit {
-            settle(&mut self.groups.lock().expect("coordinator lock"), here);
+            settle(&mut self.groups.lock_or_recover(), here);
         }
     }
 
@@ -364,8 +364,7 @@ impl GroupCoordinator {
     /// with `require_stable` answers UNSTABLE_OFFSET_COMMIT until it ends (KIP-447).
     pub fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
         self.pending_txn_offsets
-            .lock()
-            .expect("pending offsets lock")
+            .lock_or_recover()
             .values()
             .flatten()
             .any(|p| p.group == group && p.topic == topic && p.partition == partition)

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use odradek_storage::LockExt;
 
 use crate::config::BrokerConfig;
 
@@ -185,6 +186,9 @@ fn get_string(b: &mut &[u8]) -> Option<String> {
 /// Which partitions each producer's open transaction was added to: what a transactional
 /// produce must match. Kept apart from the coordinator's async state so the produce path
 /// can check it under the partition lock without waiting.
+///
+/// Changed only by single map inserts and removes, so its lock recovers from poisoning
+/// ([`LockExt`]).
 #[derive(Debug, Default)]
 pub struct OpenTransactions {
     by_producer: Mutex<HashMap<i64, (i16, BTreeSet<TopicPartition>)>>,
@@ -193,21 +197,16 @@ pub struct OpenTransactions {
 impl OpenTransactions {
     pub fn open(&self, producer_id: i64, epoch: i16, partitions: &BTreeSet<TopicPartition>) {
         self.by_producer
-            .lock()
-            .expect("open transactions lock")
+            .lock_or_recover()
             .insert(producer_id, (epoch, partitions.clone()));
     }
     pub fn close(&self, producer_id: i64) {
-        self.by_producer
-            .lock()
-            .expect("open transactions lock")
-            .remove(&producer_id);
+        self.by_producer.lock_or_recover().remove(&producer_id);
     }
     /// Whether `producer_id` at `epoch` may write transactionally to `topic`-`partition`.
     pub fn allows(&self, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> bool {
         self.by_producer
-            .lock()
-            .expect("open transactions lock")
+            .lock_or_recover()
             .get(&producer_id)
             .is_some_and(|(e, parts)| {
                 *e == epoch && parts.contains(&(topic.to_string(), partition))

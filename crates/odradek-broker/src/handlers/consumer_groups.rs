@@ -19,6 +19,7 @@ use crate::broker::{RequestContext, str_bytes};
 use crate::coordinator::consumer::{self, ConsumerState, HeartbeatRequest, TopicInfo};
 use crate::coordinator::group::Group;
 use crate::coordinator::{self, is_internal};
+use odradek_storage::LockExt;
 
 impl Broker {
     /// Every client-visible topic, as assignors see them.
@@ -87,7 +88,7 @@ impl Broker {
             client_host: context.client_host.clone(),
         };
         let (result, appended) = {
-            let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let mut groups = self.coordinator.groups.lock_or_recover();
             let group = groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(&group_id));
@@ -98,10 +99,11 @@ impl Broker {
                         format!("Group {group_id} is not a consumer group."),
                     );
                 }
-                group.consumer = Some(ConsumerState::new(consumer::ASSIGNORS[0]));
                 group.protocol_type = Some("consumer".into());
             }
-            let state = group.consumer.as_mut().expect("set above");
+            let state = group
+                .consumer
+                .get_or_insert_with(|| ConsumerState::new(consumer::ASSIGNORS[0]));
             let result = state.heartbeat(heartbeat, &topics, Instant::now());
             let (records, live) = coordinator::unpersisted_consumer_records(&group_id, state);
             // Appended under the lock so the records are in the log in the order the
@@ -176,7 +178,7 @@ impl Broker {
                     .collect(),
             )
         };
-        let groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let groups = self.coordinator.groups.lock_or_recover();
         let described = request
             .group_ids
             .iter()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -73,8 +73,22 @@ enum SessionMode {
 }
 
 impl FetchSessions {
+    /// The sessions. A panic while one was being updated could leave its targets and what
+    /// was reported of them out of step, and an incremental fetch would then leave out
+    /// partitions with data; so a poisoned lock drops every session: their clients hear
+    /// FETCH_SESSION_ID_NOT_FOUND and start new ones, as after a restart.
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Session>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| {
+            warn!("a panic poisoned the fetch sessions' lock; dropping every session");
+            self.sessions.clear_poison();
+            let mut sessions = poisoned.into_inner();
+            sessions.clear();
+            sessions
+        })
+    }
+
     fn new_session(&self, targets: &[FetchTarget]) -> i32 {
-        let mut sessions = self.sessions.lock().expect("session lock");
+        let mut sessions = self.lock();
         if sessions.len() >= MAX_SESSIONS {
             let oldest = sessions
                 .iter()
@@ -116,7 +130,7 @@ impl FetchSessions {
         changed: Vec<FetchTarget>,
         forgotten: &[(TopicKey, i32)],
     ) -> Result<Vec<(FetchTarget, Option<Reported>)>, ResponseError> {
-        let mut sessions = self.sessions.lock().expect("session lock");
+        let mut sessions = self.lock();
         let session = sessions
             .get_mut(&id)
             .ok_or(ResponseError::FetchSessionIdNotFound)?;
@@ -142,7 +156,7 @@ impl FetchSessions {
     }
 
     fn remember(&self, id: i32, reported: &[(TopicKey, i32, Reported)]) {
-        let mut sessions = self.sessions.lock().expect("session lock");
+        let mut sessions = self.lock();
         if let Some(session) = sessions.get_mut(&id) {
             for (topic, partition, r) in reported {
                 if let Some((_, last)) = session
@@ -157,7 +171,7 @@ impl FetchSessions {
     }
 
     fn remove(&self, id: i32) {
-        self.sessions.lock().expect("session lock").remove(&id);
+        self.lock().remove(&id);
     }
 }
 

@@ -33,6 +33,7 @@ use crate::coordinator::group::{
 use crate::coordinator::records::RecordKey;
 use crate::coordinator::{self, OFFSETS_TOPIC};
 use crate::log_manager::Partition;
+use odradek_storage::LockExt;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -142,7 +143,7 @@ impl Broker {
 
     pub(crate) fn sweep_groups(&self) {
         let now = Instant::now();
-        let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let mut groups = self.coordinator.groups.lock_or_recover();
         for group in groups.values_mut() {
             if let Some(consumer) = group.consumer.as_mut() {
                 let expired = consumer.expire(now, self.coordinator.consumer_session_timeout);
@@ -290,7 +291,8 @@ impl Broker {
         if version >= 4 {
             return FindCoordinatorResponse::default().with_coordinators(coordinators);
         }
-        let c = coordinators.pop().expect("one key below v4");
+        // Below v4 the request has one key, so there is one coordinator.
+        let c = coordinators.pop().unwrap_or_default();
         let mut response = FindCoordinatorResponse::default()
             .with_error_code(c.error_code)
             .with_node_id(c.node_id)
@@ -351,7 +353,7 @@ impl Broker {
         };
         let now = Instant::now();
         let outcome = {
-            let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let mut groups = self.coordinator.groups.lock_or_recover();
             let group = groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(&group_id));
@@ -383,7 +385,7 @@ impl Broker {
     pub(crate) fn sync_group(&self, request: SyncGroupRequest, version: i16) -> Reply {
         let now = Instant::now();
         let outcome = {
-            let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let mut groups = self.coordinator.groups.lock_or_recover();
             match groups.get_mut(request.group_id.as_str()) {
                 None => Outcome::Now(SyncResult {
                     error: Some(ResponseError::UnknownMemberId),
@@ -426,7 +428,7 @@ impl Broker {
     }
 
     pub(crate) fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
-        let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let mut groups = self.coordinator.groups.lock_or_recover();
         let error = match groups.get_mut(request.group_id.as_str()) {
             None => Some(ResponseError::UnknownMemberId),
             Some(g) => g.heartbeat(
@@ -459,7 +461,7 @@ impl Broker {
             vec![(request.member_id.to_string(), None)]
         };
         let now = Instant::now();
-        let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let mut groups = self.coordinator.groups.lock_or_recover();
         let Some(group) = groups.get_mut(request.group_id.as_str()) else {
             return LeaveGroupResponse::default()
                 .with_error_code(ResponseError::UnknownMemberId.code());
@@ -496,7 +498,7 @@ impl Broker {
         } else if self.coordinator.offsets_topic(&self.logs).await.is_none() {
             Some(ResponseError::CoordinatorNotAvailable)
         } else {
-            let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let mut groups = self.coordinator.groups.lock_or_recover();
             let simple = request.generation_id_or_member_epoch < 0 && request.member_id.is_empty();
             match groups.get_mut(&group_id) {
                 Some(g) => g.check_commit(
@@ -585,7 +587,7 @@ impl Broker {
         // The in-memory offsets change only once the records are durable.
         let commit_now = |ok: bool, topics: &mut Vec<OffsetCommitResponseTopic>| {
             if ok {
-                let mut groups = coordinator_groups.lock().expect("coordinator lock");
+                let mut groups = coordinator_groups.lock_or_recover();
                 let group = groups
                     .entry(group_id.clone())
                     .or_insert_with(|| Group::new(&group_id));
@@ -623,7 +625,7 @@ impl Broker {
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> Vec<(String, Vec<PartitionOffset>)> {
-        let groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let groups = self.coordinator.groups.lock_or_recover();
         let group = groups.get(group_id);
         match wanted {
             Some(wanted) => wanted
@@ -761,7 +763,7 @@ impl Broker {
     }
 
     pub(crate) fn list_groups(&self, request: ListGroupsRequest) -> ListGroupsResponse {
-        let groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let groups = self.coordinator.groups.lock_or_recover();
         let mut listed: Vec<ListedGroup> = groups
             .values()
             .filter(|g| g.state != GroupState::Dead)
@@ -796,7 +798,7 @@ impl Broker {
         request: DescribeGroupsRequest,
         version: i16,
     ) -> DescribeGroupsResponse {
-        let groups = self.coordinator.groups.lock().expect("coordinator lock");
+        let groups = self.coordinator.groups.lock_or_recover();
         let described = request
             .groups
             .iter()
@@ -891,7 +893,7 @@ impl Broker {
         for id in &request.groups_names {
             let group_id = id.to_string();
             let keys = {
-                let groups = self.coordinator.groups.lock().expect("coordinator lock");
+                let groups = self.coordinator.groups.lock_or_recover();
                 match groups.get(&group_id) {
                     _ if group_id.is_empty() => Err(ResponseError::InvalidGroupId),
                     None => Err(ResponseError::GroupIdNotFound),
@@ -922,12 +924,8 @@ impl Broker {
                 Err(e) => Some(e),
                 Ok(keys) => {
                     if self.write_tombstones(&group_id, keys).await {
-                        if let Some(mut g) = self
-                            .coordinator
-                            .groups
-                            .lock()
-                            .expect("coordinator lock")
-                            .remove(&group_id)
+                        if let Some(mut g) =
+                            self.coordinator.groups.lock_or_recover().remove(&group_id)
                         {
                             g.kill();
                         }
@@ -953,7 +951,7 @@ impl Broker {
         let mut topics = Vec::new();
         let mut doomed = Vec::new();
         {
-            let groups = self.coordinator.groups.lock().expect("coordinator lock");
+            let groups = self.coordinator.groups.lock_or_recover();
             let Some(group) = groups
                 .get(&group_id)
                 .filter(|g| g.state != GroupState::Dead)
@@ -1018,13 +1016,7 @@ impl Broker {
                     .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
             ));
         }
-        if let Some(g) = self
-            .coordinator
-            .groups
-            .lock()
-            .expect("coordinator lock")
-            .get_mut(&group_id)
-        {
+        if let Some(g) = self.coordinator.groups.lock_or_recover().get_mut(&group_id) {
             for key in &doomed {
                 g.offsets.remove(key);
             }

@@ -36,6 +36,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use odradek_protocol::batch::{BatchOwner, TxnMarker};
+use odradek_storage::LockExt;
 use odradek_storage::now_ms;
 use tracing::{info, warn};
 
@@ -72,12 +73,13 @@ fn by_topic<S: PartialEq, P, T>(
         .collect()
 }
 
-/// Checks that a request comes from the transaction's current producer.
+/// Checks that a request comes from the transaction's current producer; returns the
+/// transaction's state.
 fn check_producer(
     m: Option<&TxnMetadata>,
     producer_id: i64,
     epoch: i16,
-) -> Result<(), ResponseError> {
+) -> Result<&TxnMetadata, ResponseError> {
     let m = m.ok_or(ResponseError::InvalidProducerIdMapping)?;
     if m.producer_id != producer_id {
         return Err(ResponseError::InvalidProducerIdMapping);
@@ -88,7 +90,7 @@ fn check_producer(
     if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
         return Err(ResponseError::ConcurrentTransactions);
     }
-    Ok(())
+    Ok(m)
 }
 
 impl Broker {
@@ -151,11 +153,15 @@ impl Broker {
             }
         }
         info!(transactional_ids = loaded.len(), "loaded transaction state");
-        *self
+        // Loading runs at start-up, before the broker takes requests or starts the task
+        // that aborts timed-out transactions: nothing else can hold the lock yet.
+        #[allow(clippy::expect_used)]
+        let mut txns = self
             .txn
             .txns
             .try_lock()
-            .expect("no transaction work before start-up") = loaded;
+            .expect("nothing holds the transaction lock before start-up ends");
+        *txns = loaded;
     }
 
     pub(crate) async fn init_producer_id(
@@ -368,10 +374,10 @@ impl Broker {
                 .collect();
         }
         let mut txns = self.txn.txns.lock().await;
-        if let Err(e) = check_producer(txns.get(id), producer_id, epoch) {
-            return all(e);
-        }
-        let mut m = txns.get(id).cloned().expect("checked above");
+        let mut m = match check_producer(txns.get(id), producer_id, epoch) {
+            Ok(m) => m.clone(),
+            Err(e) => return all(e),
+        };
         if verify_only {
             let in_txn = m.state == TxnState::Ongoing;
             return wanted
@@ -488,11 +494,11 @@ impl Broker {
                 .with_producer_epoch(request.producer_epoch)
         };
         let mut txns = self.txn.txns.lock().await;
-        if let Err(e) = check_producer(txns.get(&id), request.producer_id.0, request.producer_epoch)
-        {
-            return respond(Some(e));
-        }
-        let mut m = txns.get(&id).cloned().expect("checked above");
+        let mut m =
+            match check_producer(txns.get(&id), request.producer_id.0, request.producer_epoch) {
+                Ok(m) => m.clone(),
+                Err(e) => return respond(Some(e)),
+            };
         let commit = request.committed;
         let outcome = match m.state {
             TxnState::Ongoing => self.complete_transaction(&id, &mut m, commit).await.err(),
@@ -526,7 +532,7 @@ impl Broker {
                     )
                 } else if version >= 3 && request.generation_id >= 0 {
                     // KIP-447: the group's generation fences zombie instances.
-                    let mut groups = self.coordinator.groups.lock().expect("coordinator lock");
+                    let mut groups = self.coordinator.groups.lock_or_recover();
                     groups.get_mut(&group_id).and_then(|g| {
                         g.check_commit(
                             &request.member_id,
