@@ -2,6 +2,7 @@
 //! each Kafka API, and the socket server that feeds them.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod broker;
 pub mod config;

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use odradek_storage::{GroupCommit, Log, StorageError};
+use odradek_storage::{GroupCommit, LockExt, Log, RwLockExt, StorageError};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -175,7 +175,10 @@ impl LogManager {
             broker_config: RwLock::new(Arc::new(broker_config)),
             metadata_log: tokio::sync::Mutex::new(metadata_log),
             registry: RwLock::new(Registry::default()),
-            group_commit: GroupCommit::start(),
+            group_commit: GroupCommit::try_start().map_err(|source| StorageError::Io {
+                path: data_dir.to_path_buf(),
+                source,
+            })?,
             producer_ids: Mutex::new((image.next_producer_id, image.next_producer_id)),
         };
         // Dynamic configs from the metadata log apply before any topic is opened.
@@ -187,7 +190,7 @@ impl LogManager {
             registry.by_id.insert(topic.id, topic.clone());
             registry.by_name.insert(topic.name.clone(), topic);
         }
-        *manager.registry.write().expect("registry lock") = registry;
+        *manager.registry.write_or_recover() = registry;
         Ok(manager)
     }
 
@@ -217,15 +220,14 @@ impl LogManager {
                         };
                         let (image, settings) = &topics[t];
                         let partition = self.open_partition(image, p, settings, clean);
-                        opened
-                            .lock()
-                            .expect("opened partitions")
-                            .push((at, partition));
+                        opened.lock_or_recover().push((at, partition));
                     }
                 });
             }
         });
-        let mut opened = opened.into_inner().expect("opened partitions");
+        let mut opened = opened
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         opened.sort_by_key(|(at, _)| *at);
         let mut partitions = opened.into_iter().map(|(_, p)| p);
         topics
@@ -307,7 +309,7 @@ impl LogManager {
     }
 
     pub fn broker_config(&self) -> Arc<BrokerConfig> {
-        self.broker_config.read().expect("config lock").clone()
+        self.broker_config.read_or_recover().clone()
     }
 
     /// Replaces a dynamic broker config layer durably; every topic's settings are
@@ -380,7 +382,7 @@ impl LogManager {
                 }
             };
             let updated = Arc::new(updated);
-            let mut registry = self.registry.write().expect("registry lock");
+            let mut registry = self.registry.write_or_recover();
             registry.by_id.insert(updated.id, updated.clone());
             registry.by_name.insert(updated.name.clone(), updated);
         }
@@ -410,7 +412,7 @@ impl LogManager {
         if next.dynamic(None) != current.dynamic(None)
             || next.dynamic(Some(node)) != current.dynamic(Some(node))
         {
-            *self.broker_config.write().expect("config lock") = Arc::new(next);
+            *self.broker_config.write_or_recover() = Arc::new(next);
         }
     }
 
@@ -418,7 +420,7 @@ impl LogManager {
     /// (freeing the name at once) and removes them in the background.
     fn remove_topic(&self, topic: &Topic) {
         {
-            let mut registry = self.registry.write().expect("registry lock");
+            let mut registry = self.registry.write_or_recover();
             registry.by_id.remove(&topic.id);
             registry.by_name.remove(&topic.name);
         }
@@ -452,20 +454,10 @@ impl LogManager {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.registry
-            .read()
-            .expect("registry lock")
-            .by_name
-            .get(name)
-            .cloned()
+        self.registry.read_or_recover().by_name.get(name).cloned()
     }
     pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
-        self.registry
-            .read()
-            .expect("registry lock")
-            .by_id
-            .get(id)
-            .cloned()
+        self.registry.read_or_recover().by_id.get(id).cloned()
     }
     /// Partition `index` of topic `name`, if both exist.
     pub fn partition(&self, name: &str, index: i32) -> Option<Arc<Partition>> {
@@ -478,8 +470,7 @@ impl LogManager {
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         let mut all: Vec<_> = self
             .registry
-            .read()
-            .expect("registry lock")
+            .read_or_recover()
             .by_name
             .values()
             .cloned()
@@ -496,7 +487,7 @@ impl LogManager {
             ids.0 - 1
         };
         {
-            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            let mut ids = self.producer_ids.lock_or_recover();
             if ids.0 < ids.1 {
                 return Ok(take(&mut ids));
             }
@@ -504,7 +495,7 @@ impl LogManager {
         // Only the holder of the metadata lock moves the end of the block.
         let metadata_log = self.metadata_log.lock().await;
         let end = {
-            let mut ids = self.producer_ids.lock().expect("producer id lock");
+            let mut ids = self.producer_ids.lock_or_recover();
             if ids.0 < ids.1 {
                 return Ok(take(&mut ids));
             }
@@ -514,7 +505,7 @@ impl LogManager {
             next: end + PRODUCER_ID_BLOCK,
         };
         metadata_log.append(std::slice::from_ref(&record)).await?;
-        let mut ids = self.producer_ids.lock().expect("producer id lock");
+        let mut ids = self.producer_ids.lock_or_recover();
         ids.1 = end + PRODUCER_ID_BLOCK;
         Ok(take(&mut ids))
     }

@@ -214,7 +214,7 @@ impl odradek_raft::MetadataStateMachine for ImageMachine {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.image.as_records()).expect("metadata records serialize")
+        encode_records_json(&self.image.as_records())
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), odradek_raft::RestoreError> {
@@ -302,7 +302,7 @@ impl MetadataStore {
     pub async fn append(&self, records: &[MetadataRecord]) -> Result<MetadataImage, MetadataError> {
         let encoded = records
             .iter()
-            .map(|r| bytes::Bytes::from(serde_json::to_vec(r).expect("metadata records serialize")))
+            .map(|r| bytes::Bytes::from(encode_record_json(r)))
             .collect();
         self.quorum.propose(encoded).await?;
         Ok(self.quorum.with_state(|m| m.image.clone()))
@@ -325,6 +325,19 @@ impl MetadataStore {
             data_dir: dir.parent().unwrap_or(dir).to_path_buf(),
         })
     }
+}
+
+/// A record as JSON. Records hold strings, numbers, ids and maps with string keys, which
+/// serde_json always encodes.
+#[allow(clippy::expect_used)]
+fn encode_record_json(record: &MetadataRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a metadata record always encodes as JSON")
+}
+
+/// Records as one JSON array (a snapshot); see [`encode_record_json`].
+#[allow(clippy::expect_used)]
+fn encode_records_json(records: &[MetadataRecord]) -> Vec<u8> {
+    serde_json::to_vec(records).expect("metadata records always encode as JSON")
 }
 
 /// A frame of the log: `[len: u32][crc32c: u32][JSON record]`.
@@ -532,7 +545,7 @@ impl MetadataLog {
 fn encode(records: &[MetadataRecord]) -> Vec<u8> {
     let mut buf = Vec::new();
     for record in records {
-        let body = serde_json::to_vec(record).expect("metadata records serialize");
+        let body = encode_record_json(record);
         buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
         buf.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
         buf.extend_from_slice(&body);

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 // openraft's storage traits return its `StorageError` (224 bytes) by value; our helpers
 // return the same type so `?` works across them. Errors are rare, so the size is moot.
 #![allow(clippy::result_large_err)]

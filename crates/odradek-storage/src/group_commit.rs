@@ -62,14 +62,6 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// [`Self::try_start`], for callers that cannot handle the error yet: a broker that
-    /// cannot start its fsync threads could never make an append durable, so it stops.
-    // TODO: LogManager::open should call try_start and report the error; then remove this.
-    #[allow(clippy::expect_used)]
-    pub fn start() -> Self {
-        Self::try_start().expect("the group commit threads start")
-    }
-
     /// Starts the sync threads; fails if the system refuses one of them.
     pub fn try_start() -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
@@ -194,7 +186,7 @@ mod tests {
                 Arc::new(Mutex::new(log))
             })
             .collect();
-        let commit = GroupCommit::start();
+        let commit = GroupCommit::try_start().unwrap();
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
         for round in 0..50 {
@@ -240,7 +232,7 @@ mod tests {
         .join()
         .unwrap_err();
         assert!(log.is_poisoned());
-        let commit = GroupCommit::start();
+        let commit = GroupCommit::try_start().unwrap();
         let (tx, rx) = mpsc::channel();
         for _ in 0..3 {
             let tx = tx.clone();

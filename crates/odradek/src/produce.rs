@@ -139,7 +139,7 @@ pub fn run(options: ProduceArgs, cluster: &ClientArgs) -> anyhow::Result<()> {
     // not a terminal (pipes, CI logs).
     let progress = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template("{spinner} {human_pos} records sent in {elapsed}")
-            .expect("a valid progress template"),
+            .context("the progress template")?,
     );
     loop {
         let mut round: Vec<String> = Vec::with_capacity(LINES_PER_ROUND);
