@@ -78,6 +78,17 @@ async fn start(config: QuorumConfig, listener: TcpListener) -> Node {
         .unwrap()
 }
 
+/// Starts `n` nodes one after the other, each knowing every address.
+async fn start_nodes(n: u64, dir: &Path) -> (BTreeMap<u64, SocketAddr>, BTreeMap<u64, Node>) {
+    let (addrs, mut ls) = listeners(n).await;
+    let mut nodes = BTreeMap::new();
+    for id in 1..=n {
+        let listener = ls.remove(&id).unwrap();
+        nodes.insert(id, start(config(id, &addrs, dir), listener).await);
+    }
+    (addrs, nodes)
+}
+
 /// Starts on the configured address again (a restart).
 async fn restart(config: QuorumConfig) -> Node {
     let deadline = Instant::now() + DEADLINE;
@@ -308,14 +319,7 @@ async fn three_nodes_replicate_in_order_and_followers_refuse_writes() {
 async fn a_new_leader_takes_over_and_the_old_one_catches_up() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (addrs, mut ls) = listeners(3).await;
-    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(
-            id,
-            start(config(id, &addrs, dir.path()), ls.remove(&id).unwrap()).await,
-        );
-    }
+    let (addrs, mut nodes) = start_nodes(3, dir.path()).await;
     let all: Vec<&Node> = nodes.values().collect();
     let old_leader = agreed_leader(&all).await;
     propose_anywhere(&all, vec![rec("before")]).await;
@@ -465,14 +469,7 @@ async fn snapshots_purge_the_log_and_bring_lagging_nodes_up() {
 async fn followers_forward_proposals_to_the_leader() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (addrs, mut ls) = listeners(3).await;
-    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
-    for id in 1..=3 {
-        nodes.insert(
-            id,
-            start(config(id, &addrs, dir.path()), ls.remove(&id).unwrap()).await,
-        );
-    }
+    let (_, mut nodes) = start_nodes(3, dir.path()).await;
     let all: Vec<&Node> = nodes.values().collect();
     let leader = agreed_leader(&all).await;
     let follower = nodes.keys().copied().find(|&id| id != leader).unwrap();
