@@ -113,6 +113,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "The node id of this broker.",
     ),
     def(
+        "broker.rack",
+        ConfigType::String,
+        None,
+        Any,
+        "The rack (or availability zone) of this broker, reported to clients in Metadata and DescribeCluster.",
+    ),
+    def(
         "broker.id",
         Int,
         Some("-1"),
@@ -1573,6 +1580,14 @@ impl BrokerConfig {
     /// address the listener is bound to).
     pub fn advertised_listeners_set(&self) -> bool {
         self.value("advertised.listeners").is_some()
+    }
+
+    /// `broker.rack`, if set.
+    pub fn rack(&self) -> Option<String> {
+        self.value("broker.rack")
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
     }
 
     pub fn auto_create_topics(&self) -> bool {

@@ -884,3 +884,18 @@ async fn alter_replica_log_dirs_is_answered_as_a_one_directory_broker() {
         );
     }
 }
+
+/// `broker.rack` reaches clients: Metadata from v1 (v0 has no rack field and must still
+/// encode), as rack-aware clients and tools read it.
+#[test]
+fn metadata_reports_broker_rack_from_v1() {
+    use kafka_protocol::messages::MetadataRequest;
+    let broker = BrokerProcess::start_with(&["--set", "broker.rack=rack-7"]);
+    for version in [0, 1, 12] {
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let response = raw_round_trip(&broker.addr, &request, version);
+        let rack = response.brokers[0].rack.as_ref().map(|r| r.to_string());
+        let expected = (version >= 1).then(|| "rack-7".to_string());
+        assert_eq!(rack, expected, "v{version}");
+    }
+}

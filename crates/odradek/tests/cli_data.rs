@@ -365,7 +365,7 @@ fn reset_offsets_plans_by_default_commits_with_execute_and_groups_are_deleted() 
 
 #[test]
 fn cluster_info_counts_topics_and_names_the_controller_and_the_quorum() {
-    let broker = BrokerProcess::start();
+    let broker = BrokerProcess::start_with(&["--set", "broker.rack=eu-west-1a"]);
     ok(odradek(&broker, &["topic", "create", "a", "-p", "2"]));
     ok(odradek(&broker, &["topic", "create", "b", "-p", "3"]));
     let info = json(odradek(&broker, &["cluster", "info", "--output", "json"]));
@@ -375,6 +375,10 @@ fn cluster_info_counts_topics_and_names_the_controller_and_the_quorum() {
     );
     assert_eq!(info["brokers"][0]["address"], broker.addr.as_str());
     assert_eq!(info["controller"], info["brokers"][0]["id"]);
+    assert_eq!(
+        info["brokers"][0]["rack"], "eu-west-1a",
+        "broker.rack is reported"
+    );
     assert!(!info["cluster_id"].as_str().unwrap_or_default().is_empty());
     let quorum = &info["quorum"];
     assert_eq!(quorum["leader"], 1, "{info}");

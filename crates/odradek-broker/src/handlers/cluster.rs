@@ -60,7 +60,8 @@ impl Broker {
                 DescribeClusterBroker::default()
                     .with_broker_id(self.node_id.into())
                     .with_host(str_bytes(host))
-                    .with_port(port),
+                    .with_port(port)
+                    .with_rack(self.config().rack().map(str_bytes)),
             ])
             .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
                 ALL_CLUSTER_OPERATIONS

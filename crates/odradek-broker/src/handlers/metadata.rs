@@ -25,7 +25,9 @@ impl Broker {
                 MetadataResponseBroker::default()
                     .with_node_id(self.node_id.into())
                     .with_host(str_bytes(host))
-                    .with_port(port),
+                    .with_port(port)
+                    // The rack came with v1.
+                    .with_rack(self.config().rack().filter(|_| version >= 1).map(str_bytes)),
             ])
             .with_controller_id(self.node_id.into());
         if version >= 2 {
