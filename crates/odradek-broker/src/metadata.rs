@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use odradek_raft::LogRepair;
@@ -246,7 +245,7 @@ impl MetadataStore {
         let legacy = MetadataLog::path_in(dir);
         // Checked (and a torn tail cut) before anything else touches the directory.
         let migrating = if legacy.exists() {
-            Some(MetadataLog::open(dir)?.1)
+            Some(MetadataLog::load(dir)?)
         } else {
             None
         };
@@ -443,12 +442,11 @@ impl MetadataScan {
     }
 }
 
-/// The append-only file of metadata records.
+/// The file of metadata records that releases before the quorum wrote
+/// (`__cluster_metadata-0/metadata.log`): read once to move it into the quorum's log, and
+/// repaired by `odradek repair metadata`. Nothing appends to it any more.
 #[derive(Debug)]
-pub struct MetadataLog {
-    path: PathBuf,
-    file: File,
-}
+pub struct MetadataLog;
 
 impl MetadataLog {
     /// The log's file in the metadata directory `dir`.
@@ -466,15 +464,14 @@ impl MetadataLog {
         }
     }
 
-    /// Opens the log in `dir`, replaying it into an image. A torn tail is cut; damage with
-    /// intact records after it stops here with [`MetadataError::Damaged`].
-    pub fn open(dir: &Path) -> Result<(Self, MetadataImage), MetadataError> {
+    /// Replays the log in `dir` into an image. A torn tail is cut; damage with intact
+    /// records after it stops here with [`MetadataError::Damaged`].
+    pub fn load(dir: &Path) -> Result<MetadataImage, MetadataError> {
         let path = Self::path_in(dir);
         let io = |source| MetadataError::Io {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io)?;
         let scan = Self::scan(dir)?;
         if let Some(damage) = scan.damage_in_the_middle() {
             return Err(MetadataError::Damaged {
@@ -488,18 +485,13 @@ impl MetadataLog {
         for (_, record) in &scan.records {
             image.apply(record);
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
         if let Some(tail) = scan.torn_tail() {
             warn!(path = %path.display(), valid_bytes = tail.start, cut_bytes = tail.end - tail.start, "cutting torn metadata log tail");
+            let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
             file.set_len(tail.start).map_err(io)?;
+            file.sync_all().map_err(io)?;
         }
-        file.sync_all().map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok((Self { path, file }, image))
+        Ok(image)
     }
 
     /// Rewrites the log in `dir` with its intact records only. The damaged file is kept
@@ -530,16 +522,6 @@ impl MetadataLog {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(Some(kept))
     }
-
-    /// Appends records durably, as one write so a crash keeps all or a prefix of them.
-    pub fn append(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
-        let io = |source| MetadataError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.file.write_all(&encode(records)).map_err(io)?;
-        self.file.sync_data().map_err(io)
-    }
 }
 
 fn encode(records: &[MetadataRecord]) -> Vec<u8> {
@@ -556,6 +538,18 @@ fn encode(records: &[MetadataRecord]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// Appends records as the releases before the quorum did.
+    fn append(dir: &Path, records: &[MetadataRecord]) {
+        fs::create_dir_all(dir).unwrap();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(MetadataLog::path_in(dir))
+            .unwrap();
+        file.write_all(&encode(records)).unwrap();
+    }
 
     fn created(name: &str) -> MetadataRecord {
         MetadataRecord::TopicCreated {
@@ -569,9 +563,8 @@ mod tests {
     /// A log holding topics a, b and c, one record each; returns the file and the byte
     /// position where each record starts.
     fn three_topics(dir: &Path) -> (PathBuf, Vec<u64>) {
-        let (mut log, _) = MetadataLog::open(dir).unwrap();
         for name in ["a", "b", "c"] {
-            log.append(&[created(name)]).unwrap();
+            append(dir, &[created(name)]);
         }
         let scan = MetadataLog::scan(dir).unwrap();
         let starts = scan.records.iter().map(|(pos, _)| *pos).collect();
@@ -592,24 +585,25 @@ mod tests {
     fn records_replay_into_the_same_image_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
-        {
-            let (mut log, image) = MetadataLog::open(dir.path()).unwrap();
-            assert_eq!(image.topics().count(), 0);
-            log.append(&[MetadataRecord::TopicCreated {
+        assert_eq!(MetadataLog::load(dir.path()).unwrap().topics().count(), 0);
+        append(
+            dir.path(),
+            &[MetadataRecord::TopicCreated {
                 name: "t".into(),
                 id,
                 partitions: 1,
                 configs: BTreeMap::new(),
-            }])
-            .unwrap();
-            log.append(&[MetadataRecord::PartitionsAdded { id, partitions: 3 }])
-                .unwrap();
-        }
+            }],
+        );
+        append(
+            dir.path(),
+            &[MetadataRecord::PartitionsAdded { id, partitions: 3 }],
+        );
         let path = dir.path().join("metadata.log");
         let mut bytes = fs::read(&path).unwrap();
         bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
         fs::write(&path, &bytes).unwrap();
-        let (_, image) = MetadataLog::open(dir.path()).unwrap();
+        let image = MetadataLog::load(dir.path()).unwrap();
         assert_eq!(image.topic("t").unwrap().partitions, 3);
         assert_eq!(image.topic_by_id(&id).unwrap().name, "t");
         assert_eq!(fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6);
@@ -620,7 +614,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, starts) = three_topics(dir.path());
         flip(&path, starts[2] + 12);
-        let (_, image) = MetadataLog::open(dir.path()).unwrap();
+        let image = MetadataLog::load(dir.path()).unwrap();
         assert_eq!(names(&image), ["a", "b"]);
         assert_eq!(fs::metadata(&path).unwrap().len(), starts[2]);
     }
@@ -635,7 +629,7 @@ mod tests {
             let before = fs::read(&path).unwrap();
             flip(&path, at);
             let damaged = fs::read(&path).unwrap();
-            match MetadataLog::open(dir.path()) {
+            match MetadataLog::load(dir.path()) {
                 Err(MetadataError::Damaged {
                     path: p,
                     position,
@@ -668,7 +662,7 @@ mod tests {
         );
         let kept = MetadataLog::repair(dir.path()).unwrap().unwrap();
         assert_eq!(fs::read(kept).unwrap(), damaged);
-        let (_, image) = MetadataLog::open(dir.path()).unwrap();
+        let image = MetadataLog::load(dir.path()).unwrap();
         assert_eq!(names(&image), ["a", "c"]);
         assert_eq!(MetadataLog::repair(dir.path()).unwrap(), None);
     }
@@ -684,7 +678,7 @@ mod tests {
         bytes.extend_from_slice(body);
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            MetadataLog::open(dir.path()),
+            MetadataLog::load(dir.path()),
             Err(MetadataError::Decode { .. })
         ));
         assert_eq!(fs::read(&path).unwrap(), bytes);
