@@ -161,7 +161,11 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
 
 pub struct Broker {
     pub(crate) node_id: i32,
-    pub(crate) cluster_id: String,
+    /// New on every start: tells the controller this run from an earlier one.
+    pub(crate) incarnation: uuid::Uuid,
+    pub(crate) liveness: crate::controller::Liveness,
+    /// The cluster id in this data dir's `meta.properties`.
+    pub(crate) local_cluster_id: String,
     /// Where the client listener is bound: what clients are told unless
     /// `advertised.listeners` (a per-broker dynamic config) says otherwise.
     bound: std::sync::OnceLock<std::net::SocketAddr>,
@@ -220,7 +224,9 @@ impl Broker {
         }
         let broker = Self {
             node_id,
-            cluster_id,
+            local_cluster_id: cluster_id,
+            incarnation: uuid::Uuid::new_v4(),
+            liveness: crate::controller::Liveness::default(),
             bound: std::sync::OnceLock::new(),
             logs,
             fetch_sessions: FetchSessions::default(),
@@ -284,7 +290,7 @@ impl Broker {
                         .lock_log()
                         .is_some_and(|log| log.flush_overdue(now));
                     if overdue {
-                        self.logs.group_commit().request(&partition.log, None);
+                        self.logs.sync(partition, None);
                     }
                 }
             }
@@ -303,7 +309,10 @@ impl Broker {
         let period = std::time::Duration::from_millis(interval as u64);
         self.every(period, || {
             self.on_every_partition_blocking(|topic, partition| {
-                if let Err(e) = odradek_storage::Log::checkpoint_recovery_point(&partition.log) {
+                let Some(log) = partition.shared_log() else {
+                    return;
+                };
+                if let Err(e) = odradek_storage::Log::checkpoint_recovery_point(log) {
                     warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot write the recovery point");
                 }
             })
@@ -422,7 +431,10 @@ impl Broker {
                     return;
                 }
                 let now = odradek_storage::now_ms();
-                if let Err(e) = cleaner.clean(&partition.log, now, stop) {
+                let Some(log) = partition.shared_log() else {
+                    continue;
+                };
+                if let Err(e) = cleaner.clean(log, now, stop) {
                     warn!(topic = %topic.name, partition = partition.index, error = %e, "log cleaning failed");
                 }
             }

@@ -285,21 +285,35 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some("broker,controller"),
         Any,
-        "Must name both roles (or be unset): dedicated controllers and broker-only nodes need the cluster support, so other values stop start-up.",
+        "Must name both roles (or be unset): dedicated controllers and broker-only nodes are not supported yet, so other values stop start-up.",
+    ),
+    def(
+        "broker.session.timeout.ms",
+        Long,
+        Some("9000"),
+        AtLeast(1),
+        "How long the controller waits for a broker's heartbeat before fencing it: its partitions then have no leader until it is back.",
+    ),
+    def(
+        "broker.heartbeat.interval.ms",
+        Long,
+        Some("2000"),
+        AtLeast(1),
+        "How often a broker heartbeats to the controller.",
     ),
     def(
         "controller.quorum.voters",
         List,
         Some(""),
         Any,
-        "Only this node alone as the voter (a one-node KRaft config); a larger quorum stops start-up until the cluster support lands.",
+        "The metadata quorum's voters as id@host:port (the controller listeners); this node must be one of them. Empty: this node alone.",
     ),
     def(
         "controller.quorum.bootstrap.servers",
         List,
         Some(""),
         Any,
-        "At most one server; more stop start-up until the cluster support lands.",
+        "At most one server; finding the quorum this way (KIP-853) is not supported yet, so more stop start-up.",
     ),
     def(
         "controller.listener.names",
@@ -1190,6 +1204,14 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError
     Ok(out)
 }
 
+/// The metadata quorum as configured: its voters (empty: this node alone) and where this
+/// node listens for its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumSpec {
+    pub voters: BTreeMap<i32, SocketAddr>,
+    pub listen: Option<SocketAddr>,
+}
+
 /// The broker's configuration: every key explicitly set, validated, in Kafka's layers.
 /// Dynamic layers (set with AlterConfigs/IncrementalAlterConfigs and kept in the metadata
 /// log) win over the static one (`--config`, `--set`), which wins over the defaults.
@@ -1268,23 +1290,29 @@ impl BrokerConfig {
                 ));
             }
         }
-        let node_id = self.node_id();
-        if let Some(voters) = self
-            .value("controller.quorum.voters")
-            .filter(|v| !v.trim().is_empty())
-        {
-            let ids: Vec<&str> = voters
-                .split(',')
-                .map(|v| v.trim().split('@').next().unwrap_or(""))
-                .collect();
-            if ids != [node_id.to_string().as_str()] {
+        let quorum = self.quorum()?;
+        if quorum.voters.len() > 1 {
+            let node_id = self.node_id();
+            if !quorum.voters.contains_key(&node_id) {
                 return Err(refuse(
                     "controller.quorum.voters",
-                    voters,
+                    self.value("controller.quorum.voters").unwrap_or_default(),
                     format!(
-                        "a quorum other than this node ({node_id}) alone needs the cluster support"
+                        "node {node_id} is not a voter: broker-only nodes are not supported yet"
                     ),
                 ));
+            }
+            if quorum.listen.is_none() {
+                return Err(ConfigError::InvalidValue {
+                    key: "controller.listener.names".into(),
+                    value: self
+                        .value("controller.listener.names")
+                        .unwrap_or_default()
+                        .into(),
+                    reason: "a voter of a quorum of several nodes needs a controller listener: \
+                             name one of `listeners` here (or use --controller-listen)"
+                        .into(),
+                });
             }
         }
         if let Some(servers) = self
@@ -1294,7 +1322,9 @@ impl BrokerConfig {
             return Err(refuse(
                 "controller.quorum.bootstrap.servers",
                 servers,
-                "a quorum of several controllers needs the cluster support".into(),
+                "finding the quorum through bootstrap servers (KIP-853) is not supported yet: \
+                 list the voters in controller.quorum.voters"
+                    .into(),
             ));
         }
         let map = self.security_protocol_map();
@@ -1307,10 +1337,18 @@ impl BrokerConfig {
             let Some((name, _)) = listener.split_once("://") else {
                 continue;
             };
+            // As in Kafka's KRaft mode: with no map set, controller listeners are PLAINTEXT.
+            let implicit = self.set_value("listener.security.protocol.map").is_none()
+                && self
+                    .controller_listener_names()
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(name));
             let protocol = map
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map_or(name, |(_, p)| p.as_str());
+                .map_or(if implicit { "PLAINTEXT" } else { name }, |(_, p)| {
+                    p.as_str()
+                });
             if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
                 .iter()
                 .any(|known| protocol.eq_ignore_ascii_case(known))
@@ -1353,6 +1391,55 @@ impl BrokerConfig {
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .collect()
+    }
+
+    /// The metadata quorum this node is a voter of: `controller.quorum.voters`, and where
+    /// this node's controller listener is. Unset: this node alone, binding nothing.
+    pub fn quorum(&self) -> Result<QuorumSpec, ConfigError> {
+        let invalid = |value: &str, reason: String| ConfigError::InvalidValue {
+            key: "controller.quorum.voters".into(),
+            value: value.into(),
+            reason,
+        };
+        let value = self.value("controller.quorum.voters").unwrap_or_default();
+        let mut voters = BTreeMap::new();
+        for voter in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let (id, host_port) = voter
+                .split_once('@')
+                .ok_or_else(|| invalid(value, format!("{voter}: expected ID@HOST:PORT")))?;
+            let id: i32 = id
+                .parse()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| invalid(value, format!("{voter}: the id is not a node id")))?;
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| invalid(value, format!("{voter}: cannot resolve {host_port}")))?;
+            if voters.insert(id, addr).is_some() {
+                return Err(invalid(value, format!("node {id} is listed twice")));
+            }
+        }
+        let controller = self.controller_listener_names();
+        let listen = self
+            .value("listeners")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter_map(|l| l.split_once("://"))
+            .find(|(name, _)| controller.iter().any(|c| c.eq_ignore_ascii_case(name)))
+            .map(|(_, host_port)| {
+                std::net::ToSocketAddrs::to_socket_addrs(host_port)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        key: "listeners".into(),
+                        value: host_port.into(),
+                        reason: "the controller listener must be HOST:PORT".into(),
+                    })
+            })
+            .transpose()?;
+        Ok(QuorumSpec { voters, listen })
     }
 
     /// The first of `value`'s listeners that clients use (not a controller listener).
@@ -1892,13 +1979,14 @@ mod tests {
             ],
             &[("process.roles", "broker")],
             &[("process.roles", "controller")],
-            &[(
-                "controller.quorum.voters",
-                "1@127.0.0.1:9093,2@127.0.0.2:9093",
-            )],
             &[
-                ("node.id", "2"),
-                ("controller.quorum.voters", "1@127.0.0.1:9093"),
+                ("node.id", "3"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093"),
+                ("controller.listener.names", "CONTROLLER"),
+                (
+                    "controller.quorum.voters",
+                    "1@127.0.0.1:9093,2@127.0.0.2:9093",
+                ),
             ],
             &[(
                 "controller.quorum.bootstrap.servers",
@@ -1913,6 +2001,50 @@ mod tests {
         }
         let err = start_with(&[("listeners", "CONTROLLER://127.0.0.1:9093")]).unwrap_err();
         assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+        for pairs in [
+            // A voter of several with no controller listener to hear its peers on.
+            &[(
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.2:9093",
+            )][..],
+            &[(
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,1@127.0.0.2:9093",
+            )],
+            &[("controller.quorum.voters", "one@127.0.0.1:9093")],
+            &[("controller.quorum.voters", "1-127.0.0.1:9093")],
+        ] {
+            let err = start_with(pairs).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::InvalidValue { .. }),
+                "{pairs:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_voter_of_a_three_node_quorum_knows_its_peers_and_its_controller_listener() {
+        let config = start_with(&[
+            ("node.id", "2"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.2:9092,CONTROLLER://127.0.0.2:9093",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093",
+            ),
+        ])
+        .unwrap();
+        let quorum = config.quorum().unwrap();
+        assert_eq!(quorum.voters.len(), 3);
+        assert_eq!(quorum.voters[&3], "127.0.0.3:9093".parse().unwrap());
+        assert_eq!(quorum.listen, Some("127.0.0.2:9093".parse().unwrap()));
+        assert_eq!(
+            config.listen_addr().unwrap(),
+            "127.0.0.2:9092".parse().unwrap()
+        );
     }
 
     #[test]

@@ -6,12 +6,14 @@
 
 mod broker;
 pub mod config;
+mod controller;
 mod coordinator;
 mod handlers;
 mod log_manager;
 pub mod metadata;
 pub mod metrics;
 mod network;
+mod placement;
 pub mod views;
 
 pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError, lock_data_dir};

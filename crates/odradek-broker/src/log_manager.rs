@@ -19,20 +19,48 @@ use crate::handlers::validate_topic_name;
 use crate::metadata::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage};
 use crate::metrics::TopicLabel;
 
-/// One partition this broker leads (all of them, on a single node).
+/// One partition of a topic: its log when this broker holds a replica of it.
 #[derive(Debug)]
 pub struct Partition {
     pub index: i32,
-    pub log: Arc<Mutex<Log>>,
+    /// `None` when the partition's replicas are on other brokers.
+    log: Option<Arc<Mutex<Log>>>,
     /// Woken after every append, for parked fetches.
     pub appended: Notify,
 }
 
 impl Partition {
-    /// The log, or `None` if a panic elsewhere poisoned its lock (then the partition is
-    /// treated as offline rather than taking the broker down).
+    fn hosted(index: i32, log: Log) -> Self {
+        Self {
+            index,
+            log: Some(Arc::new(Mutex::new(log))),
+            appended: Notify::new(),
+        }
+    }
+
+    fn elsewhere(index: i32) -> Self {
+        Self {
+            index,
+            log: None,
+            appended: Notify::new(),
+        }
+    }
+
+    /// Whether this broker holds the partition's log.
+    pub fn is_local(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The shared log (for the group commit, the cleaner, checkpoints), when held here.
+    pub fn shared_log(&self) -> Option<&Arc<Mutex<Log>>> {
+        self.log.as_ref()
+    }
+
+    /// The log, or `None` if it is held on another broker or a panic elsewhere poisoned
+    /// its lock (then the partition is treated as offline rather than taking the broker
+    /// down).
     pub fn lock_log(&self) -> Option<std::sync::MutexGuard<'_, Log>> {
-        self.log.lock().ok()
+        self.log.as_ref()?.lock().ok()
     }
 
     /// The log for serving reads: `None` while it is offline after a failed fsync, when
@@ -78,6 +106,10 @@ pub enum TopicError {
     Storage(#[from] StorageError),
     #[error("topic {0} was committed but is not in the registry")]
     NotApplied(String),
+    #[error("too many brokers raced to change the {0}")]
+    Contended(&'static str),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 #[derive(Default)]
@@ -88,11 +120,19 @@ struct Registry {
 
 pub struct LogManager {
     data_dir: PathBuf,
+    node_id: i32,
     /// Swapped as a whole when a dynamic config changes; readers take a snapshot.
     broker_config: RwLock<Arc<BrokerConfig>>,
-    /// Held while a change is checked against the registry and made durable, so that two
-    /// changes never interleave.
-    metadata_log: tokio::sync::Mutex<MetadataStore>,
+    metadata: MetadataStore,
+    /// Held while a change is checked against the image and proposed, so that this node's
+    /// changes never interleave (other nodes' races are settled by the image's rules).
+    writes: tokio::sync::Mutex<()>,
+    /// The image this broker serves from, and the quorum index it holds; swapped under
+    /// `applying`.
+    image: RwLock<(u64, Arc<MetadataImage>)>,
+    /// Held while an image is applied, so that images take effect one at a time and in
+    /// order.
+    applying: Mutex<()>,
     registry: RwLock<Registry>,
     group_commit: GroupCommit,
     /// Producer ids reserved in the metadata log and not yet handed out: [next, end).
@@ -101,6 +141,10 @@ pub struct LogManager {
 
 /// Producer ids reserved per metadata record, as Kafka's `ProducerIdManager` does.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Proposals of a conditional record (one that may lose a race with another broker's)
+/// before giving up: each lost race means another broker made progress.
+const MAX_WRITE_ATTEMPTS: usize = 16;
 
 /// Kafka's partition directory name.
 fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -168,12 +212,22 @@ impl LogManager {
         clean_shutdown: bool,
     ) -> Result<Self, TopicError> {
         let metadata_dir = data_dir.join("__cluster_metadata-0");
-        let (metadata_log, image) = tokio::runtime::Handle::current()
-            .block_on(MetadataStore::open(&metadata_dir, broker_config.node_id()))?;
+        let node_id = broker_config.node_id();
+        let spec = broker_config.quorum()?;
+        let (metadata, _) = tokio::runtime::Handle::current().block_on(MetadataStore::open(
+            &metadata_dir,
+            node_id,
+            &spec,
+        ))?;
+        let (index, image) = metadata.image();
         let manager = Self {
             data_dir: data_dir.to_path_buf(),
+            node_id,
             broker_config: RwLock::new(Arc::new(broker_config)),
-            metadata_log: tokio::sync::Mutex::new(metadata_log),
+            metadata,
+            writes: tokio::sync::Mutex::new(()),
+            image: RwLock::new((index, Arc::new(image.clone()))),
+            applying: Mutex::new(()),
             registry: RwLock::new(Registry::default()),
             group_commit: GroupCommit::try_start().map_err(|source| StorageError::Io {
                 path: data_dir.to_path_buf(),
@@ -270,6 +324,15 @@ impl LogManager {
         }
     }
 
+    /// Whether this broker holds a replica of `topic`'s partition `index`. Partitions
+    /// written before the cluster have no replica list and are all here.
+    fn hosts(&self, topic: &TopicImage, index: i32) -> bool {
+        let replicas = topic.replicas(index);
+        replicas.is_empty() || replicas.contains(&self.node_id)
+    }
+
+    /// The partition as this broker has it: its log opened (or made) when a replica is
+    /// here, else a placeholder that tells the handlers it is served elsewhere.
     fn open_partition(
         &self,
         topic: &TopicImage,
@@ -277,6 +340,9 @@ impl LogManager {
         settings: &TopicSettings,
         clean: bool,
     ) -> Result<Arc<Partition>, TopicError> {
+        if !self.hosts(topic, index) {
+            return Ok(Arc::new(Partition::elsewhere(index)));
+        }
         let dir = partition_dir(&self.data_dir, &topic.name, index);
         let log = Log::open(&dir, settings.log.clone(), clean)?;
         if read_topic_id(&dir) != Some(topic.id) {
@@ -288,11 +354,7 @@ impl LogManager {
                 }
             })?;
         }
-        Ok(Arc::new(Partition {
-            index,
-            log: Arc::new(Mutex::new(log)),
-            appended: Notify::new(),
-        }))
+        Ok(Arc::new(Partition::hosted(index, log)))
     }
 
     fn open_topic(
@@ -319,7 +381,7 @@ impl LogManager {
         node: Option<i32>,
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        let metadata_log = self.metadata_log.lock().await;
+        let _writing = self.writes.lock().await;
         if self
             .broker_config()
             .with_dynamic(node, configs.clone())
@@ -328,11 +390,8 @@ impl LogManager {
             // Validated by the caller; a config that no longer validates changes nothing.
             return Ok(());
         }
-        self.commit(
-            &metadata_log,
-            MetadataRecord::BrokerConfigsChanged { node, configs },
-        )
-        .await?;
+        self.commit(&[MetadataRecord::BrokerConfigsChanged { node, configs }])
+            .await?;
         info!(?node, "altered dynamic broker configs");
         Ok(())
     }
@@ -363,10 +422,26 @@ impl LogManager {
                 Some(current) => {
                     let have = current.partitions.len();
                     let grown = usize::try_from(wanted.partitions).is_ok_and(|n| n > have);
-                    if !grown && current.configs == wanted.configs && current.settings == settings {
+                    let moved: Vec<usize> = current
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.is_local() != self.hosts(wanted, p.index))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !grown
+                        && moved.is_empty()
+                        && current.configs == wanted.configs
+                        && current.settings == settings
+                    {
                         continue;
                     }
                     let mut partitions = current.partitions.clone();
+                    for i in moved {
+                        let index = partitions[i].index;
+                        partitions[i] = self.open_partition(wanted, index, &settings, true)?;
+                        info!(topic = %wanted.name, partition = index, here = partitions[i].is_local(), "partition placement changed");
+                    }
                     if grown {
                         partitions.extend(self.open_topic(wanted, have, true)?.partitions);
                         info!(topic = %wanted.name, partitions = wanted.partitions, "added partitions");
@@ -453,6 +528,14 @@ impl LogManager {
         &self.group_commit
     }
 
+    /// Asks the group commit to fsync `partition`'s log (a partition held elsewhere has
+    /// nothing here to sync; its waiter is dropped, which its receiver sees as a failure).
+    pub fn sync(&self, partition: &Partition, waiter: Option<odradek_storage::DurabilityWaiter>) {
+        if let Some(log) = partition.shared_log() {
+            self.group_commit.request(log, waiter);
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.registry.read_or_recover().by_name.get(name).cloned()
     }
@@ -479,8 +562,8 @@ impl LogManager {
         all
     }
 
-    /// Creates a topic durably. The caller has validated name, count and configs.
-    /// A producer id never handed out before, not even before a crash.
+    /// A producer id never handed out before, not even before a crash, nor by another
+    /// broker: each broker reserves blocks of ids in the metadata log.
     pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
         let take = |ids: &mut (i64, i64)| {
             ids.0 += 1;
@@ -492,61 +575,112 @@ impl LogManager {
                 return Ok(take(&mut ids));
             }
         }
-        // Only the holder of the metadata lock moves the end of the block.
-        let metadata_log = self.metadata_log.lock().await;
-        let end = {
+        // Only the holder of the write lock moves the end of the block.
+        let _writing = self.writes.lock().await;
+        {
             let mut ids = self.producer_ids.lock_or_recover();
             if ids.0 < ids.1 {
                 return Ok(take(&mut ids));
             }
-            ids.1
-        };
-        let record = MetadataRecord::ProducerIdsReserved {
-            next: end + PRODUCER_ID_BLOCK,
-        };
-        metadata_log.append(std::slice::from_ref(&record)).await?;
-        let mut ids = self.producer_ids.lock_or_recover();
-        ids.1 = end + PRODUCER_ID_BLOCK;
-        Ok(take(&mut ids))
+        }
+        // Another broker may reserve the same block at once: the image keeps the first
+        // reservation, and the loser tries again from the new end.
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let from = self.image().next_producer_id;
+            let next = from + PRODUCER_ID_BLOCK;
+            self.commit(&[MetadataRecord::ProducerIdsReserved {
+                next,
+                from: Some(from),
+                owner: Some(self.node_id),
+            }])
+            .await?;
+            let image = self.image();
+            if image.next_producer_id == next && image.producer_id_block_owner == Some(self.node_id)
+            {
+                let mut ids = self.producer_ids.lock_or_recover();
+                *ids = (from, next);
+                return Ok(take(&mut ids));
+            }
+        }
+        Err(TopicError::Contended("producer id block"))
     }
 
+    /// Creates a topic durably. The caller has validated name, count, configs and, when
+    /// given, the replica assignment; without one the partitions are spread over the live
+    /// brokers.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<Arc<Topic>, TopicError> {
-        let metadata_log = self.metadata_log.lock().await;
+        let _writing = self.writes.lock().await;
         if let Some(existing) = self.topic(name) {
             // Lost a race with another creator of the same name: theirs stands.
             return Ok(existing);
         }
         let id = Uuid::new_v4();
+        let replicas = match assignment {
+            Some(replicas) => replicas,
+            None => self.place(0, partitions),
+        };
         let record = MetadataRecord::TopicCreated {
             name: name.to_string(),
             id,
             partitions,
             configs,
+            replicas,
         };
-        self.commit(&metadata_log, record).await?;
-        self.topic_by_id(&id)
+        self.commit(&[record]).await?;
+        // Another broker's creation of the name may have committed first.
+        self.topic(name)
             .ok_or_else(|| TopicError::NotApplied(name.to_string()))
     }
 
-    /// Grows a topic to `count` partitions.
-    pub async fn add_partitions(&self, topic: &Topic, count: i32) -> Result<(), TopicError> {
-        let metadata_log = self.metadata_log.lock().await;
+    /// One replica for each of partitions `from..to`, spread round-robin over the live
+    /// brokers (alternating racks where `broker.rack` is set), starting where `from`
+    /// falls so that a topic's partitions land on different brokers.
+    fn place(&self, from: i32, to: i32) -> Vec<Vec<i32>> {
+        let image = self.image();
+        let mut brokers: Vec<(i32, Option<&str>)> = image
+            .live_brokers()
+            .map(|b| (b.id, b.rack.as_deref()))
+            .collect();
+        if brokers.is_empty() {
+            brokers.push((self.node_id, None));
+        }
+        let order = crate::placement::rack_alternated(&brokers);
+        // Kafka starts each topic at a random broker so that first partitions spread too.
+        let start = Uuid::new_v4().as_u128() as usize;
+        (from..to)
+            .map(|p| vec![order[(start + p as usize) % order.len()]])
+            .collect()
+    }
+
+    /// Grows a topic to `count` partitions, placed as `assignment` says (by new partition)
+    /// or spread over the live brokers.
+    pub async fn add_partitions(
+        &self,
+        topic: &Topic,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+    ) -> Result<(), TopicError> {
+        let _writing = self.writes.lock().await;
         let Some(current) = self.topic_by_id(&topic.id) else {
             return Ok(());
         };
-        if count <= current.partitions.len() as i32 {
+        let from = current.partitions.len() as i32;
+        if count <= from {
             return Ok(());
         }
         let record = MetadataRecord::PartitionsAdded {
             id: topic.id,
             partitions: count,
+            from: Some(from),
+            replicas: assignment.unwrap_or_else(|| self.place(from, count)),
         };
-        self.commit(&metadata_log, record).await
+        self.commit(&[record]).await
     }
 
     /// Replaces a topic's config overrides durably and applies them to its logs at once.
@@ -555,47 +689,79 @@ impl LogManager {
         id: Uuid,
         configs: BTreeMap<String, String>,
     ) -> Result<(), TopicError> {
-        let metadata_log = self.metadata_log.lock().await;
+        let _writing = self.writes.lock().await;
         if self.topic_by_id(&id).is_none() {
             return Ok(());
         }
-        self.commit(
-            &metadata_log,
-            MetadataRecord::TopicConfigsChanged { id, configs },
-        )
-        .await
+        self.commit(&[MetadataRecord::TopicConfigsChanged { id, configs }])
+            .await
     }
 
     /// Deletes a topic: durable in the metadata log first, then its directories go.
     pub async fn delete_topic(&self, id: Uuid) -> Result<(), TopicError> {
-        let metadata_log = self.metadata_log.lock().await;
+        let _writing = self.writes.lock().await;
         if self.topic_by_id(&id).is_none() {
             return Ok(());
         }
-        self.commit(&metadata_log, MetadataRecord::TopicDeleted { id })
-            .await
+        self.commit(&[MetadataRecord::TopicDeleted { id }]).await
     }
 
-    /// Makes `record` durable and lets it take effect here.
-    async fn commit(
-        &self,
-        metadata_log: &MetadataStore,
-        record: MetadataRecord,
-    ) -> Result<(), TopicError> {
-        let image = metadata_log.append(std::slice::from_ref(&record)).await?;
-        tokio::task::block_in_place(|| self.apply_image(&image))
+    /// Makes `records` durable (through the quorum leader, wherever it is) and lets them
+    /// take effect here before returning.
+    pub(crate) async fn commit(&self, records: &[MetadataRecord]) -> Result<(), TopicError> {
+        self.metadata.append(records).await?;
+        tokio::task::block_in_place(|| self.catch_up())
+    }
+
+    /// Applies what the quorum has applied since the last call: the one way a metadata
+    /// change, this node's or another's, takes effect here. Blocking: it may open logs.
+    pub fn catch_up(&self) -> Result<(), TopicError> {
+        let _applying = self.applying.lock_or_recover();
+        let (index, image) = self.metadata.image();
+        if index <= self.image.read_or_recover().0 {
+            return Ok(());
+        }
+        let outcome = self.apply_image(&image);
+        *self.image.write_or_recover() = (index, Arc::new(image));
+        outcome
+    }
+
+    /// The metadata image this broker serves from.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read_or_recover().1.clone()
+    }
+
+    /// `topic`'s partition `index`'s replicas (this broker alone for a partition written
+    /// before the cluster).
+    pub fn replicas(&self, topic: &str, index: i32) -> Vec<i32> {
+        let image = self.image();
+        match image.topic(topic).map(|t| t.replicas(index)) {
+            Some([]) => vec![self.node_id],
+            Some(replicas) => replicas.to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Who leads `topic`'s partition `index` now (None: nobody, its broker is fenced).
+    pub fn leader(&self, topic: &str, index: i32) -> Option<i32> {
+        let image = self.image();
+        let topic = image.topic(topic)?;
+        image.leader(topic, index, self.node_id)
+    }
+
+    /// The metadata quorum, for the controller and for what asks about the quorum.
+    pub fn metadata(&self) -> &MetadataStore {
+        &self.metadata
     }
 
     /// The metadata quorum's state (DescribeQuorum).
     pub async fn quorum_status(&self) -> Result<odradek_raft::QuorumStatus, MetadataError> {
-        self.metadata_log.lock().await.status().await
+        self.metadata.status().await
     }
 
     /// Syncs and closes every log for a clean shutdown.
     pub fn close_all(&self) -> Result<(), StorageError> {
-        tokio::runtime::Handle::current().block_on(async {
-            self.metadata_log.lock().await.shutdown().await;
-        });
+        tokio::runtime::Handle::current().block_on(self.metadata.shutdown());
         self.group_commit.shutdown();
         for topic in self.topics() {
             for partition in &topic.partitions {
@@ -644,6 +810,7 @@ mod tests {
             id,
             partitions: 1,
             configs: BTreeMap::new(),
+            replicas: Vec::new(),
         });
         for dir in ["kept-0", "kept-1", "gone-0", "lost+found", "notes"] {
             fs::create_dir(data.path().join(dir)).unwrap();

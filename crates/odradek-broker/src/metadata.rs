@@ -55,18 +55,35 @@ pub enum MetadataError {
 }
 
 /// A change to cluster metadata.
+///
+/// Records that several nodes may propose at once carry what their proposer saw (a
+/// topic's name, the partition count, the producer-id block), and the image applies a
+/// record only when that still holds. Every node applies the same log the same way, so a
+/// lost race is a record that changed nothing; its proposer reads the image to learn so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
+    /// Applied only when no topic has the name yet.
     TopicCreated {
         name: String,
         id: Uuid,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        /// Each partition's replicas, in preference order (the first is the preferred
+        /// leader). Empty in records written before the cluster: their partitions live on
+        /// the one node there was.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<i32>>,
     },
+    /// Grows a topic to `partitions`. Applied only when it still has `from` partitions
+    /// (when `from` is given): `replicas` places partitions `from..partitions`.
     PartitionsAdded {
         id: Uuid,
         partitions: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<Vec<i32>>,
     },
     TopicDeleted {
         id: Uuid,
@@ -83,10 +100,50 @@ pub enum MetadataRecord {
         configs: BTreeMap<String, String>,
     },
     /// Producer ids below `next` have been handed out (or reserved in a block), as Kafka's
-    /// `ProducerIdsRecord`: ids are never reused across restarts.
+    /// `ProducerIdsRecord`: ids are never reused across restarts. With `from`, applied only
+    /// while `from` is still the first unreserved id, and the block `from..next` is then
+    /// `owner`'s.
     ProducerIdsReserved {
         next: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<i32>,
     },
+    /// A broker started (Kafka's `RegisterBrokerRecord`): it is unfenced and serves its
+    /// partitions. `incarnation` is new on every start.
+    BrokerRegistered {
+        id: i32,
+        incarnation: Uuid,
+        host: String,
+        port: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rack: Option<String>,
+    },
+    /// The controller stopped hearing from the broker, or it shut down (`controlled`):
+    /// it leads nothing until it registers or heartbeats again.
+    BrokerFenced {
+        id: i32,
+        #[serde(default)]
+        controlled: bool,
+    },
+    /// A fenced broker that heartbeats again with the incarnation it registered.
+    BrokerUnfenced {
+        id: i32,
+        incarnation: Uuid,
+    },
+    /// The cluster's id, set once by the first controller (later proposals change nothing).
+    ClusterIdentified {
+        id: String,
+    },
+}
+
+/// Where a partition lives and who leads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlacement {
+    /// In preference order; empty for a partition created before the cluster, which lives
+    /// on the one node that wrote it.
+    pub replicas: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +152,38 @@ pub struct TopicImage {
     pub id: Uuid,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// One per partition (shorter for topics written before the cluster).
+    pub placement: Vec<PartitionPlacement>,
+}
+
+impl TopicImage {
+    /// Partition `index`'s replicas; empty when it was created before the cluster.
+    pub fn replicas(&self, index: i32) -> &[i32] {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.placement.get(i))
+            .map_or(&[], |p| p.replicas.as_slice())
+    }
+
+    fn placed(replicas: &[Vec<i32>]) -> Vec<PartitionPlacement> {
+        replicas
+            .iter()
+            .map(|r| PartitionPlacement {
+                replicas: r.clone(),
+            })
+            .collect()
+    }
+}
+
+/// A broker as registered in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub id: i32,
+    pub incarnation: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
 }
 
 /// The state all records so far add up to.
@@ -106,6 +195,10 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
     /// The first producer id not yet reserved.
     pub next_producer_id: i64,
+    /// Who reserved the last block of producer ids (None: a record without an owner).
+    pub producer_id_block_owner: Option<i32>,
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    pub cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -116,7 +209,11 @@ impl MetadataImage {
                 id,
                 partitions,
                 configs,
+                replicas,
             } => {
+                if self.topics.contains_key(name) || self.names_by_id.contains_key(id) {
+                    return;
+                }
                 self.names_by_id.insert(*id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -125,16 +222,29 @@ impl MetadataImage {
                         id: *id,
                         partitions: *partitions,
                         configs: configs.clone(),
+                        placement: TopicImage::placed(replicas),
                     },
                 );
             }
-            MetadataRecord::PartitionsAdded { id, partitions } => {
+            MetadataRecord::PartitionsAdded {
+                id,
+                partitions,
+                from,
+                replicas,
+            } => {
                 if let Some(t) = self
                     .names_by_id
                     .get(id)
                     .and_then(|n| self.topics.get_mut(n))
                 {
+                    if from.is_some_and(|from| from != t.partitions) || *partitions <= t.partitions
+                    {
+                        return;
+                    }
                     t.partitions = *partitions;
+                    if !replicas.is_empty() {
+                        t.placement.extend(TopicImage::placed(replicas));
+                    }
                 }
             }
             MetadataRecord::BrokerConfigsChanged { node, configs } => {
@@ -149,13 +259,51 @@ impl MetadataImage {
                     t.configs = configs.clone();
                 }
             }
-            MetadataRecord::ProducerIdsReserved { next } => {
+            MetadataRecord::ProducerIdsReserved { next, from, owner } => {
+                if from.is_some_and(|from| from != self.next_producer_id) {
+                    return;
+                }
                 self.next_producer_id = self.next_producer_id.max(*next);
+                self.producer_id_block_owner = *owner;
             }
             MetadataRecord::TopicDeleted { id } => {
                 if let Some(name) = self.names_by_id.remove(id) {
                     self.topics.remove(&name);
                 }
+            }
+            MetadataRecord::BrokerRegistered {
+                id,
+                incarnation,
+                host,
+                port,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerImage {
+                        id: *id,
+                        incarnation: *incarnation,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        fenced: false,
+                    },
+                );
+            }
+            MetadataRecord::BrokerFenced { id, .. } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = true;
+                }
+            }
+            MetadataRecord::BrokerUnfenced { id, incarnation } => {
+                if let Some(b) = self.brokers.get_mut(id)
+                    && b.incarnation == *incarnation
+                {
+                    b.fenced = false;
+                }
+            }
+            MetadataRecord::ClusterIdentified { id } => {
+                self.cluster_id.get_or_insert_with(|| id.clone());
             }
         }
     }
@@ -169,7 +317,29 @@ impl MetadataImage {
     pub fn as_records(&self) -> Vec<MetadataRecord> {
         let mut records = vec![MetadataRecord::ProducerIdsReserved {
             next: self.next_producer_id,
+            from: None,
+            owner: self.producer_id_block_owner,
         }];
+        records.extend(
+            self.cluster_id
+                .iter()
+                .map(|id| MetadataRecord::ClusterIdentified { id: id.clone() }),
+        );
+        for b in self.brokers.values() {
+            records.push(MetadataRecord::BrokerRegistered {
+                id: b.id,
+                incarnation: b.incarnation,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+            });
+            if b.fenced {
+                records.push(MetadataRecord::BrokerFenced {
+                    id: b.id,
+                    controlled: false,
+                });
+            }
+        }
         records.extend(self.broker_configs.iter().map(|(node, configs)| {
             MetadataRecord::BrokerConfigsChanged {
                 node: *node,
@@ -181,6 +351,7 @@ impl MetadataImage {
             id: t.id,
             partitions: t.partitions,
             configs: t.configs.clone(),
+            replicas: t.placement.iter().map(|p| p.replicas.clone()).collect(),
         }));
         records
     }
@@ -189,6 +360,26 @@ impl MetadataImage {
     }
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
         self.topics.values()
+    }
+
+    /// Registered brokers that are not fenced: the ones that serve.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Who leads partition `index` of `topic`: the first replica on a live broker. `local`
+    /// is this node, which holds the partitions written before the cluster. With one
+    /// replica per partition (until replication lands), a fenced broker's partitions have
+    /// no leader.
+    pub fn leader(&self, topic: &TopicImage, index: i32, local: i32) -> Option<i32> {
+        let replicas = topic.replicas(index);
+        if replicas.is_empty() {
+            return Some(local);
+        }
+        replicas.iter().copied().find(|id| {
+            *id == local && !self.brokers.get(id).is_some_and(|b| b.fenced)
+                || self.brokers.get(id).is_some_and(|b| !b.fenced)
+        })
     }
 }
 
@@ -235,13 +426,20 @@ pub struct MetadataStore {
     quorum: odradek_raft::MetadataQuorum<ImageMachine>,
 }
 
+/// How long a metadata write waits for a leader to commit it (across an election).
+const METADATA_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Records per proposal when moving an old log over: well under the quorum's 1 MiB limit.
 const MIGRATION_BATCH: usize = 1000;
 
 impl MetadataStore {
     /// Starts the quorum in `dir` and returns it with the image it holds. Must run inside a
     /// tokio runtime.
-    pub async fn open(dir: &Path, node_id: i32) -> Result<(Self, MetadataImage), MetadataError> {
+    pub async fn open(
+        dir: &Path,
+        node_id: i32,
+        spec: &crate::config::QuorumSpec,
+    ) -> Result<(Self, MetadataImage), MetadataError> {
         let legacy = MetadataLog::path_in(dir);
         // Checked (and a torn tail cut) before anything else touches the directory.
         let migrating = if legacy.exists() {
@@ -250,8 +448,21 @@ impl MetadataStore {
             None
         };
         let node = u64::try_from(node_id).unwrap_or_default();
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = odradek_raft::QuorumConfig::single(node, loopback, dir);
+        let config = if spec.voters.len() > 1 {
+            let voters = spec
+                .voters
+                .iter()
+                .filter_map(|(id, addr)| Some((u64::try_from(*id).ok()?, *addr)))
+                .collect();
+            let listen = spec
+                .listen
+                .or_else(|| spec.voters.get(&node_id).copied())
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            odradek_raft::QuorumConfig::new(node, listen, voters, dir)
+        } else {
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            odradek_raft::QuorumConfig::single(node, loopback, dir)
+        };
         let quorum =
             match odradek_raft::MetadataQuorum::start(config, ImageMachine::default()).await {
                 Ok(quorum) => quorum,
@@ -296,15 +507,51 @@ impl MetadataStore {
         Ok(())
     }
 
-    /// Appends records durably: they commit together, as one entry of the quorum's log.
-    /// Returns the image they are applied to.
-    pub async fn append(&self, records: &[MetadataRecord]) -> Result<MetadataImage, MetadataError> {
+    /// Appends records durably from any node (a follower forwards them to the leader, as
+    /// Kafka's brokers forward controller requests): they commit together, as one entry of
+    /// the quorum's log, and are applied to this node's image when this returns.
+    pub async fn append(&self, records: &[MetadataRecord]) -> Result<u64, MetadataError> {
         let encoded = records
             .iter()
             .map(|r| bytes::Bytes::from(encode_record_json(r)))
             .collect();
-        self.quorum.propose(encoded).await?;
-        Ok(self.quorum.with_state(|m| m.image.clone()))
+        Ok(self
+            .quorum
+            .propose_anywhere(encoded, METADATA_WRITE_TIMEOUT)
+            .await?)
+    }
+
+    /// The image as applied so far, with the index of the last entry in it.
+    pub fn image(&self) -> (u64, MetadataImage) {
+        let index = self.quorum.last_applied().unwrap_or(0);
+        (index, self.quorum.with_state(|m| m.image.clone()))
+    }
+
+    /// Changes whenever the quorum's state does (an entry applied, a new leader).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<impl Sized + Send + Sync + use<>> {
+        self.quorum.raft().metrics()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.quorum.is_leader()
+    }
+
+    /// The quorum leader's node id, as this node knows it.
+    pub fn leader(&self) -> Option<i32> {
+        self.quorum.leader().and_then(|id| i32::try_from(id).ok())
+    }
+
+    /// See [`odradek_raft::MetadataQuorum::request_leader`].
+    pub async fn request_controller(
+        &self,
+        payload: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, MetadataError> {
+        Ok(self.quorum.request_leader(payload, timeout).await?)
+    }
+
+    pub fn set_controller(&self, handler: odradek_raft::RequestHandler) {
+        self.quorum.set_request_handler(handler);
     }
 
     pub async fn shutdown(&self) {
@@ -557,6 +804,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: 1,
             configs: BTreeMap::new(),
+            replicas: Vec::new(),
         }
     }
 
@@ -593,11 +841,17 @@ mod tests {
                 id,
                 partitions: 1,
                 configs: BTreeMap::new(),
+                replicas: Vec::new(),
             }],
         );
         append(
             dir.path(),
-            &[MetadataRecord::PartitionsAdded { id, partitions: 3 }],
+            &[MetadataRecord::PartitionsAdded {
+                id,
+                partitions: 3,
+                from: None,
+                replicas: Vec::new(),
+            }],
         );
         let path = dir.path().join("metadata.log");
         let mut bytes = fs::read(&path).unwrap();
@@ -682,5 +936,110 @@ mod tests {
             Err(MetadataError::Decode { .. })
         ));
         assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    fn placed(name: &str, id: Uuid, replicas: &[i32]) -> MetadataRecord {
+        MetadataRecord::TopicCreated {
+            name: name.into(),
+            id,
+            partitions: replicas.len() as i32,
+            configs: BTreeMap::new(),
+            replicas: replicas.iter().map(|r| vec![*r]).collect(),
+        }
+    }
+
+    fn registered(id: i32) -> MetadataRecord {
+        MetadataRecord::BrokerRegistered {
+            id,
+            incarnation: Uuid::from_u128(id as u128),
+            host: format!("127.0.0.{id}"),
+            port: 9092,
+            rack: None,
+        }
+    }
+
+    #[test]
+    fn of_two_brokers_racing_for_a_name_or_a_block_the_first_record_wins() {
+        let mut image = MetadataImage::default();
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        image.apply(&placed("t", first, &[1]));
+        image.apply(&placed("t", second, &[2]));
+        assert_eq!(image.topic("t").unwrap().id, first);
+        assert!(image.topic_by_id(&second).is_none());
+
+        // Both saw 1 partition; the second grow is stale and changes nothing.
+        for (owner, to) in [(1, 3), (2, 5)] {
+            image.apply(&MetadataRecord::PartitionsAdded {
+                id: first,
+                partitions: to,
+                from: Some(1),
+                replicas: vec![vec![owner]; (to - 1) as usize],
+            });
+        }
+        let t = image.topic("t").unwrap();
+        assert_eq!((t.partitions, t.replicas(2)), (3, &[1][..]));
+
+        for owner in [1, 2] {
+            image.apply(&MetadataRecord::ProducerIdsReserved {
+                next: 1000,
+                from: Some(0),
+                owner: Some(owner),
+            });
+        }
+        assert_eq!(
+            (image.next_producer_id, image.producer_id_block_owner),
+            (1000, Some(1))
+        );
+    }
+
+    #[test]
+    fn a_fenced_brokers_partitions_have_no_leader_until_it_returns() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&registered(id));
+        }
+        let id = Uuid::new_v4();
+        image.apply(&placed("t", id, &[1, 2, 3]));
+        let leaders = |image: &MetadataImage| -> Vec<Option<i32>> {
+            let t = image.topic("t").unwrap();
+            (0..3).map(|p| image.leader(t, p, 1)).collect()
+        };
+        assert_eq!(leaders(&image), [Some(1), Some(2), Some(3)]);
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 2,
+            controlled: false,
+        });
+        assert_eq!(leaders(&image), [Some(1), None, Some(3)]);
+        assert_eq!(image.live_brokers().count(), 2);
+        // Only the incarnation that registered may unfence itself.
+        image.apply(&MetadataRecord::BrokerUnfenced {
+            id: 2,
+            incarnation: Uuid::new_v4(),
+        });
+        assert_eq!(leaders(&image), [Some(1), None, Some(3)]);
+        image.apply(&MetadataRecord::BrokerUnfenced {
+            id: 2,
+            incarnation: Uuid::from_u128(2),
+        });
+        assert_eq!(leaders(&image), [Some(1), Some(2), Some(3)]);
+        // A snapshot rebuilds the same image.
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 3,
+            controlled: true,
+        });
+        let mut rebuilt = MetadataImage::default();
+        for record in image.as_records() {
+            rebuilt.apply(&record);
+        }
+        assert_eq!(leaders(&rebuilt), [Some(1), Some(2), None]);
+        assert_eq!(rebuilt.brokers, image.brokers);
+    }
+
+    #[test]
+    fn partitions_written_before_the_cluster_are_led_by_the_local_node() {
+        let mut image = MetadataImage::default();
+        image.apply(&created("old"));
+        let t = image.topic("old").unwrap();
+        assert_eq!(image.leader(t, 0, 7), Some(7));
     }
 }

@@ -86,8 +86,14 @@ pub struct MessageView {
 }
 
 impl Broker {
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    /// The cluster's id: the one the first controller wrote into the metadata, or until
+    /// then this node's own (from `meta.properties`).
+    pub fn cluster_id(&self) -> String {
+        self.logs
+            .image()
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| self.local_cluster_id.clone())
     }
 
     pub fn node_id(&self) -> i32 {

@@ -32,7 +32,7 @@ mod state_machine;
 mod types;
 
 pub use log_store::{DEFAULT_SEGMENT_BYTES, LogStore, StoreError};
-pub use network::MAX_FRAME;
+pub use network::{MAX_FRAME, RequestHandler};
 pub use openraft::ServerState;
 pub use quorum::{MAX_PROPOSAL_BYTES, MetadataQuorum, QuorumConfig, QuorumError, QuorumStatus};
 pub use repair::{DamagedStretch, LogRepair, repair_log};

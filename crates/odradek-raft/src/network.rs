@@ -38,6 +38,20 @@ const INSTALL_SNAPSHOT: u8 = 3;
 /// A proposal a follower forwards to the leader (Kafka's brokers forward controller
 /// requests the same way): payload a [`Batch`], reply a [`ForwardedWrite`].
 const FORWARDED_WRITE: u8 = 4;
+/// A request for the application on the leader (brokers' heartbeats, registration and
+/// shutdown): payload and reply are opaque bytes that [`RequestHandler`] interprets.
+const CONTROLLER_REQUEST: u8 = 5;
+
+/// Answers [`CONTROLLER_REQUEST`]s: the application's controller logic, set once it runs.
+pub type RequestHandler = std::sync::Arc<
+    dyn Fn(Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where the serving side finds the handler: set after the quorum starts, because the
+/// handler needs the quorum.
+pub(crate) type HandlerSlot = std::sync::Arc<std::sync::OnceLock<RequestHandler>>;
 
 /// What the leader answers a forwarded proposal.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -70,6 +84,26 @@ pub(crate) async fn forward_write(
         )
     })??;
     from_json(&reply)
+}
+
+/// Sends an application request to the node at `addr` and returns its reply.
+pub(crate) async fn controller_request(
+    addr: &str,
+    payload: &[u8],
+    ttl: Duration,
+) -> io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut conn = TcpStream::connect(addr).await?;
+        conn.set_nodelay(true)?;
+        write_frame(&mut conn, &[&[CONTROLLER_REQUEST], payload]).await?;
+        read_frame(&mut conn).await
+    };
+    tokio::time::timeout(ttl, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {addr} in {ttl:?}"),
+        )
+    })?
 }
 
 /// Reads one length-prefixed frame. The buffer grows with the bytes that actually
@@ -112,7 +146,13 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> io::R
 
 /// Creates a [`TcpNetwork`] per peer.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TcpNetworkFactory;
+pub(crate) struct TcpNetworkFactory {
+    unreachable: Unreachables,
+}
+
+/// The peers the last call could not connect to: a peer that is down is reported once
+/// when it goes and once when it is back, not at every retry.
+type Unreachables = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
     type Network = TcpNetwork;
@@ -122,6 +162,7 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetworkFactory {
             target,
             addr: node.addr.clone(),
             conn: None,
+            unreachable: self.unreachable.clone(),
         }
     }
 }
@@ -132,6 +173,7 @@ pub(crate) struct TcpNetwork {
     target: u64,
     addr: String,
     conn: Option<TcpStream>,
+    unreachable: Unreachables,
 }
 
 /// Why a call failed: before reaching the peer, or on the way.
@@ -211,11 +253,32 @@ impl TcpNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<u64, E>> =
-            self.call(kind, req, option.hard_ttl()).await.map_err(|e| {
-                tracing::debug!(target_node = self.target, addr = %self.addr, "raft rpc failed");
-                e.into_rpc()
-            })?;
+        let outcome = self.call(kind, req, option.hard_ttl()).await;
+        let reachable = !matches!(outcome, Err(CallError::Connect(_)));
+        let changed = {
+            let mut unreachable = self
+                .unreachable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if reachable {
+                unreachable.remove(&self.target)
+            } else {
+                unreachable.insert(self.target)
+            }
+        };
+        match (&outcome, changed) {
+            (Err(CallError::Connect(e)), true) => {
+                tracing::warn!(node = self.target, addr = %self.addr, error = %e, "cannot reach a metadata quorum peer; retrying quietly")
+            }
+            (_, true) => {
+                tracing::info!(node = self.target, addr = %self.addr, "reached the metadata quorum peer again")
+            }
+            _ => {}
+        }
+        let reply: Result<Resp, RaftError<u64, E>> = outcome.map_err(|e| {
+            tracing::debug!(target_node = self.target, addr = %self.addr, "raft rpc failed");
+            e.into_rpc()
+        })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -250,7 +313,12 @@ impl RaftNetwork<TypeConfig> for TcpNetwork {
 }
 
 /// Accepts peers' connections and hands their requests to `raft` until `stop` turns true.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    handler: HandlerSlot,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -259,8 +327,9 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, mut stop: watch::Re
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let raft = raft.clone();
+                    let handler = handler.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_conn(stream, raft).await
+                        if let Err(e) = serve_conn(stream, raft, handler).await
                             && e.kind() != io::ErrorKind::UnexpectedEof
                         {
                             tracing::debug!(%peer, error = %e, "raft connection closed");
@@ -279,7 +348,7 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, mut stop: watch::Re
     conns.shutdown().await;
 }
 
-async fn serve_conn(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
+async fn serve_conn(mut stream: TcpStream, raft: Raft, handler: HandlerSlot) -> io::Result<()> {
     loop {
         let frame = read_frame(&mut stream).await?;
         let (kind, payload) = frame
@@ -300,6 +369,15 @@ async fn serve_conn(mut stream: TcpStream, raft: Raft) -> io::Result<()> {
                 };
                 to_json(&answer)?
             }
+            CONTROLLER_REQUEST => match handler.get() {
+                Some(handle) => handle(payload.to_vec()).await,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "controller request before the controller runs",
+                    ));
+                }
+            },
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::log_store::{DEFAULT_SEGMENT_BYTES, LogStore, StoreError};
-use crate::network::{ForwardedWrite, TcpNetworkFactory, serve};
+use crate::network::{ForwardedWrite, HandlerSlot, RequestHandler, TcpNetworkFactory, serve};
 use crate::state_machine::{MetadataStateMachine, SmState, SmStore};
 use crate::types::{Batch, Raft};
 
@@ -150,6 +150,7 @@ pub struct MetadataQuorum<S> {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
+    handler: HandlerSlot,
 }
 
 impl<S> Drop for MetadataQuorum<S> {
@@ -221,11 +222,19 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
         .map_err(|e| QuorumError::Raft(e.to_string()))??;
         let state = sm.state.clone();
 
-        let raft = Raft::new(config.node_id, raft_config, TcpNetworkFactory, log, sm)
-            .await
-            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            TcpNetworkFactory::default(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
-        let server = listener.map(|listener| tokio::spawn(serve(listener, raft.clone(), stop_rx)));
+        let handler = HandlerSlot::default();
+        let server = listener
+            .map(|listener| tokio::spawn(serve(listener, raft.clone(), handler.clone(), stop_rx)));
         let quorum = MetadataQuorum {
             node_id: config.node_id,
             raft,
@@ -233,6 +242,7 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             local_addr,
             stop,
             server: Mutex::new(server),
+            handler,
         };
         if let Err(e) = quorum.initialize(&config).await {
             quorum.shutdown().await;
@@ -395,6 +405,39 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sets what answers [`request_leader`](Self::request_leader) calls on this node
+    /// while it leads. Set once; a second call is ignored.
+    pub fn set_request_handler(&self, handler: RequestHandler) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// Sends `payload` to the application's handler on the leader (this node's own, when
+    /// it leads) and returns the reply. Fails when no leader is known or it does not answer
+    /// within `timeout`; the caller retries (heartbeats are periodic anyway).
+    pub async fn request_leader(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QuorumError> {
+        if self.is_leader() {
+            let handler = self
+                .handler
+                .get()
+                .ok_or_else(|| QuorumError::Raft("no controller handler is set".into()))?;
+            return Ok(handler(payload.to_vec()).await);
+        }
+        let (leader, addr) = self
+            .leader_with_addr()
+            .ok_or(QuorumError::NotLeader { leader: None })?;
+        crate::network::controller_request(&addr.to_string(), payload, timeout)
+            .await
+            .map_err(|e| {
+                QuorumError::Raft(format!(
+                    "controller request to node {leader} at {addr}: {e}"
+                ))
+            })
     }
 
     fn voter_addr(&self, id: u64) -> Option<SocketAddr> {

@@ -177,6 +177,12 @@ struct BrokerArgs {
     /// This broker's node id.
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// Address to hear the other voters of the metadata quorum on (a CONTROLLER listener).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// The metadata quorum's voters, ID@HOST:PORT,… (config `controller.quorum.voters`).
+    #[arg(long, value_name = "VOTERS")]
+    controller_quorum: Option<String>,
     /// Address of the HTTP listener for /metrics, /health, /ready and the web console
     /// (config `http.listeners`, default 127.0.0.1:9644); an empty value disables it.
     #[arg(long, value_name = "HOST:PORT")]
@@ -206,8 +212,23 @@ impl BrokerArgs {
         if let Some(dir) = &self.data_dir {
             flags.push(("log.dirs".to_string(), dir.display().to_string()));
         }
-        if let Some(listen) = &self.listen {
-            flags.push(("listeners".to_string(), format!("PLAINTEXT://{listen}")));
+        let mut listeners: Vec<String> = self
+            .listen
+            .iter()
+            .map(|l| format!("PLAINTEXT://{l}"))
+            .collect();
+        if let Some(controller) = &self.controller_listen {
+            listeners.push(format!("CONTROLLER://{controller}"));
+            flags.push((
+                "controller.listener.names".to_string(),
+                "CONTROLLER".to_string(),
+            ));
+        }
+        if !listeners.is_empty() {
+            flags.push(("listeners".to_string(), listeners.join(",")));
+        }
+        if let Some(voters) = &self.controller_quorum {
+            flags.push(("controller.quorum.voters".to_string(), voters.clone()));
         }
         if let Some(advertised) = &self.advertised_listener {
             flags.push((
@@ -250,7 +271,11 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft logs an unreachable peer at every retry; odradek-raft reports
+                // it once when it goes and once when it is back.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,openraft::replication=off")
+                }),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {
@@ -379,19 +404,14 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {listen}"))?;
         broker.set_bound_address(listener.local_addr()?);
         let broker = Arc::new(broker);
+        tokio::spawn(broker.clone().run_metadata_follower());
+        tokio::spawn(broker.clone().run_controller());
         let history = Arc::new(odradek_http::History::default());
         tokio::spawn(history.clone().run(broker.clone(), stopped.clone()));
         serving.send_replace(Some(odradek_http::Served {
             broker: broker.clone(),
             history,
         }));
-        info!(
-            version = env!("CARGO_PKG_VERSION"),
-            listen = %listener.local_addr()?,
-            http = %http,
-            data_dir = %data_dir.display(),
-            "odradek broker ready"
-        );
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::spawn(async move {
@@ -401,6 +421,21 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             }
             let _ = stop.send(true);
         });
+        let mut interrupted = stopped.clone();
+        // Serving starts once the controller knows this broker (at once on a single node;
+        // in a cluster, once a quorum of voters is up).
+        tokio::select! {
+            () = broker.register() => {}
+            _ = interrupted.wait_for(|s| *s) => {}
+        }
+        tokio::spawn(broker.clone().run_heartbeats());
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %listener.local_addr()?,
+            http = %http,
+            data_dir = %data_dir.display(),
+            "odradek broker ready"
+        );
         tokio::spawn(broker.clone().run_flush_scheduler());
         tokio::spawn(broker.clone().run_group_sweeper());
         tokio::spawn(broker.clone().run_transaction_sweeper());
@@ -408,6 +443,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         tokio::spawn(broker.clone().run_recovery_checkpoints());
         tokio::spawn(broker.clone().run_cleaner());
         odradek_broker::serve(listener, broker.clone(), stopped).await;
+        broker.controlled_shutdown().await;
         tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;
         info!("clean shutdown complete");
         Ok(())

@@ -51,18 +51,22 @@ impl Broker {
                 .with_error_code(ResponseError::UnsupportedEndpointType.code())
                 .with_endpoint_type(request.endpoint_type);
         }
-        let (host, port) = self.advertised();
-        DescribeClusterResponse::default()
-            .with_endpoint_type(request.endpoint_type)
-            .with_cluster_id(str_bytes(self.cluster_id.clone()))
-            .with_controller_id(self.node_id.into())
-            .with_brokers(vec![
+        let brokers = self
+            .live_endpoints()
+            .into_iter()
+            .map(|(id, host, port, rack)| {
                 DescribeClusterBroker::default()
-                    .with_broker_id(self.node_id.into())
+                    .with_broker_id(id.into())
                     .with_host(str_bytes(host))
                     .with_port(port)
-                    .with_rack(self.config().rack().map(str_bytes)),
-            ])
+                    .with_rack(rack.map(str_bytes))
+            })
+            .collect();
+        DescribeClusterResponse::default()
+            .with_endpoint_type(request.endpoint_type)
+            .with_cluster_id(str_bytes(self.cluster_id()))
+            .with_controller_id(self.controller_id().into())
+            .with_brokers(brokers)
             .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
                 ALL_CLUSTER_OPERATIONS
             } else {

@@ -247,6 +247,9 @@ impl Broker {
             Ok(found) => found,
             Err(e) => return error(data, e),
         };
+        if let Err(e) = self.leads(&topic.name, target.partition) {
+            return error(data, e);
+        }
         let Some(log) = partition.lock_online_log() else {
             return error(data, ResponseError::KafkaStorageError);
         };

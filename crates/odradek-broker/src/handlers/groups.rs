@@ -103,8 +103,8 @@ impl Broker {
         partition: &Arc<Partition>,
     ) -> oneshot::Receiver<Result<(), Arc<odradek_storage::StorageError>>> {
         let (tx, rx) = oneshot::channel();
-        self.logs.group_commit().request(
-            &partition.log,
+        self.logs.sync(
+            partition,
             Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),
@@ -129,9 +129,7 @@ impl Broker {
         };
         match self.coordinator.append(&topic, group, records) {
             Ok(appended) => {
-                self.logs
-                    .group_commit()
-                    .request(&appended.partition.log, None);
+                self.logs.sync(&appended.partition, None);
                 true
             }
             Err(e) => {
@@ -226,10 +224,7 @@ impl Broker {
             }
             tracing::info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
             match self.coordinator.append(&topic, &group.id, &records) {
-                Ok(appended) => self
-                    .logs
-                    .group_commit()
-                    .request(&appended.partition.log, None),
+                Ok(appended) => self.logs.sync(&appended.partition, None),
                 Err(e) => {
                     tracing::warn!(group = %group.id, error = %e, "cannot write offset expiry")
                 }
@@ -254,12 +249,11 @@ impl Broker {
         } else {
             vec![request.key.to_string()]
         };
-        let (host, port) = self.advertised();
         let mut coordinators = Vec::new();
         for key in keys {
-            let error = match request.key_type {
-                KEY_TYPE_GROUP => self.coordinator.offsets_topic(&self.logs).await.is_none(),
-                KEY_TYPE_TRANSACTION => self.transaction_topic().await.is_none(),
+            let topic = match request.key_type {
+                KEY_TYPE_GROUP => self.coordinator.offsets_topic(&self.logs).await,
+                KEY_TYPE_TRANSACTION => self.transaction_topic().await,
                 _ => {
                     coordinators.push(
                         Coordinator::default()
@@ -270,21 +264,30 @@ impl Broker {
                     );
                     continue;
                 }
-            }
-            .then_some(ResponseError::CoordinatorNotAvailable);
-            let mut c = Coordinator::default()
-                .with_key(str_bytes(key))
-                .with_error_code(code(error));
-            if error.is_none() {
-                c = c
-                    .with_node_id(self.node_id.into())
-                    .with_host(str_bytes(host.clone()))
-                    .with_port(port);
-            } else {
-                c = c
-                    .with_node_id((-1).into())
-                    .with_port(-1)
-                    .with_error_message(error.map(|e| str_bytes(e.to_string())));
+            };
+            // The coordinator is the leader of the internal partition the key hashes to.
+            let endpoint = topic.and_then(|topic| {
+                let partition =
+                    crate::coordinator::partition_for(&key, topic.partitions.len() as i32);
+                let leader = self.logs.leader(&topic.name, partition)?;
+                self.endpoints([leader]).pop()
+            });
+            let mut c = Coordinator::default().with_key(str_bytes(key));
+            match endpoint {
+                Some((id, host, port, _)) => {
+                    c = c
+                        .with_node_id(id.into())
+                        .with_host(str_bytes(host))
+                        .with_port(port);
+                }
+                None => {
+                    let error = ResponseError::CoordinatorNotAvailable;
+                    c = c
+                        .with_error_code(error.code())
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_message(Some(str_bytes(error.to_string())));
+                }
             }
             coordinators.push(c);
         }

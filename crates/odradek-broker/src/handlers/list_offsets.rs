@@ -48,6 +48,9 @@ impl Broker {
                         let Some(partition) = partition else {
                             return fail(ResponseError::UnknownTopicOrPartition);
                         };
+                        if let Err(e) = self.leads(topic.name.as_str(), p.partition_index) {
+                            return fail(e);
+                        }
                         let Some(log) = partition.lock_online_log() else {
                             return fail(ResponseError::KafkaStorageError);
                         };

@@ -19,19 +19,23 @@ impl Broker {
         request: MetadataRequest,
         version: i16,
     ) -> MetadataResponse {
-        let (host, port) = self.advertised();
-        let mut response = MetadataResponse::default()
-            .with_brokers(vec![
+        let brokers = self
+            .live_endpoints()
+            .into_iter()
+            .map(|(id, host, port, rack)| {
                 MetadataResponseBroker::default()
-                    .with_node_id(self.node_id.into())
+                    .with_node_id(id.into())
                     .with_host(str_bytes(host))
                     .with_port(port)
                     // The rack came with v1.
-                    .with_rack(self.config().rack().filter(|_| version >= 1).map(str_bytes)),
-            ])
-            .with_controller_id(self.node_id.into());
+                    .with_rack(rack.filter(|_| version >= 1).map(str_bytes))
+            })
+            .collect();
+        let mut response = MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_controller_id(self.controller_id().into());
         if version >= 2 {
-            response.cluster_id = Some(str_bytes(self.cluster_id.clone()));
+            response.cluster_id = Some(str_bytes(self.cluster_id()));
         }
         if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
             response.cluster_authorized_operations = ALL_CLUSTER_OPERATIONS;
@@ -103,7 +107,7 @@ impl Broker {
         let partitions = self.config().num_partitions();
         match self
             .logs
-            .create_topic(name, partitions, BTreeMap::new())
+            .create_topic(name, partitions, BTreeMap::new(), None)
             .await
         {
             Ok(topic) => self.topic_metadata(&topic, version, with_ops),
@@ -115,17 +119,31 @@ impl Broker {
     }
 
     fn topic_metadata(&self, topic: &Topic, version: i16, with_ops: bool) -> MetadataResponseTopic {
-        let node = self.node_id;
+        let image = self.logs.image();
         let partitions = topic
             .partitions
             .iter()
             .map(|p| {
+                let replicas = self.logs.replicas(&topic.name, p.index);
+                let leader = self.logs.leader(&topic.name, p.index);
+                let offline: Vec<_> = replicas
+                    .iter()
+                    .filter(|id| {
+                        Some(**id) != leader && image.brokers.get(id).is_some_and(|b| b.fenced)
+                    })
+                    .map(|id| (*id).into())
+                    .collect();
                 MetadataResponsePartition::default()
+                    .with_error_code(match leader {
+                        Some(_) => 0,
+                        None => ResponseError::LeaderNotAvailable.code(),
+                    })
                     .with_partition_index(p.index)
-                    .with_leader_id(node.into())
+                    .with_leader_id(leader.unwrap_or(-1).into())
                     .with_leader_epoch(if version >= 7 { LEADER_EPOCH } else { -1 })
-                    .with_replica_nodes(vec![node.into()])
-                    .with_isr_nodes(vec![node.into()])
+                    .with_replica_nodes(replicas.iter().map(|id| (*id).into()).collect())
+                    .with_isr_nodes(replicas.iter().map(|id| (*id).into()).collect())
+                    .with_offline_replicas(if version >= 5 { offline } else { Vec::new() })
             })
             .collect();
         MetadataResponseTopic::default()

@@ -55,8 +55,59 @@ pub(crate) fn check_leader_epoch(requested: i32) -> Option<ResponseError> {
     }
 }
 
-/// The leader epoch of every partition on a single node.
+/// The leader epoch of every partition: with one replica each (until replication lands)
+/// a partition's leader never changes to another broker.
 pub(crate) const LEADER_EPOCH: i32 = 0;
+
+/// A broker's id and where clients reach it: host, port, rack.
+pub(crate) type Endpoint = (i32, String, i32, Option<String>);
+
+impl crate::Broker {
+    /// Whether this broker leads `topic`'s partition `index` now, so serves its data:
+    /// else NOT_LEADER_OR_FOLLOWER, which sends clients to the metadata for the leader.
+    pub(crate) fn leads(&self, topic: &str, index: i32) -> Result<(), ResponseError> {
+        if self.logs.leader(topic, index) == Some(self.node_id) {
+            Ok(())
+        } else {
+            Err(ResponseError::NotLeaderOrFollower)
+        }
+    }
+
+    /// Where clients reach each of `ids` that is registered and not fenced (this broker as
+    /// it advertises itself now).
+    pub(crate) fn endpoints(&self, ids: impl IntoIterator<Item = i32>) -> Vec<Endpoint> {
+        let image = self.logs.image();
+        ids.into_iter()
+            .filter_map(|id| {
+                if id == self.node_id {
+                    let (host, port) = self.advertised();
+                    let rack = self.config().rack();
+                    return Some((id, host, port, rack));
+                }
+                let b = image.brokers.get(&id).filter(|b| !b.fenced)?;
+                Some((b.id, b.host.clone(), b.port, b.rack.clone()))
+            })
+            .collect()
+    }
+
+    /// The controller as clients are told of it: this broker, as a KRaft broker names a
+    /// live broker rather than the quorum leader (KIP-590). Clients send admin requests to
+    /// the controller they are told of, and every broker forwards them to the quorum
+    /// leader; naming the leader instead would leave a client waiting on a dead one until
+    /// its next metadata refresh (librdkafka does exactly that).
+    pub(crate) fn controller_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Every live broker, this one included (it serves even before its registration
+    /// commits), by id.
+    pub(crate) fn live_endpoints(&self) -> Vec<Endpoint> {
+        let image = self.logs.image();
+        let mut ids: std::collections::BTreeSet<i32> = image.live_brokers().map(|b| b.id).collect();
+        ids.insert(self.node_id);
+        self.endpoints(ids)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use odradek_protocol::batch::{self, BatchError};
@@ -250,17 +251,16 @@ impl Broker {
             self.metrics
                 .record_produce(&topic.metric_label, records.len(), count);
         }
-        let group_commit = self.logs.group_commit();
         let durable = if acks == -1 {
             let (tx, rx) = oneshot::channel();
             let waiter: DurabilityWaiter = Box::new(move |r| {
                 let _ = tx.send(r);
             });
-            group_commit.request(&partition.log, Some(waiter));
+            self.logs.sync(partition, Some(waiter));
             Some(rx)
         } else {
             if result.flush_due {
-                group_commit.request(&partition.log, None);
+                self.logs.sync(partition, None);
             }
             None
         };
@@ -276,6 +276,7 @@ impl Broker {
         let acks = request.acks;
         let mut topics = Vec::with_capacity(request.topic_data.len());
         let mut waits = Vec::new();
+        let mut movers = std::collections::BTreeSet::new();
         for topic_data in &request.topic_data {
             let by_id = version >= 13;
             let topic = if by_id {
@@ -303,6 +304,24 @@ impl Broker {
                     )
                 } else if let Some(topic) = &topic {
                     match topic.partitions.get(index as usize).filter(|_| index >= 0) {
+                        Some(_) if self.leads(&topic.name, index).is_err() => {
+                            let leader = self.logs.leader(&topic.name, index);
+                            movers.extend(leader);
+                            let mut entry = failed(
+                                index,
+                                ResponseError::NotLeaderOrFollower,
+                                format!(
+                                    "This broker ({}) does not lead {}-{index}.",
+                                    self.node_id, topic.name
+                                ),
+                            );
+                            if version >= 10 {
+                                entry.current_leader = LeaderIdAndEpoch::default()
+                                    .with_leader_id(leader.unwrap_or(-1).into())
+                                    .with_leader_epoch(super::LEADER_EPOCH);
+                            }
+                            entry
+                        }
                         Some(partition) => {
                             let (entry, durable) = self.append_to_partition(
                                 topic,
@@ -348,7 +367,22 @@ impl Broker {
         if acks == 0 {
             return Reply::Nothing;
         }
-        let response = ProduceResponse::default().with_responses(topics);
+        let mut response = ProduceResponse::default().with_responses(topics);
+        if version >= 10 {
+            // KIP-951: where the partitions that moved are led now, so clients go there
+            // without a metadata round trip.
+            response.node_endpoints = self
+                .endpoints(movers)
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    NodeEndpoint::default()
+                        .with_node_id(id.into())
+                        .with_host(str_bytes(host))
+                        .with_port(port)
+                        .with_rack(rack.map(str_bytes))
+                })
+                .collect();
+        }
         if waits.is_empty() {
             return Reply::now(kafka_protocol::messages::ResponseKind::Produce(response));
         }

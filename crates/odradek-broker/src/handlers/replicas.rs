@@ -92,7 +92,20 @@ impl Broker {
                                 Some(replicas) => {
                                     let brokers: Vec<i32> =
                                         replicas.iter().map(|b| b.0).collect();
-                                    self.check_assignment(p.partition_index, &brokers)
+                                    self.check_assignment(p.partition_index, &brokers)?;
+                                    let current = self.logs.replicas(&t.name, p.partition_index);
+                                    if brokers == current {
+                                        Ok(())
+                                    } else {
+                                        Err((
+                                            ResponseError::InvalidReplicaAssignment,
+                                            format!(
+                                                "Partition {}-{} is on {current:?}: moving it to {brokers:?} needs replica movement, which this Odradek release does not have yet.",
+                                                t.name.as_str(),
+                                                p.partition_index
+                                            ),
+                                        ))
+                                    }
                                 }
                             },
                         );

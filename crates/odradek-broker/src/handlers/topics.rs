@@ -27,18 +27,20 @@ fn refuse<T>(error: ResponseError, message: impl Into<String>) -> Result<T, Refu
 struct TopicPlan {
     partitions: i32,
     configs: BTreeMap<String, String>,
+    /// Each partition's replicas as the request assigned them, by partition index.
+    assignment: Option<Vec<Vec<i32>>>,
 }
 
 impl Broker {
     fn check_replication_factor(&self, factor: i16) -> Result<(), Refusal> {
-        let live = 1;
+        let live = self.logs.image().live_brokers().count().max(1);
         if factor <= 0 {
             return refuse(
                 ResponseError::InvalidReplicationFactor,
                 "Replication factor must be larger than 0.",
             );
         }
-        if i32::from(factor) > live {
+        if usize::try_from(factor).is_ok_and(|f| f > live) {
             return refuse(
                 ResponseError::InvalidReplicationFactor,
                 format!(
@@ -46,21 +48,37 @@ impl Broker {
                 ),
             );
         }
-        Ok(())
-    }
-
-    /// Every replica list must be exactly this node: it is the only broker.
-    pub(crate) fn check_assignment(&self, partition: i32, brokers: &[i32]) -> Result<(), Refusal> {
-        if brokers.len() != 1 || brokers[0] != self.node_id {
+        if factor > 1 {
             return refuse(
-                ResponseError::InvalidReplicaAssignment,
+                ResponseError::InvalidReplicationFactor,
                 format!(
-                    "Partition {partition} replica assignment {brokers:?} must be exactly [{}], the only broker.",
-                    self.node_id
+                    "Replication factor {factor} needs partition replication, which this Odradek release does not have yet: the topic is not created with fewer copies than asked. Use replication factor 1."
                 ),
             );
         }
         Ok(())
+    }
+
+    /// A replica list given for `partition`: one replica (until replication lands), on a
+    /// registered broker.
+    pub(crate) fn check_assignment(&self, partition: i32, brokers: &[i32]) -> Result<(), Refusal> {
+        if brokers.len() > 1 {
+            return refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "Partition {partition} replica assignment {brokers:?} has {} replicas; this Odradek release keeps one copy of each partition until replication lands.",
+                    brokers.len()
+                ),
+            );
+        }
+        let image = self.logs.image();
+        let known = |id: i32| image.brokers.contains_key(&id) || id == self.node_id;
+        crate::placement::check_assignment(&[brokers.to_vec()], known).or_else(|e| {
+            refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!("Partition {partition}: {e}"),
+            )
+        })
     }
 
     fn plan_topic(&self, topic: &CreatableTopic) -> Result<TopicPlan, Refusal> {
@@ -74,6 +92,7 @@ impl Broker {
                 format!("Topic '{name}' already exists."),
             );
         }
+        let mut assignment = None;
         let partitions = if topic.assignments.is_empty() {
             let partitions = match topic.num_partitions {
                 -1 => self.config().num_partitions(),
@@ -110,10 +129,13 @@ impl Broker {
                     "Partitions should be a consecutive 0-based integer sequence.",
                 );
             }
+            let mut by_partition = vec![Vec::new(); topic.assignments.len()];
             for a in &topic.assignments {
                 let brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
                 self.check_assignment(a.partition_index, &brokers)?;
+                by_partition[a.partition_index as usize] = brokers;
             }
+            assignment = Some(by_partition);
             topic.assignments.len() as i32
         };
         let mut configs = BTreeMap::new();
@@ -135,6 +157,7 @@ impl Broker {
         Ok(TopicPlan {
             partitions,
             configs,
+            assignment,
         })
     }
 
@@ -181,7 +204,12 @@ impl Broker {
                 Ok(plan) if request.validate_only => Ok((plan, Uuid::nil())),
                 Ok(plan) => match self
                     .logs
-                    .create_topic(&name, plan.partitions, plan.configs.clone())
+                    .create_topic(
+                        &name,
+                        plan.partitions,
+                        plan.configs.clone(),
+                        plan.assignment.clone(),
+                    )
                     .await
                 {
                     Ok(t) => Ok((plan, t.id)),
@@ -298,19 +326,23 @@ impl Broker {
                 if entry.count == current {
                     return refuse(ResponseError::InvalidPartitions, format!("Topic already has {current} partitions."));
                 }
+                let mut assignment = None;
                 if let Some(assignments) = &entry.assignments {
                     if assignments.len() as i32 != entry.count - current {
                         return refuse(ResponseError::InvalidReplicaAssignment, format!("Increasing the number of partitions by {} but {} assignments provided.", entry.count - current, assignments.len()));
                     }
+                    let mut given = Vec::with_capacity(assignments.len());
                     for (i, a) in assignments.iter().enumerate() {
                         let brokers: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
                         self.check_assignment(current + i as i32, &brokers)?;
+                        given.push(brokers);
                     }
+                    assignment = Some(given);
                 }
                 if request.validate_only {
                     return Ok(());
                 }
-                self.logs.add_partitions(&topic, entry.count).await.or_else(|e| refuse(ResponseError::KafkaStorageError, e.to_string()))
+                self.logs.add_partitions(&topic, entry.count, assignment).await.or_else(|e| refuse(ResponseError::KafkaStorageError, e.to_string()))
             }
             .await;
             let mut result = CreatePartitionsTopicResult::default().with_name(entry.name.clone());

@@ -1,0 +1,262 @@
+//! What the controller does besides agreeing on the log: it tracks which brokers are
+//! alive. Brokers register by writing a `BrokerRegistered` record, then heartbeat to the
+//! quorum leader (the controller) over the quorum's transport. A broker the controller has
+//! not heard from for `broker.session.timeout.ms` is fenced by a `BrokerFenced` record, as
+//! KRaft's controller does; its next heartbeat unfences it. Liveness lives only in the
+//! leader's memory: a new leader starts every broker's clock afresh, so a change of
+//! controller fences no one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use odradek_storage::LockExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::Broker;
+use crate::metadata::MetadataRecord;
+
+/// What a broker asks the controller.
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerRequest {
+    Heartbeat { id: i32, incarnation: Uuid },
+}
+
+/// The controller's answer to a heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+enum HeartbeatReply {
+    Alive,
+    /// The controller's image has no registration of this incarnation: register again.
+    Unknown,
+    Failed(String),
+}
+
+/// The leader's view of when it last heard from each broker.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    /// By broker: the incarnation last heard from, and when.
+    seen: Mutex<HashMap<i32, (Uuid, Instant)>>,
+    /// Whether this node led at the last check, to restart the clocks when it starts to.
+    leading: Mutex<bool>,
+}
+
+/// How often the controller looks for brokers past their session timeout.
+const FENCING_CHECK: Duration = Duration::from_millis(250);
+/// How long a heartbeat may take before it counts as missed.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Broker {
+    /// Writes this broker's registration (its incarnation, where clients reach it, its
+    /// rack), retrying until it commits or shutdown begins. Until then its partitions have
+    /// no leader in other brokers' eyes if an earlier run was fenced.
+    pub async fn register(&self) {
+        let (host, port) = self.advertised();
+        let record = MetadataRecord::BrokerRegistered {
+            id: self.node_id,
+            incarnation: self.incarnation,
+            host,
+            port,
+            rack: self.config().rack(),
+        };
+        let mut attempt = 0u32;
+        while !*self.stopping.borrow() {
+            match self.logs.commit(std::slice::from_ref(&record)).await {
+                Ok(()) => {
+                    info!(node = self.node_id, incarnation = %self.incarnation, "registered with the controller");
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if attempt % 5 == 1 {
+                        warn!(error = %e, attempt, "cannot register with the controller yet; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// A controlled shutdown (SIGTERM): the broker fences itself first, so that clients
+    /// stop sending to it before it goes, instead of finding out by timeouts.
+    pub async fn controlled_shutdown(&self) {
+        let record = MetadataRecord::BrokerFenced {
+            id: self.node_id,
+            controlled: true,
+        };
+        let shutdown = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.logs.commit(std::slice::from_ref(&record)),
+        );
+        match shutdown.await {
+            Ok(Ok(())) => info!("controlled shutdown: fenced, leading nothing"),
+            Ok(Err(e)) => warn!(error = %e, "controlled shutdown: cannot reach the controller"),
+            Err(_) => warn!("controlled shutdown: the controller did not answer in 5 s"),
+        }
+    }
+
+    /// Applies every metadata change the quorum commits (other nodes' included) as it
+    /// arrives, until shutdown.
+    pub async fn run_metadata_follower(self: Arc<Self>) {
+        let mut changes = self.logs.metadata().watch();
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            if let Err(e) = tokio::task::block_in_place(|| self.logs.catch_up()) {
+                warn!(error = %e, "cannot apply a metadata change");
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Heartbeats to the controller every `broker.heartbeat.interval.ms` until shutdown;
+    /// registers again when the controller does not know this incarnation.
+    pub async fn run_heartbeats(self: Arc<Self>) {
+        let interval =
+            Duration::from_millis(self.config().int("broker.heartbeat.interval.ms").max(1) as u64);
+        let request = ControllerRequest::Heartbeat {
+            id: self.node_id,
+            incarnation: self.incarnation,
+        };
+        let Ok(payload) = serde_json::to_vec(&request) else {
+            return;
+        };
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let reply = self
+                .logs
+                .metadata()
+                .request_controller(&payload, HEARTBEAT_TIMEOUT)
+                .await;
+            match reply.map(|r| serde_json::from_slice::<HeartbeatReply>(&r)) {
+                Ok(Ok(HeartbeatReply::Alive)) => {}
+                Ok(Ok(HeartbeatReply::Unknown)) => self.register().await,
+                Ok(Ok(HeartbeatReply::Failed(e))) => warn!(error = %e, "heartbeat refused"),
+                Ok(Err(e)) => warn!(error = %e, "unreadable heartbeat reply"),
+                Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+            }
+        }
+    }
+
+    /// Serves heartbeats while this node leads the quorum, fences brokers that stop
+    /// sending them, and names the cluster once.
+    pub async fn run_controller(self: Arc<Self>) {
+        let weak: Weak<Broker> = Arc::downgrade(&self);
+        self.logs
+            .metadata()
+            .set_controller(Arc::new(move |payload: Vec<u8>| {
+                let broker = weak.upgrade();
+                Box::pin(async move {
+                    let reply = match broker {
+                        Some(broker) => broker.answer(&payload).await,
+                        None => HeartbeatReply::Failed("shutting down".into()),
+                    };
+                    serde_json::to_vec(&reply).unwrap_or_default()
+                })
+            }));
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FENCING_CHECK) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            self.lead().await;
+        }
+    }
+
+    async fn answer(&self, payload: &[u8]) -> HeartbeatReply {
+        let Ok(ControllerRequest::Heartbeat { id, incarnation }) =
+            serde_json::from_slice::<ControllerRequest>(payload)
+        else {
+            return HeartbeatReply::Failed("unreadable controller request".into());
+        };
+        let image = self.logs.image();
+        let Some(registered) = image
+            .brokers
+            .get(&id)
+            .filter(|b| b.incarnation == incarnation)
+        else {
+            return HeartbeatReply::Unknown;
+        };
+        self.liveness
+            .seen
+            .lock_or_recover()
+            .insert(id, (incarnation, Instant::now()));
+        if registered.fenced {
+            let record = MetadataRecord::BrokerUnfenced { id, incarnation };
+            if let Err(e) = self.logs.commit(&[record]).await {
+                return HeartbeatReply::Failed(e.to_string());
+            }
+            info!(node = id, "unfenced a broker that heartbeats again");
+        }
+        HeartbeatReply::Alive
+    }
+
+    /// One round of the leader's duties; nothing on a follower.
+    async fn lead(&self) {
+        let metadata = self.logs.metadata();
+        let leading = metadata.is_leader();
+        let started = std::mem::replace(&mut *self.liveness.leading.lock_or_recover(), leading);
+        if !leading {
+            return;
+        }
+        let image = self.logs.image();
+        {
+            // Every broker gets a full session from the moment this node starts to lead,
+            // and from its registration (a new incarnation).
+            let now = Instant::now();
+            let mut seen = self.liveness.seen.lock_or_recover();
+            if !started {
+                seen.clear();
+            }
+            for b in image.brokers.values() {
+                if seen
+                    .get(&b.id)
+                    .is_none_or(|(incarnation, _)| *incarnation != b.incarnation)
+                {
+                    seen.insert(b.id, (b.incarnation, now));
+                }
+            }
+        }
+        if image.cluster_id.is_none() {
+            let record = MetadataRecord::ClusterIdentified {
+                id: self.local_cluster_id.clone(),
+            };
+            if let Err(e) = self.logs.commit(&[record]).await {
+                warn!(error = %e, "cannot record the cluster id");
+            }
+        }
+        let timeout =
+            Duration::from_millis(self.config().int("broker.session.timeout.ms").max(1) as u64);
+        let expired: Vec<i32> = {
+            let seen = self.liveness.seen.lock_or_recover();
+            image
+                .live_brokers()
+                .filter(|b| b.id != self.node_id)
+                .filter(|b| seen.get(&b.id).is_none_or(|(_, t)| t.elapsed() > timeout))
+                .map(|b| b.id)
+                .collect()
+        };
+        for id in expired {
+            warn!(
+                node = id,
+                ?timeout,
+                "no heartbeat within the session timeout: fencing the broker"
+            );
+            let record = MetadataRecord::BrokerFenced {
+                id,
+                controlled: false,
+            };
+            if let Err(e) = self.logs.commit(&[record]).await {
+                warn!(node = id, error = %e, "cannot fence the broker");
+            }
+        }
+    }
+}

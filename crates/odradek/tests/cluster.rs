@@ -1,0 +1,368 @@
+//! Several broker processes as one cluster (Kafka's combined mode: every node is a broker
+//! and a voter of the metadata quorum), seen through real clients: librdkafka and
+//! kafka-python. Partitions have one replica each until replication lands.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use support::cluster::{Cluster, eventually};
+use support::*;
+
+/// Each partition's leader (-1: none) and the brokers, as librdkafka reads them from `addr`.
+fn view(addr: &str, topic: &str) -> (BTreeSet<i32>, Vec<i32>) {
+    let consumer = consumer(addr, &[]);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let brokers = metadata.brokers().iter().map(|b| b.id()).collect();
+    let leaders = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| {
+            let mut p: Vec<_> = t
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader()))
+                .collect();
+            p.sort();
+            p.into_iter().map(|(_, leader)| leader).collect()
+        })
+        .unwrap_or_default();
+    (brokers, leaders)
+}
+
+/// kafka-python's view through `addr`, and a record produced to and read back from every
+/// partition (tests/cluster_view.py).
+fn kafka_python_view(addr: &str, topic: &str, tag: &str) -> serde_json::Value {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let python = format!("{root}/target/compat-venv/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: compat/setup installs kafka-python there (scripts/test runs it first)"
+    );
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cluster_view.py"
+        ))
+        .args([addr, topic, tag])
+        .output()
+        .expect("running kafka-python");
+    assert!(
+        out.status.success(),
+        "kafka-python failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from cluster_view.py")
+}
+
+async fn create(addr: &str, name: &str, partitions: i32) -> Result<(), String> {
+    let results = admin(addr)
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match &results[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_through_one_node_is_served_through_every_node() {
+    let cluster = Cluster::start(3);
+    let topic = unique_topic("spread");
+    create(&cluster.node(2).addr.to_string(), &topic, 6)
+        .await
+        .unwrap();
+    let all: BTreeSet<i32> = [1, 2, 3].into();
+    for node in &cluster.nodes {
+        let addr = node.addr.to_string();
+        let (brokers, leaders) =
+            eventually(Duration::from_secs(10), "every node has the topic", || {
+                let (brokers, leaders) = view(&addr, &topic);
+                (leaders.len() == 6).then_some((brokers, leaders))
+            });
+        assert_eq!(brokers, all, "node {} lists every broker", node.id);
+        let leading: BTreeSet<i32> = leaders.iter().copied().collect();
+        assert_eq!(
+            leading, all,
+            "the partitions are spread over all three: {leaders:?}"
+        );
+    }
+
+    // librdkafka, bootstrapped from node 3 alone, writes to each partition's leader.
+    let producer = producer(&cluster.node(3).addr.to_string(), &[("acks", "all")]);
+    for p in 0..6 {
+        let value = format!("rdkafka {p}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(p)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("produce to partition {p}: {e}\n{}", cluster.logs()));
+    }
+    // ... and reads them back bootstrapped from node 1.
+    let one = cluster.node(1).addr.to_string();
+    let values: BTreeSet<String> = (0..6)
+        .flat_map(|p| consume(&one, &topic, p, 0, 1, Duration::from_secs(20)))
+        .filter_map(|m| payload(&m).map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    assert_eq!(values, (0..6).map(|p| format!("rdkafka {p}")).collect());
+
+    // kafka-python sees the same leaders through any node, and produces and reads through
+    // them: each partition's record lands after librdkafka's, at offset 1.
+    let (_, leaders) = view(&cluster.node(1).addr.to_string(), &topic);
+    for node in [1, 3] {
+        let seen = kafka_python_view(
+            &cluster.node(node).addr.to_string(),
+            &topic,
+            &node.to_string(),
+        );
+        assert_eq!(seen["brokers"], serde_json::json!([1, 2, 3]), "{seen}");
+        for (p, leader) in leaders.iter().enumerate() {
+            assert_eq!(seen["leaders"][p.to_string()], *leader, "{seen}");
+        }
+        let expected_offset = if node == 1 { 1 } else { 2 };
+        for p in 0..6 {
+            assert_eq!(seen["sent"][p.to_string()], expected_offset, "{seen}");
+            assert_eq!(seen["read"][p.to_string()], expected_offset, "{seen}");
+        }
+    }
+}
+
+/// The quorum leader (the controller) as DescribeQuorum reports it through `addr`.
+fn quorum_leader(addr: &str) -> Option<i32> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let response = std::panic::catch_unwind(|| raw_round_trip(addr, &request, 2)).ok()?;
+    let leader = response.topics.first()?.partitions.first()?.leader_id.0;
+    (leader >= 0).then_some(leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_controller_dies_another_is_elected_and_it_catches_up_on_return() {
+    let mut cluster = Cluster::start(3);
+    let first = eventually(Duration::from_secs(10), "a controller", || {
+        quorum_leader(&cluster.node(1).addr.to_string())
+    });
+    create(&cluster.bootstrap(), &unique_topic("before"), 3)
+        .await
+        .unwrap();
+    cluster.kill9(first);
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != first)
+        .unwrap()
+        .addr
+        .to_string();
+    let started = std::time::Instant::now();
+    let second = eventually(Duration::from_secs(10), "a new controller", || {
+        quorum_leader(&survivor).filter(|l| *l != first)
+    });
+    // Topic creation works again, through either survivor, within a few seconds.
+    let after = unique_topic("after");
+    eventually(
+        Duration::from_secs(10),
+        "a topic created without the old controller",
+        || {
+            let bootstrap = survivor.clone();
+            let name = after.clone();
+            let created = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(create(&bootstrap, &name, 2))
+            })
+            .join()
+            .unwrap();
+            match created {
+                Ok(()) => Some(()),
+                Err(e) if e.contains("TopicAlreadyExists") => Some(()),
+                Err(e) => {
+                    println!("creating {name_}: {e}", name_ = after);
+                    None
+                }
+            }
+        },
+    );
+    println!(
+        "controller {first} killed; node {second} leads, and a topic was created {:?} later",
+        started.elapsed()
+    );
+    // The old controller comes back and catches up: it serves what was created without it.
+    cluster.restart(first);
+    let back = cluster.node(first).addr.to_string();
+    eventually(
+        Duration::from_secs(10),
+        "the returning node knows the new topic",
+        || (view(&back, &after).1.len() == 2).then_some(()),
+    );
+    assert_eq!(
+        quorum_leader(&back),
+        Some(second),
+        "a returning node does not take over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_brokers_partitions_go_offline_and_the_others_stay_served() {
+    let session_ms = "3000";
+    let mut cluster = Cluster::start_with(
+        3,
+        &["--set", &format!("broker.session.timeout.ms={session_ms}")],
+    );
+    let topic = unique_topic("fenced");
+    create(&cluster.bootstrap(), &topic, 6).await.unwrap();
+    let one = cluster.node(1).addr.to_string();
+    let (_, leaders) = eventually(Duration::from_secs(10), "leaders", || {
+        let v = view(&one, &topic);
+        (v.1.len() == 6).then_some(v)
+    });
+    // Whichever node is not the controller dies, so the fencing is the controller's doing.
+    let controller = quorum_leader(&one).expect("a controller");
+    let victim = [1, 2, 3].into_iter().find(|n| *n != controller).unwrap();
+    cluster.kill9(victim);
+    let alive = cluster.node(controller).addr.to_string();
+    let after = eventually(Duration::from_secs(15), "the dead broker fenced", || {
+        let (brokers, now) = view(&alive, &topic);
+        (!brokers.contains(&victim)).then_some(now)
+    });
+    for (p, (before, now)) in leaders.iter().zip(&after).enumerate() {
+        if *before == victim {
+            assert_eq!(
+                *now, -1,
+                "partition {p} was led by the dead broker: offline now"
+            );
+        } else {
+            assert_eq!(now, before, "partition {p} keeps its leader");
+        }
+    }
+    // Every partition of a live broker takes writes.
+    let producer = producer(&alive, &[("acks", "all"), ("message.timeout.ms", "10000")]);
+    for (p, leader) in after.iter().enumerate() {
+        if *leader == -1 {
+            continue;
+        }
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(p as i32)
+                    .payload("still served"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("partition {p}: {e}"));
+    }
+    // Back again: it leads its partitions once more.
+    cluster.restart(victim);
+    eventually(
+        Duration::from_secs(10),
+        "the returned broker leads again",
+        || (view(&alive, &topic).1 == leaders).then_some(()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controlled_shutdown_takes_the_broker_out_before_it_exits() {
+    let mut cluster = Cluster::start(3);
+    let topic = unique_topic("controlled");
+    create(&cluster.bootstrap(), &topic, 6).await.unwrap();
+    let one = cluster.node(1).addr.to_string();
+    eventually(Duration::from_secs(10), "leaders", || {
+        (view(&one, &topic).1.len() == 6).then_some(())
+    });
+    let leaving = 3;
+    cluster.stop(leaving);
+    // No session timeout to wait out: the broker was fenced before it exited.
+    let (brokers, leaders) = view(&one, &topic);
+    assert!(
+        !brokers.contains(&leaving),
+        "{brokers:?}\n{}",
+        cluster.log(leaving)
+    );
+    assert!(!leaders.contains(&leaving), "{leaders:?}");
+    assert!(cluster.log(leaving).contains("controlled shutdown: fenced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_than_one_are_refused_rather_than_quietly_not_kept() {
+    let cluster = Cluster::start(3);
+    let admin = admin(&cluster.bootstrap());
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                &unique_topic("rf3"),
+                3,
+                TopicReplication::Fixed(3),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    match &results[0] {
+        Err((_, code)) => assert_eq!(
+            *code,
+            rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
+        ),
+        Ok(t) => panic!("{t} was created with replication factor 3"),
+    }
+    // An explicit assignment to a broker that exists is honoured.
+    let name = unique_topic("assigned");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                &name,
+                3,
+                TopicReplication::Variable(&[&[3], &[3], &[2]]),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    let leaders = eventually(Duration::from_secs(10), "leaders", || {
+        let v = view(&cluster.node(1).addr.to_string(), &name).1;
+        (v.len() == 3).then_some(v)
+    });
+    assert_eq!(leaders, [3, 3, 2]);
+    // An assignment to a broker nobody registered is refused.
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                &unique_topic("nowhere"),
+                1,
+                TopicReplication::Variable(&[&[9]]),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    match &results[0] {
+        Err((_, code)) => assert_eq!(
+            *code,
+            rdkafka::types::RDKafkaErrorCode::InvalidReplicaAssignment
+        ),
+        Ok(t) => panic!("{t} was created on broker 9, which does not exist"),
+    }
+}

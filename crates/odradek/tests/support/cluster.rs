@@ -1,0 +1,281 @@
+//! A cluster of real broker processes for the multi-node tests: node `i` (1-based) listens
+//! on its own loopback address, 127.0.0.i, with its own data dir, and every node is a voter
+//! of the metadata quorum (Kafka's combined mode). Nodes can be killed (`-9`), paused
+//! (`SIGSTOP`), stopped (`SIGTERM`) and restarted on the same addresses and data.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ClusterNode {
+    pub id: i32,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Where the other voters reach this node's quorum listener.
+    pub controller: SocketAddr,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Runs the broker binary on this node's host (a network namespace, or this one).
+    launcher: Box<dyn Fn() -> Command + Send>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    voters: String,
+    args: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+/// A free port on `ip`, as the kernel hands them out: the listener is closed again at once,
+/// so a node restarted later binds the same port.
+fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes on 127.0.0.1 … 127.0.0.n and waits until each serves.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// As [`start`](Self::start), with extra broker arguments for every node.
+    pub fn start_with(n: usize, args: &[&str]) -> Cluster {
+        let hosts = (1..=n)
+            .map(|i| {
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8));
+                let launcher: Box<dyn Fn() -> Command + Send> =
+                    Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+                (ip, launcher)
+            })
+            .collect();
+        Self::start_on(hosts, args)
+    }
+
+    /// Starts one node per host: its address, and how to run a program there.
+    pub fn start_on(
+        hosts: Vec<(IpAddr, Box<dyn Fn() -> Command + Send>)>,
+        args: &[&str],
+    ) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<ClusterNode> = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ip, launcher))| {
+                let id = i as i32 + 1;
+                ClusterNode {
+                    id,
+                    addr: SocketAddr::new(ip, free_port(ip)),
+                    controller: SocketAddr::new(ip, free_port(ip)),
+                    data_dir: tmp.path().join(format!("node-{id}")),
+                    log_path: tmp.path().join(format!("node-{id}.log")),
+                    child: None,
+                    launcher,
+                }
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, n.controller))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            voters,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            _tmp: tmp,
+        };
+        // All at once: a node serves only once a quorum of voters has elected a leader.
+        let ids: Vec<i32> = cluster.nodes.iter().map(|n| n.id).collect();
+        let starts: Vec<usize> = ids.iter().map(|&id| cluster.launch(id)).collect();
+        for (&id, start) in ids.iter().zip(starts) {
+            cluster.wait_ready(id, start);
+        }
+        cluster
+    }
+
+    pub fn node(&self, id: i32) -> &ClusterNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("no such node")
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("no such node")
+    }
+
+    /// Client addresses of every running node, comma-separated (`bootstrap.servers`).
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Spawns node `id`; returns where its log stood before, to find this run's lines.
+    fn launch(&mut self, id: i32) -> usize {
+        let voters = self.voters.clone();
+        let args = self.args.clone();
+        let node = self.node_mut(id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("log file");
+        let start = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let child = (node.launcher)()
+            .arg("broker")
+            .args(["--node-id", &node.id.to_string()])
+            .args(["--listen", &node.addr.to_string()])
+            .args(["--controller-listen", &node.controller.to_string()])
+            .args(["--controller-quorum", &voters])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--http", ""])
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning odradek");
+        node.child = Some(child);
+        start
+    }
+
+    fn wait_ready(&mut self, id: i32, start: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log(id);
+            let run = log.get(start..).unwrap_or_default();
+            if run.contains("odradek broker ready") {
+                return;
+            }
+            let node = self.node_mut(id);
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("node {id} exited with {status} before serving:\n{run}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not serve within 30 s:\n{run}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Node `id`'s log, every run of it.
+    pub fn log(&self, id: i32) -> String {
+        std::fs::read_to_string(&self.node(id).log_path).unwrap_or_default()
+    }
+
+    /// Every node's log, labelled: for a failing assertion's message.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("===== node {} =====\n{}", n.id, self.log(n.id)))
+            .collect()
+    }
+
+    fn signal(&self, id: i32, signal: i32) {
+        let child = self.node(id).child.as_ref().expect("node running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(rc, 0, "signal {signal} to node {id}");
+    }
+
+    /// kill -9: no chance to flush, deregister or say goodbye.
+    pub fn kill9(&mut self, id: i32) {
+        let mut child = self.node_mut(id).child.take().expect("node running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("waiting for the node");
+    }
+
+    /// SIGTERM, and waits for a clean exit (status 0) within 30 s.
+    pub fn stop(&mut self, id: i32) {
+        self.signal(id, libc::SIGTERM);
+        let mut child = self.node_mut(id).child.take().expect("node running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the node") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "node {id} did not exit within 30 s of SIGTERM:\n{}",
+                    self.log(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "node {id} exited with {status}:\n{}",
+            self.log(id)
+        );
+    }
+
+    /// SIGSTOP: the process is frozen, its sockets stay open (a hung machine).
+    pub fn pause(&self, id: i32) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, id: i32) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// Starts a killed or stopped node again on its addresses and data, and waits until it
+    /// serves.
+    pub fn restart(&mut self, id: i32) {
+        assert!(
+            self.node(id).child.is_none(),
+            "stop or kill node {id} first"
+        );
+        let start = self.launch(id);
+        self.wait_ready(id, start);
+    }
+
+    pub fn is_running(&self, id: i32) -> bool {
+        self.node(id).child.is_some()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                // A paused process ignores nothing but SIGKILL, which is what this sends.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`; panics with
+/// `what` otherwise.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
