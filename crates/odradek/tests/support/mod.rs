@@ -2,6 +2,8 @@
 //! and a temp data dir, and real librdkafka clients talking to it over TCP.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod netns;
+
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
