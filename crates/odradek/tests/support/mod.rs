@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cluster;
+pub mod netns;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
