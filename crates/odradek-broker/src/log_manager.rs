@@ -112,6 +112,19 @@ pub enum TopicError {
     Config(#[from] crate::config::ConfigError),
 }
 
+impl TopicError {
+    /// Kafka's error code for a change that failed: a quorum that did not commit in time
+    /// is REQUEST_TIMED_OUT (the client may retry), anything else a storage failure.
+    pub fn response_error(&self) -> kafka_protocol::ResponseError {
+        match self {
+            TopicError::Metadata(MetadataError::Quorum(odradek_raft::QuorumError::Timeout(_))) => {
+                kafka_protocol::ResponseError::RequestTimedOut
+            }
+            _ => kafka_protocol::ResponseError::KafkaStorageError,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     by_name: HashMap<String, Arc<Topic>>,

@@ -427,7 +427,7 @@ pub struct MetadataStore {
 }
 
 /// How long a metadata write waits for a leader to commit it (across an election).
-const METADATA_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const METADATA_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Records per proposal when moving an old log over: well under the quorum's 1 MiB limit.
 const MIGRATION_BATCH: usize = 1000;

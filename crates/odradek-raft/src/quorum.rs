@@ -122,6 +122,10 @@ pub enum QuorumError {
     Stopped(String),
     #[error("the metadata quorum: {0}")]
     Raft(String),
+    /// Not committed in time: no leader, or a leader without a quorum. The proposal may
+    /// still commit later.
+    #[error("the metadata quorum: {0}")]
+    Timeout(String),
 }
 
 /// A snapshot of the quorum's state, as DescribeQuorum needs it.
@@ -368,15 +372,23 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Err(QuorumError::Raft(format!(
+                return Err(QuorumError::Timeout(format!(
                     "no leader took the proposal within {timeout:?}: {last_error}"
                 )));
             }
             let index = if self.is_leader() {
-                match self.propose(batch.records.clone()).await {
-                    Ok(index) => return Ok(index),
-                    Err(QuorumError::NotLeader { .. }) => None,
-                    Err(e) => return Err(e),
+                // A leader cut off from its quorum still takes the entry, but never commits
+                // it: only the deadline ends the wait.
+                match tokio::time::timeout(left, self.propose(batch.records.clone())).await {
+                    Ok(Ok(index)) => return Ok(index),
+                    Ok(Err(QuorumError::NotLeader { .. })) => None,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(QuorumError::Timeout(format!(
+                            "not committed within {timeout:?}: this node leads but no quorum \
+                             of voters acknowledges it"
+                        )));
+                    }
                 }
             } else if let Some((leader, addr)) = self.leader_with_addr() {
                 match crate::network::forward_write(&addr.to_string(), &batch, left).await {

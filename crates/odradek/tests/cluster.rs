@@ -6,12 +6,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use support::cluster::{Cluster, eventually};
+use support::netns::Network;
 use support::*;
 
 /// Each partition's leader (-1: none) and the brokers, as librdkafka reads them from `addr`.
@@ -365,4 +367,76 @@ async fn more_replicas_than_one_are_refused_rather_than_quietly_not_kept() {
         ),
         Ok(t) => panic!("{t} was created on broker 9, which does not exist"),
     }
+}
+
+/// Runs the `odradek` CLI inside host `host`'s network namespace; its output and whether
+/// it succeeded.
+fn cli_on(network: &Network, host: usize, args: &[&str]) -> (bool, String) {
+    let out = network
+        .command(host, env!("CARGO_BIN_EXE_odradek"))
+        .args(args)
+        .output()
+        .expect("running the odradek CLI");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_a_five_node_quorum_cannot_commit_metadata() {
+    let network = Arc::new(Network::create(5));
+    let hosts = (0..5)
+        .map(|i| {
+            let on = network.clone();
+            let launcher: Box<dyn Fn() -> Command + Send> =
+                Box::new(move || on.command(i, env!("CARGO_BIN_EXE_odradek")));
+            (network.addr(i), launcher)
+        })
+        .collect();
+    let cluster = Cluster::start_on(hosts, &[]);
+    let addr = |id: i32| cluster.node(id).addr.to_string();
+    let leader = eventually(Duration::from_secs(10), "a controller", || {
+        quorum_leader(&addr(1))
+    });
+    // The controller itself is cut off: the worst case, a leader that does not know it
+    // lost its quorum.
+    let cut = leader;
+    let host = (cut - 1) as usize;
+    network.isolate(host);
+    let (ok, out) = cli_on(
+        &network,
+        host,
+        &["-b", &addr(cut), "topic", "create", "minority"],
+    );
+    assert!(!ok, "the cut-off node committed a topic on its own:\n{out}");
+    assert!(out.contains("REQUEST_TIMED_OUT"), "{out}");
+
+    // The four others elect a controller among themselves and go on committing.
+    let majority = [1, 2, 3, 4, 5].into_iter().find(|id| *id != cut).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "a controller among the majority",
+        || quorum_leader(&addr(majority)).filter(|l| *l != cut),
+    );
+    let created = create(&addr(majority), "majority", 2).await;
+    assert!(created.is_ok(), "{created:?}\n{}", cluster.logs());
+
+    // Healed, the cut-off node learns what was committed without it and drops what it
+    // could not commit.
+    network.heal(host);
+    let back = addr(cut);
+    eventually(
+        Duration::from_secs(20),
+        "the healed node catches up",
+        || (view(&back, "majority").1.len() == 2).then_some(()),
+    );
+    let consumer = consumer(&back, &[]);
+    let topics = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let names: BTreeSet<&str> = topics.topics().iter().map(|t| t.name()).collect();
+    assert!(!names.contains("minority"), "{names:?}");
 }

@@ -115,7 +115,7 @@ impl Broker {
         self.logs
             .alter_topic_configs(topic.id, configs)
             .await
-            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+            .map_err(|e| (e.response_error(), e.to_string()))
     }
 
     /// Applies a new dynamic layer for broker `name` ("" = the cluster-wide default).
@@ -156,7 +156,7 @@ impl Broker {
         self.logs
             .alter_broker_configs(node, configs)
             .await
-            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+            .map_err(|e| (e.response_error(), e.to_string()))
     }
 
     pub(crate) async fn incremental_alter_configs(

@@ -215,7 +215,7 @@ impl Broker {
                     Ok(t) => Ok((plan, t.id)),
                     Err(e) => {
                         tracing::error!(topic = %name, error = %e, "creating topic failed");
-                        refuse(ResponseError::KafkaStorageError, e.to_string())
+                        refuse(e.response_error(), e.to_string())
                     }
                 },
             };
@@ -295,7 +295,7 @@ impl Broker {
                     .logs
                     .delete_topic(t.id)
                     .await
-                    .or_else(|e| refuse(ResponseError::KafkaStorageError, e.to_string())),
+                    .or_else(|e| refuse(e.response_error(), e.to_string())),
             };
             if let Err((error, message)) = outcome {
                 result.error_code = error.code();
@@ -342,7 +342,7 @@ impl Broker {
                 if request.validate_only {
                     return Ok(());
                 }
-                self.logs.add_partitions(&topic, entry.count, assignment).await.or_else(|e| refuse(ResponseError::KafkaStorageError, e.to_string()))
+                self.logs.add_partitions(&topic, entry.count, assignment).await.or_else(|e| refuse(e.response_error(), e.to_string()))
             }
             .await;
             let mut result = CreatePartitionsTopicResult::default().with_name(entry.name.clone());

@@ -68,10 +68,17 @@ impl Cluster {
             .enumerate()
             .map(|(i, (ip, launcher))| {
                 let id = i as i32 + 1;
+                // A loopback address is shared with every other test; a host of its own (a
+                // network namespace) has Kafka's usual ports free.
+                let (client, controller) = if ip.is_loopback() {
+                    (free_port(ip), free_port(ip))
+                } else {
+                    (9092, 9093)
+                };
                 ClusterNode {
                     id,
-                    addr: SocketAddr::new(ip, free_port(ip)),
-                    controller: SocketAddr::new(ip, free_port(ip)),
+                    addr: SocketAddr::new(ip, client),
+                    controller: SocketAddr::new(ip, controller),
                     data_dir: tmp.path().join(format!("node-{id}")),
                     log_path: tmp.path().join(format!("node-{id}.log")),
                     child: None,

@@ -1,7 +1,7 @@
 //! Several "hosts" on one machine, for cluster tests that need to cut a node off or slow it
 //! down: each host is a Linux network namespace with its own address, and all of them hang
 //! off one bridge that the test's own namespace is attached to as well. Needs root and
-//! iproute2 (`ip`, and `tc` for delays).
+//! iproute2 (`ip`). Delays (`tc netem`) are left out: this machine's kernel has no netem.
 //!
 //! For a network with id `odradek-<pid>-<start time>-<n>`:
 //! - the switch namespace `<id>-sw` holds the bridge `br0`, one port `h<i>` per host, and
@@ -140,48 +140,6 @@ impl Network {
         self.check(host);
         ip(&format!("-n {} link set dev h{host} up", self.switch_ns()));
         self.wait_until_up(host);
-    }
-
-    /// Delays every packet to and from host `host` by `millis` (tc netem on both ends of its
-    /// link), so a round trip between it and anyone else takes 2 × `millis` longer. Replaces
-    /// any delay set before.
-    pub fn delay(&self, host: usize, millis: u32) {
-        self.check(host);
-        assert!(
-            self.can_delay(),
-            "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), so links cannot be delayed"
-        );
-        for (ns, dev) in self.link_ends(host) {
-            // netem's default queue of 1000 packets would drop traffic under a long delay,
-            // and a test asking for latency does not expect loss.
-            tc(&format!(
-                "-n {ns} qdisc replace dev {dev} root netem delay {millis}ms limit 100000"
-            ));
-        }
-    }
-
-    /// Whether `delay` can work here: it needs the kernel's netem qdisc
-    /// (CONFIG_NET_SCH_NETEM), which minimal VM kernels often leave out.
-    pub fn can_delay(&self) -> bool {
-        let sw = self.switch_ns();
-        let probe = try_run(
-            Command::new("tc")
-                .args(format!("-n {sw} qdisc add dev br0 root netem").split_whitespace()),
-        );
-        if probe.is_ok() {
-            tc(&format!("-n {sw} qdisc del dev br0 root"));
-        }
-        probe.is_ok()
-    }
-
-    /// Removes a delay set by `delay`; does nothing if there is none.
-    pub fn clear_delay(&self, host: usize) {
-        self.check(host);
-        for (ns, dev) in self.link_ends(host) {
-            if tc(&format!("-n {ns} qdisc show dev {dev}")).contains("netem") {
-                tc(&format!("-n {ns} qdisc del dev {dev} root"));
-            }
-        }
     }
 
     fn check(&self, host: usize) {
@@ -380,11 +338,6 @@ fn route_prefix(line: &str) -> Option<(u32, u32)> {
 /// Runs `ip` with `args`, split on whitespace (no name here contains any).
 fn ip(args: &str) -> String {
     run(Command::new("ip").args(args.split_whitespace()))
-}
-
-/// Runs `tc` with `args`, split on whitespace.
-fn tc(args: &str) -> String {
-    run(Command::new("tc").args(args.split_whitespace()))
 }
 
 /// Runs `command` to completion; panics with its command line and stderr if it fails.
