@@ -440,3 +440,78 @@ async fn a_node_cut_off_from_a_five_node_quorum_cannot_commit_metadata() {
     let names: BTreeSet<&str> = topics.topics().iter().map(|t| t.name()).collect();
     assert!(!names.contains("minority"), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_partitions_on_several_brokers_is_refused_not_half_done() {
+    use rdkafka::producer::Producer;
+    let cluster = Cluster::start(3);
+    let topic = unique_topic("txn-spread");
+    let admin = admin(&cluster.bootstrap());
+    let assignment: &[&[i32]] = &[&[1], &[2], &[3]];
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                3,
+                TopicReplication::Variable(assignment),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    let producer = producer(
+        &cluster.bootstrap(),
+        &[
+            ("transactional.id", "spread"),
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "10000"),
+        ],
+    );
+    producer
+        .init_transactions(Duration::from_secs(15))
+        .expect("init");
+    producer.begin_transaction().expect("begin");
+    let mut delivered = 0;
+    for p in 0..3 {
+        let sent = producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(p)
+                    .payload("in a transaction"),
+                Duration::from_secs(10),
+            )
+            .await;
+        delivered += usize::from(sent.is_ok());
+    }
+    // The coordinator leads at most one of the three partitions: the others are refused,
+    // and the transaction cannot commit.
+    assert!(
+        delivered <= 1,
+        "{delivered} of 3 partitions took transactional records"
+    );
+    let committed = producer.commit_transaction(Duration::from_secs(15));
+    assert!(
+        committed.is_err(),
+        "a transaction over three brokers committed"
+    );
+    // Nothing of it is visible to a read_committed consumer on any partition.
+    let consumer = consumer(
+        &cluster.bootstrap(),
+        &[("isolation.level", "read_committed")],
+    );
+    for p in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let read = consumer.poll(Duration::from_secs(2));
+        assert!(
+            !matches!(read, Some(Ok(_))),
+            "partition {p} (high watermark {high}) shows a record of the refused transaction"
+        );
+    }
+}

@@ -373,6 +373,31 @@ impl Broker {
                 })
                 .collect();
         }
+        // This coordinator writes the markers itself, into logs it holds: a partition led
+        // by another broker would need markers sent there (WriteTxnMarkers between brokers),
+        // which this release lacks. Refused up front rather than failing at commit.
+        let elsewhere: Vec<bool> = wanted
+            .iter()
+            .map(|(t, p)| self.leads(t, *p).is_err())
+            .collect();
+        if elsewhere.iter().any(|e| *e) {
+            tracing::warn!(
+                transactional_id = id,
+                "refusing a transaction over partitions another broker leads: transactions across brokers are not supported yet"
+            );
+            return wanted
+                .iter()
+                .zip(elsewhere)
+                .map(|(tp, e)| {
+                    let e = if e {
+                        ResponseError::InvalidTxnState
+                    } else {
+                        ResponseError::OperationNotAttempted
+                    };
+                    (tp.clone(), Some(e))
+                })
+                .collect();
+        }
         let mut txns = self.txn.txns.lock().await;
         let mut m = match check_producer(txns.get(id), producer_id, epoch) {
             Ok(m) => m.clone(),
