@@ -453,6 +453,9 @@ public final class JavaClientTest {
                     producer.sendOffsetsToTransaction(offsets, new ConsumerGroupMetadata(txnGroup));
                 }
                 if (t == 1) {
+                    // abortTransaction drops batches the producer has not sent yet, so without
+                    // this flush B's records may never reach the broker for read_uncommitted to see.
+                    producer.flush();
                     producer.abortTransaction();
                 } else {
                     producer.commitTransaction();
