@@ -285,7 +285,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some("broker,controller"),
         Any,
-        "Must name both roles (or be unset): dedicated controllers and broker-only nodes are not supported yet, so other values stop start-up.",
+        "broker, controller or both. A controller-only node is a voter of the metadata quorum and serves no clients; a broker-only node is not a voter: it receives the metadata log from the controllers.",
     ),
     def(
         "broker.session.timeout.ms",
@@ -306,7 +306,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some(""),
         Any,
-        "The metadata quorum's voters as id@host:port (the controller listeners); this node must be one of them. Empty: this node alone.",
+        "The metadata quorum's voters as id@host:port (the controller listeners). A node with the controller role must be one of them, a broker-only node must not. Empty: this node alone.",
     ),
     def(
         "controller.quorum.bootstrap.servers",
@@ -1209,7 +1209,19 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, ConfigError
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumSpec {
     pub voters: BTreeMap<i32, SocketAddr>,
+    /// Where this node hears its peers: its controller listener, or for a broker-only node
+    /// without one, a port of the system's choosing on its client listener's address, where
+    /// the controllers send it the metadata log.
     pub listen: Option<SocketAddr>,
+}
+
+/// What a node does (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRoles {
+    /// Serves clients and holds partitions.
+    pub broker: bool,
+    /// Votes in the metadata quorum and can lead it.
+    pub controller: bool,
 }
 
 /// The broker's configuration: every key explicitly set, validated, in Kafka's layers.
@@ -1268,52 +1280,73 @@ impl BrokerConfig {
         Ok(config)
     }
 
-    /// Settings that ask for something Odradek does not do yet (TLS, SASL, a multi-node
-    /// quorum, a node with one role) stop start-up: served as plaintext or as a one-node
-    /// cluster, they would quietly break the promise they make. A one-node KRaft
-    /// configuration (this node as the only voter, both roles) describes what Odradek runs,
-    /// so Kafka's own quick-start `server.properties` still starts.
+    /// Settings that ask for something Odradek does not do yet (TLS, SASL, finding the
+    /// quorum through bootstrap servers) stop start-up: served as plaintext or as a one-node
+    /// cluster, they would quietly break the promise they make. So do roles that contradict
+    /// the voters. Kafka's own quick-start `server.properties` (one node, both roles, the
+    /// only voter) starts as it is.
     fn refuse_what_is_not_served(&self) -> Result<(), ConfigError> {
         let refuse = |key: &str, value: &str, reason: String| ConfigError::NotSupportedYet {
             key: key.into(),
             value: value.into(),
             reason,
         };
-        if let Some(roles) = self.value("process.roles") {
-            let mut named: Vec<&str> = roles.split(',').map(str::trim).collect();
-            named.sort_unstable();
-            if named != ["broker", "controller"] {
-                return Err(refuse(
-                    "process.roles",
-                    roles,
-                    "a node runs both roles until the cluster support lands".into(),
-                ));
-            }
-        }
+        let roles = self.process_roles()?;
         let quorum = self.quorum()?;
-        if quorum.voters.len() > 1 {
-            let node_id = self.node_id();
-            if !quorum.voters.contains_key(&node_id) {
-                return Err(refuse(
-                    "controller.quorum.voters",
-                    self.value("controller.quorum.voters").unwrap_or_default(),
-                    format!(
-                        "node {node_id} is not a voter: broker-only nodes are not supported yet"
-                    ),
-                ));
-            }
-            if quorum.listen.is_none() {
-                return Err(ConfigError::InvalidValue {
-                    key: "controller.listener.names".into(),
-                    value: self
-                        .value("controller.listener.names")
-                        .unwrap_or_default()
-                        .into(),
-                    reason: "a voter of a quorum of several nodes needs a controller listener: \
-                             name one of `listeners` here (or use --controller-listen)"
-                        .into(),
-                });
-            }
+        let node_id = self.node_id();
+        let voters_value = || {
+            self.value("controller.quorum.voters")
+                .unwrap_or_default()
+                .to_string()
+        };
+        let invalid = |key: &str, value: String, reason: String| ConfigError::InvalidValue {
+            key: key.into(),
+            value,
+            reason,
+        };
+        if !roles.controller && quorum.voters.is_empty() {
+            return Err(invalid(
+                "controller.quorum.voters",
+                voters_value(),
+                "a broker-only node (process.roles=broker) needs the controllers: list them here"
+                    .into(),
+            ));
+        }
+        if !roles.controller && quorum.voters.contains_key(&node_id) {
+            return Err(invalid(
+                "process.roles",
+                "broker".into(),
+                format!(
+                    "node {node_id} is a voter of controller.quorum.voters, so it must have the \
+                     controller role"
+                ),
+            ));
+        }
+        if roles.controller && !quorum.voters.is_empty() && !quorum.voters.contains_key(&node_id) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                voters_value(),
+                format!(
+                    "node {node_id} has the controller role but is not a voter; a node that \
+                     only serves clients runs with process.roles=broker"
+                ),
+            ));
+        }
+        // Others reach a voter that is not alone, and every dedicated controller, only
+        // through its controller listener.
+        if roles.controller
+            && (quorum.voters.len() > 1 || !roles.broker)
+            && (quorum.listen.is_none() || quorum.voters.is_empty())
+        {
+            return Err(invalid(
+                "controller.listener.names",
+                self.value("controller.listener.names")
+                    .unwrap_or_default()
+                    .into(),
+                "a controller that others reach needs controller.quorum.voters and a \
+                 controller listener: name one of `listeners` here (or use --controller-listen)"
+                    .into(),
+            ));
         }
         if let Some(servers) = self
             .value("controller.quorum.bootstrap.servers")
@@ -1439,7 +1472,59 @@ impl BrokerConfig {
                     })
             })
             .transpose()?;
+        let listen = match listen {
+            None if !voters.is_empty() && !voters.contains_key(&self.node_id()) => {
+                Some(self.observer_listen()?)
+            }
+            listen => listen,
+        };
         Ok(QuorumSpec { voters, listen })
+    }
+
+    /// A broker-only node with no controller listener of its own (Kafka's usual config for
+    /// one) hears the controllers on an ephemeral port of the address its clients use.
+    fn observer_listen(&self) -> Result<SocketAddr, ConfigError> {
+        let listen = self.listen_addr()?;
+        let ip = if listen.ip().is_unspecified() {
+            let (host, port) = self.advertised_addr()?;
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port as u16))
+                .ok()
+                .and_then(|mut a| a.next())
+                .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+        } else {
+            listen.ip()
+        };
+        Ok(SocketAddr::new(ip, 0))
+    }
+
+    /// `process.roles`: both unless set.
+    pub fn process_roles(&self) -> Result<ProcessRoles, ConfigError> {
+        let value = self.value("process.roles").unwrap_or("broker,controller");
+        let mut roles = ProcessRoles {
+            broker: false,
+            controller: false,
+        };
+        for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => {
+                    return Err(ConfigError::InvalidValue {
+                        key: "process.roles".into(),
+                        value: value.into(),
+                        reason: format!("unknown role '{other}': broker, controller or both"),
+                    });
+                }
+            }
+        }
+        if !roles.broker && !roles.controller {
+            return Err(ConfigError::InvalidValue {
+                key: "process.roles".into(),
+                value: value.into(),
+                reason: "name at least one role: broker, controller or both".into(),
+            });
+        }
+        Ok(roles)
     }
 
     /// The first of `value`'s listeners that clients use (not a controller listener).
@@ -1977,17 +2062,6 @@ mod tests {
                 ("listeners", "CLIENTS://127.0.0.1:9092"),
                 ("listener.security.protocol.map", "CLIENTS:SASL_PLAINTEXT"),
             ],
-            &[("process.roles", "broker")],
-            &[("process.roles", "controller")],
-            &[
-                ("node.id", "3"),
-                ("listeners", "PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093"),
-                ("controller.listener.names", "CONTROLLER"),
-                (
-                    "controller.quorum.voters",
-                    "1@127.0.0.1:9093,2@127.0.0.2:9093",
-                ),
-            ],
             &[(
                 "controller.quorum.bootstrap.servers",
                 "127.0.0.1:9093,127.0.0.2:9093",
@@ -2013,6 +2087,25 @@ mod tests {
             )],
             &[("controller.quorum.voters", "one@127.0.0.1:9093")],
             &[("controller.quorum.voters", "1-127.0.0.1:9093")],
+            // Roles that contradict the voters, or name no role Kafka knows.
+            &[("process.roles", "broker")],
+            &[("process.roles", "controller")],
+            &[("process.roles", "broker,observer")],
+            &[("process.roles", "")],
+            &[
+                ("node.id", "3"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093"),
+                ("controller.listener.names", "CONTROLLER"),
+                (
+                    "controller.quorum.voters",
+                    "1@127.0.0.1:9093,2@127.0.0.2:9093",
+                ),
+            ],
+            &[
+                ("node.id", "1"),
+                ("process.roles", "broker"),
+                ("controller.quorum.voters", "1@127.0.0.1:9093"),
+            ],
         ] {
             let err = start_with(pairs).unwrap_err();
             assert!(
@@ -2020,6 +2113,43 @@ mod tests {
                 "{pairs:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn dedicated_controllers_and_broker_only_nodes_take_kafkas_configs() {
+        let controller = start_with(&[
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+        ])
+        .unwrap();
+        let roles = controller.process_roles().unwrap();
+        assert!(roles.controller && !roles.broker);
+        assert_eq!(
+            controller.quorum().unwrap().listen,
+            Some("127.0.0.1:9093".parse().unwrap())
+        );
+        // Kafka's broker-only config names no controller listener: the controllers reach
+        // it on a port of the system's choosing on its client address.
+        let broker = start_with(&[
+            ("node.id", "4"),
+            ("process.roles", "broker"),
+            ("listeners", "PLAINTEXT://127.0.0.4:9092"),
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.2:9093",
+            ),
+        ])
+        .unwrap();
+        let roles = broker.process_roles().unwrap();
+        assert!(roles.broker && !roles.controller);
+        assert_eq!(
+            broker.quorum().unwrap().listen,
+            Some("127.0.0.4:0".parse().unwrap())
+        );
     }
 
     #[test]

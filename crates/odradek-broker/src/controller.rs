@@ -15,21 +15,32 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use odradek_raft::QuorumStatus;
+
 use crate::Broker;
-use crate::metadata::MetadataRecord;
+use crate::metadata::{MetadataError, MetadataRecord};
 
 /// What a broker asks the controller.
 #[derive(Debug, Serialize, Deserialize)]
 enum ControllerRequest {
-    Heartbeat { id: i32, incarnation: Uuid },
+    Heartbeat {
+        id: i32,
+        incarnation: Uuid,
+    },
+    /// The quorum as its leader sees it (DescribeQuorum, which only the leader can answer,
+    /// sent to any node: Kafka's brokers forward it to the controller the same way).
+    DescribeQuorum,
 }
 
-/// The controller's answer to a heartbeat.
+/// The controller's answers.
 #[derive(Debug, Serialize, Deserialize)]
-enum HeartbeatReply {
+enum ControllerReply {
+    /// To a heartbeat: the broker's session goes on.
     Alive,
-    /// The controller's image has no registration of this incarnation: register again.
+    /// To a heartbeat: the controller's image has no registration of this incarnation:
+    /// register again.
     Unknown,
+    Quorum(Box<QuorumStatus>),
     Failed(String),
 }
 
@@ -135,10 +146,11 @@ impl Broker {
                 .metadata()
                 .request_controller(&payload, HEARTBEAT_TIMEOUT)
                 .await;
-            match reply.map(|r| serde_json::from_slice::<HeartbeatReply>(&r)) {
-                Ok(Ok(HeartbeatReply::Alive)) => {}
-                Ok(Ok(HeartbeatReply::Unknown)) => self.register().await,
-                Ok(Ok(HeartbeatReply::Failed(e))) => warn!(error = %e, "heartbeat refused"),
+            match reply.map(|r| serde_json::from_slice::<ControllerReply>(&r)) {
+                Ok(Ok(ControllerReply::Alive)) => {}
+                Ok(Ok(ControllerReply::Unknown)) => self.register().await,
+                Ok(Ok(ControllerReply::Failed(e))) => warn!(error = %e, "heartbeat refused"),
+                Ok(Ok(other)) => warn!(reply = ?other, "unexpected heartbeat reply"),
                 Ok(Err(e)) => warn!(error = %e, "unreadable heartbeat reply"),
                 Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
             }
@@ -156,7 +168,7 @@ impl Broker {
                 Box::pin(async move {
                     let reply = match broker {
                         Some(broker) => broker.answer(&payload).await,
-                        None => HeartbeatReply::Failed("shutting down".into()),
+                        None => ControllerReply::Failed("shutting down".into()),
                     };
                     serde_json::to_vec(&reply).unwrap_or_default()
                 })
@@ -171,11 +183,37 @@ impl Broker {
         }
     }
 
-    async fn answer(&self, payload: &[u8]) -> HeartbeatReply {
-        let Ok(ControllerRequest::Heartbeat { id, incarnation }) =
-            serde_json::from_slice::<ControllerRequest>(payload)
-        else {
-            return HeartbeatReply::Failed("unreadable controller request".into());
+    /// The quorum's state as its leader knows it: this node's own when it leads, else the
+    /// leader's, asked for over the quorum's transport.
+    pub(crate) async fn quorum_status(&self) -> Result<QuorumStatus, MetadataError> {
+        let metadata = self.logs.metadata();
+        if metadata.is_leader() {
+            return metadata.status().await;
+        }
+        let payload = serde_json::to_vec(&ControllerRequest::DescribeQuorum)
+            .map_err(|e| MetadataError::Controller(e.to_string()))?;
+        let reply = metadata
+            .request_controller(&payload, HEARTBEAT_TIMEOUT)
+            .await?;
+        match serde_json::from_slice::<ControllerReply>(&reply) {
+            Ok(ControllerReply::Quorum(status)) => Ok(*status),
+            Ok(other) => Err(MetadataError::Controller(format!(
+                "the controller answered {other:?}"
+            ))),
+            Err(e) => Err(MetadataError::Controller(e.to_string())),
+        }
+    }
+
+    async fn answer(&self, payload: &[u8]) -> ControllerReply {
+        let (id, incarnation) = match serde_json::from_slice::<ControllerRequest>(payload) {
+            Ok(ControllerRequest::Heartbeat { id, incarnation }) => (id, incarnation),
+            Ok(ControllerRequest::DescribeQuorum) => {
+                return match self.logs.metadata().status().await {
+                    Ok(status) => ControllerReply::Quorum(Box::new(status)),
+                    Err(e) => ControllerReply::Failed(e.to_string()),
+                };
+            }
+            Err(_) => return ControllerReply::Failed("unreadable controller request".into()),
         };
         let image = self.logs.image();
         let Some(registered) = image
@@ -183,7 +221,7 @@ impl Broker {
             .get(&id)
             .filter(|b| b.incarnation == incarnation)
         else {
-            return HeartbeatReply::Unknown;
+            return ControllerReply::Unknown;
         };
         self.liveness
             .seen
@@ -192,11 +230,11 @@ impl Broker {
         if registered.fenced {
             let record = MetadataRecord::BrokerUnfenced { id, incarnation };
             if let Err(e) = self.logs.commit(&[record]).await {
-                return HeartbeatReply::Failed(e.to_string());
+                return ControllerReply::Failed(e.to_string());
             }
             info!(node = id, "unfenced a broker that heartbeats again");
         }
-        HeartbeatReply::Alive
+        ControllerReply::Alive
     }
 
     /// One round of the leader's duties; nothing on a follower.

@@ -767,11 +767,6 @@ impl LogManager {
         &self.metadata
     }
 
-    /// The metadata quorum's state (DescribeQuorum).
-    pub async fn quorum_status(&self) -> Result<odradek_raft::QuorumStatus, MetadataError> {
-        self.metadata.status().await
-    }
-
     /// Syncs and closes every log for a clean shutdown.
     pub fn close_all(&self) -> Result<(), StorageError> {
         tokio::runtime::Handle::current().block_on(self.metadata.shutdown());

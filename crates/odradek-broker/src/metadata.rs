@@ -46,6 +46,9 @@ pub enum MetadataError {
     },
     #[error(transparent)]
     Quorum(#[from] odradek_raft::QuorumError),
+    /// The controller's answer could not be had or read.
+    #[error("the controller: {0}")]
+    Controller(String),
     #[error("metadata log {path}: record at byte {position} cannot be decoded: {reason}")]
     Decode {
         path: PathBuf,
@@ -448,20 +451,20 @@ impl MetadataStore {
             None
         };
         let node = u64::try_from(node_id).unwrap_or_default();
-        let config = if spec.voters.len() > 1 {
-            let voters = spec
-                .voters
-                .iter()
-                .filter_map(|(id, addr)| Some((u64::try_from(*id).ok()?, *addr)))
-                .collect();
-            let listen = spec
-                .listen
-                .or_else(|| spec.voters.get(&node_id).copied())
-                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-            odradek_raft::QuorumConfig::new(node, listen, voters, dir)
-        } else {
-            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            odradek_raft::QuorumConfig::single(node, loopback, dir)
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = match spec.listen {
+            // Others reach this node: a voter among several, a controller that broker-only
+            // nodes observe, or a broker-only node itself.
+            Some(listen) if !spec.voters.is_empty() => {
+                let voters = spec
+                    .voters
+                    .iter()
+                    .filter_map(|(id, addr)| Some((u64::try_from(*id).ok()?, *addr)))
+                    .collect();
+                odradek_raft::QuorumConfig::new(node, listen, voters, dir)
+            }
+            // This node alone (the default): nobody needs to reach it.
+            _ => odradek_raft::QuorumConfig::single(node, loopback, dir),
         };
         let quorum =
             match odradek_raft::MetadataQuorum::start(config, ImageMachine::default()).await {

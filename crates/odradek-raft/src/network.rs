@@ -41,6 +41,31 @@ const FORWARDED_WRITE: u8 = 4;
 /// A request for the application on the leader (brokers' heartbeats, registration and
 /// shutdown): payload and reply are opaque bytes that [`RequestHandler`] interprets.
 const CONTROLLER_REQUEST: u8 = 5;
+/// A node outside the voters (a broker-only node) asks the leader to replicate the log to
+/// it as an openraft learner: payload a [`JoinRequest`], reply a [`Joined`].
+const JOIN_AS_OBSERVER: u8 = 6;
+
+/// An observer's request to receive the log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) struct JoinRequest {
+    pub id: u64,
+    /// Where the leader reaches the observer's quorum listener.
+    pub addr: String,
+}
+
+/// What a voter answers a [`JoinRequest`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) enum Joined {
+    /// The leader replicates to the observer; its log was committed up to this index when
+    /// it answered, so the observer has caught up once it has applied that far.
+    Replicating { committed: Option<u64> },
+    /// This node does not lead; the leader it knows of, with its address.
+    NotLeader(Option<(u64, String)>),
+    /// Not now (another membership change is under way): ask again.
+    Failed(String),
+    /// Never: the node is a voter.
+    Refused(String),
+}
 
 /// Answers [`CONTROLLER_REQUEST`]s: the application's controller logic, set once it runs.
 pub type RequestHandler = std::sync::Arc<
@@ -71,19 +96,7 @@ pub(crate) async fn forward_write(
     ttl: Duration,
 ) -> io::Result<ForwardedWrite> {
     let payload = serde_json::to_vec(batch).map_err(io::Error::other)?;
-    let exchange = async {
-        let mut conn = TcpStream::connect(addr).await?;
-        conn.set_nodelay(true)?;
-        write_frame(&mut conn, &[&[FORWARDED_WRITE], &payload]).await?;
-        read_frame(&mut conn).await
-    };
-    let reply = tokio::time::timeout(ttl, exchange).await.map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer from {addr} in {ttl:?}"),
-        )
-    })??;
-    from_json(&reply)
+    from_json(&exchange(addr, FORWARDED_WRITE, &payload, ttl).await?)
 }
 
 /// Sends an application request to the node at `addr` and returns its reply.
@@ -92,10 +105,20 @@ pub(crate) async fn controller_request(
     payload: &[u8],
     ttl: Duration,
 ) -> io::Result<Vec<u8>> {
+    exchange(addr, CONTROLLER_REQUEST, payload, ttl).await
+}
+
+/// Asks the node at `addr` (a voter) to replicate the log to this observer.
+pub(crate) async fn join(addr: &str, request: &JoinRequest, ttl: Duration) -> io::Result<Joined> {
+    from_json(&exchange(addr, JOIN_AS_OBSERVER, &to_json(request)?, ttl).await?)
+}
+
+/// One request of `kind` on a connection of its own, and its reply, within `ttl`.
+async fn exchange(addr: &str, kind: u8, payload: &[u8], ttl: Duration) -> io::Result<Vec<u8>> {
     let exchange = async {
         let mut conn = TcpStream::connect(addr).await?;
         conn.set_nodelay(true)?;
-        write_frame(&mut conn, &[&[CONTROLLER_REQUEST], payload]).await?;
+        write_frame(&mut conn, &[&[kind], payload]).await?;
         read_frame(&mut conn).await
     };
     tokio::time::timeout(ttl, exchange).await.map_err(|_| {
@@ -369,6 +392,7 @@ async fn serve_conn(mut stream: TcpStream, raft: Raft, handler: HandlerSlot) -> 
                 };
                 to_json(&answer)?
             }
+            JOIN_AS_OBSERVER => to_json(&admit_observer(&raft, from_json(payload)?).await)?,
             CONTROLLER_REQUEST => match handler.get() {
                 Some(handle) => handle(payload.to_vec()).await,
                 None => {
@@ -386,6 +410,55 @@ async fn serve_conn(mut stream: TcpStream, raft: Raft, handler: HandlerSlot) -> 
             }
         };
         write_frame(&mut stream, &[&reply]).await?;
+    }
+}
+
+/// On the leader: makes `join.id` a learner at `join.addr` (or moves it there, when it
+/// comes back on another address), so that openraft replicates the log to it.
+async fn admit_observer(raft: &Raft, join: JoinRequest) -> Joined {
+    let (me, leader, membership) = {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow();
+        (
+            metrics.id,
+            metrics.current_leader,
+            metrics.membership_config.membership().clone(),
+        )
+    };
+    if leader != Some(me) {
+        let known = leader.and_then(|id| Some((id, membership.get_node(&id)?.addr.clone())));
+        return Joined::NotLeader(known);
+    }
+    if membership.voter_ids().any(|v| v == join.id) {
+        return Joined::Refused(format!(
+            "node {} is a voter of the metadata quorum, not an observer",
+            join.id
+        ));
+    }
+    let node = BasicNode::new(join.addr.clone());
+    let change = match membership.get_node(&join.id) {
+        Some(known) if *known == node => Ok(()),
+        Some(_) => raft
+            .change_membership(
+                openraft::ChangeMembers::SetNodes(std::collections::BTreeMap::from([(
+                    join.id, node,
+                )])),
+                true,
+            )
+            .await
+            .map(drop),
+        None => raft.add_learner(join.id, node, false).await.map(drop),
+    };
+    if let Err(e) = change {
+        return Joined::Failed(e.to_string());
+    }
+    tracing::info!(node = join.id, addr = %join.addr, "replicating the metadata log to an observer");
+    match raft
+        .with_raft_state(|st| st.committed.map(|l| l.index))
+        .await
+    {
+        Ok(committed) => Joined::Replicating { committed },
+        Err(e) => Joined::Failed(e.to_string()),
     }
 }
 

@@ -32,7 +32,11 @@ pub struct QuorumConfig {
     pub node_id: u64,
     /// Where this node listens for its peers.
     pub listen: SocketAddr,
-    /// Every voter, this node included, with the address its peers reach it on.
+    /// Whether to listen at all: a lone voter that nobody reaches needs no listener.
+    pub serve_peers: bool,
+    /// Every voter, with the address its peers reach it on. A node that is not among them
+    /// is an observer: an openraft learner that receives the log and never votes (Kafka's
+    /// broker-only node).
     pub voters: BTreeMap<u64, SocketAddr>,
     /// Where the log, vote and snapshots live (`<data-dir>/__cluster_metadata-0/`).
     pub dir: PathBuf,
@@ -60,6 +64,7 @@ impl QuorumConfig {
         QuorumConfig {
             node_id,
             listen,
+            serve_peers: true,
             voters,
             dir: dir.into(),
             election_timeout_min: Duration::from_millis(1000),
@@ -72,17 +77,27 @@ impl QuorumConfig {
         }
     }
 
-    /// A single voter: this node alone, leader at once.
+    /// A single voter that nobody else reaches: this node alone, leader at once.
     pub fn single(node_id: u64, listen: SocketAddr, dir: impl Into<PathBuf>) -> QuorumConfig {
-        QuorumConfig::new(node_id, listen, BTreeMap::from([(node_id, listen)]), dir)
+        QuorumConfig {
+            serve_peers: false,
+            ..QuorumConfig::new(node_id, listen, BTreeMap::from([(node_id, listen)]), dir)
+        }
+    }
+
+    /// Whether this node only receives the log (it is not a voter).
+    pub fn is_observer(&self) -> bool {
+        !self.voters.contains_key(&self.node_id)
     }
 
     fn raft_config(&self) -> Result<Config, QuorumError> {
-        if !self.voters.contains_key(&self.node_id) {
+        if self.voters.is_empty() {
+            return Err(QuorumError::Config("the quorum has no voters".into()));
+        }
+        if self.is_observer() && !self.serve_peers {
             return Err(QuorumError::Config(format!(
-                "node {} is not among the voters {:?}",
-                self.node_id,
-                self.voters.keys().collect::<Vec<_>>()
+                "node {} is an observer: the leader must reach it, so it needs a listener",
+                self.node_id
             )));
         }
         let config = Config {
@@ -128,8 +143,9 @@ pub enum QuorumError {
     Timeout(String),
 }
 
-/// A snapshot of the quorum's state, as DescribeQuorum needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A snapshot of the quorum's state, as DescribeQuorum needs it. Serializable, so that a
+/// node can ask the leader for its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumStatus {
     pub node_id: u64,
     /// The raft term: KRaft's leader epoch.
@@ -138,11 +154,13 @@ pub struct QuorumStatus {
     pub state: ServerState,
     /// The voters of the effective membership, with their addresses.
     pub voters: BTreeMap<u64, SocketAddr>,
+    /// The learners of the effective membership (broker-only nodes), with their addresses.
+    pub observers: BTreeMap<u64, SocketAddr>,
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub last_applied_index: Option<u64>,
-    /// On the leader: each voter's last replicated index (None: nothing matched yet).
-    /// None on a follower.
+    /// On the leader: each voter's and observer's last replicated index (None: nothing
+    /// matched yet). None on a follower.
     pub matched: Option<BTreeMap<u64, Option<u64>>>,
 }
 
@@ -172,12 +190,13 @@ fn parse_addr(node: &BasicNode) -> Option<SocketAddr> {
 impl<S: MetadataStateMachine> MetadataQuorum<S> {
     /// Opens the storage under `config.dir`, restores `state_machine` from the snapshot,
     /// binds `config.listen` and joins the quorum. A single voter is leader when this
-    /// returns, and binds nothing: it has no peer to hear from.
+    /// returns; without `serve_peers` it binds nothing. An observer returns once it has
+    /// applied the log as far as the leader had committed it when it joined.
     pub async fn start(
         config: QuorumConfig,
         state_machine: S,
     ) -> Result<MetadataQuorum<S>, QuorumError> {
-        if config.voters.len() == 1 {
+        if !config.serve_peers {
             return Self::start_serving(config, None, state_machine).await;
         }
         let listener =
@@ -248,7 +267,12 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             server: Mutex::new(server),
             handler,
         };
-        if let Err(e) = quorum.initialize(&config).await {
+        let joined = if config.is_observer() {
+            quorum.join_as_observer(&config).await
+        } else {
+            quorum.initialize(&config).await
+        };
+        if let Err(e) = joined {
             quorum.shutdown().await;
             return Err(e);
         }
@@ -317,6 +341,56 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
                 .map_err(|e| QuorumError::Raft(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Asks the voters, the leader first once it is known, to replicate the log to this
+    /// node, and waits until it has applied what was committed when the leader agreed.
+    /// Retries until a leader agrees: an observer has nothing to serve before that.
+    async fn join_as_observer(&self, config: &QuorumConfig) -> Result<(), QuorumError> {
+        let request = crate::network::JoinRequest {
+            id: config.node_id,
+            addr: self.local_addr.to_string(),
+        };
+        let voters: Vec<String> = config.voters.values().map(|a| a.to_string()).collect();
+        let mut next: Option<String> = None;
+        let mut attempt = 0usize;
+        loop {
+            let addr = next
+                .take()
+                .unwrap_or_else(|| voters[attempt % voters.len()].clone());
+            attempt += 1;
+            let ttl = config.election_timeout_max * 2;
+            match crate::network::join(&addr, &request, ttl).await {
+                Ok(crate::network::Joined::Replicating { committed }) => {
+                    tracing::info!(via = %addr, ?committed, "observing the metadata quorum");
+                    self.raft
+                        .wait(None)
+                        .applied_index_at_least(committed, "an observer catching up")
+                        .await
+                        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+                    return Ok(());
+                }
+                Ok(crate::network::Joined::NotLeader(leader)) => {
+                    next = leader.map(|(_, addr)| addr);
+                }
+                Ok(crate::network::Joined::Refused(e)) => {
+                    return Err(QuorumError::Config(format!(
+                        "the metadata quorum refused this observer: {e}"
+                    )));
+                }
+                Ok(crate::network::Joined::Failed(e)) => {
+                    tracing::info!(voter = %addr, error = %e, "the metadata quorum cannot take this observer yet; retrying");
+                }
+                Err(e) => {
+                    if attempt % voters.len() == 1 || voters.len() == 1 {
+                        tracing::warn!(voter = %addr, error = %e, "cannot reach the metadata quorum yet; retrying");
+                    }
+                }
+            }
+            if next.is_none() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
     }
 
     /// Appends `records` as one entry, and returns its log index once it is committed
@@ -510,21 +584,20 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
         let m = self.raft.metrics().borrow().clone();
-        let voters = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter_map(|id| {
-                let node = m.membership_config.membership().get_node(&id)?;
-                Some((id, parse_addr(node)?))
-            })
-            .collect();
+        let membership = m.membership_config.membership();
+        let addresses = |ids: &mut dyn Iterator<Item = u64>| {
+            ids.filter_map(|id| Some((id, parse_addr(membership.get_node(&id)?)?)))
+                .collect()
+        };
+        let voters = addresses(&mut membership.voter_ids());
+        let observers = addresses(&mut membership.learner_ids());
         Ok(QuorumStatus {
             node_id: self.node_id,
             term: m.current_term,
             leader: m.current_leader,
             state: m.state,
             voters,
+            observers,
             last_log_index: m.last_log_index,
             committed_index: committed,
             last_applied_index: m.last_applied.map(|l| l.index),

@@ -177,6 +177,10 @@ struct BrokerArgs {
     /// This broker's node id.
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// broker, controller, or both (the default; config `process.roles`). A broker-only
+    /// node is not a voter: it receives the metadata log from the voters.
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
     /// Address to hear the other voters of the metadata quorum on (a CONTROLLER listener).
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
@@ -241,6 +245,9 @@ impl BrokerArgs {
         }
         if let Some(id) = self.node_id {
             flags.push(("node.id".to_string(), id.to_string()));
+        }
+        if let Some(roles) = &self.process_roles {
+            flags.push(("process.roles".to_string(), roles.clone()));
         }
         for pair in &self.set {
             let (key, value) = pair
@@ -381,7 +388,14 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         .thread_name("odradek")
         .build()?;
     runtime.block_on(async move {
-        let listen = config.listen_addr()?;
+        let roles = config.process_roles()?;
+        // A dedicated controller (process.roles=controller) serves no clients.
+        let listen = if roles.broker {
+            Some(config.listen_addr()?)
+        } else {
+            None
+        };
+        let controller_listen = config.quorum()?.listen;
         let data_dir = config.data_dir();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // The HTTP listener comes up first, so /health answers while storage recovers.
@@ -399,13 +413,21 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         };
         let broker = tokio::task::block_in_place(|| Broker::open(config))
             .context("opening the data directory")?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        broker.set_bound_address(listener.local_addr()?);
+        let listener = match listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                broker.set_bound_address(listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
         let broker = Arc::new(broker);
         tokio::spawn(broker.clone().run_metadata_follower());
-        tokio::spawn(broker.clone().run_controller());
+        if roles.controller {
+            tokio::spawn(broker.clone().run_controller());
+        }
         let history = Arc::new(odradek_http::History::default());
         tokio::spawn(history.clone().run(broker.clone(), stopped.clone()));
         serving.send_replace(Some(odradek_http::Served {
@@ -422,6 +444,20 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         let mut interrupted = stopped.clone();
+        let Some(listener) = listener else {
+            info!(
+                version = env!("CARGO_PKG_VERSION"),
+                controller = ?controller_listen,
+                http = %http,
+                data_dir = %data_dir.display(),
+                "odradek controller ready"
+            );
+            let _ = interrupted.wait_for(|s| *s).await;
+            broker.begin_shutdown();
+            tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;
+            info!("clean shutdown complete");
+            return Ok(());
+        };
         // Serving starts once the controller knows this broker (at once on a single node;
         // in a cluster, once a quorum of voters is up).
         tokio::select! {

@@ -79,6 +79,26 @@ async fn create(addr: &str, name: &str, partitions: i32) -> Result<(), String> {
     }
 }
 
+/// Creates `name` through `bootstrap`, retrying across an election until it exists. A try
+/// that timed out may have committed all the same: TOPIC_ALREADY_EXISTS then means done.
+async fn create_eventually(bootstrap: &str, name: &str, partitions: i32, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match create(bootstrap, name, partitions).await {
+            Ok(()) => return,
+            Err(e) if e.contains("TopicAlreadyExists") => return,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} not created within {timeout:?}: {e}"
+                );
+                println!("creating {name}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_created_through_one_node_is_served_through_every_node() {
     let cluster = Cluster::start(3);
@@ -146,8 +166,11 @@ async fn a_topic_created_through_one_node_is_served_through_every_node() {
     }
 }
 
-/// The quorum leader (the controller) as DescribeQuorum reports it through `addr`.
-fn quorum_leader(addr: &str) -> Option<i32> {
+/// The metadata log's partition as DescribeQuorum describes it through `addr`, if it answers
+/// without an error.
+fn describe_quorum(
+    addr: &str,
+) -> Option<kafka_protocol::messages::describe_quorum_response::PartitionData> {
     use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
     use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -157,7 +180,19 @@ fn quorum_leader(addr: &str) -> Option<i32> {
             .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
     ]);
     let response = std::panic::catch_unwind(|| raw_round_trip(addr, &request, 2)).ok()?;
-    let leader = response.topics.first()?.partitions.first()?.leader_id.0;
+    let partition = response
+        .topics
+        .into_iter()
+        .next()?
+        .partitions
+        .into_iter()
+        .next()?;
+    (response.error_code == 0 && partition.error_code == 0).then_some(partition)
+}
+
+/// The quorum leader (the controller) as DescribeQuorum reports it through `addr`.
+fn quorum_leader(addr: &str) -> Option<i32> {
+    let leader = describe_quorum(addr)?.leader_id.0;
     (leader >= 0).then_some(leader)
 }
 
@@ -184,29 +219,7 @@ async fn when_the_controller_dies_another_is_elected_and_it_catches_up_on_return
     });
     // Topic creation works again, through either survivor, within a few seconds.
     let after = unique_topic("after");
-    eventually(
-        Duration::from_secs(10),
-        "a topic created without the old controller",
-        || {
-            let bootstrap = survivor.clone();
-            let name = after.clone();
-            let created = std::thread::spawn(move || {
-                tokio::runtime::Runtime::new()
-                    .unwrap()
-                    .block_on(create(&bootstrap, &name, 2))
-            })
-            .join()
-            .unwrap();
-            match created {
-                Ok(()) => Some(()),
-                Err(e) if e.contains("TopicAlreadyExists") => Some(()),
-                Err(e) => {
-                    println!("creating {name_}: {e}", name_ = after);
-                    None
-                }
-            }
-        },
-    );
+    create_eventually(&survivor, &after, 2, Duration::from_secs(10)).await;
     println!(
         "controller {first} killed; node {second} leads, and a topic was created {:?} later",
         started.elapsed()
@@ -514,4 +527,92 @@ async fn a_transaction_over_partitions_on_several_brokers_is_refused_not_half_do
             "partition {p} (high watermark {high}) shows a record of the refused transaction"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedicated_controllers_and_broker_only_nodes_form_one_cluster() {
+    use support::cluster::Role::{Broker, Controller};
+    // Nodes 1-3 vote and serve no clients; 4 and 5 serve clients and receive the metadata
+    // log as observers, with Kafka's broker-only config (no controller listener).
+    let mut cluster = Cluster::start_roles(&[Controller, Controller, Controller, Broker, Broker]);
+    let four = cluster.node(4).addr.to_string();
+    let five = cluster.node(5).addr.to_string();
+    let topic = unique_topic("roles");
+    create(&four, &topic, 4).await.unwrap();
+    let brokers: BTreeSet<i32> = [4, 5].into();
+    for addr in [&four, &five] {
+        let (listed, leaders) = eventually(
+            Duration::from_secs(10),
+            "both brokers have the topic",
+            || {
+                let seen = view(addr, &topic);
+                (seen.1.len() == 4).then_some(seen)
+            },
+        );
+        assert_eq!(listed, brokers, "only the broker-only nodes are brokers");
+        assert_eq!(
+            leaders.iter().copied().collect::<BTreeSet<_>>(),
+            brokers,
+            "the partitions are spread over the brokers, none on a controller: {leaders:?}"
+        );
+    }
+
+    // A broker-only node answers DescribeQuorum from the controller: voters 1-3, observers 4, 5.
+    let quorum = eventually(
+        Duration::from_secs(10),
+        "DescribeQuorum through node 4",
+        || describe_quorum(&four),
+    );
+    let ids = |replicas: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| {
+        replicas
+            .iter()
+            .map(|r| r.replica_id.0)
+            .collect::<BTreeSet<i32>>()
+    };
+    assert_eq!(ids(&quorum.current_voters), [1, 2, 3].into());
+    assert_eq!(ids(&quorum.observers), brokers);
+    let controller = quorum.leader_id.0;
+    assert!((1..=3).contains(&controller), "{quorum:?}");
+
+    // Records written through one broker are read back through the other.
+    let producer = producer(&five, &[("acks", "all")]);
+    for p in 0..4 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(p)
+                    .payload(&format!("v{p}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("produce to partition {p}: {e}\n{}", cluster.logs()));
+    }
+    drop(producer);
+    let read = |addr: &str| -> BTreeSet<String> {
+        (0..4)
+            .flat_map(|p| consume(addr, &topic, p, 0, 1, Duration::from_secs(20)))
+            .filter_map(|m| payload(&m).map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect()
+    };
+    let written: BTreeSet<String> = (0..4).map(|p| format!("v{p}")).collect();
+    assert_eq!(read(&four), written);
+
+    // The controller dies: the two left elect another, and the brokers carry on with it.
+    cluster.kill9(controller);
+    let after = unique_topic("roles-after");
+    create_eventually(&five, &after, 2, Duration::from_secs(15)).await;
+
+    // A broker-only node killed and restarted (its quorum listener on a new port) catches
+    // up: it knows what was created while it was down, and serves its partitions again.
+    cluster.kill9(4);
+    let late = unique_topic("roles-late");
+    create(&five, &late, 1).await.unwrap();
+    cluster.restart(4);
+    eventually(
+        Duration::from_secs(10),
+        "node 4 knows the topic created while it was down",
+        || (view(&four, &late).1.len() == 1).then_some(()),
+    );
+    assert_eq!(read(&four), written, "{}", cluster.logs());
 }

@@ -228,7 +228,7 @@ impl Broker {
                 Vec::new(),
             );
         }
-        let status = match self.logs.quorum_status().await {
+        let status = match self.quorum_status().await {
             Ok(status) => status,
             Err(e) => {
                 warn!(error = %e, "DescribeQuorum: the quorum did not answer");
@@ -244,7 +244,8 @@ impl Broker {
             .matched
             .filter(|_| status.leader == Some(status.node_id))
         else {
-            // As a KRaft follower does: only the leader knows every voter's progress.
+            // The leader's own status always has its progress; a leader that has just lost
+            // its place has not.
             return answer(
                 partition.with_error_code(ResponseError::NotLeaderOrFollower.code()),
                 Vec::new(),
@@ -253,17 +254,21 @@ impl Broker {
         let id = |node: u64| BrokerId(i32::try_from(node).unwrap_or(-1));
         let offset =
             |index: Option<u64>| index.map_or(0, |i| i64::try_from(i + 1).unwrap_or(i64::MAX));
-        let voters = status
-            .voters
-            .keys()
-            .map(|&node| {
-                ReplicaState::default()
-                    .with_replica_id(id(node))
-                    .with_log_end_offset(offset(matched.get(&node).copied().flatten()))
-                    .with_last_fetch_timestamp(-1)
-                    .with_last_caught_up_timestamp(-1)
-            })
-            .collect();
+        let progress = |nodes: &std::collections::BTreeMap<u64, std::net::SocketAddr>| {
+            nodes
+                .keys()
+                .map(|&node| {
+                    ReplicaState::default()
+                        .with_replica_id(id(node))
+                        .with_log_end_offset(offset(matched.get(&node).copied().flatten()))
+                        .with_last_fetch_timestamp(-1)
+                        .with_last_caught_up_timestamp(-1)
+                })
+                .collect()
+        };
+        let voters = progress(&status.voters);
+        // Broker-only nodes: openraft's learners.
+        let observers = progress(&status.observers);
         // A lone voter serves no controller listener (it binds none): nothing to list.
         let nodes = status
             .voters
@@ -283,7 +288,8 @@ impl Broker {
                 .with_leader_id(id(status.node_id))
                 .with_leader_epoch(i32::try_from(status.term).unwrap_or(i32::MAX))
                 .with_high_watermark(offset(status.committed_index))
-                .with_current_voters(voters),
+                .with_current_voters(voters)
+                .with_observers(observers),
             nodes,
         )
     }

@@ -1,7 +1,8 @@
 //! A cluster of real broker processes for the multi-node tests: node `i` (1-based) listens
-//! on its own loopback address, 127.0.0.i, with its own data dir, and every node is a voter
-//! of the metadata quorum (Kafka's combined mode). Nodes can be killed (`-9`), paused
-//! (`SIGSTOP`), stopped (`SIGTERM`) and restarted on the same addresses and data.
+//! on its own loopback address, 127.0.0.i, with its own data dir. By default every node is
+//! a voter of the metadata quorum and a broker (Kafka's combined mode); `start_roles` gives
+//! each node its own role. Nodes can be killed (`-9`), paused (`SIGSTOP`), stopped
+//! (`SIGTERM`) and restarted on the same addresses and data.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -9,8 +10,23 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs the broker binary on a node's host (a network namespace, or this one).
+pub type Launcher = Box<dyn Fn() -> Command + Send>;
+
+/// What a node runs as (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A voter and a broker.
+    Combined,
+    /// A voter only: no client listener.
+    Controller,
+    /// A broker only, with Kafka's usual config for one: no controller listener.
+    Broker,
+}
+
 pub struct ClusterNode {
     pub id: i32,
+    pub role: Role,
     /// Where clients connect.
     pub addr: SocketAddr,
     /// Where the other voters reach this node's quorum listener.
@@ -18,8 +34,7 @@ pub struct ClusterNode {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
-    /// Runs the broker binary on this node's host (a network namespace, or this one).
-    launcher: Box<dyn Fn() -> Command + Send>,
+    launcher: Launcher,
 }
 
 pub struct Cluster {
@@ -49,24 +64,42 @@ impl Cluster {
         let hosts = (1..=n)
             .map(|i| {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8));
-                let launcher: Box<dyn Fn() -> Command + Send> =
-                    Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+                let launcher: Launcher = Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
                 (ip, launcher)
             })
             .collect();
         Self::start_on(hosts, args)
     }
 
-    /// Starts one node per host: its address, and how to run a program there.
-    pub fn start_on(
-        hosts: Vec<(IpAddr, Box<dyn Fn() -> Command + Send>)>,
-        args: &[&str],
-    ) -> Cluster {
+    /// Starts node `i` (1-based) on 127.0.0.i in the role `roles[i - 1]`.
+    pub fn start_roles(roles: &[Role]) -> Cluster {
+        let hosts = roles
+            .iter()
+            .enumerate()
+            .map(|(i, &role)| {
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8 + 1));
+                let launcher: Launcher = Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+                (ip, launcher, role)
+            })
+            .collect();
+        Self::start_nodes(hosts, &[])
+    }
+
+    /// Starts one combined node per host: its address, and how to run a program there.
+    pub fn start_on(hosts: Vec<(IpAddr, Launcher)>, args: &[&str]) -> Cluster {
+        let hosts = hosts
+            .into_iter()
+            .map(|(ip, launcher)| (ip, launcher, Role::Combined))
+            .collect();
+        Self::start_nodes(hosts, args)
+    }
+
+    fn start_nodes(hosts: Vec<(IpAddr, Launcher, Role)>, args: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<ClusterNode> = hosts
             .into_iter()
             .enumerate()
-            .map(|(i, (ip, launcher))| {
+            .map(|(i, (ip, launcher, role))| {
                 let id = i as i32 + 1;
                 // A loopback address is shared with every other test; a host of its own (a
                 // network namespace) has Kafka's usual ports free.
@@ -77,6 +110,7 @@ impl Cluster {
                 };
                 ClusterNode {
                     id,
+                    role,
                     addr: SocketAddr::new(ip, client),
                     controller: SocketAddr::new(ip, controller),
                     data_dir: tmp.path().join(format!("node-{id}")),
@@ -88,6 +122,7 @@ impl Cluster {
             .collect();
         let voters = nodes
             .iter()
+            .filter(|n| n.role != Role::Broker)
             .map(|n| format!("{}@{}", n.id, n.controller))
             .collect::<Vec<_>>()
             .join(",");
@@ -120,11 +155,11 @@ impl Cluster {
             .expect("no such node")
     }
 
-    /// Client addresses of every running node, comma-separated (`bootstrap.servers`).
+    /// Client addresses of every running broker, comma-separated (`bootstrap.servers`).
     pub fn bootstrap(&self) -> String {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.child.is_some() && n.role != Role::Controller)
             .map(|n| n.addr.to_string())
             .collect::<Vec<_>>()
             .join(",")
@@ -141,12 +176,27 @@ impl Cluster {
             .open(&node.log_path)
             .expect("log file");
         let start = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
-        let child = (node.launcher)()
+        let mut command = (node.launcher)();
+        command
             .arg("broker")
             .args(["--node-id", &node.id.to_string()])
-            .args(["--listen", &node.addr.to_string()])
-            .args(["--controller-listen", &node.controller.to_string()])
-            .args(["--controller-quorum", &voters])
+            .args(["--controller-quorum", &voters]);
+        if node.role != Role::Controller {
+            command.args(["--listen", &node.addr.to_string()]);
+        }
+        if node.role != Role::Broker {
+            command.args(["--controller-listen", &node.controller.to_string()]);
+        }
+        match node.role {
+            Role::Combined => {}
+            Role::Controller => {
+                command.args(["--process-roles", "controller"]);
+            }
+            Role::Broker => {
+                command.args(["--process-roles", "broker"]);
+            }
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--http", ""])
@@ -166,7 +216,11 @@ impl Cluster {
         loop {
             let log = self.log(id);
             let run = log.get(start..).unwrap_or_default();
-            if run.contains("odradek broker ready") {
+            let ready = match self.node(id).role {
+                Role::Controller => "odradek controller ready",
+                Role::Combined | Role::Broker => "odradek broker ready",
+            };
+            if run.contains(ready) {
                 return;
             }
             let node = self.node_mut(id);
