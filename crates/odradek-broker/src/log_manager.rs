@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use odradek_storage::{GroupCommit, LockExt, Log, RwLockExt, StorageError};
@@ -27,14 +28,17 @@ pub struct Partition {
     log: Option<Arc<Mutex<Log>>>,
     /// Woken after every append, for parked fetches.
     pub appended: Notify,
+    /// The leader epoch in the metadata image, stamped on every batch appended here.
+    leader_epoch: AtomicI32,
 }
 
 impl Partition {
-    fn hosted(index: i32, log: Log) -> Self {
+    fn hosted(index: i32, log: Log, leader_epoch: i32) -> Self {
         Self {
             index,
             log: Some(Arc::new(Mutex::new(log))),
             appended: Notify::new(),
+            leader_epoch: AtomicI32::new(leader_epoch),
         }
     }
 
@@ -43,7 +47,13 @@ impl Partition {
             index,
             log: None,
             appended: Notify::new(),
+            leader_epoch: AtomicI32::new(0),
         }
+    }
+
+    /// The leader epoch this broker stamps on what it appends (partitionLeaderEpoch).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
     }
 
     /// Whether this broker holds the partition's log.
@@ -367,7 +377,8 @@ impl LogManager {
                 }
             })?;
         }
-        Ok(Arc::new(Partition::hosted(index, log)))
+        let epoch = topic.placement(index).map_or(0, |p| p.leader_epoch);
+        Ok(Arc::new(Partition::hosted(index, log, epoch)))
     }
 
     fn open_topic(
@@ -433,6 +444,10 @@ impl LogManager {
                     created
                 }
                 Some(current) => {
+                    for p in &current.partitions {
+                        let epoch = wanted.placement(p.index).map_or(0, |p| p.leader_epoch);
+                        p.leader_epoch.store(epoch, Ordering::Release);
+                    }
                     let have = current.partitions.len();
                     let grown = usize::try_from(wanted.partitions).is_ok_and(|n| n > have);
                     let moved: Vec<usize> = current
@@ -757,6 +772,11 @@ impl LogManager {
 
     /// Who leads `topic`'s partition `index` now (None: nobody, its broker is fenced).
     pub fn leader(&self, topic: &str, index: i32) -> Option<i32> {
+        self.leadership(topic, index).map(|(leader, _)| leader)
+    }
+
+    /// Who leads `topic`'s partition `index` now, and at which leader epoch.
+    pub fn leadership(&self, topic: &str, index: i32) -> Option<(i32, i32)> {
         let image = self.image();
         let topic = image.topic(topic)?;
         image.leader(topic, index, self.node_id)

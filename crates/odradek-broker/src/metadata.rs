@@ -9,7 +9,7 @@
 //! refuses it rather than drop every later record; `odradek repair metadata` drops only the
 //! damaged bytes, when asked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -139,14 +139,62 @@ pub enum MetadataRecord {
     ClusterIdentified {
         id: String,
     },
+    /// A partition's leadership and in-sync replicas, stated whole (Kafka's
+    /// `PartitionRecord`): what a snapshot keeps of the epochs that broker records moved.
+    PartitionChanged {
+        id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
-/// Where a partition lives and who leads it.
+/// Where a partition lives and who leads it, as KRaft's partition records say.
+///
+/// Leadership follows the brokers: when its leader is fenced a partition moves to the next
+/// live in-sync replica, or has none (`NO_LEADER`); when a fenced or restarted in-sync
+/// replica comes back, a partition without a leader takes it. Every change of leader
+/// bumps `leader_epoch`, and every change at all bumps `partition_epoch`, so clients and
+/// replicas can tell old leadership from new (KIP-320). Applying the same log gives every
+/// node the same epochs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionPlacement {
     /// In preference order; empty for a partition created before the cluster, which lives
     /// on the one node that wrote it.
     pub replicas: Vec<i32>,
+    /// The replicas that have everything acknowledged: all of them until replication
+    /// lands, and a fenced broker leaves it only while another member remains.
+    pub isr: Vec<i32>,
+    /// [`NO_LEADER`] when no in-sync replica is live.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// A partition whose in-sync replicas are all fenced has no leader.
+pub const NO_LEADER: i32 = -1;
+
+impl PartitionPlacement {
+    /// Makes the first live in-sync replica (in preference order) the leader, when the
+    /// current one is not live; bumps the epochs when that changes the leader.
+    fn elect(&mut self, live: &dyn Fn(i32) -> bool) {
+        if self.leader != NO_LEADER && live(self.leader) && self.isr.contains(&self.leader) {
+            return;
+        }
+        let next = self
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| self.isr.contains(r) && live(*r))
+            .unwrap_or(NO_LEADER);
+        if next != self.leader {
+            self.leader = next;
+            self.leader_epoch += 1;
+            self.partition_epoch += 1;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,13 +216,25 @@ impl TopicImage {
             .map_or(&[], |p| p.replicas.as_slice())
     }
 
-    fn placed(replicas: &[Vec<i32>]) -> Vec<PartitionPlacement> {
+    /// New partitions on `replicas`, each led by its first live replica, at epoch 0.
+    fn placed(replicas: &[Vec<i32>], live: &dyn Fn(i32) -> bool) -> Vec<PartitionPlacement> {
         replicas
             .iter()
             .map(|r| PartitionPlacement {
                 replicas: r.clone(),
+                isr: r.clone(),
+                leader: r.iter().copied().find(|b| live(*b)).unwrap_or(NO_LEADER),
+                leader_epoch: 0,
+                partition_epoch: 0,
             })
             .collect()
+    }
+
+    /// Partition `index`'s placement; None for a partition created before the cluster.
+    pub fn placement(&self, index: i32) -> Option<&PartitionPlacement> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.placement.get(i))
     }
 }
 
@@ -205,6 +265,39 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    fn is_live(&self, broker: i32) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Re-elects every partition after a broker's state changed. `restarted` is a broker
+    /// that registered again while it led: its partitions keep it, at a new leader epoch,
+    /// since whatever a client knew of the old run is stale.
+    fn reelect(&mut self, restarted: Option<i32>) {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let is_live = |b: i32| live.contains(&b);
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.placement {
+                if restarted.is_some_and(|r| r == p.leader) {
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+                // A fenced broker leaves the in-sync replicas, unless it is the last one:
+                // only it may have everything, so it must lead again when it returns.
+                if p.isr.len() > 1 && p.isr.iter().any(|r| !is_live(*r)) {
+                    let before = p.isr.len();
+                    p.isr.retain(|r| is_live(*r));
+                    if p.isr.is_empty() {
+                        p.isr.push(p.leader);
+                    }
+                    if p.isr.len() != before {
+                        p.partition_epoch += 1;
+                    }
+                }
+                p.elect(&is_live);
+            }
+        }
+    }
+
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::TopicCreated {
@@ -218,6 +311,7 @@ impl MetadataImage {
                     return;
                 }
                 self.names_by_id.insert(*id, name.clone());
+                let placement = TopicImage::placed(replicas, &|b| self.is_live(b));
                 self.topics.insert(
                     name.clone(),
                     TopicImage {
@@ -225,7 +319,7 @@ impl MetadataImage {
                         id: *id,
                         partitions: *partitions,
                         configs: configs.clone(),
-                        placement: TopicImage::placed(replicas),
+                        placement,
                     },
                 );
             }
@@ -235,6 +329,7 @@ impl MetadataImage {
                 from,
                 replicas,
             } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
                 if let Some(t) = self
                     .names_by_id
                     .get(id)
@@ -246,7 +341,8 @@ impl MetadataImage {
                     }
                     t.partitions = *partitions;
                     if !replicas.is_empty() {
-                        t.placement.extend(TopicImage::placed(replicas));
+                        t.placement
+                            .extend(TopicImage::placed(replicas, &|b| live.contains(&b)));
                     }
                 }
             }
@@ -281,7 +377,7 @@ impl MetadataImage {
                 port,
                 rack,
             } => {
-                self.brokers.insert(
+                let previous = self.brokers.insert(
                     *id,
                     BrokerImage {
                         id: *id,
@@ -292,10 +388,15 @@ impl MetadataImage {
                         fenced: false,
                     },
                 );
+                let restarted = previous
+                    .is_some_and(|b| !b.fenced && b.incarnation != *incarnation)
+                    .then_some(*id);
+                self.reelect(restarted);
             }
             MetadataRecord::BrokerFenced { id, .. } => {
                 if let Some(b) = self.brokers.get_mut(id) {
                     b.fenced = true;
+                    self.reelect(None);
                 }
             }
             MetadataRecord::BrokerUnfenced { id, incarnation } => {
@@ -303,6 +404,27 @@ impl MetadataImage {
                     && b.incarnation == *incarnation
                 {
                     b.fenced = false;
+                    self.reelect(None);
+                }
+            }
+            MetadataRecord::PartitionChanged {
+                id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                if let Some(p) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                {
+                    p.leader = *leader;
+                    p.leader_epoch = *leader_epoch;
+                    p.partition_epoch = *partition_epoch;
+                    p.isr = isr.clone();
                 }
             }
             MetadataRecord::ClusterIdentified { id } => {
@@ -349,13 +471,35 @@ impl MetadataImage {
                 configs: configs.clone(),
             }
         }));
-        records.extend(self.topics.values().map(|t| MetadataRecord::TopicCreated {
-            name: t.name.clone(),
-            id: t.id,
-            partitions: t.partitions,
-            configs: t.configs.clone(),
-            replicas: t.placement.iter().map(|p| p.replicas.clone()).collect(),
-        }));
+        for t in self.topics.values() {
+            records.push(MetadataRecord::TopicCreated {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions,
+                configs: t.configs.clone(),
+                replicas: t.placement.iter().map(|p| p.replicas.clone()).collect(),
+            });
+            // Only what creation would not give again.
+            let created = TopicImage::placed(
+                &t.placement
+                    .iter()
+                    .map(|p| p.replicas.clone())
+                    .collect::<Vec<_>>(),
+                &|b| self.is_live(b),
+            );
+            for (index, (p, fresh)) in t.placement.iter().zip(&created).enumerate() {
+                if p != fresh {
+                    records.push(MetadataRecord::PartitionChanged {
+                        id: t.id,
+                        partition: index as i32,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        isr: p.isr.clone(),
+                    });
+                }
+            }
+        }
         records
     }
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
@@ -370,19 +514,16 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
-    /// Who leads partition `index` of `topic`: the first replica on a live broker. `local`
-    /// is this node, which holds the partitions written before the cluster. With one
+    /// Who leads partition `index` of `topic`, and at which leader epoch. `local` is this
+    /// node, which holds the partitions written before the cluster (at epoch 0). With one
     /// replica per partition (until replication lands), a fenced broker's partitions have
     /// no leader.
-    pub fn leader(&self, topic: &TopicImage, index: i32, local: i32) -> Option<i32> {
-        let replicas = topic.replicas(index);
-        if replicas.is_empty() {
-            return Some(local);
+    pub fn leader(&self, topic: &TopicImage, index: i32, local: i32) -> Option<(i32, i32)> {
+        match topic.placement(index) {
+            None => Some((local, 0)),
+            Some(p) if p.leader == NO_LEADER => None,
+            Some(p) => Some((p.leader, p.leader_epoch)),
         }
-        replicas.iter().copied().find(|id| {
-            *id == local && !self.brokers.get(id).is_some_and(|b| b.fenced)
-                || self.brokers.get(id).is_some_and(|b| !b.fenced)
-        })
     }
 }
 
@@ -1003,29 +1144,41 @@ mod tests {
         }
         let id = Uuid::new_v4();
         image.apply(&placed("t", id, &[1, 2, 3]));
-        let leaders = |image: &MetadataImage| -> Vec<Option<i32>> {
+        // Each partition's (leader, leader epoch).
+        let leaders = |image: &MetadataImage| -> Vec<Option<(i32, i32)>> {
             let t = image.topic("t").unwrap();
             (0..3).map(|p| image.leader(t, p, 1)).collect()
         };
-        assert_eq!(leaders(&image), [Some(1), Some(2), Some(3)]);
+        assert_eq!(leaders(&image), [Some((1, 0)), Some((2, 0)), Some((3, 0))]);
         image.apply(&MetadataRecord::BrokerFenced {
             id: 2,
             controlled: false,
         });
-        assert_eq!(leaders(&image), [Some(1), None, Some(3)]);
+        assert_eq!(leaders(&image), [Some((1, 0)), None, Some((3, 0))]);
         assert_eq!(image.live_brokers().count(), 2);
         // Only the incarnation that registered may unfence itself.
         image.apply(&MetadataRecord::BrokerUnfenced {
             id: 2,
             incarnation: Uuid::new_v4(),
         });
-        assert_eq!(leaders(&image), [Some(1), None, Some(3)]);
+        assert_eq!(leaders(&image), [Some((1, 0)), None, Some((3, 0))]);
         image.apply(&MetadataRecord::BrokerUnfenced {
             id: 2,
             incarnation: Uuid::from_u128(2),
         });
-        assert_eq!(leaders(&image), [Some(1), Some(2), Some(3)]);
-        // A snapshot rebuilds the same image.
+        // Leaderless, then led again: two changes of leader, two epochs.
+        assert_eq!(leaders(&image), [Some((1, 0)), Some((2, 2)), Some((3, 0))]);
+        // A broker that starts again before it was fenced keeps its partitions, at a new
+        // epoch: what clients knew of its last run is stale.
+        image.apply(&MetadataRecord::BrokerRegistered {
+            id: 1,
+            incarnation: Uuid::new_v4(),
+            host: "h1".into(),
+            port: 9092,
+            rack: None,
+        });
+        assert_eq!(leaders(&image), [Some((1, 1)), Some((2, 2)), Some((3, 0))]);
+        // A snapshot rebuilds the same image, epochs included.
         image.apply(&MetadataRecord::BrokerFenced {
             id: 3,
             controlled: true,
@@ -1034,8 +1187,54 @@ mod tests {
         for record in image.as_records() {
             rebuilt.apply(&record);
         }
-        assert_eq!(leaders(&rebuilt), [Some(1), Some(2), None]);
+        assert_eq!(leaders(&rebuilt), [Some((1, 1)), Some((2, 2)), None]);
+        assert_eq!(
+            rebuilt.topic("t").unwrap().placement,
+            image.topic("t").unwrap().placement
+        );
         assert_eq!(rebuilt.brokers, image.brokers);
+    }
+
+    #[test]
+    fn leadership_moves_to_another_in_sync_replica_and_stays_there() {
+        let mut image = MetadataImage::default();
+        for id in 1..=2 {
+            image.apply(&registered(id));
+        }
+        image.apply(&MetadataRecord::TopicCreated {
+            name: "r".into(),
+            id: Uuid::new_v4(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 2]],
+        });
+        let state = |image: &MetadataImage| image.topic("r").unwrap().placement[0].clone();
+        assert_eq!((state(&image).leader, state(&image).isr), (1, vec![1, 2]));
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 1,
+            controlled: false,
+        });
+        let moved = state(&image);
+        assert_eq!((moved.leader, moved.leader_epoch), (2, 1));
+        assert_eq!(moved.isr, [2], "a fenced replica leaves the ISR");
+        assert_eq!(moved.partition_epoch, 2, "ISR and leader both changed");
+        // Back, but not in sync: it must catch up before it may lead (part 2's work).
+        image.apply(&MetadataRecord::BrokerUnfenced {
+            id: 1,
+            incarnation: Uuid::from_u128(1),
+        });
+        assert_eq!(state(&image), moved);
+        // The last in-sync replica stays in the ISR when fenced: only it has everything.
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 2,
+            controlled: true,
+        });
+        let stranded = state(&image);
+        assert_eq!(
+            (stranded.leader, stranded.isr.as_slice()),
+            (NO_LEADER, &[2][..])
+        );
+        assert_eq!(stranded.leader_epoch, 2);
     }
 
     #[test]
@@ -1043,6 +1242,6 @@ mod tests {
         let mut image = MetadataImage::default();
         image.apply(&created("old"));
         let t = image.topic("old").unwrap();
-        assert_eq!(image.leader(t, 0, 7), Some(7));
+        assert_eq!(image.leader(t, 0, 7), Some((7, 0)));
     }
 }

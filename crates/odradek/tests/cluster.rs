@@ -289,6 +289,8 @@ async fn a_dead_brokers_partitions_go_offline_and_the_others_stay_served() {
             .map_err(|(e, _)| e)
             .unwrap_or_else(|e| panic!("partition {p}: {e}"));
     }
+    // Each change of leader is a new leader epoch (KIP-320): to none, and back.
+    let epochs_before = leader_epochs(&alive, &topic);
     // Back again: it leads its partitions once more.
     cluster.restart(victim);
     eventually(
@@ -296,6 +298,56 @@ async fn a_dead_brokers_partitions_go_offline_and_the_others_stay_served() {
         "the returned broker leads again",
         || (view(&alive, &topic).1 == leaders).then_some(()),
     );
+    let epochs = leader_epochs(&alive, &topic);
+    for (p, leader) in leaders.iter().enumerate() {
+        let (then, now) = if *leader == victim { (1, 2) } else { (0, 0) };
+        assert_eq!(
+            (epochs_before[p], epochs[p]),
+            (then, now),
+            "partition {p}, led by {leader}"
+        );
+    }
+    // The returned leader fences a client that still believes in the old epoch, and one
+    // that believes in an epoch it has not reached (UNKNOWN_LEADER_EPOCH) too.
+    let p = leaders.iter().position(|l| *l == victim).unwrap() as i32;
+    let back = cluster.node(victim).addr.to_string();
+    let fetch_at = |epoch: i32| fetch_error(&back, &topic, p, epoch);
+    assert_eq!(fetch_at(2), 0);
+    assert_eq!(fetch_at(-1), 0, "-1: no check");
+    assert_eq!(
+        fetch_at(0),
+        kafka_protocol::ResponseError::FencedLeaderEpoch.code()
+    );
+    assert_eq!(
+        fetch_at(3),
+        kafka_protocol::ResponseError::UnknownLeaderEpoch.code()
+    );
+}
+
+/// Each partition's leader epoch, as Metadata v12 reports it through `addr`.
+fn leader_epochs(addr: &str, topic: &str) -> Vec<i32> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
+    ]));
+    let response = raw_round_trip(addr, &request, 12);
+    let mut partitions: Vec<(i32, i32)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_epoch))
+        .collect();
+    partitions.sort();
+    partitions.into_iter().map(|(_, epoch)| epoch).collect()
+}
+
+/// The error code of a Fetch (v12) of `topic`'s partition `p` from `addr` by a client that
+/// believes the leader epoch is `epoch`.
+fn fetch_error(addr: &str, topic: &str, p: i32, epoch: i32) -> i16 {
+    raw_round_trip(addr, &fetch_request(topic, p, 0, epoch), 12).responses[0].partitions[0]
+        .error_code
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

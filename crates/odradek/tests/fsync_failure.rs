@@ -11,9 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::Consumer;
 use support::*;
 
@@ -68,20 +65,7 @@ fn start_with_failing_fsync(failing: &str) -> (BrokerProcess, PathBuf, tempfile:
 
 /// Fetches partition 0 of `topic` from offset 0: its error code and record bytes.
 fn fetch(addr: &str, topic: &str) -> (i16, usize) {
-    let request = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.into())))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let response = raw_round_trip(addr, &request, 11);
+    let response = raw_round_trip(addr, &fetch_request(topic, 0, 0, -1), 11);
     let partition = &response.responses[0].partitions[0];
     (
         partition.error_code,

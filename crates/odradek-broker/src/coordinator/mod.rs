@@ -79,7 +79,7 @@ pub fn append_records(
         .lock_log()
         .ok_or("internal topic partition offline")?;
     let base_offset = log
-        .append(encoded, crate::handlers::LEADER_EPOCH)
+        .append(encoded, partition.leader_epoch())
         .map_err(|e| e.to_string())?
         .base_offset;
     drop(log);

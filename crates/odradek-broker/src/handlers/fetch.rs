@@ -240,14 +240,14 @@ impl Broker {
                 counted_as: None,
             }
         };
-        if let Some(e) = check_leader_epoch(target.leader_epoch) {
-            return error(data, e);
-        }
         let (topic, partition) = match self.resolve(&target.topic, target.partition) {
             Ok(found) => found,
             Err(e) => return error(data, e),
         };
-        if let Err(e) = self.leads(&topic.name, target.partition) {
+        let checked = self
+            .leads(&topic.name, target.partition)
+            .and_then(|epoch| check_leader_epoch(target.leader_epoch, epoch));
+        if let Err(e) = checked {
             return error(data, e);
         }
         let Some(log) = partition.lock_online_log() else {

@@ -5,7 +5,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use odradek_storage::OffsetLookup;
 
-use super::{LEADER_EPOCH, check_leader_epoch};
+use super::check_leader_epoch;
 use crate::Broker;
 
 /// Kafka's special timestamps in ListOffsets.
@@ -21,8 +21,6 @@ impl Broker {
         request: ListOffsetsRequest,
         version: i16,
     ) -> ListOffsetsResponse {
-        // The leader epoch field exists from v4.
-        let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
         let topics = request
             .topics
             .iter()
@@ -37,9 +35,6 @@ impl Broker {
                             .with_timestamp(-1)
                             .with_offset(-1);
                         let fail = |e: ResponseError| response.clone().with_error_code(e.code());
-                        if let Some(e) = check_leader_epoch(p.current_leader_epoch) {
-                            return fail(e);
-                        }
                         let partition = found.as_ref().and_then(|t| {
                             usize::try_from(p.partition_index)
                                 .ok()
@@ -48,9 +43,17 @@ impl Broker {
                         let Some(partition) = partition else {
                             return fail(ResponseError::UnknownTopicOrPartition);
                         };
-                        if let Err(e) = self.leads(topic.name.as_str(), p.partition_index) {
-                            return fail(e);
-                        }
+                        let leader_epoch = match self
+                            .leads(topic.name.as_str(), p.partition_index)
+                            .and_then(|epoch| {
+                                check_leader_epoch(p.current_leader_epoch, epoch).map(|()| epoch)
+                            }) {
+                            Ok(epoch) => epoch,
+                            Err(e) => return fail(e),
+                        };
+                        // The leader epoch field exists from v4. Until replicas keep a
+                        // leader-epoch cache, every offset is reported at the current one.
+                        let epoch = if version >= 4 { leader_epoch } else { -1 };
                         let Some(log) = partition.lock_online_log() else {
                             return fail(ResponseError::KafkaStorageError);
                         };

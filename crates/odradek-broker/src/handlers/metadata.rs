@@ -8,7 +8,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use uuid::Uuid;
 
 use super::cluster::{ALL_CLUSTER_OPERATIONS, ALL_TOPIC_OPERATIONS};
-use super::{LEADER_EPOCH, validate_topic_name};
+use super::validate_topic_name;
 use crate::Broker;
 use crate::broker::str_bytes;
 use crate::log_manager::Topic;
@@ -125,7 +125,11 @@ impl Broker {
             .iter()
             .map(|p| {
                 let replicas = self.logs.replicas(&topic.name, p.index);
+                let placed = image.topic(&topic.name).and_then(|t| t.placement(p.index));
                 let leader = self.logs.leader(&topic.name, p.index);
+                // Partitions written before the cluster: one replica, this node, epoch 0.
+                let (isr, epoch) =
+                    placed.map_or((replicas.clone(), 0), |p| (p.isr.clone(), p.leader_epoch));
                 let offline: Vec<_> = replicas
                     .iter()
                     .filter(|id| {
@@ -140,9 +144,9 @@ impl Broker {
                     })
                     .with_partition_index(p.index)
                     .with_leader_id(leader.unwrap_or(-1).into())
-                    .with_leader_epoch(if version >= 7 { LEADER_EPOCH } else { -1 })
+                    .with_leader_epoch(if version >= 7 { epoch } else { -1 })
                     .with_replica_nodes(replicas.iter().map(|id| (*id).into()).collect())
-                    .with_isr_nodes(replicas.iter().map(|id| (*id).into()).collect())
+                    .with_isr_nodes(isr.into_iter().map(Into::into).collect())
                     .with_offline_replicas(if version >= 5 { offline } else { Vec::new() })
             })
             .collect();

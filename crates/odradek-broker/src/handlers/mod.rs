@@ -46,30 +46,28 @@ pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks the leader epoch a client believes in against ours, as Kafka does: -1 skips the
-/// check. A single node's partitions stay at epoch 0.
-pub(crate) fn check_leader_epoch(requested: i32) -> Option<ResponseError> {
+/// check; an older epoch is FENCED_LEADER_EPOCH (the client's metadata is stale), a newer
+/// one UNKNOWN_LEADER_EPOCH (this broker's is).
+pub(crate) fn check_leader_epoch(requested: i32, current: i32) -> Result<(), ResponseError> {
     match requested {
-        -1 | 0 => None,
-        e if e > 0 => Some(ResponseError::UnknownLeaderEpoch),
-        _ => Some(ResponseError::FencedLeaderEpoch),
+        -1 => Ok(()),
+        e if e == current => Ok(()),
+        e if e > current => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Err(ResponseError::FencedLeaderEpoch),
     }
 }
-
-/// The leader epoch of every partition: with one replica each (until replication lands)
-/// a partition's leader never changes to another broker.
-pub(crate) const LEADER_EPOCH: i32 = 0;
 
 /// A broker's id and where clients reach it: host, port, rack.
 pub(crate) type Endpoint = (i32, String, i32, Option<String>);
 
 impl crate::Broker {
-    /// Whether this broker leads `topic`'s partition `index` now, so serves its data:
-    /// else NOT_LEADER_OR_FOLLOWER, which sends clients to the metadata for the leader.
-    pub(crate) fn leads(&self, topic: &str, index: i32) -> Result<(), ResponseError> {
-        if self.logs.leader(topic, index) == Some(self.node_id) {
-            Ok(())
-        } else {
-            Err(ResponseError::NotLeaderOrFollower)
+    /// Whether this broker leads `topic`'s partition `index` now, so serves its data, and
+    /// at which leader epoch: else NOT_LEADER_OR_FOLLOWER, which sends clients to the
+    /// metadata for the leader.
+    pub(crate) fn leads(&self, topic: &str, index: i32) -> Result<i32, ResponseError> {
+        match self.logs.leadership(topic, index) {
+            Some((leader, epoch)) if leader == self.node_id => Ok(epoch),
+            _ => Err(ResponseError::NotLeaderOrFollower),
         }
     }
 

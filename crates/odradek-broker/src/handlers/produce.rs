@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::LEADER_EPOCH;
 use crate::Broker;
 use crate::broker::{Reply, str_bytes};
 use crate::log_manager::{Partition, Topic};
@@ -235,7 +234,7 @@ impl Broker {
                 None,
             );
         }
-        let appended = log.append(stored, LEADER_EPOCH);
+        let appended = log.append(stored, partition.leader_epoch());
         let log_start_offset = log.log_start_offset();
         drop(log);
         let result = match appended {
@@ -305,7 +304,8 @@ impl Broker {
                 } else if let Some(topic) = &topic {
                     match topic.partitions.get(index as usize).filter(|_| index >= 0) {
                         Some(_) if self.leads(&topic.name, index).is_err() => {
-                            let leader = self.logs.leader(&topic.name, index);
+                            let leadership = self.logs.leadership(&topic.name, index);
+                            let leader = leadership.map(|(leader, _)| leader);
                             movers.extend(leader);
                             let mut entry = failed(
                                 index,
@@ -318,7 +318,7 @@ impl Broker {
                             if version >= 10 {
                                 entry.current_leader = LeaderIdAndEpoch::default()
                                     .with_leader_id(leader.unwrap_or(-1).into())
-                                    .with_leader_epoch(super::LEADER_EPOCH);
+                                    .with_leader_epoch(leadership.map_or(-1, |(_, epoch)| epoch));
                             }
                             entry
                         }

@@ -312,7 +312,7 @@ impl Broker {
                 continue;
             };
             let appended = match partition.lock_log() {
-                Some(mut log) => log.append_marker(marker, super::LEADER_EPOCH),
+                Some(mut log) => log.append_marker(marker, partition.leader_epoch()),
                 None => {
                     results.push((tp.clone(), Some(ResponseError::KafkaStorageError)));
                     continue;

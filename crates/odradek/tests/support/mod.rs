@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    FetchResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
+    FetchRequest, FetchResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -524,6 +525,26 @@ pub fn one_record_produce(
 }
 
 /// Sends one request on a fresh connection and returns the decoded response.
+/// A Fetch of `topic`'s partition `p` from `offset`, answered at once, by a client that
+/// believes the partition's leader epoch is `epoch` (-1: no belief, no check).
+pub fn fetch_request(topic: &str, p: i32, offset: i64, epoch: i32) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(p)
+                        .with_current_leader_epoch(epoch)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
 pub fn raw_round_trip<R: Request>(addr: &str, request: &R, version: i16) -> R::Response {
     let mut stream = raw_connect(addr);
     stream
