@@ -25,6 +25,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -580,6 +581,9 @@ impl Broker {
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }
+            RequestKind::DescribeTopicPartitions(r) => Reply::now(
+                ResponseKind::DescribeTopicPartitions(self.describe_topic_partitions(r)),
+            ),
             RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
                 self.find_coordinator(r, version).await,
             )),

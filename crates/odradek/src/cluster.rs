@@ -16,9 +16,15 @@ use serde_json::json;
 
 use crate::cli::{ClientArgs, check, metadata, print_table, s};
 
-fn describe_cluster(client: &mut Client) -> anyhow::Result<DescribeClusterResponse> {
-    let (_, cluster) = client.send(None, |_| {
-        DescribeClusterRequest::default().with_endpoint_type(1)
+/// The brokers, with the fenced ones too when `include_fenced` (KIP-1073, v2+).
+fn describe_cluster(
+    client: &mut Client,
+    include_fenced: bool,
+) -> anyhow::Result<DescribeClusterResponse> {
+    let (_, cluster) = client.send(None, |version| {
+        DescribeClusterRequest::default()
+            .with_endpoint_type(1)
+            .with_include_fenced_brokers(include_fenced && version >= 2)
     })?;
     check(cluster.error_code, "DescribeCluster")?;
     Ok(cluster)
@@ -48,13 +54,16 @@ fn describe_quorum(client: &mut Client) -> anyhow::Result<describe_quorum_respon
 pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
     let mut client = args.connect(Duration::from_secs(10))?;
     let metadata = metadata(&mut client, None)?;
-    let cluster = describe_cluster(&mut client)?;
+    let cluster = describe_cluster(&mut client, true)?;
     let quorum = describe_quorum(&mut client)?;
-    let voters: Vec<(i32, i64)> = quorum
-        .current_voters
-        .iter()
-        .map(|v| (v.replica_id.0, v.log_end_offset))
-        .collect();
+    let progress = |replicas: &[describe_quorum_response::ReplicaState]| -> Vec<(i32, i64)> {
+        replicas
+            .iter()
+            .map(|v| (v.replica_id.0, v.log_end_offset))
+            .collect()
+    };
+    let voters = progress(&quorum.current_voters);
+    let observers = progress(&quorum.observers);
     let topics = metadata.topics.len();
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
     let mut brokers: Vec<_> = cluster
@@ -65,6 +74,7 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
                 b.broker_id.0,
                 format!("{}:{}", b.host.as_str(), b.port),
                 b.rack.as_ref().map(|r| r.to_string()),
+                b.is_fenced,
             )
         })
         .collect();
@@ -74,7 +84,7 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
         let out = json!({
             "cluster_id": cluster.cluster_id.to_string(),
             "controller": controller,
-            "brokers": brokers.iter().map(|(id, addr, rack)| json!({"id": id, "address": addr, "rack": rack})).collect::<Vec<_>>(),
+            "brokers": brokers.iter().map(|(id, addr, rack, fenced)| json!({"id": id, "address": addr, "rack": rack, "fenced": fenced})).collect::<Vec<_>>(),
             "topics": topics,
             "partitions": partitions,
             "quorum": {
@@ -82,6 +92,7 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
                 "epoch": quorum.leader_epoch,
                 "high_watermark": quorum.high_watermark,
                 "voters": voters.iter().map(|(id, end)| json!({"id": id, "log_end_offset": end})).collect::<Vec<_>>(),
+                "observers": observers.iter().map(|(id, end)| json!({"id": id, "log_end_offset": end})).collect::<Vec<_>>(),
             },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -92,29 +103,38 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
         cluster.cluster_id.as_str()
     );
     print_table(
-        &["BROKER", "ADDRESS", "RACK", "CONTROLLER"],
+        &["BROKER", "ADDRESS", "RACK", "STATE", "CONTROLLER"],
         brokers
             .iter()
-            .map(|(id, addr, rack)| {
+            .map(|(id, addr, rack, fenced)| {
                 vec![
                     id.to_string(),
                     addr.clone(),
                     rack.clone().unwrap_or_else(|| "-".into()),
+                    if *fenced { "fenced" } else { "serving" }.to_string(),
                     if *id == controller { "yes" } else { "" }.to_string(),
                 ]
             })
             .collect(),
     );
-    let voters: Vec<String> = voters
-        .iter()
-        .map(|(id, end)| format!("{id} (log end {end})"))
-        .collect();
+    let listed = |nodes: &[(i32, i64)]| -> String {
+        let listed: Vec<String> = nodes
+            .iter()
+            .map(|(id, end)| format!("{id} (log end {end})"))
+            .collect();
+        if listed.is_empty() {
+            "none".into()
+        } else {
+            listed.join(", ")
+        }
+    };
     println!(
-        "Metadata quorum: leader {}, epoch {}, high watermark {}, voters {}",
+        "Metadata quorum: leader {}, epoch {}, high watermark {}, voters {}, observers {}",
         quorum.leader_id.0,
         quorum.leader_epoch,
         quorum.high_watermark,
-        voters.join(", ")
+        listed(&voters),
+        listed(&observers)
     );
     Ok(())
 }
@@ -123,7 +143,7 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
 /// --describe` does; `topics` empty means every partition.
 pub fn log_dirs(args: &ClientArgs, topics: &[String]) -> anyhow::Result<()> {
     let mut client = args.connect(Duration::from_secs(10))?;
-    let cluster = describe_cluster(&mut client)?;
+    let cluster = describe_cluster(&mut client, false)?;
     // Every partition of the named topics: DescribeLogDirs takes partition lists, so ask for
     // their numbers first.
     let wanted = if topics.is_empty() {

@@ -899,3 +899,109 @@ fn metadata_reports_broker_rack_from_v1() {
         assert_eq!(rack, expected, "v{version}");
     }
 }
+
+/// DescribeTopicPartitions (v0) for `topics`, at most `limit` partitions, from `cursor`:
+/// each topic's (name, error, partitions as (index, leader, epoch, isr)), and the next
+/// cursor.
+#[allow(clippy::type_complexity)]
+fn describe_topic_partitions(
+    addr: &str,
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> (
+    Vec<(String, i16, Vec<(i32, i32, i32, Vec<i32>)>)>,
+    Option<(String, i32)>,
+) {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use kafka_protocol::messages::{DescribeTopicPartitionsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let name = |n: &str| TopicName(StrBytes::from_string(n.into()));
+    let request = DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| TopicRequest::default().with_name(name(t)))
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(t, p)| {
+            Cursor::default()
+                .with_topic_name(name(t))
+                .with_partition_index(p)
+        }));
+    let response = raw_round_trip(addr, &request, 0);
+    let topics = response
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.leader_id.0,
+                        p.leader_epoch,
+                        p.isr_nodes.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            (name, t.error_code, partitions)
+        })
+        .collect();
+    let next = response
+        .next_cursor
+        .map(|c| (c.topic_name.to_string(), c.partition_index));
+    (topics, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_through_topics_in_name_order() {
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "dtp-b", 2, &[]).await;
+    create_topic(&broker.addr, "dtp-a", 3, &[]).await;
+    let led = |indexes: std::ops::Range<i32>| -> Vec<(i32, i32, i32, Vec<i32>)> {
+        indexes.map(|p| (p, 1, 0, vec![1])).collect()
+    };
+    // Sorted by name whatever the order asked; four partitions, then a cursor.
+    let (topics, next) =
+        describe_topic_partitions(&broker.addr, &["dtp-b", "dtp-a", "dtp-missing"], 4, None);
+    assert_eq!(
+        topics,
+        [
+            ("dtp-a".to_string(), 0, led(0..3)),
+            ("dtp-b".to_string(), 0, led(0..1)),
+        ]
+    );
+    assert_eq!(next, Some(("dtp-b".to_string(), 1)));
+    // The rest, from the cursor; a topic that does not exist says so.
+    let (topics, next) = describe_topic_partitions(
+        &broker.addr,
+        &["dtp-b", "dtp-a", "dtp-missing"],
+        4,
+        Some(("dtp-b", 1)),
+    );
+    let unknown = kafka_protocol::ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(
+        topics,
+        [
+            ("dtp-b".to_string(), 0, led(1..2)),
+            ("dtp-missing".to_string(), unknown, vec![]),
+        ]
+    );
+    assert_eq!(next, None);
+    // No topics named: all of them, internal ones included when they exist.
+    let (topics, _) = describe_topic_partitions(&broker.addr, &[], 100, None);
+    let names: Vec<&str> = topics.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+    assert!(
+        names.contains(&"dtp-a") && names.contains(&"dtp-b"),
+        "{names:?}"
+    );
+    // A cursor on a topic that was not asked for is an invalid request, as in Kafka.
+    let (topics, _) = describe_topic_partitions(&broker.addr, &["dtp-a"], 10, Some(("dtp-b", 0)));
+    let invalid = kafka_protocol::ResponseError::InvalidRequest.code();
+    assert_eq!(topics, [("dtp-a".to_string(), invalid, vec![])]);
+}

@@ -272,6 +272,20 @@ async fn a_dead_brokers_partitions_go_offline_and_the_others_stay_served() {
             assert_eq!(now, before, "partition {p} keeps its leader");
         }
     }
+    // `odradek cluster info` still lists it, as fenced (DescribeCluster v2, KIP-1073).
+    let info = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["-b", &alive, "cluster", "info", "--output", "json"])
+        .output()
+        .expect("running odradek cluster info");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("JSON");
+    let states: Vec<(i64, bool)> = info["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|b| (b["id"].as_i64().unwrap(), b["fenced"].as_bool().unwrap()))
+        .collect();
+    let expected: Vec<(i64, bool)> = (1..=3).map(|id| (id, id == victim as i64)).collect();
+    assert_eq!(states, expected, "{info}");
     // Every partition of a live broker takes writes.
     let producer = producer(&alive, &[("acks", "all"), ("message.timeout.ms", "10000")]);
     for (p, leader) in after.iter().enumerate() {
@@ -322,10 +336,38 @@ async fn a_dead_brokers_partitions_go_offline_and_the_others_stay_served() {
         fetch_at(3),
         kafka_protocol::ResponseError::UnknownLeaderEpoch.code()
     );
+    // Fetch v16 from a broker that does not lead it says who does, and where (KIP-951).
+    let mut request = fetch_request(&topic, p, 0, -1);
+    request.topics[0].topic_id = topic_id(&alive, &topic);
+    request.topics[0].topic = Default::default();
+    let response = raw_round_trip(&alive, &request, 16);
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(
+        partition.error_code,
+        kafka_protocol::ResponseError::NotLeaderOrFollower.code()
+    );
+    assert_eq!(
+        (
+            partition.current_leader.leader_id.0,
+            partition.current_leader.leader_epoch
+        ),
+        (victim, 2)
+    );
+    let endpoints: Vec<(i32, String)> = response
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, format!("{}:{}", e.host.as_str(), e.port)))
+        .collect();
+    assert_eq!(endpoints, [(victim, back.clone())]);
 }
 
-/// Each partition's leader epoch, as Metadata v12 reports it through `addr`.
-fn leader_epochs(addr: &str, topic: &str) -> Vec<i32> {
+/// `topic`'s id, as Metadata v12 reports it through `addr`.
+fn topic_id(addr: &str, topic: &str) -> uuid::Uuid {
+    metadata_v12(addr, topic).topics[0].topic_id
+}
+
+/// Metadata v12 of `topic` through `addr`.
+fn metadata_v12(addr: &str, topic: &str) -> kafka_protocol::messages::MetadataResponse {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::{MetadataRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -333,7 +375,12 @@ fn leader_epochs(addr: &str, topic: &str) -> Vec<i32> {
         MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
     ]));
-    let response = raw_round_trip(addr, &request, 12);
+    raw_round_trip(addr, &request, 12)
+}
+
+/// Each partition's leader epoch, as Metadata v12 reports it through `addr`.
+fn leader_epochs(addr: &str, topic: &str) -> Vec<i32> {
+    let response = metadata_v12(addr, topic);
     let mut partitions: Vec<(i32, i32)> = response.topics[0]
         .partitions
         .iter()

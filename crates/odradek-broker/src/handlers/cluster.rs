@@ -51,17 +51,29 @@ impl Broker {
                 .with_error_code(ResponseError::UnsupportedEndpointType.code())
                 .with_endpoint_type(request.endpoint_type);
         }
-        let brokers = self
-            .live_endpoints()
-            .into_iter()
-            .map(|(id, host, port, rack)| {
-                DescribeClusterBroker::default()
-                    .with_broker_id(id.into())
-                    .with_host(str_bytes(host))
-                    .with_port(port)
-                    .with_rack(rack.map(str_bytes))
-            })
-            .collect();
+        let broker = |(id, host, port, rack): super::Endpoint| {
+            DescribeClusterBroker::default()
+                .with_broker_id(id.into())
+                .with_host(str_bytes(host))
+                .with_port(port)
+                .with_rack(rack.map(str_bytes))
+        };
+        let mut brokers: Vec<DescribeClusterBroker> =
+            self.live_endpoints().into_iter().map(broker).collect();
+        // KIP-1073 (v2): the fenced ones too, marked, for operators' tools.
+        if request.include_fenced_brokers {
+            let image = self.logs.image();
+            brokers.extend(
+                image
+                    .brokers
+                    .values()
+                    .filter(|b| b.fenced && b.id != self.node_id)
+                    .map(|b| {
+                        broker((b.id, b.host.clone(), b.port, b.rack.clone())).with_is_fenced(true)
+                    }),
+            );
+            brokers.sort_by_key(|b| b.broker_id.0);
+        }
         DescribeClusterResponse::default()
             .with_endpoint_type(request.endpoint_type)
             .with_cluster_id(str_bytes(self.cluster_id()))

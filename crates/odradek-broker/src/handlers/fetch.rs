@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use odradek_storage::StorageError;
@@ -248,6 +248,15 @@ impl Broker {
             .leads(&topic.name, target.partition)
             .and_then(|epoch| check_leader_epoch(target.leader_epoch, epoch));
         if let Err(e) = checked {
+            // KIP-951: who leads now, so the client goes there without a metadata round
+            // trip (-1 and -1 when nobody does).
+            let (leader, epoch) = self
+                .logs
+                .leadership(&topic.name, target.partition)
+                .unwrap_or((-1, -1));
+            data.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(leader.into())
+                .with_leader_epoch(epoch);
             return error(data, e);
         }
         let Some(log) = partition.lock_online_log() else {
@@ -420,7 +429,7 @@ impl Broker {
             let reads = broker
                 .park_until_ready(&targets, max_wait, min_bytes, max_bytes, read_committed)
                 .await;
-            ResponseKind::Fetch(broker.fetch_response(mode, targets, reads, by_id))
+            ResponseKind::Fetch(broker.fetch_response(mode, targets, reads, version))
         }))
     }
 
@@ -476,8 +485,10 @@ impl Broker {
         mode: SessionMode,
         targets: Vec<(FetchTarget, Option<Reported>)>,
         reads: Vec<PartitionRead>,
-        by_id: bool,
+        version: i16,
     ) -> FetchResponse {
+        let by_id = version >= 13;
+        let mut movers = std::collections::BTreeSet::new();
         let incremental = matches!(mode, SessionMode::Incremental(_));
         let mut topics: Vec<FetchableTopicResponse> = Vec::new();
         let mut reported = Vec::new();
@@ -513,7 +524,13 @@ impl Broker {
                     topics.len() - 1
                 }
             };
-            topics[at].partitions.push(read.data);
+            let mut data = read.data;
+            if version < 12 {
+                data.current_leader = LeaderIdAndEpoch::default();
+            } else if data.current_leader.leader_id.0 >= 0 {
+                movers.insert(data.current_leader.leader_id.0);
+            }
+            topics[at].partitions.push(data);
         }
         let session_id = match mode {
             SessionMode::None => 0,
@@ -522,8 +539,14 @@ impl Broker {
                 id
             }
         };
+        let node_endpoints = if version >= 16 {
+            self.node_endpoints(movers)
+        } else {
+            Vec::new()
+        };
         FetchResponse::default()
             .with_session_id(session_id)
             .with_responses(topics)
+            .with_node_endpoints(node_endpoints)
     }
 }

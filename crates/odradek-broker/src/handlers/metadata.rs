@@ -1,10 +1,16 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
+};
 use uuid::Uuid;
 
 use super::cluster::{ALL_CLUSTER_OPERATIONS, ALL_TOPIC_OPERATIONS};
@@ -12,6 +18,7 @@ use super::validate_topic_name;
 use crate::Broker;
 use crate::broker::str_bytes;
 use crate::log_manager::Topic;
+use crate::metadata::MetadataImage;
 
 impl Broker {
     pub(crate) async fn metadata(
@@ -118,36 +125,52 @@ impl Broker {
         }
     }
 
+    /// Partition `index` of `topic` as Metadata and DescribeTopicPartitions describe it.
+    fn partition_view(&self, image: &MetadataImage, topic: &Topic, index: i32) -> PartitionView {
+        let replicas = self.logs.replicas(&topic.name, index);
+        let placed = image.topic(&topic.name).and_then(|t| t.placement(index));
+        let leadership = self.logs.leadership(&topic.name, index);
+        // Partitions written before the cluster: one replica, this node, epoch 0.
+        let (isr, leader_epoch) =
+            placed.map_or((replicas.clone(), 0), |p| (p.isr.clone(), p.leader_epoch));
+        let leader = leadership.map(|(leader, _)| leader);
+        let offline = replicas
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != leader && image.brokers.get(id).is_some_and(|b| b.fenced))
+            .collect();
+        PartitionView {
+            leader,
+            leader_epoch,
+            replicas,
+            isr,
+            offline,
+        }
+    }
+
     fn topic_metadata(&self, topic: &Topic, version: i16, with_ops: bool) -> MetadataResponseTopic {
         let image = self.logs.image();
+        let ids = |ids: Vec<i32>| ids.into_iter().map(Into::into).collect();
         let partitions = topic
             .partitions
             .iter()
             .map(|p| {
-                let replicas = self.logs.replicas(&topic.name, p.index);
-                let placed = image.topic(&topic.name).and_then(|t| t.placement(p.index));
-                let leader = self.logs.leader(&topic.name, p.index);
-                // Partitions written before the cluster: one replica, this node, epoch 0.
-                let (isr, epoch) =
-                    placed.map_or((replicas.clone(), 0), |p| (p.isr.clone(), p.leader_epoch));
-                let offline: Vec<_> = replicas
-                    .iter()
-                    .filter(|id| {
-                        Some(**id) != leader && image.brokers.get(id).is_some_and(|b| b.fenced)
-                    })
-                    .map(|id| (*id).into())
-                    .collect();
+                let view = self.partition_view(&image, topic, p.index);
                 MetadataResponsePartition::default()
-                    .with_error_code(match leader {
+                    .with_error_code(match view.leader {
                         Some(_) => 0,
                         None => ResponseError::LeaderNotAvailable.code(),
                     })
                     .with_partition_index(p.index)
-                    .with_leader_id(leader.unwrap_or(-1).into())
-                    .with_leader_epoch(if version >= 7 { epoch } else { -1 })
-                    .with_replica_nodes(replicas.iter().map(|id| (*id).into()).collect())
-                    .with_isr_nodes(isr.into_iter().map(Into::into).collect())
-                    .with_offline_replicas(if version >= 5 { offline } else { Vec::new() })
+                    .with_leader_id(view.leader.unwrap_or(-1).into())
+                    .with_leader_epoch(if version >= 7 { view.leader_epoch } else { -1 })
+                    .with_replica_nodes(ids(view.replicas))
+                    .with_isr_nodes(ids(view.isr))
+                    .with_offline_replicas(if version >= 5 {
+                        ids(view.offline)
+                    } else {
+                        Vec::new()
+                    })
             })
             .collect();
         MetadataResponseTopic::default()
@@ -160,5 +183,129 @@ impl Broker {
             } else {
                 i32::MIN
             })
+    }
+}
+
+/// A partition's leadership and replicas, as the metadata image has them.
+struct PartitionView {
+    leader: Option<i32>,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    /// Replicas on fenced brokers.
+    offline: Vec<i32>,
+}
+
+/// Kafka's `max.request.partition.size.limit`: the most partitions one
+/// DescribeTopicPartitions response holds, whatever the client asks.
+const MAX_PARTITIONS_PER_DESCRIBE: usize = 2000;
+
+impl Broker {
+    /// DescribeTopicPartitions (KIP-966): the named topics, or all of them, sorted by name,
+    /// at most `response_partition_limit` partitions per response, continued from `cursor`
+    /// and pointing at the next partition with `next_cursor`. As Kafka does, a cursor on a
+    /// topic not asked for, or on a negative partition, is INVALID_REQUEST.
+    pub(crate) fn describe_topic_partitions(
+        &self,
+        request: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        let asked: BTreeSet<String> = request.topics.iter().map(|t| t.name.to_string()).collect();
+        let all = asked.is_empty();
+        let cursor = request
+            .cursor
+            .as_ref()
+            .map(|c| (c.topic_name.to_string(), c.partition_index));
+        let invalid = cursor
+            .as_ref()
+            .is_some_and(|(topic, index)| *index < 0 || (!all && !asked.contains(topic)));
+        if invalid {
+            let topics = asked
+                .iter()
+                .map(|name| {
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_name(Some(TopicName(str_bytes(name.clone()))))
+                })
+                .collect();
+            return DescribeTopicPartitionsResponse::default().with_topics(topics);
+        }
+        let names: Vec<String> = if all {
+            self.logs.topics().iter().map(|t| t.name.clone()).collect()
+        } else {
+            asked.into_iter().collect()
+        };
+        let (from_topic, from_partition) = cursor.unwrap_or_default();
+        let mut left = usize::try_from(request.response_partition_limit)
+            .unwrap_or(0)
+            .clamp(1, MAX_PARTITIONS_PER_DESCRIBE);
+        let image = self.logs.image();
+        let ids = |ids: Vec<i32>| ids.into_iter().map(Into::into).collect::<Vec<_>>();
+        let mut response = DescribeTopicPartitionsResponse::default();
+        let mut sorted = names;
+        sorted.sort();
+        for name in sorted.into_iter().filter(|n| *n >= from_topic) {
+            let Some(topic) = self.logs.topic(&name) else {
+                response.topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_name(Some(TopicName(str_bytes(name)))),
+                );
+                continue;
+            };
+            let start = if name == from_topic {
+                from_partition
+            } else {
+                0
+            };
+            if left == 0 {
+                response.next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(str_bytes(name)))
+                        .with_partition_index(start),
+                );
+                break;
+            }
+            let mut partitions = Vec::new();
+            for p in topic.partitions.iter().filter(|p| p.index >= start) {
+                if left == 0 {
+                    response.next_cursor = Some(
+                        Cursor::default()
+                            .with_topic_name(TopicName(str_bytes(name.clone())))
+                            .with_partition_index(p.index),
+                    );
+                    break;
+                }
+                left -= 1;
+                let view = self.partition_view(&image, &topic, p.index);
+                partitions.push(
+                    DescribeTopicPartitionsResponsePartition::default()
+                        .with_error_code(match view.leader {
+                            Some(_) => 0,
+                            None => ResponseError::LeaderNotAvailable.code(),
+                        })
+                        .with_partition_index(p.index)
+                        .with_leader_id(view.leader.unwrap_or(-1).into())
+                        .with_leader_epoch(view.leader_epoch)
+                        .with_replica_nodes(ids(view.replicas))
+                        .with_isr_nodes(ids(view.isr))
+                        // KIP-966's eligible leaders: none kept until replication lands.
+                        .with_eligible_leader_replicas(Some(Vec::new()))
+                        .with_last_known_elr(Some(Vec::new()))
+                        .with_offline_replicas(ids(view.offline)),
+                );
+            }
+            response.topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_topic_id(topic.id)
+                    .with_is_internal(crate::coordinator::is_internal(&topic.name))
+                    .with_partitions(partitions)
+                    .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+            );
+            if response.next_cursor.is_some() {
+                break;
+            }
+        }
+        response
     }
 }

@@ -17,6 +17,8 @@ pub(crate) mod transactions;
 
 use kafka_protocol::ResponseError;
 
+use crate::broker::str_bytes;
+
 /// Why a request (or one item of it) is refused: the error code and the message sent with it.
 pub(crate) type Refusal = (ResponseError, String);
 
@@ -88,6 +90,19 @@ impl crate::Broker {
             .collect()
     }
 
+    /// KIP-951's endpoints of `ids` for a Produce or Fetch response, built one way so
+    /// that both answer alike. (Each response type has its own generated struct, with the
+    /// same fields.)
+    pub(crate) fn node_endpoints<E: KipEndpoint>(
+        &self,
+        ids: impl IntoIterator<Item = i32>,
+    ) -> Vec<E> {
+        self.endpoints(ids)
+            .into_iter()
+            .map(|(id, host, port, rack)| E::of(id, host, port, rack))
+            .collect()
+    }
+
     /// The controller as clients are told of it: this broker, as a KRaft broker names a
     /// live broker rather than the quorum leader (KIP-590). Clients send admin requests to
     /// the controller they are told of, and every broker forwards them to the quorum
@@ -121,3 +136,24 @@ mod tests {
         }
     }
 }
+
+/// The NodeEndpoint of a response that has KIP-951's field (Produce v10+, Fetch v16+).
+pub(crate) trait KipEndpoint {
+    fn of(id: i32, host: String, port: i32, rack: Option<String>) -> Self;
+}
+
+macro_rules! kip_endpoint {
+    ($endpoint:ty) => {
+        impl KipEndpoint for $endpoint {
+            fn of(id: i32, host: String, port: i32, rack: Option<String>) -> Self {
+                <$endpoint>::default()
+                    .with_node_id(id.into())
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(rack.map(str_bytes))
+            }
+        }
+    };
+}
+kip_endpoint!(kafka_protocol::messages::produce_response::NodeEndpoint);
+kip_endpoint!(kafka_protocol::messages::fetch_response::NodeEndpoint);

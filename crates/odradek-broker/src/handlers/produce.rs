@@ -3,8 +3,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
-    TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use odradek_protocol::batch::{self, BatchError};
@@ -371,17 +370,7 @@ impl Broker {
         if version >= 10 {
             // KIP-951: where the partitions that moved are led now, so clients go there
             // without a metadata round trip.
-            response.node_endpoints = self
-                .endpoints(movers)
-                .into_iter()
-                .map(|(id, host, port, rack)| {
-                    NodeEndpoint::default()
-                        .with_node_id(id.into())
-                        .with_host(str_bytes(host))
-                        .with_port(port)
-                        .with_rack(rack.map(str_bytes))
-                })
-                .collect();
+            response.node_endpoints = self.node_endpoints(movers);
         }
         if waits.is_empty() {
             return Reply::now(kafka_protocol::messages::ResponseKind::Produce(response));
