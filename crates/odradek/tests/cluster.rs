@@ -715,3 +715,115 @@ async fn dedicated_controllers_and_broker_only_nodes_form_one_cluster() {
     );
     assert_eq!(read(&four), written, "{}", cluster.logs());
 }
+
+/// The coordinator of `key` (key type 0: a group, 1: a transactional id) that FindCoordinator
+/// names through `addr`.
+fn coordinator_of(addr: &str, key: &str, key_type: i8) -> i32 {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(key_type)
+        .with_coordinator_keys(vec![StrBytes::from_string(key.into())]);
+    let response = raw_round_trip(addr, &request, 4);
+    let coordinator = &response.coordinators[0];
+    assert_eq!(
+        coordinator.error_code, 0,
+        "FindCoordinator {key}: {response:?}"
+    );
+    coordinator.node_id.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_transaction_requests_are_answered_by_their_coordinator_only() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::{
+        GroupId, HeartbeatRequest, InitProducerIdRequest, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use rdkafka::consumer::CommitMode;
+    let cluster = Cluster::start(3);
+    let one = cluster.node(1).addr.to_string();
+
+    // A real consumer group on a 3-broker cluster: librdkafka finds the coordinator,
+    // joins, reads every partition (led by all three brokers) and commits.
+    let topic = unique_topic("coordinated");
+    create(&one, &topic, 3).await.unwrap();
+    let producer = producer(&cluster.bootstrap(), &[("acks", "all")]);
+    for p in 0..3 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).partition(p).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let group = unique_topic("group");
+    let member = consumer(
+        &cluster.bootstrap(),
+        &[
+            ("group.id", &group),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+        ],
+    );
+    member.subscribe(&[&topic]).unwrap();
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while read < 3 && std::time::Instant::now() < deadline {
+        if let Some(m) = member.poll(Duration::from_millis(200)) {
+            m.expect("a record");
+            read += 1;
+        }
+    }
+    assert_eq!(read, 3, "{}", cluster.logs());
+    member.commit_consumer_state(CommitMode::Sync).unwrap();
+    let committed = member
+        .committed(Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.offset())
+        .collect::<Vec<_>>();
+    assert_eq!(committed, vec![rdkafka::Offset::Offset(1); 3]);
+
+    // Any other broker refuses the group's requests with NOT_COORDINATOR, so that clients
+    // go back to FindCoordinator, as Kafka's brokers do.
+    let coordinator = coordinator_of(&one, &group, 0);
+    let heartbeat = |node: i32| {
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_static_str("nobody"));
+        raw_round_trip(&cluster.node(node).addr.to_string(), &request, 4).error_code
+    };
+    for node in 1..=3 {
+        let expected = if node == coordinator {
+            ResponseError::UnknownMemberId
+        } else {
+            ResponseError::NotCoordinator
+        };
+        assert_eq!(heartbeat(node), expected.code(), "heartbeat to node {node}");
+    }
+
+    // Likewise for a transactional id: only its coordinator starts the producer.
+    let txn = unique_topic("txn");
+    let txn_coordinator = coordinator_of(&one, &txn, 1);
+    for node in 1..=3 {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(txn.clone()))))
+            .with_transaction_timeout_ms(10_000);
+        let response = raw_round_trip(&cluster.node(node).addr.to_string(), &request, 4);
+        if node == txn_coordinator {
+            assert_eq!(response.error_code, 0, "{response:?}");
+            assert!(response.producer_id.0 >= 0);
+        } else {
+            assert_eq!(
+                response.error_code,
+                ResponseError::NotCoordinator.code(),
+                "InitProducerId on node {node}"
+            );
+        }
+    }
+}

@@ -19,6 +19,7 @@ use crate::broker::{RequestContext, str_bytes};
 use crate::coordinator::consumer::{self, ConsumerState, HeartbeatRequest, TopicInfo};
 use crate::coordinator::group::Group;
 use crate::coordinator::{self, is_internal};
+use crate::handlers::groups::CoordinatorKind;
 use odradek_storage::LockExt;
 
 impl Broker {
@@ -61,6 +62,12 @@ impl Broker {
                 "The coordinator is not available.".into(),
             );
         };
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
+            return fail(
+                e,
+                format!("This broker does not coordinate group {group_id}."),
+            );
+        }
         let topics = self.assignable_topics();
         let owned = request.topic_partitions.as_ref().map(|tps| {
             tps.iter()
@@ -190,6 +197,9 @@ impl Broker {
                     } else {
                         i32::MIN
                     });
+                if let Err(e) = self.check_coordinator(CoordinatorKind::Group, id.as_str()) {
+                    return d.with_error_code(e.code());
+                }
                 let Some(state) = groups.get(id.as_str()).and_then(|g| g.consumer.as_ref()) else {
                     return d
                         .with_error_code(ResponseError::GroupIdNotFound.code())

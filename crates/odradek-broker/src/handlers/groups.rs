@@ -33,6 +33,15 @@ use crate::coordinator::group::{
 use crate::coordinator::records::RecordKey;
 use crate::coordinator::{self, OFFSETS_TOPIC};
 use crate::log_manager::Partition;
+
+/// The two coordinators a broker may be for a key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CoordinatorKind {
+    /// Consumer groups: `__consumer_offsets`.
+    Group,
+    /// Transactional ids: `__transaction_state`.
+    Transaction,
+}
 use odradek_storage::LockExt;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -235,6 +244,31 @@ impl Broker {
         }
     }
 
+    /// Whether this broker coordinates `key` (a group id, or a transactional id): it leads
+    /// the partition of the internal topic the key hashes to, the one FindCoordinator
+    /// names. Else NOT_COORDINATOR, which sends the client back to FindCoordinator, or
+    /// COORDINATOR_NOT_AVAILABLE while that partition has no leader. Before the internal
+    /// topic exists nobody coordinates anything yet, so the request goes on (and creates it).
+    pub(crate) fn check_coordinator(
+        &self,
+        kind: CoordinatorKind,
+        key: &str,
+    ) -> Result<(), ResponseError> {
+        let name = match kind {
+            CoordinatorKind::Group => OFFSETS_TOPIC,
+            CoordinatorKind::Transaction => coordinator::transactions::TRANSACTION_STATE_TOPIC,
+        };
+        let Some(topic) = self.logs.topic(name) else {
+            return Ok(());
+        };
+        let partition = coordinator::partition_for(key, topic.partitions.len() as i32);
+        match self.logs.leader(name, partition) {
+            Some(leader) if leader == self.node_id => Ok(()),
+            Some(_) => Err(ResponseError::NotCoordinator),
+            None => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
     pub(crate) async fn find_coordinator(
         &self,
         request: FindCoordinatorRequest,
@@ -334,6 +368,9 @@ impl Broker {
         if self.coordinator.offsets_topic(&self.logs).await.is_none() {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
+            return fail(e);
+        }
         let session_timeout = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
         let join = JoinRequest {
             member_id: request.member_id.to_string(),
@@ -387,7 +424,14 @@ impl Broker {
 
     pub(crate) fn sync_group(&self, request: SyncGroupRequest, version: i16) -> Reply {
         let now = Instant::now();
-        let outcome = {
+        let outcome = if let Err(e) =
+            self.check_coordinator(CoordinatorKind::Group, request.group_id.as_str())
+        {
+            Outcome::Now(SyncResult {
+                error: Some(e),
+                ..SyncResult::default()
+            })
+        } else {
             let mut groups = self.coordinator.groups.lock_or_recover();
             match groups.get_mut(request.group_id.as_str()) {
                 None => Outcome::Now(SyncResult {
@@ -431,6 +475,9 @@ impl Broker {
     }
 
     pub(crate) fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, request.group_id.as_str()) {
+            return HeartbeatResponse::default().with_error_code(e.code());
+        }
         let mut groups = self.coordinator.groups.lock_or_recover();
         let error = match groups.get_mut(request.group_id.as_str()) {
             None => Some(ResponseError::UnknownMemberId),
@@ -463,6 +510,9 @@ impl Broker {
         } else {
             vec![(request.member_id.to_string(), None)]
         };
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, request.group_id.as_str()) {
+            return LeaveGroupResponse::default().with_error_code(e.code());
+        }
         let now = Instant::now();
         let mut groups = self.coordinator.groups.lock_or_recover();
         let Some(group) = groups.get_mut(request.group_id.as_str()) else {
@@ -500,6 +550,8 @@ impl Broker {
             Some(ResponseError::InvalidGroupId)
         } else if self.coordinator.offsets_topic(&self.logs).await.is_none() {
             Some(ResponseError::CoordinatorNotAvailable)
+        } else if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
+            Some(e)
         } else {
             let mut groups = self.coordinator.groups.lock_or_recover();
             let simple = request.generation_id_or_member_epoch < 0 && request.member_id.is_empty();
@@ -690,6 +742,13 @@ impl Broker {
                 .groups
                 .iter()
                 .map(|g| {
+                    if let Err(e) =
+                        self.check_coordinator(CoordinatorKind::Group, g.group_id.as_str())
+                    {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(e.code());
+                    }
                     let wanted = g.topics.as_ref().map(|ts| {
                         ts.iter()
                             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
@@ -727,6 +786,33 @@ impl Broker {
                 })
                 .collect();
             return OffsetFetchResponse::default().with_groups(groups);
+        }
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, request.group_id.as_str()) {
+            // The top-level error code came with v2; v1 has it on each partition asked for.
+            if version >= 2 {
+                return OffsetFetchResponse::default().with_error_code(e.code());
+            }
+            let topics = request
+                .topics
+                .iter()
+                .flatten()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(e.code())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
         }
         let wanted = request.topics.as_ref().map(|ts| {
             ts.iter()
@@ -807,6 +893,10 @@ impl Broker {
             .iter()
             .map(|id| {
                 let mut d = DescribedGroup::default().with_group_id(id.clone());
+                if let Err(e) = self.check_coordinator(CoordinatorKind::Group, id.as_str()) {
+                    d.error_code = e.code();
+                    return d;
+                }
                 if version >= 3 {
                     d.authorized_operations = if request.include_authorized_operations {
                         ALL_GROUP_OPERATIONS
@@ -896,9 +986,11 @@ impl Broker {
         for id in &request.groups_names {
             let group_id = id.to_string();
             let keys = {
+                let coordinated = self.check_coordinator(CoordinatorKind::Group, &group_id);
                 let groups = self.coordinator.groups.lock_or_recover();
                 match groups.get(&group_id) {
                     _ if group_id.is_empty() => Err(ResponseError::InvalidGroupId),
+                    _ if coordinated.is_err() => coordinated.map(|()| Vec::new()),
                     None => Err(ResponseError::GroupIdNotFound),
                     Some(g) if g.state == GroupState::Dead => Err(ResponseError::GroupIdNotFound),
                     Some(g) if !g.is_empty() => Err(ResponseError::NonEmptyGroup),
@@ -953,6 +1045,11 @@ impl Broker {
         let group_id = request.group_id.to_string();
         let mut topics = Vec::new();
         let mut doomed = Vec::new();
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
+            return Reply::now(ResponseKind::OffsetDelete(
+                OffsetDeleteResponse::default().with_error_code(e.code()),
+            ));
+        }
         {
             let groups = self.coordinator.groups.lock_or_recover();
             let Some(group) = groups

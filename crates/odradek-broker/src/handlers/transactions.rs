@@ -48,6 +48,7 @@ use crate::coordinator::transactions::{
     encode_key, encode_value,
 };
 use crate::coordinator::{self, OFFSETS_TOPIC, PendingOffset, partition_for};
+use crate::handlers::groups::CoordinatorKind;
 use crate::log_manager::Topic;
 
 fn code(e: Option<ResponseError>) -> i16 {
@@ -191,6 +192,13 @@ impl Broker {
                 }
             };
         };
+        // Made (or learnt from another broker) first: only then is its leader known.
+        if self.transaction_topic().await.is_none() {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, &id) {
+            return fail(e);
+        }
         let timeout = request.transaction_timeout_ms;
         if timeout <= 0 || timeout > self.txn.limits.max_timeout_ms {
             return fail(ResponseError::InvalidTransactionTimeout);
@@ -355,6 +363,9 @@ impl Broker {
         verify_only: bool,
     ) -> Vec<(TopicPartition, Option<ResponseError>)> {
         let all = |e: ResponseError| wanted.iter().map(|tp| (tp.clone(), Some(e))).collect();
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, id) {
+            return all(e);
+        }
         let unknown: Vec<bool> = wanted
             .iter()
             .map(|(t, p)| self.logs.partition(t, *p).is_none())
@@ -518,6 +529,9 @@ impl Broker {
                 .with_producer_id(request.producer_id)
                 .with_producer_epoch(request.producer_epoch)
         };
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, &id) {
+            return respond(Some(e));
+        }
         let mut txns = self.txn.txns.lock().await;
         let mut m =
             match check_producer(txns.get(&id), request.producer_id.0, request.producer_epoch) {
@@ -544,8 +558,10 @@ impl Broker {
         let group_id = request.group_id.to_string();
         let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
         let offsets = self.coordinator.offsets_topic(&self.logs).await;
+        let coordinated = self.check_coordinator(CoordinatorKind::Group, &group_id);
         let error = match &offsets {
             None => Some(ResponseError::CoordinatorNotAvailable),
+            Some(_) if coordinated.is_err() => coordinated.err(),
             Some(topic) => {
                 let partition = partition_for(&group_id, topic.partitions.len() as i32);
                 if !self.txn.open.allows(pid, epoch, OFFSETS_TOPIC, partition) {
@@ -707,6 +723,9 @@ impl Broker {
             .iter()
             .map(|id| {
                 let state = TransactionState::default().with_transactional_id(id.clone());
+                if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, id.as_str()) {
+                    return state.with_error_code(e.code());
+                }
                 let Some(m) = txns.get(id.as_str()) else {
                     return state.with_error_code(ResponseError::TransactionalIdNotFound.code());
                 };
