@@ -24,6 +24,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 10),
+    // Kafka 4 serves v2+ (KIP-896 removed the older ones).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ApiVersions, 0, 4),
@@ -557,6 +559,9 @@ impl Broker {
             RequestKind::ListOffsets(r) => {
                 Reply::now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
             }
+            RequestKind::OffsetForLeaderEpoch(r) => Reply::now(ResponseKind::OffsetForLeaderEpoch(
+                self.offset_for_leader_epoch(r),
+            )),
             RequestKind::CreateTopics(r) => Reply::now(ResponseKind::CreateTopics(
                 self.create_topics(r, version).await,
             )),

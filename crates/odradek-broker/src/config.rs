@@ -313,7 +313,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some(""),
         Any,
-        "At most one server; finding the quorum this way (KIP-853) is not supported yet, so more stop start-up.",
+        "Where a broker-only node finds the quorum (any voters' controller listeners, host:port). A controller may name only itself: dynamic quorums (KIP-853) are not supported yet, so more stop start-up.",
     ),
     def(
         "controller.listener.names",
@@ -1213,6 +1213,9 @@ pub struct QuorumSpec {
     /// without one, a port of the system's choosing on its client listener's address, where
     /// the controllers send it the metadata log.
     pub listen: Option<SocketAddr>,
+    /// `controller.quorum.bootstrap.servers`: where a broker-only node without a voter
+    /// list asks to join.
+    pub bootstrap: Vec<SocketAddr>,
 }
 
 /// What a node does (`process.roles`).
@@ -1304,11 +1307,12 @@ impl BrokerConfig {
             value,
             reason,
         };
-        if !roles.controller && quorum.voters.is_empty() {
+        if !roles.controller && quorum.voters.is_empty() && quorum.bootstrap.is_empty() {
             return Err(invalid(
                 "controller.quorum.voters",
                 voters_value(),
-                "a broker-only node (process.roles=broker) needs the controllers: list them here"
+                "a broker-only node (process.roles=broker) needs the controllers: list them \
+                 here or in controller.quorum.bootstrap.servers"
                     .into(),
             ));
         }
@@ -1350,13 +1354,16 @@ impl BrokerConfig {
         }
         if let Some(servers) = self
             .value("controller.quorum.bootstrap.servers")
-            .filter(|v| v.split(',').filter(|s| !s.trim().is_empty()).count() > 1)
+            .filter(|v| {
+                roles.controller && v.split(',').filter(|s| !s.trim().is_empty()).count() > 1
+            })
         {
             return Err(refuse(
                 "controller.quorum.bootstrap.servers",
                 servers,
-                "finding the quorum through bootstrap servers (KIP-853) is not supported yet: \
-                 list the voters in controller.quorum.voters"
+                "a controller that finds its quorum through bootstrap servers (a dynamic \
+                 quorum, KIP-853) is not supported yet: list the voters in \
+                 controller.quorum.voters"
                     .into(),
             ));
         }
@@ -1472,13 +1479,44 @@ impl BrokerConfig {
                     })
             })
             .transpose()?;
+        let bootstrap_value = self
+            .value("controller.quorum.bootstrap.servers")
+            .unwrap_or_default();
+        let bootstrap = bootstrap_value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|host_port| {
+                std::net::ToSocketAddrs::to_socket_addrs(host_port)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        key: "controller.quorum.bootstrap.servers".into(),
+                        value: bootstrap_value.into(),
+                        reason: format!("cannot resolve {host_port}: expected HOST:PORT"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // A controller's bootstrap server can only be itself (a one-node quorum, Kafka 4's
+        // quick-start): only a broker-only node follows the quorum through them.
+        let bootstrap = if self.process_roles()?.controller {
+            Vec::new()
+        } else {
+            bootstrap
+        };
+        // A node outside a quorum it knows of follows it; with neither voters nor bootstrap
+        // servers it is the quorum, alone.
+        let knows_a_quorum = !voters.is_empty() || !bootstrap.is_empty();
+        let observer = knows_a_quorum && !voters.contains_key(&self.node_id());
         let listen = match listen {
-            None if !voters.is_empty() && !voters.contains_key(&self.node_id()) => {
-                Some(self.observer_listen()?)
-            }
+            None if observer => Some(self.observer_listen()?),
             listen => listen,
         };
-        Ok(QuorumSpec { voters, listen })
+        Ok(QuorumSpec {
+            voters,
+            listen,
+            bootstrap,
+        })
     }
 
     /// A broker-only node with no controller listener of its own (Kafka's usual config for
@@ -2150,6 +2188,21 @@ mod tests {
             broker.quorum().unwrap().listen,
             Some("127.0.0.4:0".parse().unwrap())
         );
+        // Kafka 4's way for a broker to find the quorum: any voters' addresses.
+        let bootstrapped = start_with(&[
+            ("node.id", "5"),
+            ("process.roles", "broker"),
+            ("listeners", "PLAINTEXT://127.0.0.5:9092"),
+            (
+                "controller.quorum.bootstrap.servers",
+                "127.0.0.1:9093,127.0.0.2:9093",
+            ),
+        ])
+        .unwrap();
+        let quorum = bootstrapped.quorum().unwrap();
+        assert!(quorum.voters.is_empty());
+        assert_eq!(quorum.bootstrap.len(), 2);
+        assert_eq!(quorum.listen, Some("127.0.0.5:0".parse().unwrap()));
     }
 
     #[test]
@@ -2196,6 +2249,21 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen_addr().unwrap().port(), 9092);
         assert_eq!(config.advertised_addr().unwrap().1, 9092);
+        // Kafka 4's quick-start names the quorum by bootstrap server: this node alone.
+        let config = start_with(&[
+            ("process.roles", "broker,controller"),
+            ("node.id", "1"),
+            ("controller.quorum.bootstrap.servers", "localhost:9093"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap();
+        let quorum = config.quorum().unwrap();
+        assert!(quorum.voters.is_empty() && quorum.bootstrap.is_empty());
+        assert_eq!(config.listen_addr().unwrap().port(), 9092);
     }
 
     #[test]

@@ -596,13 +596,16 @@ impl MetadataStore {
         let config = match spec.listen {
             // Others reach this node: a voter among several, a controller that broker-only
             // nodes observe, or a broker-only node itself.
-            Some(listen) if !spec.voters.is_empty() => {
+            Some(listen) if !spec.voters.is_empty() || !spec.bootstrap.is_empty() => {
                 let voters = spec
                     .voters
                     .iter()
                     .filter_map(|(id, addr)| Some((u64::try_from(*id).ok()?, *addr)))
                     .collect();
-                odradek_raft::QuorumConfig::new(node, listen, voters, dir)
+                odradek_raft::QuorumConfig {
+                    bootstrap: spec.bootstrap.clone(),
+                    ..odradek_raft::QuorumConfig::new(node, listen, voters, dir)
+                }
             }
             // This node alone (the default): nobody needs to reach it.
             _ => odradek_raft::QuorumConfig::single(node, loopback, dir),

@@ -132,6 +132,10 @@ impl<'a> BatchHeader<'a> {
     pub fn total_size(&self) -> usize {
         usize::try_from(i32_at(self.0, LENGTH_OFFSET)).map_or(0, |l| l + LOG_OVERHEAD)
     }
+    /// The epoch of the leader that appended the batch (`partitionLeaderEpoch`).
+    pub fn partition_leader_epoch(&self) -> i32 {
+        i32_at(self.0, LEADER_EPOCH_OFFSET)
+    }
     pub fn magic(&self) -> i8 {
         self.0[MAGIC_OFFSET] as i8
     }

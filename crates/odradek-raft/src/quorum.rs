@@ -38,6 +38,9 @@ pub struct QuorumConfig {
     /// is an observer: an openraft learner that receives the log and never votes (Kafka's
     /// broker-only node).
     pub voters: BTreeMap<u64, SocketAddr>,
+    /// Where an observer without a voter list asks to join (Kafka's
+    /// `controller.quorum.bootstrap.servers`): any voters' addresses.
+    pub bootstrap: Vec<SocketAddr>,
     /// Where the log, vote and snapshots live (`<data-dir>/__cluster_metadata-0/`).
     pub dir: PathBuf,
     pub election_timeout_min: Duration,
@@ -66,6 +69,7 @@ impl QuorumConfig {
             listen,
             serve_peers: true,
             voters,
+            bootstrap: Vec::new(),
             dir: dir.into(),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
@@ -91,8 +95,10 @@ impl QuorumConfig {
     }
 
     fn raft_config(&self) -> Result<Config, QuorumError> {
-        if self.voters.is_empty() {
-            return Err(QuorumError::Config("the quorum has no voters".into()));
+        if self.voters.is_empty() && self.bootstrap.is_empty() {
+            return Err(QuorumError::Config(
+                "neither voters nor bootstrap servers: nowhere to find the quorum".into(),
+            ));
         }
         if self.is_observer() && !self.serve_peers {
             return Err(QuorumError::Config(format!(
@@ -351,7 +357,11 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             id: config.node_id,
             addr: self.local_addr.to_string(),
         };
-        let voters: Vec<String> = config.voters.values().map(|a| a.to_string()).collect();
+        let voters: Vec<String> = if config.voters.is_empty() {
+            config.bootstrap.iter().map(|a| a.to_string()).collect()
+        } else {
+            config.voters.values().map(|a| a.to_string()).collect()
+        };
         let mut next: Option<String> = None;
         let mut attempt = 0usize;
         loop {

@@ -14,6 +14,7 @@ mod disk;
 mod error;
 mod group_commit;
 mod index;
+mod leader_epoch;
 mod log;
 mod producer_state;
 mod recovery_point;
@@ -25,6 +26,7 @@ pub use disk::DiskSpace;
 pub use error::StorageError;
 pub use group_commit::{DurabilityWaiter, GroupCommit, SyncObserver};
 pub use index::{OffsetIndex, TimeIndex};
+pub use leader_epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH_OFFSET};
 pub use log::{
     AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,
 };

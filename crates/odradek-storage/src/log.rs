@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::{info, warn};
 
+use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
 use crate::recovery_point::RecoveryPoint;
 use crate::segment::{OpenMode, now_ms};
@@ -167,6 +168,8 @@ pub struct Log {
     aborted: Vec<AbortedTxn>,
     /// The (segment, length) of the last recovery point written.
     checkpointed: Option<(i64, u64)>,
+    /// Where each leader epoch's writes start; persisted in `leader-epoch-checkpoint`.
+    epochs: LeaderEpochCache,
 }
 
 impl Log {
@@ -237,11 +240,61 @@ impl Log {
             producers: ProducerStateManager::default(),
             aborted: Vec::new(),
             checkpointed: None,
+            epochs: LeaderEpochCache::default(),
         };
         // Whatever recovery kept is what the disk holds.
         log.flushed_offset = log.log_end_offset();
         log.load_transaction_state()?;
+        log.load_leader_epochs()?;
         Ok(log)
+    }
+
+    /// Reads the leader epoch checkpoint, or rebuilds it from the batch headers when it is
+    /// missing (a log written before there was one) or unreadable; then fits it to the log,
+    /// whose tail recovery may have cut.
+    fn load_leader_epochs(&mut self) -> Result<(), StorageError> {
+        let (mut epochs, rebuilt) = match LeaderEpochCache::read(&self.dir) {
+            Some(epochs) => (epochs, false),
+            None => (self.scan_leader_epochs()?, true),
+        };
+        let cut = epochs.truncate_from_end(self.log_end_offset());
+        let moved = epochs.truncate_from_start(self.log_start_offset);
+        if (rebuilt && !epochs.entries().is_empty()) || cut || moved {
+            epochs.write(&self.dir)?;
+        }
+        self.epochs = epochs;
+        Ok(())
+    }
+
+    /// The epoch cache the batch headers add up to, from the log start on.
+    fn scan_leader_epochs(&self) -> Result<LeaderEpochCache, StorageError> {
+        let mut epochs = LeaderEpochCache::default();
+        walk_batch_headers(&self.segments, self.log_start_offset, |_, _, header| {
+            let h = BatchHeader::from_array(header);
+            epochs.assign(h.partition_leader_epoch(), h.base_offset());
+            Ok(())
+        })?;
+        Ok(epochs)
+    }
+
+    /// Notes that `epoch` wrote at `offset`: a new epoch is written to the checkpoint at
+    /// once (it happens once per change of leader).
+    fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), StorageError> {
+        if self.epochs.assign(epoch, offset) {
+            self.epochs.write(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Where `epoch`'s writes end in this log, and the epoch that answer belongs to
+    /// (OffsetForLeaderEpoch); `UNDEFINED_EPOCH_OFFSET` for an epoch it does not know.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch cache (for tools and tests).
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
     }
 
     /// Rebuilds producer state: the newest snapshot the log still covers, then every batch
@@ -294,37 +347,19 @@ impl Log {
     fn replay_from(&mut self, from: i64) -> Result<(u64, Vec<AbortedTxn>), StorageError> {
         let mut replayed = 0;
         let mut aborts = Vec::new();
-        for segment in self.segments.values() {
-            if segment.next_offset() <= from || segment.size() == 0 {
-                continue;
-            }
-            let relative = u32::try_from(from.saturating_sub(segment.base_offset())).unwrap_or(0);
-            let mut pos = u64::from(segment.offset_index().position_for(relative));
-            let mut header = [0u8; batch::HEADER_LEN];
-            while pos + batch::HEADER_LEN as u64 <= segment.size() {
-                segment
-                    .file()
-                    .read_exact_at(&mut header, pos)
-                    .map_err(|e| StorageError::io(segment.log_path(), e))?;
-                let h = BatchHeader::from_array(&header);
-                let size = h.total_size() as u64;
-                if size < batch::HEADER_LEN as u64 {
-                    break;
+        let producers = &mut self.producers;
+        walk_batch_headers(&self.segments, from, |segment, pos, header| {
+            if BatchHeader::from_array(header).is_control() {
+                let whole = read_batch_at(segment.file(), segment.log_path(), pos)?;
+                if let Some((txn, false)) = producers.replay(&whole) {
+                    aborts.push(txn);
                 }
-                if h.last_offset() >= from {
-                    if h.is_control() {
-                        let whole = read_batch_at(segment.file(), segment.log_path(), pos)?;
-                        if let Some((txn, false)) = self.producers.replay(&whole) {
-                            aborts.push(txn);
-                        }
-                    } else {
-                        self.producers.replay(&header);
-                    }
-                    replayed += 1;
-                }
-                pos += size;
+            } else {
+                producers.replay(header);
             }
-        }
+            replayed += 1;
+            Ok(())
+        })?;
         Ok((replayed, aborts))
     }
 
@@ -424,6 +459,7 @@ impl Log {
                 -1
             }
         };
+        self.note_epoch(leader_epoch, base_offset)?;
         self.unflushed_records += record_count;
         let flush_due = self.unflushed_records >= self.config.flush_messages
             || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
@@ -467,6 +503,7 @@ impl Log {
         self.maybe_roll(base_offset, bytes.len() as u64, now)?;
         batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
         self.write_batch(&[&bytes], now)?;
+        self.note_epoch(leader_epoch, base_offset)?;
         if let Some((txn, committed)) = self.producers.replay(&bytes)
             && !committed
         {
@@ -564,6 +601,9 @@ impl Log {
         self.producers.evict_below(self.log_start_offset);
         let start = self.log_start_offset;
         self.retain_aborted_transactions(|t| t.last_offset >= start)?;
+        if self.epochs.truncate_from_start(start) {
+            self.epochs.write(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -1046,6 +1086,39 @@ pub(crate) fn write_file_unsynced(
     file.write_all(bytes.as_ref()).map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;
     Ok((Arc::new(file), path))
+}
+
+/// Calls `visit` with the segment, position and header of every batch that ends at or after
+/// `from`, in offset order: what a replay of the log reads when the headers are enough.
+fn walk_batch_headers(
+    segments: &BTreeMap<i64, LogSegment>,
+    from: i64,
+    mut visit: impl FnMut(&LogSegment, u64, &[u8; batch::HEADER_LEN]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    for segment in segments.values() {
+        if segment.next_offset() <= from || segment.size() == 0 {
+            continue;
+        }
+        let relative = u32::try_from(from.saturating_sub(segment.base_offset())).unwrap_or(0);
+        let mut pos = u64::from(segment.offset_index().position_for(relative));
+        let mut header = [0u8; batch::HEADER_LEN];
+        while pos + batch::HEADER_LEN as u64 <= segment.size() {
+            segment
+                .file()
+                .read_exact_at(&mut header, pos)
+                .map_err(|e| StorageError::io(segment.log_path(), e))?;
+            let h = BatchHeader::from_array(&header);
+            let size = h.total_size() as u64;
+            if size < batch::HEADER_LEN as u64 {
+                break;
+            }
+            if h.last_offset() >= from {
+                visit(segment, pos, &header)?;
+            }
+            pos += size;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn write_file_atomically(

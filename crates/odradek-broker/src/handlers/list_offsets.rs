@@ -2,8 +2,14 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use odradek_storage::OffsetLookup;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+};
+use odradek_storage::{OffsetLookup, UNDEFINED_EPOCH_OFFSET};
 
 use super::check_leader_epoch;
 use crate::Broker;
@@ -96,5 +102,61 @@ impl Broker {
             })
             .collect();
         ListOffsetsResponse::default().with_topics(topics)
+    }
+}
+
+impl Broker {
+    /// OffsetForLeaderEpoch (KIP-101, KIP-320): where each asked-for epoch's writes end in
+    /// the partition's log, from its leader epoch cache. A client that read data of an
+    /// older epoch compares this with its position to tell whether that data is still
+    /// there. Answered by the leader only, after the same leader-epoch check as Fetch.
+    pub(crate) fn offset_for_leader_epoch(
+        &self,
+        request: OffsetForLeaderEpochRequest,
+    ) -> OffsetForLeaderEpochResponse {
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let name = topic.topic.as_str();
+                let found = self.logs.topic(name);
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let answer = EpochEndOffset::default().with_partition(p.partition);
+                        let ended = found
+                            .as_ref()
+                            .and_then(|t| {
+                                usize::try_from(p.partition)
+                                    .ok()
+                                    .and_then(|i| t.partitions.get(i))
+                            })
+                            .ok_or(ResponseError::UnknownTopicOrPartition)
+                            .and_then(|partition| {
+                                let epoch = self.leads(name, p.partition)?;
+                                check_leader_epoch(p.current_leader_epoch, epoch)?;
+                                let log = partition
+                                    .lock_online_log()
+                                    .ok_or(ResponseError::KafkaStorageError)?;
+                                Ok(log.end_offset_for_epoch(p.leader_epoch))
+                            });
+                        match ended {
+                            Ok((epoch, end_offset)) => {
+                                answer.with_leader_epoch(epoch).with_end_offset(end_offset)
+                            }
+                            Err(e) => answer
+                                .with_error_code(e.code())
+                                .with_leader_epoch(UNDEFINED_EPOCH_OFFSET.0)
+                                .with_end_offset(UNDEFINED_EPOCH_OFFSET.1),
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(topic.topic.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 }

@@ -20,7 +20,8 @@ pub enum Role {
     Combined,
     /// A voter only: no client listener.
     Controller,
-    /// A broker only, with Kafka's usual config for one: no controller listener.
+    /// A broker only, with Kafka 4's usual config for one: no controller listener, and the
+    /// quorum found through `controller.quorum.bootstrap.servers`.
     Broker,
 }
 
@@ -179,8 +180,20 @@ impl Cluster {
         let mut command = (node.launcher)();
         command
             .arg("broker")
-            .args(["--node-id", &node.id.to_string()])
-            .args(["--controller-quorum", &voters]);
+            .args(["--node-id", &node.id.to_string()]);
+        if node.role == Role::Broker {
+            // Kafka 4's way for a broker to find the quorum: any voters' addresses.
+            let servers: Vec<&str> = voters
+                .split(',')
+                .filter_map(|v| v.split_once('@').map(|(_, addr)| addr))
+                .collect();
+            command.args([
+                "--set",
+                &format!("controller.quorum.bootstrap.servers={}", servers.join(",")),
+            ]);
+        } else {
+            command.args(["--controller-quorum", &voters]);
+        }
         if node.role != Role::Controller {
             command.args(["--listen", &node.addr.to_string()]);
         }
