@@ -371,7 +371,20 @@ def main():
             problems = [f"replicas/acls: {p}" for p in rproblems]
             group_note += f"; {summary}"
 
-        # 7. clean up on success (best effort: a failed delete is reported, not fatal).
+        # 7. features (KIP-584): what the broker supports and the cluster finalized,
+        # from ApiVersions v3+
+        if not problems:
+            features = admin.describe_features()
+            mv = features.get("metadata.version", {})
+            if mv.get("supported") != (7, 25) or mv.get("finalized") != (25, 25):
+                problems.append(f"describe_features: metadata.version {mv}, expected supported (7, 25) "
+                                f"and finalized at 25")
+            if features.get("group.version", {}).get("finalized") != (1, 1):
+                problems.append(f"describe_features: group.version {features.get('group.version')}, "
+                                f"expected finalized at 1")
+            group_note += f"; features {sorted(features)} finalized"
+
+        # 8. clean up on success (best effort: a failed delete is reported, not fatal).
         # A failing run keeps its topic for inspection.
         note = ""
         if not problems and not os.environ.get("KEEP_TOPIC"):

@@ -73,7 +73,11 @@ impl Broker {
         };
         let mut attempt = 0u32;
         while !*self.stopping.borrow() {
-            match self.logs.commit(std::slice::from_ref(&record)).await {
+            // With the registration, so that clients of a new (or upgraded) cluster find
+            // the features finalized as soon as a broker serves.
+            let mut records = vec![record.clone()];
+            records.extend(unfinalized_features(&self.logs.image()));
+            match self.logs.commit(&records).await {
                 Ok(()) => {
                     info!(node = self.node_id, incarnation = %self.incarnation, "registered with the controller");
                     return;
@@ -271,6 +275,13 @@ impl Broker {
                 warn!(error = %e, "cannot record the cluster id");
             }
         }
+        // For a cluster of dedicated controllers, where no broker has registered yet.
+        let unset = unfinalized_features(&image);
+        if !unset.is_empty()
+            && let Err(e) = self.logs.commit(&unset).await
+        {
+            warn!(error = %e, "cannot finalize the features");
+        }
         let timeout =
             Duration::from_millis(self.config().int("broker.session.timeout.ms").max(1) as u64);
         let expired: Vec<i32> = {
@@ -297,4 +308,19 @@ impl Broker {
             }
         }
     }
+}
+
+/// Records that finalize the features this release serves and the cluster has not
+/// finalized yet, at their default levels: once, when a cluster first starts (Kafka's
+/// `kafka-storage format` does it before). Proposed by whichever node gets there first; a
+/// second proposal sets the same levels again.
+fn unfinalized_features(image: &crate::metadata::MetadataImage) -> Vec<MetadataRecord> {
+    crate::handlers::api_versions::FEATURES
+        .iter()
+        .filter(|f| !image.features.contains_key(f.name))
+        .map(|f| MetadataRecord::FeatureLevel {
+            name: f.name.to_string(),
+            level: f.finalized,
+        })
+        .collect()
 }

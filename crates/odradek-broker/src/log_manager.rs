@@ -759,6 +759,12 @@ impl LogManager {
         self.image.read_or_recover().1.clone()
     }
 
+    /// The image with the index of the last metadata log entry in it.
+    pub fn image_with_index(&self) -> (u64, Arc<MetadataImage>) {
+        let image = self.image.read_or_recover();
+        (image.0, image.1.clone())
+    }
+
     /// `topic`'s partition `index`'s replicas (this broker alone for a partition written
     /// before the cluster).
     pub fn replicas(&self, topic: &str, index: i32) -> Vec<i32> {

@@ -139,6 +139,12 @@ pub enum MetadataRecord {
     ClusterIdentified {
         id: String,
     },
+    /// A feature finalized at `level` cluster-wide (Kafka's `FeatureLevelRecord`; level 0
+    /// removes it): what ApiVersions reports as finalized.
+    FeatureLevel {
+        name: String,
+        level: i16,
+    },
     /// A partition's leadership and in-sync replicas, stated whole (Kafka's
     /// `PartitionRecord`): what a snapshot keeps of the epochs that broker records moved.
     PartitionChanged {
@@ -262,6 +268,8 @@ pub struct MetadataImage {
     pub producer_id_block_owner: Option<i32>,
     pub brokers: BTreeMap<i32, BrokerImage>,
     pub cluster_id: Option<String>,
+    /// Finalized feature levels, by name.
+    pub features: BTreeMap<String, i16>,
 }
 
 impl MetadataImage {
@@ -430,6 +438,13 @@ impl MetadataImage {
             MetadataRecord::ClusterIdentified { id } => {
                 self.cluster_id.get_or_insert_with(|| id.clone());
             }
+            MetadataRecord::FeatureLevel { name, level } => {
+                if *level == 0 {
+                    self.features.remove(name);
+                } else {
+                    self.features.insert(name.clone(), *level);
+                }
+            }
         }
     }
 
@@ -449,6 +464,14 @@ impl MetadataImage {
             self.cluster_id
                 .iter()
                 .map(|id| MetadataRecord::ClusterIdentified { id: id.clone() }),
+        );
+        records.extend(
+            self.features
+                .iter()
+                .map(|(name, level)| MetadataRecord::FeatureLevel {
+                    name: name.clone(),
+                    level: *level,
+                }),
         );
         for b in self.brokers.values() {
             records.push(MetadataRecord::BrokerRegistered {

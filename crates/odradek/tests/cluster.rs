@@ -672,6 +672,13 @@ async fn dedicated_controllers_and_broker_only_nodes_form_one_cluster() {
     assert_eq!(ids(&quorum.observers), brokers);
     let controller = quorum.leader_id.0;
     assert!((1..=3).contains(&controller), "{quorum:?}");
+    // The features the controller finalized reach the brokers with the rest of the log.
+    for addr in [&four, &five] {
+        let (features, _) = eventually(Duration::from_secs(10), "finalized features", || {
+            Some(finalized_features(addr)).filter(|(f, _)| !f.is_empty())
+        });
+        assert_eq!(features.get("metadata.version"), Some(&25), "{features:?}");
+    }
 
     // Records written through one broker are read back through the other.
     let producer = producer(&five, &[("acks", "all")]);

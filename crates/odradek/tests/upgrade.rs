@@ -198,6 +198,16 @@ fn a_data_dir_of_the_release_before_the_cluster_starts_and_keeps_everything() {
             broker.restart();
         }
     }
+    // The release before had no features; the first controller of this one finalizes them.
+    let (features, epoch) = finalized_features(&broker.addr);
+    assert_eq!(
+        features,
+        BTreeMap::from([
+            ("group.version".to_string(), 1),
+            ("metadata.version".to_string(), 25)
+        ])
+    );
+    assert!(epoch > 0, "the metadata log's index: {epoch}");
     let cluster = json(&odradek(&broker, &["cluster", "info", "--output", "json"]));
     assert_eq!(
         cluster["brokers"].as_array().map(Vec::len),

@@ -545,6 +545,21 @@ pub fn fetch_request(topic: &str, p: i32, offset: i64, epoch: i32) -> FetchReque
         ])
 }
 
+/// The features finalized cluster-wide, by name, as ApiVersions v3 reports them from `addr`,
+/// with the epoch reported with them.
+pub fn finalized_features(addr: &str) -> (std::collections::BTreeMap<String, i16>, i64) {
+    let request = kafka_protocol::messages::ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("odradek-tests"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let response = raw_round_trip(addr, &request, 3);
+    let features = response
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.to_string(), f.max_version_level))
+        .collect();
+    (features, response.finalized_features_epoch)
+}
+
 pub fn raw_round_trip<R: Request>(addr: &str, request: &R, version: i16) -> R::Response {
     let mut stream = raw_connect(addr);
     stream
