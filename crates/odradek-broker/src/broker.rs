@@ -37,6 +37,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -583,6 +585,26 @@ impl Broker {
             RequestKind::DescribeQuorum(r) => Reply::now(ResponseKind::DescribeQuorum(
                 self.describe_quorum(r, version).await,
             )),
+            RequestKind::AddRaftVoter(r) => {
+                let (code, message) = self
+                    .change_raft_voter(r.cluster_id.as_deref(), r.voter_id, true)
+                    .await;
+                Reply::now(ResponseKind::AddRaftVoter(
+                    kafka_protocol::messages::AddRaftVoterResponse::default()
+                        .with_error_code(code)
+                        .with_error_message(message),
+                ))
+            }
+            RequestKind::RemoveRaftVoter(r) => {
+                let (code, message) = self
+                    .change_raft_voter(r.cluster_id.as_deref(), r.voter_id, false)
+                    .await;
+                Reply::now(ResponseKind::RemoveRaftVoter(
+                    kafka_protocol::messages::RemoveRaftVoterResponse::default()
+                        .with_error_code(code)
+                        .with_error_message(message),
+                ))
+            }
             RequestKind::DescribeCluster(r) => {
                 Reply::now(ResponseKind::DescribeCluster(self.describe_cluster(r)))
             }

@@ -313,7 +313,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         List,
         Some(""),
         Any,
-        "Where a broker-only node finds the quorum (any voters' controller listeners, host:port). A controller may name only itself: dynamic quorums (KIP-853) are not supported yet, so more stop start-up.",
+        "Where a node that is not among controller.quorum.voters finds the quorum: any voters' controller listeners, host:port. A broker-only node follows the quorum through them; a controller joins it as an observer until AddRaftVoter (`odradek cluster add-controller`) makes it a voter. A controller naming only itself starts a quorum of its own (Kafka 4's quick-start).",
     ),
     def(
         "controller.listener.names",
@@ -1218,6 +1218,18 @@ pub struct QuorumSpec {
     pub bootstrap: Vec<SocketAddr>,
 }
 
+/// Whether `server` (from `controller.quorum.bootstrap.servers`) is this node's own
+/// controller listener `own`: the same port on the same address, or on any address when
+/// the listener takes them all.
+fn is_own_address(server: SocketAddr, own: SocketAddr) -> bool {
+    server.port() == own.port() && (server.ip() == own.ip() || own.ip().is_unspecified())
+}
+
+/// Whether the quorum spec names any quorum to be part of or to follow.
+fn knows_quorum(quorum: &QuorumSpec) -> bool {
+    !quorum.voters.is_empty() || !quorum.bootstrap.is_empty()
+}
+
 /// What a node does (`process.roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessRoles {
@@ -1336,34 +1348,27 @@ impl BrokerConfig {
                 ),
             ));
         }
-        // Others reach a voter that is not alone, and every dedicated controller, only
-        // through its controller listener.
-        if roles.controller
-            && (quorum.voters.len() > 1 || !roles.broker)
-            && (quorum.listen.is_none() || quorum.voters.is_empty())
-        {
+        // Others reach a voter that is not alone, a joining controller and every dedicated
+        // controller only through its controller listener.
+        let others_reach_it =
+            quorum.voters.len() > 1 || !quorum.bootstrap.is_empty() || !roles.broker;
+        if roles.controller && others_reach_it && quorum.listen.is_none() {
             return Err(invalid(
                 "controller.listener.names",
                 self.value("controller.listener.names")
                     .unwrap_or_default()
                     .into(),
-                "a controller that others reach needs controller.quorum.voters and a \
-                 controller listener: name one of `listeners` here (or use --controller-listen)"
+                "a controller that others reach needs a controller listener: name one of \
+                 `listeners` here (or use --controller-listen)"
                     .into(),
             ));
         }
-        if let Some(servers) = self
-            .value("controller.quorum.bootstrap.servers")
-            .filter(|v| {
-                roles.controller && v.split(',').filter(|s| !s.trim().is_empty()).count() > 1
-            })
-        {
-            return Err(refuse(
-                "controller.quorum.bootstrap.servers",
-                servers,
-                "a controller that finds its quorum through bootstrap servers (a dynamic \
-                 quorum, KIP-853) is not supported yet: list the voters in \
-                 controller.quorum.voters"
+        if roles.controller && !roles.broker && !knows_quorum(&quorum) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                voters_value(),
+                "a dedicated controller needs the voters (or, to join a running quorum, \
+                 controller.quorum.bootstrap.servers)"
                     .into(),
             ));
         }
@@ -1497,10 +1502,15 @@ impl BrokerConfig {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // A controller's bootstrap server can only be itself (a one-node quorum, Kafka 4's
-        // quick-start): only a broker-only node follows the quorum through them.
-        let bootstrap = if self.process_roles()?.controller {
-            Vec::new()
+        // A controller naming itself as its bootstrap server starts a quorum of its own
+        // (Kafka 4's quick-start); one naming others joins theirs, as an observer until an
+        // AddRaftVoter makes it a voter.
+        let controller = self.process_roles()?.controller;
+        let bootstrap = if controller {
+            bootstrap
+                .into_iter()
+                .filter(|server| !listen.is_some_and(|own| is_own_address(*server, own)))
+                .collect()
         } else {
             bootstrap
         };
@@ -1509,7 +1519,8 @@ impl BrokerConfig {
         let knows_a_quorum = !voters.is_empty() || !bootstrap.is_empty();
         let observer = knows_a_quorum && !voters.contains_key(&self.node_id());
         let listen = match listen {
-            None if observer => Some(self.observer_listen()?),
+            // A broker-only node may do without a controller listener; a controller may not.
+            None if observer && !controller => Some(self.observer_listen()?),
             listen => listen,
         };
         Ok(QuorumSpec {
@@ -2100,10 +2111,6 @@ mod tests {
                 ("listeners", "CLIENTS://127.0.0.1:9092"),
                 ("listener.security.protocol.map", "CLIENTS:SASL_PLAINTEXT"),
             ],
-            &[(
-                "controller.quorum.bootstrap.servers",
-                "127.0.0.1:9093,127.0.0.2:9093",
-            )],
         ] {
             let err = start_with(pairs).unwrap_err();
             assert!(
@@ -2143,6 +2150,17 @@ mod tests {
                 ("node.id", "1"),
                 ("process.roles", "broker"),
                 ("controller.quorum.voters", "1@127.0.0.1:9093"),
+            ],
+            // A controller joining a running quorum must have a listener to be reached on.
+            &[(
+                "controller.quorum.bootstrap.servers",
+                "127.0.0.1:9093,127.0.0.2:9093",
+            )],
+            // A dedicated controller with no quorum to be part of.
+            &[
+                ("process.roles", "controller"),
+                ("listeners", "CONTROLLER://127.0.0.1:9093"),
+                ("controller.listener.names", "CONTROLLER"),
             ],
         ] {
             let err = start_with(pairs).unwrap_err();

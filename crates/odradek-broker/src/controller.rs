@@ -30,6 +30,12 @@ enum ControllerRequest {
     /// The quorum as its leader sees it (DescribeQuorum, which only the leader can answer,
     /// sent to any node: Kafka's brokers forward it to the controller the same way).
     DescribeQuorum,
+    /// Make a node that joined as an observer a voter (`add`), or remove a voter
+    /// (AddRaftVoter and RemoveRaftVoter, KIP-853).
+    ChangeVoter {
+        id: i32,
+        add: bool,
+    },
 }
 
 /// The controller's answers.
@@ -41,6 +47,8 @@ enum ControllerReply {
     /// register again.
     Unknown,
     Quorum(Box<QuorumStatus>),
+    /// To a voter change: committed.
+    Done,
     Failed(String),
 }
 
@@ -208,12 +216,40 @@ impl Broker {
         }
     }
 
+    /// Adds (`add`) or removes voter `id`, on the leader wherever this node is.
+    pub(crate) async fn change_voter(&self, id: i32, add: bool) -> Result<(), MetadataError> {
+        let metadata = self.logs.metadata();
+        if metadata.is_leader() {
+            return metadata.change_voter(id, add).await;
+        }
+        let payload = serde_json::to_vec(&ControllerRequest::ChangeVoter { id, add })
+            .map_err(|e| MetadataError::Controller(e.to_string()))?;
+        // A joint-consensus change commits twice: give it more than a heartbeat's time.
+        let reply = metadata
+            .request_controller(&payload, HEARTBEAT_TIMEOUT * 5)
+            .await?;
+        match serde_json::from_slice::<ControllerReply>(&reply) {
+            Ok(ControllerReply::Done) => Ok(()),
+            Ok(ControllerReply::Failed(e)) => Err(MetadataError::Controller(e)),
+            Ok(other) => Err(MetadataError::Controller(format!(
+                "the controller answered {other:?}"
+            ))),
+            Err(e) => Err(MetadataError::Controller(e.to_string())),
+        }
+    }
+
     async fn answer(&self, payload: &[u8]) -> ControllerReply {
         let (id, incarnation) = match serde_json::from_slice::<ControllerRequest>(payload) {
             Ok(ControllerRequest::Heartbeat { id, incarnation }) => (id, incarnation),
             Ok(ControllerRequest::DescribeQuorum) => {
                 return match self.logs.metadata().status().await {
                     Ok(status) => ControllerReply::Quorum(Box::new(status)),
+                    Err(e) => ControllerReply::Failed(e.to_string()),
+                };
+            }
+            Ok(ControllerRequest::ChangeVoter { id, add }) => {
+                return match self.logs.metadata().change_voter(id, add).await {
+                    Ok(()) => ControllerReply::Done,
                     Err(e) => ControllerReply::Failed(e.to_string()),
                 };
             }

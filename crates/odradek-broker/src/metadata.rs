@@ -720,6 +720,17 @@ impl MetadataStore {
         Ok(self.quorum.request_leader(payload, timeout).await?)
     }
 
+    /// See [`odradek_raft::MetadataQuorum::add_voter`] (and `remove_voter`): on the leader.
+    pub async fn change_voter(&self, id: i32, add: bool) -> Result<(), MetadataError> {
+        let id = u64::try_from(id)
+            .map_err(|_| MetadataError::Controller(format!("{id} is not a node id")))?;
+        if add {
+            Ok(self.quorum.add_voter(id).await?)
+        } else {
+            Ok(self.quorum.remove_voter(id).await?)
+        }
+    }
+
     pub fn set_controller(&self, handler: odradek_raft::RequestHandler) {
         self.quorum.set_request_handler(handler);
     }

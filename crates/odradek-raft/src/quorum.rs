@@ -273,8 +273,25 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             server: Mutex::new(server),
             handler,
         };
-        let joined = if config.is_observer() {
+        // A node that joined as an observer and was made a voter since starts as the voter
+        // its log says it is, whatever its config says.
+        // (Asked of openraft's core, which has loaded it: its metrics may not have yet.)
+        let node_id = config.node_id;
+        let promoted = quorum
+            .raft
+            .with_raft_state(move |st| {
+                st.membership_state
+                    .effective()
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == node_id)
+            })
+            .await
+            .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+        let joined = if config.is_observer() && !promoted {
             quorum.join_as_observer(&config).await
+        } else if promoted {
+            Ok(())
         } else {
             quorum.initialize(&config).await
         };
@@ -500,6 +517,71 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
                 return Ok(index);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Makes observer `id` a voter (KIP-853's AddRaftVoter), on the leader: the node must
+    /// have joined (it is a learner, caught up by the leader's replication), and the
+    /// change commits through openraft's joint consensus before this returns.
+    pub async fn add_voter(&self, id: u64) -> Result<(), QuorumError> {
+        let membership = self.membership_if_leading()?;
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        if membership.get_node(&id).is_none() {
+            return Err(QuorumError::Config(format!(
+                "node {id} has not joined the quorum: start it (with the voters as its \
+                 bootstrap servers) before making it a voter"
+            )));
+        }
+        self.change_voters(openraft::ChangeMembers::AddVoterIds([id].into()))
+            .await
+    }
+
+    /// Removes voter `id` (KIP-853's RemoveRaftVoter), on the leader. The node leaves the
+    /// membership altogether. The last voter cannot go.
+    pub async fn remove_voter(&self, id: u64) -> Result<(), QuorumError> {
+        let membership = self.membership_if_leading()?;
+        if !membership.voter_ids().any(|v| v == id) {
+            return Err(QuorumError::Config(format!("node {id} is not a voter")));
+        }
+        if membership.voter_ids().count() == 1 {
+            return Err(QuorumError::Config(format!(
+                "node {id} is the last voter: the quorum cannot go on without one"
+            )));
+        }
+        self.change_voters(openraft::ChangeMembers::RemoveVoters([id].into()))
+            .await
+    }
+
+    fn membership_if_leading(&self) -> Result<openraft::Membership<u64, BasicNode>, QuorumError> {
+        if !self.is_leader() {
+            return Err(QuorumError::NotLeader {
+                leader: self.leader_with_addr(),
+            });
+        }
+        Ok(self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone())
+    }
+
+    async fn change_voters(
+        &self,
+        change: openraft::ChangeMembers<u64, BasicNode>,
+    ) -> Result<(), QuorumError> {
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(QuorumError::NotLeader {
+                    leader: self.leader_with_addr(),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(QuorumError::Config(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(QuorumError::Stopped(e.to_string())),
         }
     }
 

@@ -254,3 +254,39 @@ pub fn log_dirs(args: &ClientArgs, topics: &[String]) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Adds (`add`) or removes voter `id` of the metadata quorum through any broker, which
+/// forwards it to the quorum leader.
+pub fn change_voter(args: &ClientArgs, id: i32, add: bool) -> anyhow::Result<()> {
+    // A joint-consensus change takes two commits.
+    let mut client = args.connect(Duration::from_secs(30))?;
+    let (code, message) = if add {
+        let (_, response) = client.send(None, |_| {
+            kafka_protocol::messages::AddRaftVoterRequest::default()
+                .with_voter_id(id)
+                .with_timeout_ms(30_000)
+        })?;
+        (response.error_code, response.error_message)
+    } else {
+        let (_, response) = client.send(None, |_| {
+            kafka_protocol::messages::RemoveRaftVoterRequest::default().with_voter_id(id)
+        })?;
+        (response.error_code, response.error_message)
+    };
+    if code != 0 {
+        anyhow::bail!(
+            "{} controller {id}: {}",
+            if add { "adding" } else { "removing" },
+            message.map_or_else(
+                || kafka_protocol::ResponseError::try_from_code(code)
+                    .map_or(format!("error {code}"), |e| e.to_string()),
+                |m| m.to_string()
+            )
+        );
+    }
+    println!(
+        "{} controller {id}",
+        if add { "added voter" } else { "removed voter" }
+    );
+    Ok(())
+}

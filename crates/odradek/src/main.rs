@@ -139,6 +139,19 @@ enum ClusterCommand {
         #[arg(short, long = "topic", value_name = "TOPIC")]
         topics: Vec<String>,
     },
+    /// Make a controller that joined the quorum (started with the voters as its
+    /// controller.quorum.bootstrap.servers) a voter (AddRaftVoter, as
+    /// `kafka-metadata-quorum.sh add-controller`).
+    AddController {
+        /// Its node id.
+        id: i32,
+    },
+    /// Remove a voter from the metadata quorum, e.g. a dead controller before it is
+    /// replaced (RemoveRaftVoter, as `kafka-metadata-quorum.sh remove-controller`).
+    RemoveController {
+        /// Its node id.
+        id: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -347,6 +360,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Cluster {
             command: ClusterCommand::LogDirs { topics },
         }) => cluster::log_dirs(client, &topics),
+        Some(Command::Cluster {
+            command: ClusterCommand::AddController { id },
+        }) => cluster::change_voter(client, id, true),
+        Some(Command::Cluster {
+            command: ClusterCommand::RemoveController { id },
+        }) => cluster::change_voter(client, id, false),
         Some(Command::Config { command }) => config::run(command, client),
         Some(Command::Produce(args)) => produce::run(args, client),
         Some(Command::Consume(args)) => consume::run(args, client),

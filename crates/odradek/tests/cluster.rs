@@ -834,3 +834,79 @@ async fn group_and_transaction_requests_are_answered_by_their_coordinator_only()
         }
     }
 }
+
+/// The voters and observers of the metadata quorum, as DescribeQuorum reports them through
+/// `addr`.
+fn quorum_members(addr: &str) -> Option<(BTreeSet<i32>, BTreeSet<i32>)> {
+    let quorum = describe_quorum(addr)?;
+    let ids = |replicas: &[kafka_protocol::messages::describe_quorum_response::ReplicaState]| {
+        replicas.iter().map(|r| r.replica_id.0).collect()
+    };
+    Some((ids(&quorum.current_voters), ids(&quorum.observers)))
+}
+
+/// `odradek cluster ARGS…` through `addr`: whether it succeeded, and what it printed.
+fn cluster_cli(addr: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_odradek"))
+        .args(["-b", addr, "cluster"])
+        .args(args)
+        .output()
+        .expect("running odradek cluster");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_controller_is_replaced_by_removing_it_and_adding_a_new_one() {
+    use support::cluster::Role::{Broker, Controller, JoiningController};
+    let mut cluster = Cluster::start_roles(&[Controller, Controller, Controller, Broker]);
+    let four = cluster.node(4).addr.to_string();
+    let leader = eventually(Duration::from_secs(10), "a controller", || {
+        quorum_leader(&four)
+    });
+    // A controller that is not the leader dies for good, and is removed.
+    let dead = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    cluster.kill9(dead);
+    let (ok, out) = cluster_cli(&four, &["remove-controller", &dead.to_string()]);
+    assert!(ok, "remove-controller {dead}: {out}\n{}", cluster.logs());
+    let survivors: BTreeSet<i32> = [1, 2, 3].into_iter().filter(|n| *n != dead).collect();
+    assert_eq!(quorum_members(&four).map(|m| m.0), Some(survivors.clone()));
+
+    // Its replacement starts with the voters as its bootstrap servers: it observes...
+    let new = cluster.add_node(JoiningController);
+    eventually(
+        Duration::from_secs(10),
+        "the new controller observing",
+        || quorum_members(&four).filter(|(_, observers)| observers.contains(&new)),
+    );
+    // ...until it is made a voter.
+    let (ok, out) = cluster_cli(&four, &["add-controller", &new.to_string()]);
+    assert!(ok, "add-controller {new}: {out}\n{}", cluster.logs());
+    let mut voters = survivors.clone();
+    voters.insert(new);
+    assert_eq!(quorum_members(&four).map(|m| m.0), Some(voters.clone()));
+
+    // It counts: with the old leader gone too, the other survivor and the new controller
+    // are a majority of three; they elect a leader and commit.
+    cluster.kill9(leader);
+    create_eventually(&four, &unique_topic("replaced"), 1, Duration::from_secs(20)).await;
+    let now = quorum_leader(&four).expect("a leader");
+    assert!(voters.contains(&now) && now != leader, "leader {now}");
+    // Restarted, it is the voter its log says, not the observer its config describes.
+    cluster.kill9(new);
+    cluster.restart(new);
+    create_eventually(
+        &four,
+        &unique_topic("after-restart"),
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(quorum_members(&four).map(|m| m.0), Some(voters));
+}

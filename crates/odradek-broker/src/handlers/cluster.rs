@@ -306,3 +306,40 @@ impl Broker {
         )
     }
 }
+
+impl Broker {
+    /// AddRaftVoter and RemoveRaftVoter (KIP-853), from any node: the leader makes the
+    /// change through joint consensus and answers once it is committed. A node is added
+    /// after it joined as an observer (started with the voters as its
+    /// `controller.quorum.bootstrap.servers`); the listeners in the request are not needed,
+    /// the leader already reaches it where it joined from.
+    pub(crate) async fn change_raft_voter(
+        &self,
+        cluster_id: Option<&str>,
+        voter: i32,
+        add: bool,
+    ) -> (i16, Option<StrBytes>) {
+        if cluster_id.is_some_and(|id| !id.is_empty() && id != self.cluster_id()) {
+            return (
+                ResponseError::InconsistentClusterId.code(),
+                Some(StrBytes::from_static_str("another cluster's id")),
+            );
+        }
+        match self.change_voter(voter, add).await {
+            Ok(()) => {
+                tracing::info!(node = voter, add, "changed the metadata quorum's voters");
+                (0, None)
+            }
+            Err(e) => {
+                warn!(node = voter, add, error = %e, "cannot change the metadata quorum's voters");
+                let code = match e {
+                    crate::metadata::MetadataError::Quorum(odradek_raft::QuorumError::Timeout(
+                        _,
+                    )) => ResponseError::RequestTimedOut,
+                    _ => ResponseError::InvalidRequest,
+                };
+                (code.code(), Some(str_bytes(e.to_string())))
+            }
+        }
+    }
+}

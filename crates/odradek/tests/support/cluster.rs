@@ -23,6 +23,18 @@ pub enum Role {
     /// A broker only, with Kafka 4's usual config for one: no controller listener, and the
     /// quorum found through `controller.quorum.bootstrap.servers`.
     Broker,
+    /// A controller joining a running quorum: it names the voters as its bootstrap
+    /// servers, and observes until an AddRaftVoter makes it a voter.
+    JoiningController,
+}
+
+impl Role {
+    fn is_controller(self) -> bool {
+        matches!(
+            self,
+            Role::Combined | Role::Controller | Role::JoiningController
+        )
+    }
 }
 
 pub struct ClusterNode {
@@ -52,6 +64,28 @@ fn free_port(ip: IpAddr) -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+impl ClusterNode {
+    fn new(dir: &std::path::Path, id: i32, ip: IpAddr, launcher: Launcher, role: Role) -> Self {
+        // A loopback address is shared with every other test; a host of its own (a
+        // network namespace) has Kafka's usual ports free.
+        let (client, controller) = if ip.is_loopback() {
+            (free_port(ip), free_port(ip))
+        } else {
+            (9092, 9093)
+        };
+        ClusterNode {
+            id,
+            role,
+            addr: SocketAddr::new(ip, client),
+            controller: SocketAddr::new(ip, controller),
+            data_dir: dir.join(format!("node-{id}")),
+            log_path: dir.join(format!("node-{id}.log")),
+            child: None,
+            launcher,
+        }
+    }
 }
 
 impl Cluster {
@@ -101,29 +135,12 @@ impl Cluster {
             .into_iter()
             .enumerate()
             .map(|(i, (ip, launcher, role))| {
-                let id = i as i32 + 1;
-                // A loopback address is shared with every other test; a host of its own (a
-                // network namespace) has Kafka's usual ports free.
-                let (client, controller) = if ip.is_loopback() {
-                    (free_port(ip), free_port(ip))
-                } else {
-                    (9092, 9093)
-                };
-                ClusterNode {
-                    id,
-                    role,
-                    addr: SocketAddr::new(ip, client),
-                    controller: SocketAddr::new(ip, controller),
-                    data_dir: tmp.path().join(format!("node-{id}")),
-                    log_path: tmp.path().join(format!("node-{id}.log")),
-                    child: None,
-                    launcher,
-                }
+                ClusterNode::new(tmp.path(), i as i32 + 1, ip, launcher, role)
             })
             .collect();
         let voters = nodes
             .iter()
-            .filter(|n| n.role != Role::Broker)
+            .filter(|n| n.role.is_controller())
             .map(|n| format!("{}@{}", n.id, n.controller))
             .collect::<Vec<_>>()
             .join(",");
@@ -140,6 +157,19 @@ impl Cluster {
             cluster.wait_ready(id, start);
         }
         cluster
+    }
+
+    /// Starts one more node, in `role`, on the next loopback address, and waits until it
+    /// serves. Returns its id.
+    pub fn add_node(&mut self, role: Role) -> i32 {
+        let id = self.nodes.len() as i32 + 1;
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, id as u8));
+        let launcher: Launcher = Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+        let node = ClusterNode::new(self._tmp.path(), id, ip, launcher, role);
+        self.nodes.push(node);
+        let start = self.launch(id);
+        self.wait_ready(id, start);
+        id
     }
 
     pub fn node(&self, id: i32) -> &ClusterNode {
@@ -160,7 +190,7 @@ impl Cluster {
     pub fn bootstrap(&self) -> String {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some() && n.role != Role::Controller)
+            .filter(|n| n.child.is_some() && matches!(n.role, Role::Combined | Role::Broker))
             .map(|n| n.addr.to_string())
             .collect::<Vec<_>>()
             .join(",")
@@ -181,8 +211,8 @@ impl Cluster {
         command
             .arg("broker")
             .args(["--node-id", &node.id.to_string()]);
-        if node.role == Role::Broker {
-            // Kafka 4's way for a broker to find the quorum: any voters' addresses.
+        if matches!(node.role, Role::Broker | Role::JoiningController) {
+            // Kafka 4's way to find the quorum: any voters' addresses.
             let servers: Vec<&str> = voters
                 .split(',')
                 .filter_map(|v| v.split_once('@').map(|(_, addr)| addr))
@@ -194,15 +224,15 @@ impl Cluster {
         } else {
             command.args(["--controller-quorum", &voters]);
         }
-        if node.role != Role::Controller {
+        if matches!(node.role, Role::Combined | Role::Broker) {
             command.args(["--listen", &node.addr.to_string()]);
         }
-        if node.role != Role::Broker {
+        if node.role.is_controller() {
             command.args(["--controller-listen", &node.controller.to_string()]);
         }
         match node.role {
             Role::Combined => {}
-            Role::Controller => {
+            Role::Controller | Role::JoiningController => {
                 command.args(["--process-roles", "controller"]);
             }
             Role::Broker => {
@@ -230,7 +260,7 @@ impl Cluster {
             let log = self.log(id);
             let run = log.get(start..).unwrap_or_default();
             let ready = match self.node(id).role {
-                Role::Controller => "odradek controller ready",
+                Role::Controller | Role::JoiningController => "odradek controller ready",
                 Role::Combined | Role::Broker => "odradek broker ready",
             };
             if run.contains(ready) {
