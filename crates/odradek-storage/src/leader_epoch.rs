@@ -39,6 +39,16 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.epoch)
     }
 
+    /// The epoch whose writes hold `offset`: the latest to start at or before it (for the
+    /// log end, the latest epoch). None before the first entry.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// Records that `epoch` wrote a batch at `start_offset`. Only a newer epoch is news:
     /// later batches of the latest epoch change nothing. An entry at or after
     /// `start_offset` belonged to a history this write replaces, and goes. Returns whether
@@ -197,6 +207,10 @@ mod tests {
         );
         assert_eq!(c.end_offset_for(0, log_end), (0, 10), "older than all");
         assert_eq!(c.end_offset_for(5, log_end), UNDEFINED_EPOCH_OFFSET);
+        assert_eq!(
+            [5, 10, 24, 25, 50].map(|o| c.epoch_at(o)),
+            [None, Some(1), Some(1), Some(3), Some(4)]
+        );
         assert_eq!(c.end_offset_for(-1, log_end), UNDEFINED_EPOCH_OFFSET);
         assert_eq!(
             LeaderEpochCache::default().end_offset_for(0, log_end),

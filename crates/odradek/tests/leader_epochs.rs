@@ -46,6 +46,28 @@ fn leader_epoch(addr: &str, topic: &str) -> i32 {
     raw_round_trip(addr, &request, 12).topics[0].partitions[0].leader_epoch
 }
 
+/// ListOffsets (v7) of partition 0 at `timestamp` (-1 latest, -2 earliest): the offset and
+/// the leader epoch reported with it.
+fn list_offset(addr: &str, topic: &str, timestamp: i64) -> (i64, i32) {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let response = raw_round_trip(addr, &request, 7);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{response:?}");
+    (p.offset, p.leader_epoch)
+}
+
 async fn produce(addr: &str, topic: &str, values: &[&str]) {
     let producer = producer(addr, &[("acks", "all")]);
     for value in values {
@@ -95,6 +117,17 @@ async fn each_restart_is_a_new_epoch_and_offset_for_leader_epoch_says_where_each
         end_of_epoch(&broker.addr, &topic, 0, 0).0,
         ResponseError::FencedLeaderEpoch.code(),
         "a client that believes in epoch 0 is fenced"
+    );
+    // ListOffsets (v4+) reports the epoch that wrote each offset it names.
+    assert_eq!(
+        list_offset(&broker.addr, &topic, -2),
+        (0, 0),
+        "earliest: epoch 0"
+    );
+    assert_eq!(
+        list_offset(&broker.addr, &topic, -1),
+        (5, 1),
+        "latest: epoch 1"
     );
     let checkpoint = broker
         .data_dir

@@ -49,17 +49,12 @@ impl Broker {
                         let Some(partition) = partition else {
                             return fail(ResponseError::UnknownTopicOrPartition);
                         };
-                        let leader_epoch = match self
+                        let checked = self
                             .leads(topic.name.as_str(), p.partition_index)
-                            .and_then(|epoch| {
-                                check_leader_epoch(p.current_leader_epoch, epoch).map(|()| epoch)
-                            }) {
-                            Ok(epoch) => epoch,
-                            Err(e) => return fail(e),
-                        };
-                        // The leader epoch field exists from v4. Until replicas keep a
-                        // leader-epoch cache, every offset is reported at the current one.
-                        let epoch = if version >= 4 { leader_epoch } else { -1 };
+                            .and_then(|epoch| check_leader_epoch(p.current_leader_epoch, epoch));
+                        if let Err(e) = checked {
+                            return fail(e);
+                        }
                         let Some(log) = partition.lock_online_log() else {
                             return fail(ResponseError::KafkaStorageError);
                         };
@@ -84,10 +79,16 @@ impl Broker {
                             t => log.offset_for_timestamp(t),
                         };
                         match lookup {
+                            // From v4, the epoch that wrote the offset (the latest for the
+                            // log end), from the leader epoch cache, as Kafka reports it.
                             Ok(Some(found)) => response
                                 .with_offset(found.offset)
                                 .with_timestamp(found.timestamp)
-                                .with_leader_epoch(epoch),
+                                .with_leader_epoch(if version >= 4 {
+                                    log.leader_epochs().epoch_at(found.offset).unwrap_or(-1)
+                                } else {
+                                    -1
+                                }),
                             Ok(None) => response,
                             Err(e) => {
                                 tracing::warn!(error = %e, "ListOffsets read failed");
