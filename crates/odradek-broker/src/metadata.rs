@@ -289,15 +289,22 @@ impl MetadataImage {
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
                 }
-                // A fenced broker leaves the in-sync replicas, unless it is the last one:
-                // only it may have everything, so it must lead again when it returns.
+                // A fenced broker leaves the in-sync replicas, unless none would be left:
+                // then the leader that was fenced last stays, as only it may have
+                // everything, so it must lead again when it returns. An ISR none of whose
+                // members ever led (none was live) stays whole.
                 if p.isr.len() > 1 && p.isr.iter().any(|r| !is_live(*r)) {
-                    let before = p.isr.len();
-                    p.isr.retain(|r| is_live(*r));
-                    if p.isr.is_empty() {
-                        p.isr.push(p.leader);
-                    }
-                    if p.isr.len() != before {
+                    let live_members: Vec<i32> =
+                        p.isr.iter().copied().filter(|r| is_live(*r)).collect();
+                    let next = if !live_members.is_empty() {
+                        live_members
+                    } else if p.isr.contains(&p.leader) {
+                        vec![p.leader]
+                    } else {
+                        p.isr.clone()
+                    };
+                    if next != p.isr {
+                        p.isr = next;
                         p.partition_epoch += 1;
                     }
                 }
@@ -1272,6 +1279,147 @@ mod tests {
             (NO_LEADER, &[2][..])
         );
         assert_eq!(stranded.leader_epoch, 2);
+    }
+
+    /// A deterministic simulation of leadership in the image: sequences of broker events
+    /// (fencing, unfencing, restarts, registrations) and topic creations, drawn from a
+    /// seeded generator, with what clients and replication rely on checked after every
+    /// record: a leader is a live member of the ISR, and a partition has none only when no
+    /// ISR member is live; the ISR is a non-empty subset of the replicas; the leader epoch
+    /// moves by one exactly when the leader changes (or restarts), and no epoch goes back;
+    /// a snapshot rebuilds the same image.
+    #[test]
+    fn leadership_keeps_its_invariants_under_any_sequence_of_broker_events() {
+        const BROKERS: u64 = 5;
+        for seed in 1..=40u64 {
+            // xorshift64: the same sequences on every run.
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = |below: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % below
+            };
+            let mut image = MetadataImage::default();
+            let mut incarnations: BTreeMap<i32, u128> = BTreeMap::new();
+            let mut topics = 0;
+            for step in 0..300 {
+                let broker = next(BROKERS) as i32 + 1;
+                let record = match next(5) {
+                    0 => {
+                        // A topic of 1 to 3 partitions, each on 1 to 3 distinct brokers.
+                        topics += 1;
+                        let replicas = (0..=next(3))
+                            .map(|_| {
+                                let mut r: Vec<i32> = Vec::new();
+                                for _ in 0..=next(3) {
+                                    let b = next(BROKERS) as i32 + 1;
+                                    if !r.contains(&b) {
+                                        r.push(b);
+                                    }
+                                }
+                                r
+                            })
+                            .collect::<Vec<_>>();
+                        MetadataRecord::TopicCreated {
+                            name: format!("t{topics}"),
+                            id: Uuid::from_u128(topics),
+                            partitions: replicas.len() as i32,
+                            configs: BTreeMap::new(),
+                            replicas,
+                        }
+                    }
+                    1 => MetadataRecord::BrokerFenced {
+                        id: broker,
+                        controlled: next(2) == 0,
+                    },
+                    2 => MetadataRecord::BrokerUnfenced {
+                        id: broker,
+                        incarnation: Uuid::from_u128(
+                            incarnations.get(&broker).copied().unwrap_or_default(),
+                        ),
+                    },
+                    _ => {
+                        // A start: a new incarnation, whether or not the old was fenced.
+                        let incarnation = u128::from(seed) << 32 | step as u128;
+                        incarnations.insert(broker, incarnation);
+                        MetadataRecord::BrokerRegistered {
+                            id: broker,
+                            incarnation: Uuid::from_u128(incarnation),
+                            host: format!("127.0.0.{broker}"),
+                            port: 9092,
+                            rack: None,
+                        }
+                    }
+                };
+                let before = image.clone();
+                image.apply(&record);
+                let restarted = match &record {
+                    MetadataRecord::BrokerRegistered { id, .. } => {
+                        before.brokers.get(id).filter(|b| !b.fenced).map(|b| b.id)
+                    }
+                    _ => None,
+                };
+                let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
+                for topic in image.topics() {
+                    let old = before.topic(&topic.name).map(|t| &t.placement);
+                    for (i, p) in topic.placement.iter().enumerate() {
+                        let at = format!(
+                            "seed {seed} step {step} {record:?}: {}-{i} {p:?}",
+                            topic.name
+                        );
+                        assert!(!p.isr.is_empty(), "{at}: empty ISR");
+                        assert!(
+                            p.isr.iter().all(|r| p.replicas.contains(r)),
+                            "{at}: ISR outside the replicas"
+                        );
+                        if p.leader == NO_LEADER {
+                            assert!(
+                                !p.isr.iter().any(|r| live(*r)),
+                                "{at}: a live ISR member but no leader"
+                            );
+                        } else {
+                            assert!(
+                                p.isr.contains(&p.leader) && live(p.leader),
+                                "{at}: leader not a live ISR member"
+                            );
+                        }
+                        let Some(was) = old.and_then(|o| o.get(i)) else {
+                            continue;
+                        };
+                        assert!(
+                            p.leader_epoch >= was.leader_epoch
+                                && p.partition_epoch >= was.partition_epoch,
+                            "{at}: an epoch went back"
+                        );
+                        let bumps = i32::from(p.leader != was.leader)
+                            + i32::from(restarted == Some(was.leader) && p.leader == was.leader);
+                        assert_eq!(
+                            p.leader_epoch - was.leader_epoch,
+                            bumps,
+                            "{at}: from {was:?}"
+                        );
+                        assert!(
+                            p.partition_epoch - was.partition_epoch >= bumps,
+                            "{at}: from {was:?}"
+                        );
+                    }
+                }
+            }
+            let mut rebuilt = MetadataImage::default();
+            for record in image.as_records() {
+                rebuilt.apply(&record);
+            }
+            for topic in image.topics() {
+                assert_eq!(
+                    rebuilt.topic(&topic.name).map(|t| &t.placement),
+                    Some(&topic.placement),
+                    "seed {seed}: the snapshot of {}",
+                    topic.name
+                );
+            }
+            assert_eq!(rebuilt.brokers, image.brokers, "seed {seed}");
+        }
     }
 
     #[test]
