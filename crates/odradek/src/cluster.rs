@@ -79,7 +79,9 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
         })
         .collect();
     brokers.sort();
-    let controller = cluster.controller_id.0;
+    // The active controller is the quorum leader (a broker, or a dedicated controller that
+    // serves no clients); DescribeCluster's controller id is the broker asked (KIP-590).
+    let controller = quorum.leader_id.0;
     if args.json() {
         let out = json!({
             "cluster_id": cluster.cluster_id.to_string(),
