@@ -149,6 +149,22 @@ impl LeaderEpochCache {
         crate::log::write_file_atomically(dir, LEADER_EPOCH_CHECKPOINT, self.encode())
     }
 
+    /// Replaces the file without syncing it: the caller's next flush syncs the returned
+    /// file and the directory. A write on the append path must not wait for the disk
+    /// (acks=1 never does), and an acks=all append waits for that flush anyway.
+    pub(crate) fn write_unsynced(
+        &self,
+        dir: &Path,
+    ) -> Result<(std::fs::File, std::path::PathBuf), crate::StorageError> {
+        let path = dir.join(LEADER_EPOCH_CHECKPOINT);
+        let tmp = dir.join(format!("{LEADER_EPOCH_CHECKPOINT}.tmp"));
+        let io = |e| crate::StorageError::io(&path, e);
+        std::fs::write(&tmp, self.encode()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        let file = std::fs::File::open(&path).map_err(io)?;
+        Ok((file, path))
+    }
+
     /// The checkpoint in `dir`, if there is a readable one.
     pub(crate) fn read(dir: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(dir.join(LEADER_EPOCH_CHECKPOINT)).ok()?;

@@ -245,18 +245,26 @@ impl Log {
         // Whatever recovery kept is what the disk holds.
         log.flushed_offset = log.log_end_offset();
         log.load_transaction_state()?;
-        log.load_leader_epochs()?;
+        log.load_leader_epochs(clean_shutdown)?;
         Ok(log)
     }
 
     /// Reads the leader epoch checkpoint, or rebuilds it from the batch headers when it is
     /// missing (a log written before there was one) or unreadable; then fits it to the log,
-    /// whose tail recovery may have cut.
-    fn load_leader_epochs(&mut self) -> Result<(), StorageError> {
-        let (mut epochs, rebuilt) = match LeaderEpochCache::read(&self.dir) {
+    /// whose tail recovery may have cut. After a crash, the checkpoint may predate the
+    /// active segment's last epochs (it is synced with the data, not before it): their
+    /// batches say which, as Kafka's recovery re-reads them.
+    fn load_leader_epochs(&mut self, clean_shutdown: bool) -> Result<(), StorageError> {
+        let (mut epochs, mut rebuilt) = match LeaderEpochCache::read(&self.dir) {
             Some(epochs) => (epochs, false),
-            None => (self.scan_leader_epochs()?, true),
+            None => (self.scan_leader_epochs(self.log_start_offset)?, true),
         };
+        if !clean_shutdown {
+            let active_base = self.active().base_offset();
+            for e in self.scan_leader_epochs(active_base)?.entries() {
+                rebuilt |= epochs.assign(e.epoch, e.start_offset);
+            }
+        }
         let cut = epochs.truncate_from_end(self.log_end_offset());
         let moved = epochs.truncate_from_start(self.log_start_offset);
         if (rebuilt && !epochs.entries().is_empty()) || cut || moved {
@@ -266,10 +274,10 @@ impl Log {
         Ok(())
     }
 
-    /// The epoch cache the batch headers add up to, from the log start on.
-    fn scan_leader_epochs(&self) -> Result<LeaderEpochCache, StorageError> {
+    /// The epoch cache the batch headers from `from` on add up to.
+    fn scan_leader_epochs(&self, from: i64) -> Result<LeaderEpochCache, StorageError> {
         let mut epochs = LeaderEpochCache::default();
-        walk_batch_headers(&self.segments, self.log_start_offset, |_, _, header| {
+        walk_batch_headers(&self.segments, from, |_, _, header| {
             let h = BatchHeader::from_array(header);
             epochs.assign(h.partition_leader_epoch(), h.base_offset());
             Ok(())
@@ -277,11 +285,16 @@ impl Log {
         Ok(epochs)
     }
 
-    /// Notes that `epoch` wrote at `offset`: a new epoch is written to the checkpoint at
-    /// once (it happens once per change of leader).
+    /// Notes that `epoch` writes at `offset`, before the batch is written: a new epoch
+    /// (once per change of leader) rewrites the checkpoint, which the next flush syncs, so
+    /// it is durable before any acks=all write of the epoch is acknowledged. A checkpoint
+    /// that cannot be written fails the append before anything is.
     fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), StorageError> {
         if self.epochs.assign(epoch, offset) {
-            self.epochs.write(&self.dir)?;
+            let (file, path) = self.epochs.write_unsynced(&self.dir)?;
+            self.unsynced_data.retain(|(_, p)| *p != path);
+            self.unsynced_data.push((Arc::new(file), path));
+            self.dir_unsynced = true;
         }
         Ok(())
     }
@@ -440,6 +453,7 @@ impl Log {
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let now = now_ms();
         self.maybe_roll(last_offset, batch.len() as u64, now)?;
+        self.note_epoch(leader_epoch, base_offset)?;
         let log_append_time = match self.config.timestamp_type {
             TimestampType::LogAppendTime => {
                 let mut whole = BytesMut::from(&batch[..]);
@@ -459,7 +473,6 @@ impl Log {
                 -1
             }
         };
-        self.note_epoch(leader_epoch, base_offset)?;
         self.unflushed_records += record_count;
         let flush_due = self.unflushed_records >= self.config.flush_messages
             || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
@@ -502,8 +515,8 @@ impl Log {
         let base_offset = self.log_end_offset();
         self.maybe_roll(base_offset, bytes.len() as u64, now)?;
         batch::assign_offsets(&mut bytes, base_offset, leader_epoch);
-        self.write_batch(&[&bytes], now)?;
         self.note_epoch(leader_epoch, base_offset)?;
+        self.write_batch(&[&bytes], now)?;
         if let Some((txn, committed)) = self.producers.replay(&bytes)
             && !committed
         {
@@ -1399,6 +1412,36 @@ mod tests {
         assert_eq!(read(198, 1 << 20, true, i64::MAX), (1, false));
         assert_eq!(read(0, one, true, 2), (1, false));
         assert_eq!(read(0, 1 << 20, true, 2), (1, false));
+    }
+
+    #[test]
+    fn the_leader_epoch_cache_follows_appends_and_survives_a_stale_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        for epoch in [0, 0, 2, 2, 5] {
+            log.append(batch(2, 1000), epoch).unwrap();
+        }
+        let entries = |log: &Log| -> Vec<(i32, i64)> {
+            let cache = log.leader_epochs();
+            cache
+                .entries()
+                .iter()
+                .map(|e| (e.epoch, e.start_offset))
+                .collect()
+        };
+        assert_eq!(entries(&log), [(0, 0), (2, 4), (5, 8)]);
+        assert_eq!(log.end_offset_for_epoch(2), (2, 8));
+        drop(log);
+        // A crash after the checkpoint was replaced but before the flush that syncs it:
+        // the file on disk knows only the first epoch, the batches know all three.
+        std::fs::write(dir.path().join("leader-epoch-checkpoint"), "0\n1\n0 0\n").unwrap();
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!(entries(&log), [(0, 0), (2, 4), (5, 8)]);
+        drop(log);
+        // DeleteRecords moves the log start: epochs wholly before it go.
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        log.delete_records_before(6).unwrap();
+        assert_eq!(entries(&log), [(2, 6), (5, 8)]);
     }
 
     #[test]
