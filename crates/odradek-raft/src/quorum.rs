@@ -288,12 +288,10 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
             })
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
-        let joined = if config.is_observer() && !promoted {
-            quorum.join_as_observer(&config).await
-        } else if promoted {
-            Ok(())
-        } else {
-            quorum.initialize(&config).await
+        let joined = match (config.is_observer(), promoted) {
+            (true, false) => quorum.join_as_observer(&config).await,
+            (true, true) => Ok(()),
+            (false, _) => quorum.initialize(&config).await,
         };
         if let Err(e) = joined {
             quorum.shutdown().await;
