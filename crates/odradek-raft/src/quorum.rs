@@ -397,6 +397,9 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
                 }
                 Ok(crate::network::Joined::NotLeader(leader)) => {
                     next = leader.map(|(_, addr)| addr);
+                    // Two nodes that each name the other during an election must not
+                    // bounce the request between them at full speed.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Ok(crate::network::Joined::Refused(e)) => {
                     return Err(QuorumError::Config(format!(
@@ -407,8 +410,10 @@ impl<S: MetadataStateMachine> MetadataQuorum<S> {
                     tracing::info!(voter = %addr, error = %e, "the metadata quorum cannot take this observer yet; retrying");
                 }
                 Err(e) => {
-                    if attempt % voters.len() == 1 || voters.len() == 1 {
-                        tracing::warn!(voter = %addr, error = %e, "cannot reach the metadata quorum yet; retrying");
+                    // Once, then every 20th try: a quorum that is not up yet is normal at
+                    // a cluster's first start.
+                    if attempt % 20 == 1 {
+                        tracing::warn!(voter = %addr, error = %e, attempt, "cannot reach the metadata quorum yet; retrying");
                     }
                 }
             }
