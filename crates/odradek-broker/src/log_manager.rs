@@ -769,11 +769,10 @@ impl LogManager {
     /// before the cluster).
     pub fn replicas(&self, topic: &str, index: i32) -> Vec<i32> {
         let image = self.image();
-        match image.topic(topic).map(|t| t.replicas(index)) {
-            Some([]) => vec![self.node_id],
-            Some(replicas) => replicas.to_vec(),
-            None => Vec::new(),
-        }
+        image
+            .topic(topic)
+            .map(|t| image.replicas(t, index, self.node_id))
+            .unwrap_or_default()
     }
 
     /// Who leads `topic`'s partition `index` now (None: nobody, its broker is fenced).

@@ -544,6 +544,15 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// Partition `index` of `topic`'s replicas: `local` alone for a partition written
+    /// before the cluster.
+    pub fn replicas(&self, topic: &TopicImage, index: i32, local: i32) -> Vec<i32> {
+        match topic.replicas(index) {
+            [] => vec![local],
+            replicas => replicas.to_vec(),
+        }
+    }
+
     /// Who leads partition `index` of `topic`, and at which leader epoch. `local` is this
     /// node, which holds the partitions written before the cluster (at epoch 0). With one
     /// replica per partition (until replication lands), a fenced broker's partitions have

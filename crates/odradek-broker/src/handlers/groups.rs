@@ -32,7 +32,7 @@ use crate::coordinator::group::{
 };
 use crate::coordinator::records::RecordKey;
 use crate::coordinator::{self, OFFSETS_TOPIC};
-use crate::log_manager::Partition;
+use crate::log_manager::{Partition, Topic};
 
 /// The two coordinators a broker may be for a key.
 #[derive(Debug, Clone, Copy)]
@@ -261,12 +261,18 @@ impl Broker {
         let Some(topic) = self.logs.topic(name) else {
             return Ok(());
         };
-        let partition = coordinator::partition_for(key, topic.partitions.len() as i32);
-        match self.logs.leader(name, partition) {
+        match self.coordinator_of(&topic, key) {
             Some(leader) if leader == self.node_id => Ok(()),
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),
         }
+    }
+
+    /// The coordinator of `key` in internal `topic`: the leader of the partition the key
+    /// hashes to (None while it has none).
+    fn coordinator_of(&self, topic: &Topic, key: &str) -> Option<i32> {
+        let partition = coordinator::partition_for(key, topic.partitions.len() as i32);
+        self.logs.leader(&topic.name, partition)
     }
 
     pub(crate) async fn find_coordinator(
@@ -299,11 +305,8 @@ impl Broker {
                     continue;
                 }
             };
-            // The coordinator is the leader of the internal partition the key hashes to.
             let endpoint = topic.and_then(|topic| {
-                let partition =
-                    crate::coordinator::partition_for(&key, topic.partitions.len() as i32);
-                let leader = self.logs.leader(&topic.name, partition)?;
+                let leader = self.coordinator_of(&topic, &key)?;
                 self.endpoints([leader]).pop()
             });
             let mut c = Coordinator::default().with_key(str_bytes(key));

@@ -127,9 +127,13 @@ impl Broker {
 
     /// Partition `index` of `topic` as Metadata and DescribeTopicPartitions describe it.
     fn partition_view(&self, image: &MetadataImage, topic: &Topic, index: i32) -> PartitionView {
-        let replicas = self.logs.replicas(&topic.name, index);
-        let placed = image.topic(&topic.name).and_then(|t| t.placement(index));
-        let leadership = self.logs.leadership(&topic.name, index);
+        // From the one image the caller read, not a fresh read per field and partition.
+        let placed_topic = image.topic(&topic.name);
+        let replicas = placed_topic
+            .map(|t| image.replicas(t, index, self.node_id))
+            .unwrap_or_default();
+        let placed = placed_topic.and_then(|t| t.placement(index));
+        let leadership = placed_topic.and_then(|t| image.leader(t, index, self.node_id));
         // Partitions written before the cluster: one replica, this node, epoch 0.
         let (isr, leader_epoch) =
             placed.map_or((replicas.clone(), 0), |p| (p.isr.clone(), p.leader_epoch));
