@@ -27,7 +27,17 @@
 //!    and goes like a tombstone once none is left.
 //! 4. **Swap** (under the lock): the crash-safe protocol of [`recover_interrupted_cleaning`];
 //!    then the aborted transactions whose markers are gone leave the log's list.
-//! 5. **Checkpoint**: the new first dirty offset, written atomically after the swap.
+//! 5. **Checkpoint**: the new first dirty offset, written atomically after the swap, still
+//!    under the lock.
+//!
+//! Truncation (`Log::truncate_to`, `Log::truncate_fully_and_start_at`, for replication) runs
+//! under the log's lock and may fall between the plan and the swap. It re-opens the log from
+//! disk, so every segment gets a new file handle, and it counts itself in the log's
+//! truncation count: the swap checks both and discards the pass, so a pass that read removed
+//! data can never put it back (nor delete segments written after the truncation, which its
+//! replaced range would cover). The checkpoint is written under the same lock as the swap, so
+//! a truncation either sees it and cuts it back to the new log end ([`truncate_checkpoint`])
+//! or comes before the swap and the pass writes none.
 //!
 //! Tombstones: a tombstone is removed once `delete.retention.ms` has passed since the pass
 //! that first cleaned it (moved the first dirty offset past it). The checkpoint keeps, for
@@ -52,7 +62,7 @@ use std::sync::{Arc, Mutex};
 use odradek_protocol::batch::{self, BatchHeader, TxnMarker};
 use tracing::{info, warn};
 
-use crate::log::{header_of, write_file_atomically};
+use crate::log::{header_of, remove_if_exists, sync_dir, write_file_atomically};
 use crate::producer_state::AbortedTxn;
 use crate::{Log, LogSegment, StorageError, offset_file_stem};
 
@@ -257,7 +267,24 @@ impl Cleaner {
             ));
         }
 
-        // 4. Swap under the lock, if the log still holds exactly the segments we read.
+        // The checkpoint's tombstone passes, written with the swap (step 5).
+        let mut passes: Vec<(i64, i64)> = plan
+            .tombstone_passes
+            .iter()
+            .copied()
+            .filter(|&(e, _)| e > horizon)
+            .collect();
+        if awaits_horizon {
+            passes.push((end, now));
+        }
+        while passes.len() > MAX_TOMBSTONE_PASSES {
+            // Merge the oldest pass into the next: its tombstones then wait for the later
+            // (longer) deadline.
+            passes.remove(0);
+        }
+
+        // 4. Swap under the lock, if the log still holds exactly the segments we read and
+        // was not truncated meanwhile.
         {
             let Ok(mut guard) = log.lock() else {
                 return Ok(None);
@@ -272,6 +299,7 @@ impl Cleaner {
                         .get(&s.base)
                         .is_some_and(|live| Arc::ptr_eq(live.file(), &s.file))
                 })
+                && guard.truncations == plan.truncations
                 && !guard.is_offline();
             if !unchanged {
                 info!(log = %plan.dir.display(), "log changed during cleaning; discarding the pass");
@@ -295,25 +323,12 @@ impl Cleaner {
                 guard.mark_offline();
                 return Err(e);
             }
+            // 5. The checkpoint, after the swap: if we crash before it, the next pass redoes
+            // the same work from the old first dirty offset. Under the lock, so that a
+            // truncation cannot fall between the swap and it and leave a first dirty offset
+            // beyond the truncated log's end (see the module documentation).
+            write_checkpoint(&plan.dir, end.max(plan.first_dirty), &passes)?;
         }
-
-        // 5. The checkpoint, after the swap: if we crash before it, the next pass redoes
-        // the same work from the old first dirty offset.
-        let mut passes: Vec<(i64, i64)> = plan
-            .tombstone_passes
-            .iter()
-            .copied()
-            .filter(|&(e, _)| e > horizon)
-            .collect();
-        if awaits_horizon {
-            passes.push((end, now));
-        }
-        while passes.len() > MAX_TOMBSTONE_PASSES {
-            // Merge the oldest pass into the next: its tombstones then wait for the later
-            // (longer) deadline.
-            passes.remove(0);
-        }
-        write_checkpoint(&plan.dir, end.max(plan.first_dirty), &passes)?;
         info!(
             log = %plan.dir.display(),
             segments_in = stats.segments_in,
@@ -552,6 +567,8 @@ struct Plan {
     delete_retention_ms: i64,
     config_segment_bytes: u64,
     index_interval_bytes: u64,
+    /// The log's truncation count when planned: a pass across a truncation is discarded.
+    truncations: u64,
 }
 
 impl Plan {
@@ -637,6 +654,7 @@ impl Plan {
             delete_retention_ms: config.delete_retention_ms,
             config_segment_bytes: config.segment_bytes.max(1),
             index_interval_bytes: config.index_interval_bytes,
+            truncations: log.truncations,
         };
         let dirty_due = first_uncleanable > first_dirty
             && dirty_bytes > 0
@@ -859,6 +877,28 @@ fn write_checkpoint(
     write_file_atomically(dir, CHECKPOINT, &text)
 }
 
+/// A truncation cut the log back to end at `log_end`: records from there on are new, so
+/// neither the first dirty offset nor a tombstone pass may claim to have cleaned them
+/// (Kafka's `maybeTruncateCheckpoint`). `log_end` None: the log was emptied, and the
+/// checkpoint goes. Durable before it returns.
+pub(crate) fn truncate_checkpoint(dir: &Path, log_end: Option<i64>) -> Result<(), StorageError> {
+    let Some(log_end) = log_end else {
+        remove_if_exists(&dir.join(CHECKPOINT))?;
+        return sync_dir(dir);
+    };
+    let cp = read_checkpoint(dir);
+    let first_dirty = cp.first_dirty.map(|o| o.min(log_end));
+    let passes: Vec<(i64, i64)> = cp
+        .tombstone_passes
+        .iter()
+        .map(|&(end, at)| (end.min(log_end), at))
+        .collect();
+    if first_dirty == cp.first_dirty && passes == cp.tombstone_passes {
+        return Ok(());
+    }
+    write_checkpoint(dir, first_dirty.unwrap_or(0), &passes)
+}
+
 /// `<base>.<kind>.<state>`, e.g. `00000000000000000000.log.swap`.
 fn swap_path(dir: &Path, base: i64, kind: &str, state: &str) -> PathBuf {
     dir.join(format!("{}.{kind}.{state}", offset_file_stem(base)))
@@ -866,20 +906,6 @@ fn swap_path(dir: &Path, base: i64, kind: &str, state: &str) -> PathBuf {
 
 fn final_path(dir: &Path, base: i64, kind: &str) -> PathBuf {
     dir.join(format!("{}.{kind}", offset_file_stem(base)))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, e))
-}
-
-fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io(path, e)),
-    }
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), StorageError> {

@@ -24,6 +24,14 @@ pub enum StorageError {
         /// that can do without the batch (a coordinator replaying its state) goes on.
         resume_at: Option<i64>,
     },
+    /// A batch copied from a leader (`Log::append_replicated`) does not start at the log end
+    /// offset: the follower fetched from the wrong offset, or the leader's log has a gap.
+    #[error("log {dir}: replicated batch starts at offset {found}, the log ends at {expected}")]
+    NonContiguous {
+        dir: PathBuf,
+        expected: i64,
+        found: i64,
+    },
     #[error("log {0} is shutting down")]
     ShuttingDown(PathBuf),
     /// The producer's batch or transaction marker breaks its idempotence or transaction state.

@@ -28,7 +28,8 @@ pub use group_commit::{DurabilityWaiter, GroupCommit, SyncObserver};
 pub use index::{OffsetIndex, TimeIndex};
 pub use leader_epoch::{EpochEntry, LeaderEpochCache, UNDEFINED_EPOCH_OFFSET};
 pub use log::{
-    AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, TimestampType,
+    AppendResult, FetchedRecords, Log, LogConfig, OffsetLookup, PreparedRead, ReplicatedAppend,
+    TimestampType,
 };
 pub use producer_state::{AbortedTxn, BATCHES_KEPT, BatchMetadata, ProducerError, ProducerSummary};
 pub use segment::{LogSegment, now_ms};

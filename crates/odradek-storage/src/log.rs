@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{AbortedTxn, ProducerStateManager, ProducerSummary};
-use crate::recovery_point::RecoveryPoint;
+use crate::recovery_point::{RECOVERY_POINT_FILE, RecoveryPoint};
 use crate::segment::{OpenMode, now_ms};
 use crate::{LogSegment, StorageError};
 
@@ -92,6 +92,18 @@ pub struct AppendResult {
     pub duplicate: bool,
 }
 
+/// What [`Log::append_replicated`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicatedAppend {
+    /// Batches written (0 when `batches` held only a partial trailing batch or nothing).
+    pub batches: usize,
+    pub records: u64,
+    /// The log end offset after the append.
+    pub log_end_offset: i64,
+    /// As [`AppendResult::flush_due`]: the flush policy says it is time to sync.
+    pub flush_due: bool,
+}
+
 /// The answer to a ListOffsets query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetLookup {
@@ -138,6 +150,9 @@ pub struct FlushWork {
     pub(crate) files: Vec<UnsyncedFile>,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) up_to: i64,
+    /// The log's truncation count when planned: a flush that a truncation overtook proves
+    /// nothing about the log as it is now (see [`Log::flush_done`]).
+    pub(crate) truncations: u64,
 }
 
 #[derive(Debug)]
@@ -170,6 +185,11 @@ pub struct Log {
     checkpointed: Option<(i64, u64)>,
     /// Where each leader epoch's writes start; persisted in `leader-epoch-checkpoint`.
     epochs: LeaderEpochCache,
+    /// How many truncations (`truncate_to`, `truncate_fully_and_start_at`) this log has had
+    /// since it was opened. Work planned under the lock and finished after releasing it (a
+    /// flush, a recovery-point checkpoint, a cleaner pass) checks it under the lock before
+    /// recording its result: one that a truncation overtook must not describe removed data.
+    pub(crate) truncations: u64,
 }
 
 impl Log {
@@ -221,10 +241,17 @@ impl Log {
         }
         // Never empty here: a directory without segments got one at offset 0 just above.
         let first_segment = segments.keys().next().copied().unwrap_or(0);
+        let log_end = segments
+            .values()
+            .next_back()
+            .map_or(0, LogSegment::next_offset);
         // DeleteRecords can move the start inside the first segment; that is checkpointed.
+        // Never past the end: a crash can cut unflushed records a DeleteRecords had reached,
+        // or interrupt a truncation between cutting the data and moving the start.
         let log_start_offset = read_log_start_checkpoint(dir)
             .unwrap_or(first_segment)
-            .max(first_segment);
+            .max(first_segment)
+            .min(log_end);
         let mut log = Self {
             dir: dir.to_path_buf(),
             config,
@@ -241,6 +268,7 @@ impl Log {
             aborted: Vec::new(),
             checkpointed: None,
             epochs: LeaderEpochCache::default(),
+            truncations: 0,
         };
         // Whatever recovery kept is what the disk holds.
         log.flushed_offset = log.log_end_offset();
@@ -291,12 +319,48 @@ impl Log {
     /// that cannot be written fails the append before anything is.
     fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), StorageError> {
         if self.epochs.assign(epoch, offset) {
-            let (file, path) = self.epochs.write_unsynced(&self.dir)?;
-            self.unsynced_data.retain(|(_, p)| *p != path);
-            self.unsynced_data.push((Arc::new(file), path));
-            self.dir_unsynced = true;
+            self.write_epochs_unsynced()?;
         }
         Ok(())
+    }
+
+    /// Replaces the epoch checkpoint for the next flush to sync (see [`Self::note_epoch`]).
+    fn write_epochs_unsynced(&mut self) -> Result<(), StorageError> {
+        let (file, path) = self.epochs.write_unsynced(&self.dir)?;
+        self.unsynced_data.retain(|(_, p)| *p != path);
+        self.unsynced_data.push((Arc::new(file), path));
+        self.dir_unsynced = true;
+        Ok(())
+    }
+
+    /// Records that this replica leads from the log end at `epoch`: a new leader notes its
+    /// epoch before it appends, so OffsetForLeaderEpoch answers the new epoch's start even
+    /// before a batch is written, as Kafka's `Partition.makeLeader` does. No-op if the
+    /// cache's latest epoch is already `epoch` or newer. The checkpoint is rewritten for the
+    /// next flush to sync, as for the epoch of an appended batch ([`Self::note_epoch`]).
+    /// An epoch that has written nothing does not outlive a restart: opening the log fits
+    /// the cache to the log end, dropping entries that start there, as Kafka's loading
+    /// does; the broker calls this again whenever it becomes leader.
+    pub fn start_leader_epoch(&mut self, epoch: i32) -> Result<(), StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        if epoch < 0
+            || self
+                .epochs
+                .latest_epoch()
+                .is_some_and(|latest| latest >= epoch)
+        {
+            return Ok(());
+        }
+        let end = self.log_end_offset();
+        self.note_epoch(epoch, end)
+    }
+
+    /// The newest epoch in the leader-epoch cache (None when empty): a follower sends it as
+    /// Fetch's `last_fetched_epoch`.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
     }
 
     /// Where `epoch`'s writes end in this log, and the epoch that answer belongs to
@@ -532,6 +596,295 @@ impl Log {
         })
     }
 
+    /// Appends batches copied from a leader (a Fetch response's records), verbatim: offsets,
+    /// partitionLeaderEpoch, timestamps, producer ids and sequences stay as the leader wrote
+    /// them. The first must start exactly at the log end offset and each next one right
+    /// after the one before ([`StorageError::NonContiguous`] otherwise); every batch's CRC
+    /// and framing are checked ([`StorageError::Corrupt`]). All batches are checked before
+    /// any is written, so a refused append writes nothing; an I/O error while writing may
+    /// leave a prefix of them written (`log_end_offset` tells). A trailing partial batch
+    /// (Fetch may cut the last one) is ignored. Each batch's epoch goes to the leader-epoch
+    /// cache, producer state is replayed (an abort marker's transaction goes to the aborted
+    /// list, as [`Self::append_marker`] records it), segments roll as for [`Self::append`],
+    /// and the records count toward the flush policy. Like `append`, nothing is synced:
+    /// the caller flushes (group commit) as the policy or its acknowledgements require.
+    pub fn append_replicated(&mut self, batches: Bytes) -> Result<ReplicatedAppend, StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        let start = self.log_end_offset();
+        // (position, size) of each whole batch, all checked before the first is written.
+        let mut found = Vec::new();
+        let mut expected = start;
+        let mut pos = 0usize;
+        while batches.len() - pos >= batch::HEADER_LEN {
+            let rest = &batches[pos..];
+            let header = header_of(rest, &self.dir)?;
+            let size = header.total_size();
+            let corrupt = |reason: String| StorageError::Corrupt {
+                path: self.dir.clone(),
+                reason: format!(
+                    "replicated batch at offset {}: {reason}",
+                    header.base_offset()
+                ),
+                resume_at: None,
+            };
+            if size < batch::HEADER_LEN || header.magic() != 2 {
+                return Err(corrupt(format!(
+                    "malformed header (magic {}, size {size})",
+                    header.magic()
+                )));
+            }
+            if size > rest.len() {
+                // The fetch's byte limit cut this batch: the next fetch brings it whole.
+                break;
+            }
+            if header.base_offset() != expected {
+                return Err(StorageError::NonContiguous {
+                    dir: self.dir.clone(),
+                    expected,
+                    found: header.base_offset(),
+                });
+            }
+            if header.last_offset_delta() < 0 {
+                return Err(corrupt(format!(
+                    "negative lastOffsetDelta {}",
+                    header.last_offset_delta()
+                )));
+            }
+            batch::verify_crc(&rest[..size]).map_err(|e| corrupt(e.to_string()))?;
+            found.push((pos, size));
+            expected = header.last_offset() + 1;
+            pos += size;
+        }
+        let mut records = 0u64;
+        let now = now_ms();
+        for &(pos, size) in &found {
+            let bytes = batches.slice(pos..pos + size);
+            let header = header_of(&bytes, &self.dir)?;
+            let (base_offset, last_offset) = (header.base_offset(), header.last_offset());
+            let (epoch, count) = (header.partition_leader_epoch(), header.record_count());
+            debug_assert_eq!(base_offset, self.log_end_offset(), "checked above");
+            self.maybe_roll(last_offset, size as u64, now)?;
+            self.note_replicated_epoch(epoch, base_offset)?;
+            self.write_batch(&[&bytes], now)?;
+            if let Some((txn, committed)) = self.producers.replay(&bytes)
+                && !committed
+            {
+                self.record_abort(txn)?;
+            }
+            records += count.max(0) as u64;
+        }
+        self.unflushed_records += records;
+        let log_end_offset = self.log_end_offset();
+        debug_assert_eq!(log_end_offset, expected, "offsets continue without a gap");
+        Ok(ReplicatedAppend {
+            batches: found.len(),
+            records,
+            log_end_offset,
+            flush_due: self.unflushed_records >= self.config.flush_messages
+                || now.saturating_sub(self.last_flush_ms) >= self.config.flush_ms,
+        })
+    }
+
+    /// [`Self::note_epoch`] for a batch copied from a leader at the log end. An entry that
+    /// starts at the log end has no batch in this log (a [`Self::start_leader_epoch`] of a
+    /// term in which this replica wrote nothing): the leader's history, which this batch
+    /// continues, replaces it even when the batch's epoch is older, as Kafka's cache does.
+    fn note_replicated_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), StorageError> {
+        let dropped = self.epochs.truncate_from_end(offset);
+        if self.epochs.assign(epoch, offset) || dropped {
+            self.write_epochs_unsynced()?;
+        }
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset`: a follower whose tail diverged from its
+    /// leader's (KIP-101, KIP-279). When `offset` falls inside a batch, that whole batch goes
+    /// and the log ends at its base offset, as Kafka's `LogSegment.truncateTo` cuts. No-op
+    /// when `offset` is at or past the log end; at or below the first segment's base offset
+    /// it is [`Self::truncate_fully_and_start_at`]. Returns the new log end offset.
+    ///
+    /// Everything derived from the removed data goes with it, durably before this returns:
+    /// later segments, the containing segment's tail and its index files, producer-state
+    /// snapshots above the new end, the recovery point if it reaches past the cut, the
+    /// cleaner checkpoint's offsets past the end, the leader-epoch and aborted-transaction
+    /// entries at or after the end; the log start moves down to the end if it was above it.
+    /// What was appended before is synced first, then the log is re-opened from disk (as
+    /// after a crash, so producer state, indexes and the epoch cache are rebuilt by the
+    /// recovery code), and everything it holds is flushed. A failure part way takes the log
+    /// offline: every step removes only a suffix of the log, so the restart's recovery finds
+    /// a consistent prefix of it.
+    ///
+    /// Reads planned before ([`PreparedRead`]) may fail with an I/O error if they reach into
+    /// the cut bytes; work of the cleaner, a flush or a recovery-point checkpoint that a
+    /// truncation overtakes is discarded (see `truncations`).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            return Ok(log_end);
+        }
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        if offset <= first_base {
+            self.truncate_fully_and_start_at(offset)?;
+            return Ok(self.log_end_offset());
+        }
+        let result = self.cut_tail(offset);
+        if result.is_err() {
+            self.offline = true;
+        }
+        let new_end = result?;
+        debug_assert!(new_end <= offset, "truncation never moves the log end up");
+        Ok(new_end)
+    }
+
+    fn cut_tail(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let old_end = self.log_end_offset();
+        let Some((&base, segment)) = self.segments.range(..=offset).next_back() else {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: old_end,
+            });
+        };
+        let (cut_at, new_end) = match first_batch_reaching(segment, offset)? {
+            Some(found) => found,
+            // The segment ends before `offset` (compaction can leave its end in a gap).
+            None => (segment.size(), segment.next_offset()),
+        };
+        debug_assert!(new_end <= offset && new_end < old_end);
+        info!(log = %self.dir.display(), offset, new_end, old_end, "truncating the log");
+        let dir = self.dir.clone();
+        // Whatever survives must be durable: the re-opened log takes it all as flushed.
+        self.sync_all_pending()?;
+
+        // What would describe removed data goes before the data, so that no crash leaves it
+        // to be trusted once the log has grown past the cut again: the recovery point
+        // (unless it covers only kept bytes of this segment) and producer snapshots.
+        if RecoveryPoint::read(&dir, base).is_none_or(|p| p.position > cut_at) {
+            remove_if_exists(&dir.join(RECOVERY_POINT_FILE))?;
+        }
+        crate::producer_state::delete_snapshots_above(&dir, new_end)?;
+        crate::cleaner::truncate_checkpoint(&dir, Some(new_end))?;
+        if new_end < self.log_start_offset {
+            // Kafka's `logStartOffset = min(targetOffset, logStartOffset)`: moved before the
+            // data is cut, so the log never starts past its end.
+            write_log_start_checkpoint(&dir, new_end)?;
+        }
+        sync_dir(&dir)?;
+
+        // The data: later segments newest first, each removal synced, so that a crash
+        // leaves a prefix of the log and never a hole; then the containing segment's tail.
+        let later: Vec<i64> = self
+            .segments
+            .range(base + 1..)
+            .map(|(&b, _)| b)
+            .rev()
+            .collect();
+        for b in later {
+            if let Some(s) = self.segments.get(&b) {
+                s.delete_files()?;
+                info!(log = %dir.display(), segment = b, "deleted segment (truncation)");
+                sync_dir(&dir)?;
+            }
+        }
+        if let Some(s) = self.segments.get(&base) {
+            s.cut_file_to(cut_at)?;
+        }
+        sync_dir(&dir)?;
+
+        // What the re-open would fit to the new end anyway, done explicitly and durably.
+        if self.epochs.truncate_from_end(new_end) {
+            self.epochs.write(&dir)?;
+        }
+        self.retain_aborted_transactions(|t| t.last_offset < new_end)?;
+        self.reopen()?;
+        Ok(self.log_end_offset())
+    }
+
+    /// Replaces the in-memory log with the one on disk, as recovery after a crash loads it
+    /// (the active segment checked from its recovery point, producer state from the newest
+    /// snapshot plus replay, the epoch cache fitted): no in-memory state of the removed data
+    /// survives, including files queued for the next flush. Counts a truncation.
+    fn reopen(&mut self) -> Result<(), StorageError> {
+        let truncations = self.truncations + 1;
+        let mut fresh = Log::open(&self.dir, self.config.clone(), false)?;
+        fresh.truncations = truncations;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Empties the log and starts it again at `offset`: a follower whose fetch offset fell
+    /// below its leader's log start. Every segment is deleted and one empty segment created
+    /// at `offset`; log start = log end = `offset` (checkpointed durably); producer state
+    /// and its snapshots, the aborted list, the epoch cache, the recovery point and the
+    /// cleaner checkpoint are emptied, files included. Durable when it returns; a failure
+    /// part way takes the log offline, and each step leaves a state the restart's recovery
+    /// reads as a consistent (possibly empty) log.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        if self.offline {
+            return Err(StorageError::Offline(self.dir.clone()));
+        }
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.log_end_offset(),
+            });
+        }
+        let result = self.start_over_at(offset);
+        if result.is_err() {
+            self.offline = true;
+        }
+        result
+    }
+
+    fn start_over_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        info!(log = %dir.display(), offset, old_start = self.log_start_offset, old_end = self.log_end_offset(), "emptying the log to start at a new offset");
+        // Derived state first: if a crash stops us, what is left is rebuilt from the data.
+        remove_if_exists(&dir.join(RECOVERY_POINT_FILE))?;
+        crate::producer_state::delete_snapshots_above(&dir, i64::MIN)?;
+        remove_if_exists(&dir.join(crate::leader_epoch::LEADER_EPOCH_CHECKPOINT))?;
+        remove_if_exists(&dir.join(ABORTED_TXNS))?;
+        crate::cleaner::truncate_checkpoint(&dir, None)?;
+        sync_dir(&dir)?;
+        // Segments reaching `offset` or beyond, newest first: a crash leaves a prefix.
+        let reaching: Vec<i64> = self
+            .segments
+            .iter()
+            .rev()
+            .filter(|&(&b, s)| b >= offset || s.next_offset() > offset)
+            .map(|(&b, _)| b)
+            .collect();
+        for b in &reaching {
+            if let Some(s) = self.segments.get(b) {
+                s.delete_files()?;
+                sync_dir(&dir)?;
+            }
+        }
+        // The new segment, above whatever is left: the log now ends at `offset`.
+        LogSegment::create(&dir, offset)?;
+        sync_dir(&dir)?;
+        write_log_start_checkpoint(&dir, offset)?;
+        // What is left lies wholly below the new start.
+        for (b, s) in &self.segments {
+            if !reaching.contains(b) && *b != offset {
+                s.delete_files()?;
+            }
+        }
+        sync_dir(&dir)?;
+        self.reopen()?;
+        debug_assert_eq!(
+            (self.log_start_offset, self.log_end_offset()),
+            (offset, offset)
+        );
+        Ok(())
+    }
+
     /// The last stable offset: below it, every transaction has ended (committed or aborted),
     /// so read_committed consumers may read up to here.
     pub fn last_stable_offset(&self) -> i64 {
@@ -669,13 +1022,34 @@ impl Log {
             files,
             dir,
             up_to: self.log_end_offset(),
+            truncations: self.truncations,
         })
     }
 
-    pub(crate) fn flush_done(&mut self, up_to: i64) {
-        self.flushed_offset = self.flushed_offset.max(up_to);
+    /// Records a finished flush. One a truncation overtook synced files of a history the
+    /// log no longer has: its `up_to` may be past the new end, or cover records appended
+    /// since at the same offsets that it never synced. The truncation made everything it
+    /// kept durable itself, so such a flush records nothing.
+    pub(crate) fn flush_done(&mut self, work: &FlushWork) {
+        if work.truncations != self.truncations {
+            return;
+        }
+        self.flushed_offset = self.flushed_offset.max(work.up_to);
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms();
+    }
+
+    /// Syncs everything written so far, in the calling thread: what a flush syncs, and the
+    /// recovery aids. A failed fsync takes the log offline (see [`Self::sync_shared`]).
+    fn sync_all_pending(&mut self) -> Result<(), StorageError> {
+        let work = self.flush_work()?;
+        if let Err(e) = work.sync() {
+            tracing::error!(log = %self.dir.display(), error = %e, "fsync failed; taking the log offline");
+            self.mark_offline();
+            return Err(e);
+        }
+        self.flush_done(&work);
+        sync_recovery_aids(&std::mem::take(&mut self.unsynced_recovery_aids))
     }
 
     /// Makes everything appended so far durable, holding the lock only to plan and to
@@ -700,7 +1074,7 @@ impl Log {
             return Err(e);
         }
         after_sync(captured)?;
-        Self::lock_shared(log)?.flush_done(work.up_to);
+        Self::lock_shared(log)?.flush_done(&work);
         Ok(())
     }
 
@@ -719,31 +1093,49 @@ impl Log {
     }
 
     /// Syncs the log and records its recovery point (see [`crate::recovery_point`]), unless
-    /// nothing was written since the last one.
+    /// nothing was written since the last one. The point is written and synced under a
+    /// temporary name without the lock, and renamed into place under it only if no
+    /// truncation happened since it was taken: a truncation removes or keeps the recovery
+    /// point itself, and a stale one installed after it would make a later recovery trust
+    /// indexes of removed bytes once the segment has grown past them again.
     pub fn checkpoint_recovery_point(log: &std::sync::Mutex<Log>) -> Result<(), StorageError> {
-        {
+        let dir = {
             let l = Self::lock_shared(log)?;
             let active = l.active();
             if l.checkpointed == Some((active.base_offset(), active.size())) {
                 return Ok(());
             }
-        }
+            l.dir.clone()
+        };
         let mut written = None;
+        let mut staged = None;
         Self::sync_shared(
             log,
             |l| {
                 let point = l.active().recovery_point();
                 written = Some((point.base_offset, point.position));
                 let aids = std::mem::take(&mut l.unsynced_recovery_aids);
-                (point, l.dir.clone(), aids)
+                (point, aids, l.truncations)
             },
-            |(point, dir, aids)| {
+            |(point, aids, truncations)| {
                 sync_recovery_aids(&aids)?;
-                point.write(&dir)
+                staged = Some((point.stage(&dir)?, truncations));
+                Ok(())
             },
         )?;
-        Self::lock_shared(log)?.checkpointed = written;
-        Ok(())
+        let Some((tmp, truncations)) = staged else {
+            return Ok(());
+        };
+        {
+            let mut l = Self::lock_shared(log)?;
+            if l.truncations != truncations {
+                remove_if_exists(&tmp)?;
+                return Ok(());
+            }
+            install_staged(&tmp, &dir.join(RECOVERY_POINT_FILE))?;
+            l.checkpointed = written;
+        }
+        sync_dir(&dir)
     }
 
     /// After a failed fsync the kernel may have dropped the dirty pages: nothing written
@@ -945,17 +1337,15 @@ impl Log {
     /// Syncs the log, then writes and syncs the producer-state snapshot and the active
     /// segment's indexes: called on clean shutdown.
     pub fn close(&mut self) -> Result<(), StorageError> {
-        let work = self.flush_work()?;
-        let up_to = work.up_to;
-        work.sync()?;
-        self.flush_done(up_to);
-        sync_recovery_aids(&std::mem::take(&mut self.unsynced_recovery_aids))?;
+        self.sync_all_pending()?;
+        let up_to = self.log_end_offset();
         let mut files = vec![self.producers.write_snapshot(&self.dir, up_to)?];
         files.extend(self.active().write_indexes()?);
         FlushWork {
             files,
             dir: Some(self.dir.clone()),
             up_to,
+            truncations: self.truncations,
         }
         .sync()
     }
@@ -1139,13 +1529,42 @@ pub(crate) fn write_file_atomically(
     name: &str,
     text: impl AsRef<[u8]>,
 ) -> Result<(), StorageError> {
-    let path = dir.join(name);
+    let tmp = stage_file(dir, name, text)?;
+    install_staged(&tmp, &dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// The first half of [`write_file_atomically`]: writes and syncs `text` to a temporary file
+/// beside `dir/name`, and returns its path for [`install_staged`].
+pub(crate) fn stage_file(
+    dir: &Path,
+    name: &str,
+    text: impl AsRef<[u8]>,
+) -> Result<PathBuf, StorageError> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let io = |e| StorageError::io(&path, e);
+    let io = |e| StorageError::io(&tmp, e);
     fs::write(&tmp, text).map_err(io)?;
     File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, &path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    Ok(tmp)
+}
+
+/// Renames a staged file over `path`; the caller syncs the directory.
+pub(crate) fn install_staged(tmp: &Path, path: &Path) -> Result<(), StorageError> {
+    fs::rename(tmp, path).map_err(|e| StorageError::io(path, e))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
 }
 
 /// `pread`s `len` bytes at `pos` into `buf`'s spare capacity, without zeroing it first
@@ -1201,6 +1620,37 @@ pub(crate) fn header_of<'a>(bytes: &'a [u8], path: &Path) -> Result<BatchHeader<
         reason: format!("{} bytes are too few for a record batch", bytes.len()),
         resume_at: None,
     })
+}
+
+/// The position and base offset of the first batch in `segment` that ends at or after
+/// `offset`, if any: where a truncation to `offset` cuts it.
+fn first_batch_reaching(
+    segment: &LogSegment,
+    offset: i64,
+) -> Result<Option<(u64, i64)>, StorageError> {
+    let relative = u32::try_from(offset.saturating_sub(segment.base_offset())).unwrap_or(u32::MAX);
+    let mut pos = u64::from(segment.offset_index().position_for(relative));
+    let mut header = [0u8; batch::HEADER_LEN];
+    while pos + batch::HEADER_LEN as u64 <= segment.size() {
+        segment
+            .file()
+            .read_exact_at(&mut header, pos)
+            .map_err(|e| StorageError::io(segment.log_path(), e))?;
+        let h = BatchHeader::from_array(&header);
+        if h.last_offset() >= offset {
+            return Ok(Some((pos, h.base_offset())));
+        }
+        let size = h.total_size() as u64;
+        if size < batch::HEADER_LEN as u64 {
+            return Err(StorageError::Corrupt {
+                path: segment.log_path().to_path_buf(),
+                reason: format!("malformed batch header at position {pos}"),
+                resume_at: None,
+            });
+        }
+        pos += size;
+    }
+    Ok(None)
 }
 
 /// Reads the whole batch starting at `pos`.
@@ -1928,5 +2378,547 @@ mod tests {
         )
         .unwrap();
         assert_eq!(log.log_end_offset(), 120);
+    }
+
+    // ---- Replication: append_replicated, truncate_to, truncate_fully_and_start_at ----
+
+    /// Every byte of the log from its start, read the way a follower's fetches read it.
+    fn read_all_bytes(log: &Log) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut next = log.log_start_offset();
+        while next < log.log_end_offset() {
+            let records = log
+                .prepare_read(next, 1 << 20, true)
+                .unwrap()
+                .read()
+                .unwrap()
+                .records;
+            let last = batch::complete_batches(&records)
+                .last()
+                .unwrap()
+                .0
+                .last_offset();
+            out.extend_from_slice(&records);
+            next = last + 1;
+        }
+        out
+    }
+
+    /// (base offset, last offset) of each batch in `bytes`.
+    fn batch_ranges(bytes: &[u8]) -> Vec<(i64, i64)> {
+        batch::complete_batches(bytes)
+            .map(|(h, _)| (h.base_offset(), h.last_offset()))
+            .collect()
+    }
+
+    fn epoch_entries(log: &Log) -> Vec<(i32, i64)> {
+        log.leader_epochs()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    /// A batch as a leader stored it: offsets and partitionLeaderEpoch assigned (both
+    /// outside the CRC).
+    fn stored(mut b: BytesMut, base_offset: i64, leader_epoch: i32) -> Bytes {
+        batch::assign_offsets(&mut b, base_offset, leader_epoch);
+        b.freeze()
+    }
+
+    fn abort(producer_id: i64) -> TxnMarker {
+        TxnMarker {
+            producer_id,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        }
+    }
+
+    /// A leader's log over several segments: producer 5's idempotent batches in epochs 0, 2
+    /// and 4, producer 6's transaction aborted at offset 63, two more batches of producer 5,
+    /// the last in epoch 6. Offsets 0..68.
+    fn leader_log(dir: &Path) -> Log {
+        let mut log = Log::open(dir, small_segments(), true).unwrap();
+        for i in 0..30 {
+            log.append(producer_batch(5, i * 2, 2, false), (i / 10) * 2)
+                .unwrap();
+        }
+        log.append(producer_batch(6, 0, 3, true), 4).unwrap();
+        assert_eq!(log.append_marker(&abort(6), 4).unwrap().base_offset, 63);
+        log.append(producer_batch(5, 60, 2, false), 4).unwrap();
+        log.append(producer_batch(5, 62, 2, false), 6).unwrap();
+        assert_eq!(log.log_end_offset(), 68);
+        assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+        log
+    }
+
+    #[test]
+    fn append_replicated_copies_a_leaders_batches_verbatim() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let leader = leader_log(leader_dir.path());
+        let source = read_all_bytes(&leader);
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(dir.path(), small_segments(), true).unwrap();
+        // In fetch-sized pieces, each cut inside a batch: the partial tail is ignored and
+        // comes whole with the next piece.
+        let mut from = 0;
+        let mut written = 0;
+        while from < source.len() {
+            let piece = Bytes::copy_from_slice(&source[from..(from + 700).min(source.len())]);
+            let r = follower.append_replicated(piece.clone()).unwrap();
+            let whole: usize = batch::complete_batches(&piece).map(|(_, size)| size).sum();
+            assert_eq!(r.batches, batch::complete_batches(&piece).count());
+            assert_eq!(r.log_end_offset, follower.log_end_offset());
+            written += r.records;
+            from += whole;
+        }
+        assert_eq!(written, 68);
+        assert_eq!(follower.log_end_offset(), 68);
+        assert!(follower.segment_count() > 1, "segments roll as for append");
+        assert_eq!(read_all_bytes(&follower), source, "byte for byte");
+        assert_eq!(
+            epoch_entries(&follower),
+            [(0, 0), (2, 20), (4, 40), (6, 66)]
+        );
+        assert_eq!(epoch_entries(&follower), epoch_entries(&leader));
+        assert_eq!(follower.latest_epoch(), Some(6));
+        assert_eq!(follower.end_offset_for_epoch(4), (4, 66));
+        // Failover: the follower leads now, and a retry of producer 5's last batch is the
+        // duplicate it is; a retry of producer 6's aborted batch is too old.
+        follower.start_leader_epoch(7).unwrap();
+        let retry = follower.append(producer_batch(5, 62, 2, false), 7).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!((retry.base_offset, retry.last_offset), (66, 67));
+        assert!(matches!(
+            follower.append(producer_batch(5, 70, 2, false), 7),
+            Err(StorageError::Producer(ProducerError::OutOfOrder { .. }))
+        ));
+        let next = follower.append(producer_batch(5, 64, 2, false), 7).unwrap();
+        assert!(!next.duplicate);
+        assert_eq!(next.base_offset, 68);
+        assert_eq!(follower.end_offset_for_epoch(6), (6, 68));
+        // The flush policy counts replicated records too.
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(
+            dir.path(),
+            LogConfig {
+                flush_messages: 5,
+                ..small_segments()
+            },
+            true,
+        )
+        .unwrap();
+        let r = follower
+            .append_replicated(stored(batch(3, 1000), 0, 1))
+            .unwrap();
+        assert!(!r.flush_due);
+        let r = follower
+            .append_replicated(stored(batch(3, 1000), 3, 1))
+            .unwrap();
+        assert!(r.flush_due);
+    }
+
+    #[test]
+    fn append_replicated_refuses_gaps_and_corrupt_batches_and_ignores_a_partial_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        let first = stored(batch(2, 1000), 0, 1);
+        let second = stored(batch(2, 1000), 2, 1);
+        let unchanged = |log: &Log| {
+            assert_eq!(log.log_end_offset(), 0);
+            assert_eq!(log.size_bytes(), 0);
+            assert!(log.leader_epochs().entries().is_empty());
+        };
+        // A batch that does not start at the log end.
+        assert!(matches!(
+            log.append_replicated(second.clone()),
+            Err(StorageError::NonContiguous {
+                expected: 0,
+                found: 2,
+                ..
+            })
+        ));
+        unchanged(&log);
+        // A gap after a good batch: nothing of the request is written.
+        let gap = stored(batch(2, 1000), 5, 1);
+        let both = Bytes::from([&first[..], &gap[..]].concat());
+        assert!(matches!(
+            log.append_replicated(both),
+            Err(StorageError::NonContiguous {
+                expected: 2,
+                found: 5,
+                ..
+            })
+        ));
+        unchanged(&log);
+        // A flipped byte in the records fails the CRC.
+        let mut bad = BytesMut::from(&second[..]);
+        let at = bad.len() - 2;
+        bad[at] ^= 0x40;
+        let both = Bytes::from([&first[..], &bad[..]].concat());
+        assert!(matches!(
+            log.append_replicated(both),
+            Err(StorageError::Corrupt { .. })
+        ));
+        unchanged(&log);
+        // A trailing partial batch is not an error, and nothing of it is written.
+        let r = log
+            .append_replicated(first.slice(..first.len() - 5))
+            .unwrap();
+        assert_eq!(
+            r,
+            ReplicatedAppend {
+                batches: 0,
+                records: 0,
+                log_end_offset: 0,
+                flush_due: false
+            }
+        );
+        assert_eq!(log.append_replicated(Bytes::new()).unwrap().batches, 0);
+        unchanged(&log);
+        let with_tail = Bytes::from([&first[..], &second[..10]].concat());
+        let r = log.append_replicated(with_tail).unwrap();
+        assert_eq!((r.batches, r.records, r.log_end_offset), (1, 2, 2));
+        assert_eq!(log.size_bytes(), first.len() as u64);
+        assert_eq!(log.append_replicated(second).unwrap().log_end_offset, 4);
+        assert_eq!(read_offsets(&log, 0, 1 << 20), [0, 2]);
+    }
+
+    #[test]
+    fn replicated_transaction_markers_reach_the_aborted_list_and_the_lso() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(leader_dir.path(), small_segments(), true).unwrap();
+        leader.append(producer_batch(6, 0, 3, true), 1).unwrap();
+        leader.append_marker(&abort(6), 1).unwrap();
+        leader.append(producer_batch(7, 0, 2, true), 1).unwrap();
+        leader.append(producer_batch(5, 0, 2, false), 1).unwrap();
+        let expected = vec![AbortedTxn {
+            producer_id: 6,
+            first_offset: 0,
+            last_offset: 3,
+        }];
+        assert_eq!(leader.aborted_transactions(0, i64::MAX), expected);
+        assert_eq!(
+            leader.last_stable_offset(),
+            4,
+            "producer 7's open transaction"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(dir.path(), small_segments(), true).unwrap();
+        follower
+            .append_replicated(Bytes::from(read_all_bytes(&leader)))
+            .unwrap();
+        for clean in [None, Some(true), Some(false)] {
+            if let Some(clean) = clean {
+                if clean {
+                    follower.close().unwrap();
+                }
+                drop(follower);
+                follower = Log::open(dir.path(), small_segments(), clean).unwrap();
+            }
+            assert_eq!(follower.aborted_transactions(0, i64::MAX), expected);
+            assert_eq!(follower.last_stable_offset(), 4);
+            assert_eq!(read_aborted_txns(dir.path(), i64::MAX).kept, expected);
+        }
+        // The commit that ends producer 7's transaction, replicated, moves the LSO on.
+        leader
+            .append_marker(
+                &TxnMarker {
+                    commit: true,
+                    ..abort(7)
+                },
+                1,
+            )
+            .unwrap();
+        let tail = leader
+            .prepare_read(8, 1 << 20, true)
+            .unwrap()
+            .read()
+            .unwrap();
+        follower.append_replicated(tail.records).unwrap();
+        assert_eq!(follower.last_stable_offset(), 9);
+        assert_eq!(follower.aborted_transactions(0, i64::MAX), expected);
+    }
+
+    /// The state `truncate_to(target)` must leave, checked against what the leader's log
+    /// held below the new end; then the log must take appends both ways, and all of it must
+    /// survive re-opening, clean and unclean.
+    fn check_truncation(target: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = leader_log(dir.path());
+        let original = read_all_bytes(&log);
+        let ranges = batch_ranges(&original);
+        let original_epochs = epoch_entries(&log);
+        // A recovery point in the last segment, so that re-opening after the cut relies on
+        // its removal.
+        let shared = std::sync::Mutex::new(log);
+        Log::checkpoint_recovery_point(&shared).unwrap();
+        let mut log = shared.into_inner().unwrap();
+        // Unsynced appends too: truncation must not trip over the flush state they leave.
+        let expected_end = ranges
+            .iter()
+            .find(|&&(_, last)| last >= target)
+            .map_or(68, |&(base, _)| base);
+        let new_end = log.truncate_to(target).unwrap();
+        assert_eq!(new_end, expected_end, "target {target}");
+        let kept = ranges.iter().filter(|&&(_, last)| last < new_end).count();
+        let kept_bytes: usize = batch::complete_batches(&original)
+            .take(kept)
+            .map(|(_, size)| size)
+            .sum();
+        let check = |log: &Log, extra: &[u8]| {
+            let end = new_end + batch_ranges(extra).len() as i64 * 2;
+            assert_eq!(log.log_end_offset(), end, "target {target}");
+            assert_eq!(log.log_start_offset(), 0);
+            let bytes = read_all_bytes(log);
+            assert_eq!(&bytes[..kept_bytes], &original[..kept_bytes]);
+            assert_eq!(&bytes[kept_bytes..], extra, "target {target}");
+            // Epochs: those that started below the end, then the new one.
+            let mut epochs: Vec<(i32, i64)> = original_epochs
+                .iter()
+                .copied()
+                .filter(|&(_, start)| start < new_end)
+                .collect();
+            if !extra.is_empty() {
+                epochs.push((9, new_end));
+            }
+            assert_eq!(epoch_entries(log), epochs, "target {target}");
+            for &(epoch, _) in &epochs {
+                let (_, end_of) = log.end_offset_for_epoch(epoch);
+                assert!(end_of <= end);
+            }
+            // Producer 6's transaction: aborted if its marker is kept, open if only its
+            // batch is.
+            let aborted = log.aborted_transactions(0, i64::MAX);
+            if new_end > 63 {
+                assert_eq!(aborted.len(), 1);
+                assert_eq!(log.last_stable_offset(), end);
+            } else {
+                assert!(aborted.is_empty(), "target {target}: {aborted:?}");
+                let lso = if new_end > 60 { 60 } else { end };
+                assert_eq!(log.last_stable_offset(), lso, "target {target}");
+            }
+            assert_eq!(read_aborted_txns(log.dir(), i64::MAX).kept, aborted);
+        };
+        check(&log, &[]);
+        // Producer 5's last kept batch is a duplicate; its next sequence appends.
+        let producer5: Vec<(i64, i64)> = ranges
+            .iter()
+            .copied()
+            .filter(|&(base, last)| last < new_end && base != 60 && base != 63)
+            .collect();
+        if let Some(&(base, last)) = producer5.last() {
+            let seq = (producer5.len() as i32 - 1) * 2;
+            let retry = log.append(producer_batch(5, seq, 2, false), 9).unwrap();
+            assert!(retry.duplicate, "target {target}");
+            assert_eq!((retry.base_offset, retry.last_offset), (base, last));
+            // A sequence beyond the next one is a gap: producer 5's state ends where the
+            // kept log ends, not where the removed tail did.
+            let gap = producer_batch(5, producer5.len() as i32 * 2 + 4, 2, false);
+            assert!(
+                matches!(
+                    log.append(gap, 9),
+                    Err(StorageError::Producer(ProducerError::OutOfOrder { .. }))
+                ),
+                "target {target}"
+            );
+        } else {
+            assert!(log.producers().iter().all(|p| p.producer_id != 5));
+        }
+        // A follower again: its leader's batch at the new end, epoch 9.
+        let r = log
+            .append_replicated(stored(batch(2, 5000), new_end, 9))
+            .unwrap();
+        assert_eq!(r.log_end_offset, new_end + 2);
+        // A leader again (epoch 9 still): producer 5 continues.
+        let next = log
+            .append(producer_batch(5, producer5.len() as i32 * 2, 2, false), 9)
+            .unwrap();
+        assert!(!next.duplicate);
+        assert_eq!(next.base_offset, new_end + 2);
+        let extra = read_all_bytes(&log)[kept_bytes..].to_vec();
+        check(&log, &extra);
+        for clean in [true, false] {
+            if clean {
+                log.close().unwrap();
+            }
+            drop(log);
+            log = Log::open(dir.path(), small_segments(), clean).unwrap();
+            check(&log, &extra);
+            let retry = log
+                .append(producer_batch(5, producer5.len() as i32 * 2, 2, false), 9)
+                .unwrap();
+            assert!(retry.duplicate, "clean {clean}");
+        }
+    }
+
+    #[test]
+    fn truncate_to_in_the_active_segment_at_a_boundary_inside_a_batch_and_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = leader_log(dir.path());
+        let bases: Vec<i64> = log.segments.keys().copied().collect();
+        drop(log);
+        let active = *bases.last().unwrap();
+        let mut targets = vec![
+            active + 2,   // inside the active segment, on a batch boundary
+            active + 3,   // inside the active segment, inside a batch
+            bases[1],     // a segment boundary
+            bases[2] + 1, // inside a batch, later segments deleted
+            3,            // inside the first segment: every later one goes
+            1,            // inside the first batch of the first segment
+            61,           // inside producer 6's transactional batch
+            63,           // the abort marker
+            64,           // just after the marker
+            67,           // the last batch
+            0,            // the first segment's base: truncate fully
+        ];
+        targets.dedup();
+        for target in targets {
+            check_truncation(target);
+        }
+    }
+
+    #[test]
+    fn truncate_to_past_the_end_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = leader_log(dir.path());
+        let before = read_all_bytes(&log);
+        assert_eq!(log.truncate_to(68).unwrap(), 68);
+        assert_eq!(log.truncate_to(1000).unwrap(), 68);
+        assert_eq!(read_all_bytes(&log), before);
+        assert_eq!(log.truncations, 0);
+    }
+
+    #[test]
+    fn truncation_lowers_a_log_start_above_the_new_end_and_cuts_the_cleaner_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = leader_log(dir.path());
+        log.delete_records_before(50).unwrap();
+        let first_base = *log.segments.keys().next().unwrap();
+        assert!(first_base < 40, "{first_base}");
+        fs::write(
+            dir.path().join("cleaner-checkpoint"),
+            "first_dirty 50\ntombstones 60 123\ntombstones 20 100\n",
+        )
+        .unwrap();
+        assert_eq!(log.truncate_to(41).unwrap(), 40);
+        assert_eq!(log.log_start_offset(), 40);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cleaner-checkpoint")).unwrap(),
+            "first_dirty 40\ntombstones 40 123\ntombstones 20 100\n"
+        );
+        drop(log);
+        let log = Log::open(dir.path(), small_segments(), false).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 40));
+    }
+
+    #[test]
+    fn a_flush_or_checkpoint_overtaken_by_a_truncation_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = leader_log(dir.path());
+        // A flush planned before the truncation and finished after it.
+        let work = log.flush_work().unwrap();
+        assert_eq!(work.up_to, 68);
+        assert_eq!(log.truncate_to(30).unwrap(), 30);
+        log.append(batch(2, 1000), 1).unwrap();
+        work.sync().unwrap();
+        log.flush_done(&work);
+        assert_eq!(log.flushed_offset(), 30, "not the old 68, nor the new 32");
+        // The next flush counts again.
+        let work = log.flush_work().unwrap();
+        work.sync().unwrap();
+        log.flush_done(&work);
+        assert_eq!(log.flushed_offset(), 32);
+    }
+
+    #[test]
+    fn truncate_fully_and_start_at_empties_the_log_durably() {
+        for offset in [500, 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = leader_log(dir.path());
+            log.truncate_fully_and_start_at(offset).unwrap();
+            let empty = |log: &Log| {
+                assert_eq!(log.log_start_offset(), offset);
+                assert_eq!(log.segment_count(), 1);
+                assert!(log.leader_epochs().entries().is_empty());
+                assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+                assert!(log.producers().is_empty());
+                assert_eq!(log.latest_epoch(), None);
+            };
+            empty(&log);
+            assert_eq!(log.log_end_offset(), offset);
+            assert!(read_offsets(&log, offset, 1 << 20).is_empty());
+            assert!(matches!(
+                log.prepare_read(offset - 1, 10, true),
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            let names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n.ends_with(".snapshot")
+                    || n == ABORTED_TXNS
+                    || n == RECOVERY_POINT_FILE),
+                "{names:?}"
+            );
+            for clean in [true, false] {
+                drop(log);
+                log = Log::open(dir.path(), small_segments(), clean).unwrap();
+                empty(&log);
+                assert_eq!(log.log_end_offset(), offset);
+            }
+            // Producer 5's old sequence is news now: its state went with the data.
+            let r = log.append(producer_batch(5, 0, 2, false), 3).unwrap();
+            assert!(!r.duplicate);
+            assert_eq!(r.base_offset, offset);
+            drop(log);
+            let log = Log::open(dir.path(), small_segments(), false).unwrap();
+            assert_eq!(log.log_end_offset(), offset + 2);
+            assert_eq!(epoch_entries(&log), [(3, offset)]);
+        }
+    }
+
+    #[test]
+    fn a_new_leader_epoch_is_answered_before_its_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+        assert_eq!(log.latest_epoch(), None);
+        log.append(batch(5, 1000), 1).unwrap();
+        log.append(batch(5, 1000), 1).unwrap();
+        log.start_leader_epoch(3).unwrap();
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(log.end_offset_for_epoch(3), (3, 10));
+        assert_eq!(log.end_offset_for_epoch(1), (1, 10));
+        assert_eq!(log.end_offset_for_epoch(2), (1, 10));
+        log.start_leader_epoch(2).unwrap();
+        log.start_leader_epoch(3).unwrap();
+        assert_eq!(epoch_entries(&log), [(1, 0), (3, 10)]);
+        // The next flush syncs the checkpoint.
+        let checkpoint = dir
+            .path()
+            .join(crate::leader_epoch::LEADER_EPOCH_CHECKPOINT);
+        let work = log.flush_work().unwrap();
+        assert!(work.files.iter().any(|(_, path)| *path == checkpoint));
+        assert_eq!(
+            fs::read_to_string(&checkpoint).unwrap(),
+            "0\n2\n1 0\n3 10\n"
+        );
+        // A restart forgets an epoch that wrote nothing, as Kafka's loading does; the
+        // broker notes it again when it leads again.
+        for clean in [true, false] {
+            drop(log);
+            log = Log::open(dir.path(), small_segments(), clean).unwrap();
+            assert_eq!(epoch_entries(&log), [(1, 0)]);
+            log.start_leader_epoch(3).unwrap();
+            assert_eq!(log.end_offset_for_epoch(3), (3, 10));
+        }
+        // Epoch 3 wrote nothing here; this replica follows a leader whose log continues in
+        // epoch 2 from offset 10: that history replaces the empty epoch.
+        log.append_replicated(stored(batch(2, 1000), 10, 2))
+            .unwrap();
+        assert_eq!(epoch_entries(&log), [(1, 0), (2, 10)]);
+        assert_eq!(log.end_offset_for_epoch(2), (2, 12));
     }
 }

@@ -413,6 +413,19 @@ impl ProducerStateManager {
     }
 }
 
+/// Deletes the snapshots taken at offsets above `offset` (a truncation removed the batches
+/// they describe; one at `offset` itself describes only what is kept). The caller syncs the
+/// directory: a snapshot of a removed history must not come back after a crash and then be
+/// trusted once the log has grown past it again.
+pub(crate) fn delete_snapshots_above(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    for (at, path) in list_snapshots(dir)? {
+        if at > offset {
+            fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 const SNAPSHOT_VERSION: u16 = 1;
 
 fn need<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {

@@ -79,8 +79,11 @@ impl RecoveryPoint {
         Some(point)
     }
 
-    pub(crate) fn write(&self, dir: &Path) -> Result<(), StorageError> {
-        crate::log::write_file_atomically(dir, RECOVERY_POINT_FILE, self.encode())
+    /// Writes and syncs the checkpoint under a temporary name, returning it: the caller
+    /// renames it into place ([`crate::log::install_staged`]) under the log's lock, only if
+    /// no truncation happened since the point was taken, then syncs the directory.
+    pub(crate) fn stage(&self, dir: &Path) -> Result<std::path::PathBuf, StorageError> {
+        crate::log::stage_file(dir, RECOVERY_POINT_FILE, self.encode())
     }
 
     /// The checkpoint for the segment at `base_offset`, if the file holds a readable one.

@@ -507,7 +507,14 @@ impl LogSegment {
 
     /// Removes the segment's files.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
-        let (log, index, time) = Self::paths(self.dir(), self.base_offset);
+        self.delete_index_files()?;
+        let (log, _, _) = Self::paths(self.dir(), self.base_offset);
+        fs::remove_file(&log).map_err(|e| StorageError::io(log, e))
+    }
+
+    /// Removes the segment's index files, if there are any.
+    fn delete_index_files(&self) -> Result<(), StorageError> {
+        let (_, index, time) = Self::paths(self.dir(), self.base_offset);
         for path in [index, time] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -515,7 +522,21 @@ impl LogSegment {
                 Err(e) => return Err(StorageError::io(path, e)),
             }
         }
-        fs::remove_file(&log).map_err(|e| StorageError::io(log, e))
+        Ok(())
+    }
+
+    /// Cuts the file to its first `position` bytes (a batch boundary), durably, for a log
+    /// truncation. The index files on disk go first: they describe the bytes being cut, and
+    /// the log is re-opened from disk afterwards, which rebuilds the indexes of what is left.
+    /// The caller syncs the directory.
+    pub(crate) fn cut_file_to(&self, position: u64) -> Result<(), StorageError> {
+        self.delete_index_files()?;
+        if position < self.size {
+            let io = |e| StorageError::io(&self.log_path, e);
+            self.file.set_len(position).map_err(io)?;
+            self.file.sync_all().map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Writes the indexes, once the segment will receive no more appends or at shutdown,
