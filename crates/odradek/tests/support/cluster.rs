@@ -120,6 +120,20 @@ impl Cluster {
         Self::start_nodes(hosts, &[])
     }
 
+    /// As [`start_roles`](Self::start_roles), with extra broker arguments for every node.
+    pub fn start_roles_with(roles: &[Role], args: &[&str]) -> Cluster {
+        let hosts = roles
+            .iter()
+            .enumerate()
+            .map(|(i, &role)| {
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8 + 1));
+                let launcher: Launcher = Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+                (ip, launcher, role)
+            })
+            .collect();
+        Self::start_nodes(hosts, args)
+    }
+
     /// Starts one combined node per host: its address, and how to run a program there.
     pub fn start_on(hosts: Vec<(IpAddr, Launcher)>, args: &[&str]) -> Cluster {
         let hosts = hosts

@@ -1,0 +1,979 @@
+//! Partition replication (Kafka's ISR protocol) through real processes and real clients:
+//! followers fetch from the leader, the high watermark is the lowest log end over the ISR,
+//! an acks=all write is answered once every ISR member has it, `min.insync.replicas`
+//! refuses acks=all writes to a shrunken ISR, and a fenced leader's partitions move to an
+//! in-sync follower.
+//!
+//! `acknowledged_writes_survive_leader_failures` runs a seeded fault schedule. The normal
+//! run does four faults, one of each kind (about a minute). The long form:
+//! `ODRADEK_REPLICATION_STEPS=100 cargo nextest run -p odradek --test replication`, and
+//! `ODRADEK_REPLICATION_SEED=<seed printed by a failed run>` replays a schedule.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use support::cluster::{Cluster, Role, eventually};
+use support::*;
+
+/// A dead or frozen broker is fenced within 3 s (heartbeats every 500 ms), so its
+/// partitions move, and its ISR places are given up, within a test's patience.
+const FAST_FENCING: &[&str] = &[
+    "--set",
+    "broker.session.timeout.ms=3000",
+    "--set",
+    "broker.heartbeat.interval.ms=500",
+];
+
+/// How long a cluster gets to recover from a fault (fencing, election, catch-up).
+const RECOVERY: Duration = Duration::from_secs(40);
+
+/// xorshift64*: the schedule only needs to be varied and replayable.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // Any seed, 0 too, gives a live generator.
+        Rng((seed ^ 0x9e37_79b9_7f4a_7c15).max(1))
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+/// Creates `name` with replication factor 3 through `bootstrap`, retrying across an
+/// election. A refusal of the request itself (the replication factor, the configs) fails
+/// at once: retrying cannot change it.
+async fn create_replicated(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(3));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let outcome = admin(bootstrap)
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .map(|mut results| results.remove(0));
+        let error = match outcome {
+            Ok(Ok(_)) | Ok(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return,
+            Ok(Err((
+                _,
+                code @ (RDKafkaErrorCode::InvalidReplicationFactor
+                | RDKafkaErrorCode::InvalidReplicaAssignment
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::PolicyViolation),
+            ))) => {
+                panic!("CreateTopics {name} (replication factor 3, {configs:?}) refused: {code:?}")
+            }
+            Ok(Err((_, code))) => format!("{code:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{name} not created within 20 s: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One partition as Metadata shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionView {
+    /// -1: none.
+    leader: i32,
+    replicas: BTreeSet<i32>,
+    isr: BTreeSet<i32>,
+}
+
+impl PartitionView {
+    /// Led, and every replica in sync.
+    fn healthy(&self) -> bool {
+        self.leader >= 0 && self.replicas.len() == 3 && self.isr == self.replicas
+    }
+}
+
+/// `topic`'s partitions, by index, as librdkafka's Metadata reads them through `bootstrap`
+/// (None while the topic is unknown there or no broker answers).
+fn partitions(bootstrap: &str, topic: &str) -> Option<Vec<PartitionView>> {
+    let consumer = consumer(bootstrap, &[]);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    let mut views: Vec<(i32, PartitionView)> = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            (
+                p.id(),
+                PartitionView {
+                    leader: p.leader(),
+                    replicas: p.replicas().iter().copied().collect(),
+                    isr: p.isr().iter().copied().collect(),
+                },
+            )
+        })
+        .collect();
+    views.sort_by_key(|(id, _)| *id);
+    Some(views.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The metadata quorum's leader (the active controller), as DescribeQuorum reports it
+/// through `addr`, if it answers without an error.
+fn quorum_leader(addr: &str) -> Option<i32> {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let response = std::panic::catch_unwind(|| raw_round_trip(addr, &request, 2)).ok()?;
+    let partition = response
+        .topics
+        .into_iter()
+        .next()?
+        .partitions
+        .into_iter()
+        .next()?;
+    let ok = response.error_code == 0 && partition.error_code == 0;
+    (ok && partition.leader_id.0 >= 0).then_some(partition.leader_id.0)
+}
+
+/// The bytes of every `.log` segment of `topic`-`partition` in `data_dir`, in offset order
+/// (empty if the directory is missing): replicas must agree on them whatever their segment
+/// boundaries.
+fn log_bytes(data_dir: &std::path::Path, topic: &str, partition: i32) -> Vec<u8> {
+    let dir = data_dir.join(format!("{topic}-{partition}"));
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    segment_files(&dir)
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Every record of `topic`/`partition` below `high`, offset → payload, read with a fresh
+/// consumer from the beginning (transient errors are retried until `timeout`).
+fn read_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    high: i64,
+    timeout: Duration,
+) -> BTreeMap<i64, String> {
+    let consumer = consumer(bootstrap, &[("auto.offset.reset", "earliest")]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .expect("assignment");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = BTreeMap::new();
+    let mut last = -1;
+    while last + 1 < high {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{partition}: read to offset {last} of high watermark {high}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() >= high => break,
+            Some(Ok(m)) => {
+                assert!(
+                    m.offset() > last,
+                    "{topic}/{partition}: offset {} after {last}",
+                    m.offset()
+                );
+                last = m.offset();
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                out.insert(m.offset(), value);
+            }
+            Some(Err(e)) => eprintln!("{topic}/{partition}: reading: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The high watermark of `topic`/`partition` through `bootstrap`.
+fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
+    let probe = consumer(bootstrap, &[]);
+    eventually(RECOVERY, "the high watermark", || {
+        probe
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .ok()
+            .map(|(_, high)| high)
+    })
+}
+
+/// Sends `payload` to `topic`/`partition` and waits for its delivery report.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+) -> Result<i64, KafkaError> {
+    producer
+        .send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|d| d.offset)
+        .map_err(|(e, _)| e)
+}
+
+// ---------------------------------------------------------------------------------------
+// The fault schedule.
+
+const TOPIC: &str = "replicated";
+const PARTITIONS: i32 = 3;
+const IDEMPOTENT: &str = "idem";
+const PLAIN: &str = "plain";
+
+/// (partition, offset) → payload of every record whose delivery report succeeded.
+type Acked = Arc<Mutex<BTreeMap<(i32, i64), String>>>;
+/// What went wrong while the schedule ran, found by the clients' threads.
+type Violations = Arc<Mutex<Vec<String>>>;
+
+/// Writes `{name}-{seq:08}` to partition `seq % PARTITIONS` in windows of 20, every
+/// delivery report awaited, until told to stop. Failures (during faults) are expected and
+/// counted; the producer is returned for its fatal-error state.
+async fn run_producer(
+    bootstrap: String,
+    name: &'static str,
+    idempotent: bool,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+    violations: Violations,
+    failed: Arc<AtomicU64>,
+) -> FutureProducer {
+    let client = producer(
+        &bootstrap,
+        &[
+            ("acks", "all"),
+            (
+                "enable.idempotence",
+                if idempotent { "true" } else { "false" },
+            ),
+            ("message.timeout.ms", "10000"),
+            ("reconnect.backoff.max.ms", "200"),
+            ("compression.type", "none"),
+        ],
+    );
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let sends: Vec<_> = (seq..seq + 20)
+            .map(|s| {
+                let value = format!("{name}-{s:08}");
+                let record = FutureRecord::<(), _>::to(TOPIC)
+                    .partition((s % PARTITIONS as u64) as i32)
+                    .payload(&value);
+                let future = enqueue(&client, record);
+                (value, future)
+            })
+            .collect();
+        seq += 20;
+        let mut failures = 0;
+        for (value, future) in sends {
+            match delivered(future).await {
+                Ok(d) => {
+                    let previous = acked
+                        .lock()
+                        .expect("acked")
+                        .insert((d.partition, d.offset), value.clone());
+                    if let Some(previous) = previous {
+                        violations.lock().expect("violations").push(format!(
+                            "{}/{} acknowledged twice: for {previous} and for {value}",
+                            d.partition, d.offset
+                        ));
+                    }
+                }
+                Err(_) => failures += 1,
+            }
+        }
+        failed.fetch_add(failures, Ordering::Relaxed);
+        let pause = if failures > 0 { 100 } else { 10 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    client
+}
+
+/// Reads every partition from the beginning for the whole run, keeping (partition,
+/// offset) → payload of everything it was ever served; a different payload served at an
+/// offset already read is a violation. Offset resets go back to the beginning, which
+/// re-reads (and re-checks) what was read before.
+fn run_watcher(
+    bootstrap: String,
+    stop: Arc<AtomicBool>,
+    seen: Acked,
+    violations: Violations,
+) -> u64 {
+    let consumer = consumer(
+        &bootstrap,
+        &[
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"),
+            ("reconnect.backoff.max.ms", "200"),
+        ],
+    );
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut errors = 0;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let previous = seen
+                    .lock()
+                    .expect("seen")
+                    .insert((m.partition(), m.offset()), value.clone());
+                if let Some(previous) = previous.filter(|p| *p != value) {
+                    violations.lock().expect("violations").push(format!(
+                        "the consumer was served {previous} at {}/{}, and later {value}",
+                        m.partition(),
+                        m.offset()
+                    ));
+                }
+            }
+            Some(Err(_)) => errors += 1,
+            None => {}
+        }
+    }
+    errors
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9 a partition's leader, and restart it.
+    KillLeader,
+    /// kill -9 the active controller (the metadata quorum's leader), and restart it.
+    KillController,
+    /// kill -9 a partition's leader and the controller: at once when one node is both,
+    /// else one after the other, the first back before the second dies (two of three
+    /// voters down would stop the quorum).
+    KillLeaderAndController,
+    /// SIGSTOP a partition's leader (a hung machine, sockets open) for 1-5 s.
+    PauseLeader,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::KillLeader,
+    Fault::KillController,
+    Fault::KillLeaderAndController,
+    Fault::PauseLeader,
+];
+
+/// Drives the faults against a cluster, waiting after each for it to serve again.
+struct Schedule {
+    cluster: Cluster,
+    rng: Rng,
+    seed: u64,
+    rt: tokio::runtime::Runtime,
+    probe: FutureProducer,
+    probes: u64,
+    events: Vec<String>,
+}
+
+impl Schedule {
+    /// Client addresses of every running node (none is frozen while this is asked).
+    fn live(&self) -> String {
+        self.cluster.bootstrap()
+    }
+
+    fn note(&mut self, event: String) {
+        eprintln!("replication schedule: {event}");
+        self.events.push(event);
+    }
+
+    /// Panics with everything needed to replay and diagnose the run.
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\nODRADEK_REPLICATION_SEED={}\nschedule so far:\n  {}\n{}",
+            self.seed,
+            self.events.join("\n  "),
+            self.cluster.logs()
+        )
+    }
+
+    fn wait_until<T>(&self, what: &str, mut check: impl FnMut(&Self) -> Option<T>) -> T {
+        let deadline = Instant::now() + RECOVERY;
+        loop {
+            if let Some(found) = check(self) {
+                return found;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("not within {RECOVERY:?}: {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn dwell(&mut self, min_ms: u64, spread_ms: u64) -> Duration {
+        let d = Duration::from_millis(min_ms + self.rng.below(spread_ms));
+        std::thread::sleep(d);
+        d
+    }
+
+    /// The leader of a partition picked at random (a random node if it has none now).
+    fn some_leader(&mut self) -> (i32, i32) {
+        let p = self.rng.below(PARTITIONS as u64) as i32;
+        let leader = partitions(&self.live(), TOPIC)
+            .map(|v| v[p as usize].leader)
+            .filter(|l| *l > 0);
+        let leader = leader.unwrap_or_else(|| 1 + self.rng.below(3) as i32);
+        (p, leader)
+    }
+
+    /// The active controller (a random node if no node names one now).
+    fn controller(&mut self) -> i32 {
+        let named = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| self.cluster.is_running(n.id))
+            .find_map(|n| quorum_leader(&n.addr.to_string()));
+        named.unwrap_or_else(|| 1 + self.rng.below(3) as i32)
+    }
+
+    fn kill_and_restart(&mut self, node: i32, role: &str) {
+        self.cluster.kill9(node);
+        let down = self.dwell(0, 4000);
+        self.cluster.restart(node);
+        self.note(format!(
+            "killed node {node} ({role}), restarted after {down:?}"
+        ));
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::KillLeader => {
+                let (p, leader) = self.some_leader();
+                self.kill_and_restart(leader, &format!("leader of partition {p}"));
+            }
+            Fault::KillController => {
+                let controller = self.controller();
+                self.kill_and_restart(controller, "controller");
+            }
+            Fault::KillLeaderAndController => {
+                let (p, leader) = self.some_leader();
+                if self.controller() == leader {
+                    self.kill_and_restart(
+                        leader,
+                        &format!("leader of partition {p} and controller"),
+                    );
+                } else {
+                    self.kill_and_restart(leader, &format!("leader of partition {p}"));
+                    // Whoever leads the quorum now, the moment the first is back.
+                    let controller = self.controller();
+                    self.kill_and_restart(controller, "controller, right after");
+                }
+            }
+            Fault::PauseLeader => {
+                let (p, leader) = self.some_leader();
+                self.cluster.pause(leader);
+                let frozen = self.dwell(1000, 4000);
+                self.cluster.resume(leader);
+                self.note(format!(
+                    "froze node {leader} (leader of partition {p}) for {frozen:?}"
+                ));
+            }
+        }
+    }
+
+    /// Whether every partition takes an acks=all write now.
+    fn serves_writes(&mut self) -> bool {
+        let base = self.probes;
+        self.probes += PARTITIONS as u64;
+        let probe = &self.probe;
+        self.rt.block_on(async {
+            for p in 0..PARTITIONS {
+                let value = format!("probe-{}", base + p as u64);
+                if send(probe, TOPIC, p, &value).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+
+    /// Waits until every partition takes acks=all writes and has every replica in sync
+    /// again, so that the next fault meets a fully replicated cluster.
+    fn recover(&mut self) {
+        let started = Instant::now();
+        let deadline = started + RECOVERY;
+        while !self.serves_writes() {
+            if Instant::now() > deadline {
+                self.fail(&format!("acks=all writes not served within {RECOVERY:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let serving = started.elapsed();
+        self.wait_until("every partition led with its three replicas in sync", |s| {
+            partitions(&s.live(), TOPIC).filter(|v| v.iter().all(PartitionView::healthy))
+        });
+        self.note(format!(
+            "writes served after {serving:?}, all replicas in sync after {:?}",
+            started.elapsed()
+        ));
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_leader_failures() {
+    let steps = env_number("ODRADEK_REPLICATION_STEPS").unwrap_or(FAULTS.len() as u64);
+    let seed = env_number("ODRADEK_REPLICATION_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64
+    });
+    eprintln!("replication schedule: {steps} faults, ODRADEK_REPLICATION_SEED={seed}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    rt.block_on(create_replicated(
+        &bootstrap,
+        TOPIC,
+        PARTITIONS,
+        &[("min.insync.replicas", "2")],
+    ));
+    let probe = producer(
+        &bootstrap,
+        &[
+            ("acks", "all"),
+            ("message.timeout.ms", "5000"),
+            ("reconnect.backoff.max.ms", "200"),
+        ],
+    );
+    let mut schedule = Schedule {
+        cluster,
+        rng: Rng::new(seed),
+        seed,
+        rt,
+        probe,
+        probes: 0,
+        events: Vec::new(),
+    };
+    schedule.wait_until("the topic led with its three replicas in sync", |s| {
+        partitions(&s.live(), TOPIC)
+            .filter(|v| v.len() == PARTITIONS as usize && v.iter().all(PartitionView::healthy))
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Acked::default();
+    let seen = Acked::default();
+    let violations = Violations::default();
+    let failed = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = [(IDEMPOTENT, true), (PLAIN, false)]
+        .into_iter()
+        .map(|(name, idempotent)| {
+            schedule.rt.spawn(run_producer(
+                bootstrap.clone(),
+                name,
+                idempotent,
+                stop.clone(),
+                acked.clone(),
+                violations.clone(),
+                failed.clone(),
+            ))
+        })
+        .collect();
+    let watcher = {
+        let (bootstrap, stop, seen, violations) = (
+            bootstrap.clone(),
+            stop.clone(),
+            seen.clone(),
+            violations.clone(),
+        );
+        std::thread::spawn(move || run_watcher(bootstrap, stop, seen, violations))
+    };
+
+    // Each run of four faults has one of each kind, in a seeded order.
+    let mut order = FAULTS;
+    for step in 0..steps as usize {
+        if step % FAULTS.len() == 0 {
+            for i in (1..order.len()).rev() {
+                let j = schedule.rng.below(i as u64 + 1) as usize;
+                order.swap(i, j);
+            }
+        }
+        let calm = schedule.dwell(300, 1200);
+        let fault = order[step % FAULTS.len()];
+        schedule.note(format!("step {}: {fault:?} after {calm:?}", step + 1));
+        schedule.inject(fault);
+        schedule.recover();
+    }
+
+    // Every delivery report in, then the final state read whole.
+    stop.store(true, Ordering::Relaxed);
+    let producers: Vec<FutureProducer> = producers
+        .into_iter()
+        .map(|p| schedule.rt.block_on(p).expect("producer task"))
+        .collect();
+    let watcher_errors = watcher.join().expect("watcher");
+    let idempotent_fatal = producers[0].client().fatal_error();
+    for p in &producers {
+        let _ = p.flush(Duration::from_secs(10));
+    }
+    let acked = acked.lock().expect("acked").clone();
+    let seen = seen.lock().expect("seen").clone();
+    let mut problems = violations.lock().expect("violations").clone();
+    let bootstrap = schedule.live();
+    let log: Vec<BTreeMap<i64, String>> = (0..PARTITIONS)
+        .map(|p| {
+            let high = high_watermark(&bootstrap, TOPIC, p);
+            read_partition(&bootstrap, TOPIC, p, high, RECOVERY)
+        })
+        .collect();
+    let stored: usize = log.iter().map(BTreeMap::len).sum();
+
+    // An idempotent producer's retries never duplicate: each of its payloads at most once.
+    if let Some((code, reason)) = idempotent_fatal {
+        problems.push(format!(
+            "the idempotent producer hit a fatal error: {code:?} {reason}"
+        ));
+    }
+    let mut stored_at: HashMap<&str, (i32, i64)> = HashMap::new();
+    for (p, records) in log.iter().enumerate() {
+        let mut last_seq: Option<u64> = None;
+        for (&offset, value) in records {
+            let Some(seq) = value
+                .strip_prefix(IDEMPOTENT)
+                .and_then(|s| s.strip_prefix('-'))
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(other) = stored_at.insert(value, (p as i32, offset)) {
+                problems.push(format!(
+                    "{value} is stored twice: at {other:?} and at ({p}, {offset})"
+                ));
+            }
+            // One partition's records from one idempotent producer keep its order.
+            if last_seq.is_some_and(|last| seq <= last) {
+                problems.push(format!(
+                    "partition {p}: {value} at offset {offset} after sequence {last_seq:?}"
+                ));
+            }
+            last_seq = Some(seq);
+        }
+    }
+    // Every acknowledged record is where its delivery report said.
+    let mut acked_by = BTreeMap::<&str, usize>::new();
+    for (&(p, offset), value) in &acked {
+        let producer = value.split('-').next().unwrap_or_default();
+        *acked_by.entry(producer).or_default() += 1;
+        let found = log.get(p as usize).and_then(|records| records.get(&offset));
+        if found != Some(value) {
+            problems.push(format!(
+                "acknowledged {value} at {p}/{offset}; the log holds {found:?} there"
+            ));
+        }
+    }
+    // Nothing a consumer was ever served vanished or changed afterwards.
+    for (&(p, offset), value) in &seen {
+        let found = log.get(p as usize).and_then(|records| records.get(&offset));
+        if found != Some(value) {
+            problems.push(format!(
+                "a consumer was served {value} at {p}/{offset}; the log now holds {found:?} there"
+            ));
+        }
+    }
+    let summary = format!(
+        "{} acknowledged ({acked_by:?}), {} failed sends, {stored} stored, {} read by the \
+         consumer (with {watcher_errors} errors), {} probes",
+        acked.len(),
+        failed.load(Ordering::Relaxed),
+        seen.len(),
+        schedule.probes
+    );
+    eprintln!("replication schedule: {summary}");
+    if !problems.is_empty() {
+        let shown = problems.len().min(50);
+        schedule.fail(&format!(
+            "{} violations ({summary}); the first {shown}:\n  {}",
+            problems.len(),
+            problems[..shown].join("\n  ")
+        ));
+    }
+    let enough = |name| acked_by.get(name).copied().unwrap_or(0) >= 100;
+    if !(enough(IDEMPOTENT) && enough(PLAIN) && seen.len() >= 100) {
+        schedule.fail(&format!("too little traffic to mean anything: {summary}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverged_leader_truncates_to_the_new_leaders_log() {
+    let mut cluster = Cluster::start_with(3, FAST_FENCING);
+    let topic = unique_topic("diverged");
+    let all = cluster.bootstrap();
+    create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
+    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
+        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    });
+    let old = start.leader;
+    let followers: Vec<i32> = start
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != old)
+        .collect();
+    let plain = [
+        ("compression.type", "none"),
+        ("message.timeout.ms", "15000"),
+    ];
+
+    // Written everywhere first.
+    let strict = producer(&all, &[&plain[..], &[("acks", "all")]].concat());
+    let mut committed = Vec::new();
+    for i in 0..5 {
+        let value = format!("committed-{i}");
+        let offset = send(&strict, &topic, 0, &value)
+            .await
+            .unwrap_or_else(|e| panic!("{value}: {e}\n{}", cluster.logs()));
+        committed.push((value, offset));
+    }
+    assert_eq!(
+        committed.iter().map(|(_, o)| *o).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+
+    // The followers freeze. They had no fetch in flight that could still carry what is
+    // written next: a follower's fetch waits at most a fraction of a second for data, so
+    // after 2 s any such wait has been answered (empty) into the frozen socket. The first
+    // record after that is a decoy, not checked, in case a fetch was queued all the same.
+    for f in &followers {
+        cluster.pause(*f);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old_addr = cluster.node(old).addr.to_string();
+    let lone = producer(&old_addr, &[&plain[..], &[("acks", "1")]].concat());
+    send(&lone, &topic, 0, "decoy")
+        .await
+        .unwrap_or_else(|e| panic!("decoy to the isolated leader {old}: {e}"));
+    let mut orphans = Vec::new();
+    for i in 0..5 {
+        let value = format!("orphan-{i}");
+        send(&lone, &topic, 0, &value).await.unwrap_or_else(|e| {
+            panic!(
+                "acks=1 write of {value} to the leader {old} while its followers are frozen: {e}"
+            )
+        });
+        orphans.push(value);
+    }
+    drop(lone);
+    cluster.kill9(old);
+    let on_old = log_bytes(&cluster.node(old).data_dir, &topic, 0);
+    for value in &orphans {
+        assert!(
+            contains(&on_old, value),
+            "{value} was acknowledged (acks=1) but is not in node {old}'s log files: the \
+             scenario did not diverge"
+        );
+    }
+
+    // The followers come back; one of them takes over and takes acks=all writes.
+    for f in &followers {
+        cluster.resume(*f);
+    }
+    let survivors = cluster.bootstrap();
+    let new = eventually(RECOVERY, "a follower leads partition 0", || {
+        partitions(&survivors, &topic)
+            .map(|v| v[0].leader)
+            .filter(|l| followers.contains(l))
+    });
+    let strict = producer(&survivors, &[&plain[..], &[("acks", "all")]].concat());
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let value = format!("new-{i}");
+        let offset = send(&strict, &topic, 0, &value)
+            .await
+            .unwrap_or_else(|e| panic!("{value} to the new leader {new}: {e}\n{}", cluster.logs()));
+        written.push((value, offset));
+    }
+
+    // The old leader returns as a follower: it must drop its orphans and take the new
+    // leader's records at the same offsets before it counts as in sync.
+    cluster.restart(old);
+    let all = cluster.bootstrap();
+    eventually(RECOVERY, "the old leader back in the ISR", || {
+        partitions(&all, &topic).filter(|v| v[0].healthy())
+    });
+    let dirs: Vec<(i32, std::path::PathBuf)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.data_dir.clone()))
+        .collect();
+    let logs = eventually(
+        RECOVERY,
+        "the three replicas' log files byte-identical",
+        || {
+            let logs: Vec<(i32, Vec<u8>)> = dirs
+                .iter()
+                .map(|(id, dir)| (*id, log_bytes(dir, &topic, 0)))
+                .collect();
+            logs.windows(2).all(|w| w[0].1 == w[1].1).then_some(logs)
+        },
+    );
+    for (id, bytes) in &logs {
+        for (value, _) in committed.iter().chain(&written) {
+            assert!(contains(bytes, value), "node {id}'s log lacks {value}");
+        }
+        for value in &orphans {
+            assert!(
+                !contains(bytes, value),
+                "node {id}'s log still holds {value}, written only to the old leader"
+            );
+        }
+    }
+
+    // What consumers are served: everything acknowledged by the ISR at its offset, none of
+    // the orphans.
+    let high = high_watermark(&all, &topic, 0);
+    let read = read_partition(&all, &topic, 0, high, RECOVERY);
+    for (value, offset) in committed.iter().chain(&written) {
+        assert_eq!(
+            read.get(offset),
+            Some(value),
+            "offset {offset}: {read:?}\n{}",
+            cluster.logs()
+        );
+    }
+    let served: BTreeSet<&str> = read.values().map(String::as_str).collect();
+    for value in &orphans {
+        assert!(!served.contains(value.as_str()), "{value} served: {read:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_needs_min_insync_replicas() {
+    use Role::{Broker, Controller};
+    // A dedicated controller: two brokers can die and the quorum still fences them.
+    let mut cluster =
+        Cluster::start_roles_with(&[Controller, Broker, Broker, Broker], FAST_FENCING);
+    let topic = unique_topic("min-isr");
+    let all = cluster.bootstrap();
+    create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
+    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
+        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    });
+    assert_eq!(
+        start.replicas,
+        BTreeSet::from([2, 3, 4]),
+        "replicas on the brokers"
+    );
+    let leader = start.leader;
+    let followers: Vec<i32> = start
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let leader_addr = cluster.node(leader).addr.to_string();
+    let strict = producer(
+        &leader_addr,
+        &[
+            ("acks", "all"),
+            ("retries", "0"),
+            ("message.timeout.ms", "15000"),
+        ],
+    );
+    let loose = producer(
+        &leader_addr,
+        &[("acks", "1"), ("message.timeout.ms", "15000")],
+    );
+    assert_eq!(send(&strict, &topic, 0, "before").await.ok(), Some(0));
+
+    // Both followers die; the controller fences them and the ISR shrinks to the leader.
+    for f in &followers {
+        cluster.kill9(*f);
+    }
+    eventually(RECOVERY, "the ISR shrunk to the leader alone", || {
+        partitions(&leader_addr, &topic)
+            .filter(|v| v[0].leader == leader && v[0].isr == BTreeSet::from([leader]))
+    });
+    // One in-sync replica is fewer than min.insync.replicas=2: acks=all is refused...
+    let refused = send(&strict, &topic, 0, "refused").await;
+    assert!(
+        matches!(
+            refused,
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::NotEnoughReplicas
+            ))
+        ),
+        "acks=all with one in-sync replica of min.insync.replicas=2: {refused:?}"
+    );
+    // ...acks=1 is not.
+    let alone = send(&loose, &topic, 0, "acks-1").await;
+    assert_eq!(alone.as_ref().ok(), Some(&1), "acks=1: {alone:?}");
+
+    // One follower returns; once it has caught up and is in the ISR, acks=all works again.
+    let back = followers[0];
+    cluster.restart(back);
+    eventually(RECOVERY, "the restarted follower back in the ISR", || {
+        partitions(&leader_addr, &topic)
+            .filter(|v| v[0].leader == leader && v[0].isr == BTreeSet::from([leader, back]))
+    });
+    let after = send(&strict, &topic, 0, "after").await;
+    assert_eq!(
+        after.as_ref().ok(),
+        Some(&2),
+        "acks=all with two in sync: {after:?}"
+    );
+
+    // The refused record was never appended: consumers see exactly the three others.
+    let read = read_partition(&cluster.bootstrap(), &topic, 0, 3, RECOVERY);
+    let expected: BTreeMap<i64, String> = [(0, "before"), (1, "acks-1"), (2, "after")]
+        .into_iter()
+        .map(|(o, v)| (o, v.to_string()))
+        .collect();
+    assert_eq!(read, expected);
+    assert_eq!(high_watermark(&cluster.bootstrap(), &topic, 0), 3);
+}
