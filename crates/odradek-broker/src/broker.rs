@@ -176,6 +176,13 @@ pub struct Broker {
     bound: std::sync::OnceLock<std::net::SocketAddr>,
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
+    pub(crate) fetchers: crate::replication::fetcher::ReplicaFetchers,
+    /// ISR changes asked for by follower fetches, and their receiver until
+    /// `run_replication` takes it.
+    pub(crate) isr_changes: crate::replication::isr::IsrChanges,
+    isr_changes_rx: std::sync::Mutex<
+        Option<tokio::sync::mpsc::UnboundedReceiver<crate::replication::isr::IsrChange>>,
+    >,
     /// `fetch.max.bytes`: a static config every fetch consults, so read once.
     pub(crate) fetch_max_bytes: usize,
     pub(crate) coordinator: GroupCoordinator,
@@ -227,6 +234,7 @@ impl Broker {
             std::fs::remove_file(&marker).map_err(io(&marker))?;
             sync_dir(&data_dir).map_err(io(&data_dir))?;
         }
+        let (isr_changes, isr_changes_rx) = tokio::sync::mpsc::unbounded_channel();
         let broker = Self {
             node_id,
             local_cluster_id: cluster_id,
@@ -235,6 +243,9 @@ impl Broker {
             bound: std::sync::OnceLock::new(),
             logs,
             fetch_sessions: FetchSessions::default(),
+            fetchers: Default::default(),
+            isr_changes,
+            isr_changes_rx: std::sync::Mutex::new(Some(isr_changes_rx)),
             fetch_max_bytes,
             coordinator,
             txn,
@@ -277,6 +288,19 @@ impl Broker {
         (bound.ip().to_string(), i32::from(bound.port()))
     }
 
+    /// The leader's side of replication until shutdown: ISR changes that followers' fetches
+    /// ask for, and the expiry of followers that fell behind.
+    pub async fn run_replication(self: Arc<Self>) {
+        let Some(changes) = odradek_storage::LockExt::lock_or_recover(&self.isr_changes_rx).take()
+        else {
+            return;
+        };
+        tokio::join!(
+            self.clone().run_isr_changes(changes),
+            self.clone().run_isr_expiration()
+        );
+    }
+
     /// Starts a shutdown: parked requests complete now.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
@@ -312,7 +336,7 @@ impl Broker {
             return;
         }
         let period = std::time::Duration::from_millis(interval as u64);
-        self.every(period, || {
+        self.every(period, || async {
             self.on_every_partition_blocking(|topic, partition| {
                 let Some(log) = partition.shared_log() else {
                     return;
@@ -321,6 +345,10 @@ impl Broker {
                     warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot write the recovery point");
                 }
             })
+            .await;
+            if let Err(e) = tokio::task::block_in_place(|| self.logs.checkpoint_high_watermarks()) {
+                warn!(error = %e, "cannot checkpoint the high watermarks");
+            }
         })
         .await;
     }
@@ -344,7 +372,7 @@ impl Broker {
     }
 
     /// Calls `task` every `period` until shutdown begins.
-    async fn every<F: Future<Output = ()>>(
+    pub(crate) async fn every<F: Future<Output = ()>>(
         &self,
         period: std::time::Duration,
         mut task: impl FnMut() -> F,

@@ -295,6 +295,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How long the controller waits for a broker's heartbeat before fencing it: its partitions then have no leader until it is back.",
     ),
     def(
+        "replica.lag.time.max.ms",
+        Long,
+        Some("30000"),
+        AtLeast(1),
+        "A follower that has not caught up with its leader for this long is dropped from the in-sync replicas (a fenced broker leaves them at once).",
+    ),
+    def(
+        "replica.fetch.backoff.ms",
+        Int,
+        Some("1000"),
+        AtLeast(0),
+        "How long a follower waits after a failed fetch before trying its leader again (a metadata change wakes it sooner).",
+    ),
+    def(
         "broker.heartbeat.interval.ms",
         Long,
         Some("2000"),
@@ -1986,6 +2000,8 @@ pub struct TopicSettings {
     pub timestamp_after_max_ms: i64,
     /// `compression.type`: `None` keeps batches as the producer sent them.
     pub compression: Option<Compression>,
+    /// `min.insync.replicas`: in-sync replicas an acks=all write needs.
+    pub min_insync_replicas: usize,
 }
 
 impl TopicSettings {
@@ -2038,6 +2054,8 @@ impl TopicSettings {
             max_message_bytes: number("max.message.bytes").max(0) as usize,
             timestamp_before_max_ms: number("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: number("message.timestamp.after.max.ms"),
+            min_insync_replicas: number("min.insync.replicas").clamp(1, i64::from(i16::MAX))
+                as usize,
             compression: match broker
                 .resolve_topic(known_topic_def("compression.type"), overrides)
                 .0

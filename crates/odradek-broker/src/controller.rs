@@ -128,6 +128,7 @@ impl Broker {
             if let Err(e) = tokio::task::block_in_place(|| self.logs.catch_up()) {
                 warn!(error = %e, "cannot apply a metadata change");
             }
+            self.reconcile_fetchers();
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = stopping.wait_for(|s| *s) => return,

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod metrics;
 mod network;
 mod placement;
+mod replication;
 pub mod views;
 
 pub use broker::{Broker, CloseConnection, SUPPORTED_APIS, StartError, lock_data_dir};

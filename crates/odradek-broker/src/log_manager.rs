@@ -17,8 +17,11 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicSettings};
 use crate::handlers::validate_topic_name;
-use crate::metadata::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, TopicImage};
+use crate::metadata::{
+    MetadataError, MetadataImage, MetadataRecord, MetadataStore, PartitionPlacement, TopicImage,
+};
 use crate::metrics::TopicLabel;
+use crate::replication::ReplicaState;
 
 /// One partition of a topic: its log when this broker holds a replica of it.
 #[derive(Debug)]
@@ -30,25 +33,59 @@ pub struct Partition {
     pub appended: Notify,
     /// The leader epoch in the metadata image, stamped on every batch appended here.
     leader_epoch: AtomicI32,
+    /// The leader's view of its followers and the high watermark.
+    pub replica: ReplicaState,
 }
 
 impl Partition {
-    fn hosted(index: i32, log: Log, leader_epoch: i32) -> Self {
+    fn hosted(index: i32, log: Log, node_id: i32, high_watermark: i64) -> Self {
         Self {
             index,
             log: Some(Arc::new(Mutex::new(log))),
             appended: Notify::new(),
-            leader_epoch: AtomicI32::new(leader_epoch),
+            leader_epoch: AtomicI32::new(0),
+            replica: ReplicaState::new(node_id, high_watermark),
         }
     }
 
-    fn elsewhere(index: i32) -> Self {
+    fn elsewhere(index: i32, node_id: i32) -> Self {
         Self {
             index,
             log: None,
             appended: Notify::new(),
             leader_epoch: AtomicI32::new(0),
+            replica: ReplicaState::new(node_id, 0),
         }
+    }
+
+    /// Takes the partition's placement from the metadata image: the leader epoch it stamps,
+    /// and whether it leads or follows. A broker that starts leading notes its epoch in the
+    /// log first (Kafka's makeLeader), so OffsetForLeaderEpoch and diverging followers see
+    /// where the epoch starts before anything is written in it.
+    fn take_placement(&self, placement: &PartitionPlacement) {
+        self.leader_epoch
+            .store(placement.leader_epoch, Ordering::Release);
+        let Some(mut log) = self.lock_log() else {
+            return;
+        };
+        let started = self.replica.apply_placement(
+            placement,
+            log.log_end_offset(),
+            odradek_storage::now_ms(),
+        );
+        if started && let Err(e) = log.start_leader_epoch(placement.leader_epoch) {
+            warn!(partition = self.index, error = %e, "cannot note the new leader epoch");
+        }
+        drop(log);
+        // Parked fetches re-check: a follower's fetch is refused now, a consumer's may see
+        // a new high watermark.
+        self.appended.notify_waiters();
+    }
+
+    /// The high watermark and the last stable offset (never past it) that readers see.
+    pub fn visible_offsets(&self, log: &Log) -> (i64, i64) {
+        let high_watermark = self.replica.high_watermark(log.log_end_offset());
+        (high_watermark, log.last_stable_offset().min(high_watermark))
     }
 
     /// The leader epoch this broker stamps on what it appends (partitionLeaderEpoch).
@@ -160,6 +197,9 @@ pub struct LogManager {
     group_commit: GroupCommit,
     /// Producer ids reserved in the metadata log and not yet handed out: [next, end).
     producer_ids: Mutex<(i64, i64)>,
+    /// The high watermarks checkpointed by the last run, where partitions opened at
+    /// start-up begin.
+    checkpointed_high_watermarks: HashMap<(String, i32), i64>,
 }
 
 /// Producer ids reserved per metadata record, as Kafka's `ProducerIdManager` does.
@@ -257,6 +297,7 @@ impl LogManager {
                 source,
             })?,
             producer_ids: Mutex::new((image.next_producer_id, image.next_producer_id)),
+            checkpointed_high_watermarks: crate::replication::checkpoint::read(data_dir),
         };
         // Dynamic configs from the metadata log apply before any topic is opened.
         manager.apply_dynamic_configs(&image);
@@ -347,6 +388,21 @@ impl LogManager {
         }
     }
 
+    /// Partition `index`'s placement; one written before the cluster lives and is led here
+    /// alone.
+    fn placement_of(&self, topic: &TopicImage, index: i32) -> PartitionPlacement {
+        topic
+            .placement(index)
+            .cloned()
+            .unwrap_or_else(|| PartitionPlacement {
+                replicas: vec![self.node_id],
+                isr: vec![self.node_id],
+                leader: self.node_id,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })
+    }
+
     /// Whether this broker holds a replica of `topic`'s partition `index`. Partitions
     /// written before the cluster have no replica list and are all here.
     fn hosts(&self, topic: &TopicImage, index: i32) -> bool {
@@ -364,7 +420,7 @@ impl LogManager {
         clean: bool,
     ) -> Result<Arc<Partition>, TopicError> {
         if !self.hosts(topic, index) {
-            return Ok(Arc::new(Partition::elsewhere(index)));
+            return Ok(Arc::new(Partition::elsewhere(index, self.node_id)));
         }
         let dir = partition_dir(&self.data_dir, &topic.name, index);
         let log = Log::open(&dir, settings.log.clone(), clean)?;
@@ -377,8 +433,15 @@ impl LogManager {
                 }
             })?;
         }
-        let epoch = topic.placement(index).map_or(0, |p| p.leader_epoch);
-        Ok(Arc::new(Partition::hosted(index, log, epoch)))
+        let high_watermark = self
+            .checkpointed_high_watermarks
+            .get(&(topic.name.clone(), index))
+            .copied()
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log.log_end_offset());
+        let partition = Partition::hosted(index, log, self.node_id, high_watermark);
+        partition.take_placement(&self.placement_of(topic, index));
+        Ok(Arc::new(partition))
     }
 
     fn open_topic(
@@ -445,8 +508,7 @@ impl LogManager {
                 }
                 Some(current) => {
                     for p in &current.partitions {
-                        let epoch = wanted.placement(p.index).map_or(0, |p| p.leader_epoch);
-                        p.leader_epoch.store(epoch, Ordering::Release);
+                        p.take_placement(&self.placement_of(wanted, p.index));
                     }
                     let have = current.partitions.len();
                     let grown = usize::try_from(wanted.partitions).is_ok_and(|n| n > have);
@@ -640,6 +702,7 @@ impl LogManager {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: BTreeMap<String, String>,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<Arc<Topic>, TopicError> {
@@ -651,7 +714,7 @@ impl LogManager {
         let id = Uuid::new_v4();
         let replicas = match assignment {
             Some(replicas) => replicas,
-            None => self.place(0, partitions),
+            None => self.place(0, partitions, replication_factor),
         };
         let record = MetadataRecord::TopicCreated {
             name: name.to_string(),
@@ -666,10 +729,12 @@ impl LogManager {
             .ok_or_else(|| TopicError::NotApplied(name.to_string()))
     }
 
-    /// One replica for each of partitions `from..to`, spread round-robin over the live
-    /// brokers (alternating racks where `broker.rack` is set), starting where `from`
-    /// falls so that a topic's partitions land on different brokers.
-    fn place(&self, from: i32, to: i32) -> Vec<Vec<i32>> {
+    /// `factor` replicas for each of partitions `from..to` (fewer when fewer brokers are
+    /// live), spread round-robin over the live brokers (alternating racks where
+    /// `broker.rack` is set): partition p's first replica, its preferred leader, is the
+    /// p-th broker from a random start, so that leaders spread too, and its other replicas
+    /// the brokers after it.
+    fn place(&self, from: i32, to: i32, factor: i16) -> Vec<Vec<i32>> {
         let image = self.image();
         let mut brokers: Vec<(i32, Option<&str>)> = image
             .live_brokers()
@@ -681,8 +746,13 @@ impl LogManager {
         let order = crate::placement::rack_alternated(&brokers);
         // Kafka starts each topic at a random broker so that first partitions spread too.
         let start = Uuid::new_v4().as_u128() as usize;
+        let factor = usize::try_from(factor).unwrap_or(1).clamp(1, order.len());
         (from..to)
-            .map(|p| vec![order[(start + p as usize) % order.len()]])
+            .map(|p| {
+                (0..factor)
+                    .map(|k| order[(start + p as usize + k) % order.len()])
+                    .collect()
+            })
             .collect()
     }
 
@@ -706,7 +776,13 @@ impl LogManager {
             id: topic.id,
             partitions: count,
             from: Some(from),
-            replicas: assignment.unwrap_or_else(|| self.place(from, count)),
+            replicas: assignment.unwrap_or_else(|| {
+                let image = self.image();
+                let factor = image
+                    .topic_by_id(&topic.id)
+                    .map_or(1, |t| t.replicas(0).len().max(1));
+                self.place(from, count, i16::try_from(factor).unwrap_or(1))
+            }),
         };
         self.commit(&[record]).await
     }
@@ -792,10 +868,32 @@ impl LogManager {
         &self.metadata
     }
 
+    /// Writes every local partition's high watermark to the checkpoint file.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), StorageError> {
+        let mut offsets = Vec::new();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if let Some(log) = partition.lock_log() {
+                    let (high_watermark, _) = partition.visible_offsets(&log);
+                    offsets.push((topic.name.clone(), partition.index, high_watermark));
+                }
+            }
+        }
+        crate::replication::checkpoint::write(&self.data_dir, &offsets).map_err(|source| {
+            StorageError::Io {
+                path: self.data_dir.join(crate::replication::checkpoint::FILE),
+                source,
+            }
+        })
+    }
+
     /// Syncs and closes every log for a clean shutdown.
     pub fn close_all(&self) -> Result<(), StorageError> {
         tokio::runtime::Handle::current().block_on(self.metadata.shutdown());
         self.group_commit.shutdown();
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            warn!(error = %e, "cannot checkpoint the high watermarks");
+        }
         for topic in self.topics() {
             for partition in &topic.partitions {
                 if let Some(mut log) = partition.lock_log() {

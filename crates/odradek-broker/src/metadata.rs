@@ -145,6 +145,18 @@ pub enum MetadataRecord {
         name: String,
         level: i16,
     },
+    /// A partition's leader changes its in-sync replicas (Kafka's AlterPartition, which
+    /// the controller turns into a `PartitionChangeRecord`). Applied only while the leader
+    /// still leads at `leader_epoch` and the partition is still at `partition_epoch` (a
+    /// compare-and-set: a change proposed from a stale view changes nothing), and only to
+    /// an ISR of live replicas that holds the leader; it bumps the partition epoch.
+    IsrChanged {
+        id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// A partition's leadership and in-sync replicas, stated whole (Kafka's
     /// `PartitionRecord`): what a snapshot keeps of the epochs that broker records moved.
     PartitionChanged {
@@ -182,7 +194,28 @@ pub struct PartitionPlacement {
 /// A partition whose in-sync replicas are all fenced has no leader.
 pub const NO_LEADER: i32 = -1;
 
+/// The topic config (or cluster-wide dynamic default) that lets a replica outside the ISR
+/// lead when no in-sync replica is live. Only configs in the metadata log count: every
+/// node must elect alike, and static configs differ between nodes.
+const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+
 impl PartitionPlacement {
+    /// Kafka's unclean election: the first live replica leads with an ISR of itself alone,
+    /// and whatever the old ISR had that it lacks is lost.
+    fn elect_unclean(&mut self, live: &dyn Fn(i32) -> bool, topic: &str) {
+        if let Some(next) = self.replicas.iter().copied().find(|r| live(*r)) {
+            warn!(
+                topic,
+                leader = next,
+                "unclean leader election: a replica outside the in-sync replicas leads, and acknowledged writes it lacks are lost"
+            );
+            self.leader = next;
+            self.isr = vec![next];
+            self.leader_epoch += 1;
+            self.partition_epoch += 1;
+        }
+    }
+
     /// Makes the first live in-sync replica (in preference order) the leader, when the
     /// current one is not live; bumps the epochs when that changes the leader.
     fn elect(&mut self, live: &dyn Fn(i32) -> bool) {
@@ -283,7 +316,16 @@ impl MetadataImage {
     fn reelect(&mut self, restarted: Option<i32>) {
         let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
         let is_live = |b: i32| live.contains(&b);
+        let cluster_unclean = self
+            .broker_configs
+            .get(&None)
+            .and_then(|c| c.get(UNCLEAN_ELECTION))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         for topic in self.topics.values_mut() {
+            let unclean = topic
+                .configs
+                .get(UNCLEAN_ELECTION)
+                .map_or(cluster_unclean, |v| v.trim().eq_ignore_ascii_case("true"));
             for p in &mut topic.placement {
                 if restarted.is_some_and(|r| r == p.leader) {
                     p.leader_epoch += 1;
@@ -309,6 +351,9 @@ impl MetadataImage {
                     }
                 }
                 p.elect(&is_live);
+                if unclean && p.leader == NO_LEADER {
+                    p.elect_unclean(&is_live, &topic.name);
+                }
             }
         }
     }
@@ -363,6 +408,8 @@ impl MetadataImage {
             }
             MetadataRecord::BrokerConfigsChanged { node, configs } => {
                 self.broker_configs.insert(*node, configs.clone());
+                // Enabling unclean election elects at once where nobody leads.
+                self.reelect(None);
             }
             MetadataRecord::TopicConfigsChanged { id, configs } => {
                 if let Some(t) = self
@@ -372,6 +419,7 @@ impl MetadataImage {
                 {
                     t.configs = configs.clone();
                 }
+                self.reelect(None);
             }
             MetadataRecord::ProducerIdsReserved { next, from, owner } => {
                 if from.is_some_and(|from| from != self.next_producer_id) {
@@ -440,6 +488,33 @@ impl MetadataImage {
                     p.leader_epoch = *leader_epoch;
                     p.partition_epoch = *partition_epoch;
                     p.isr = isr.clone();
+                }
+            }
+            MetadataRecord::IsrChanged {
+                id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                if let Some(p) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                    && p.leader_epoch == *leader_epoch
+                    && p.partition_epoch == *partition_epoch
+                    && isr.contains(&p.leader)
+                    && isr
+                        .iter()
+                        .all(|r| p.replicas.contains(r) && live.contains(r))
+                {
+                    let mut isr = isr.clone();
+                    isr.sort_unstable();
+                    isr.dedup();
+                    p.isr = isr;
+                    p.partition_epoch += 1;
                 }
             }
             MetadataRecord::ClusterIdentified { id } => {

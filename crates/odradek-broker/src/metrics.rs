@@ -104,6 +104,7 @@ pub struct Metrics {
     partitions: Gauge,
     offline_partitions: Gauge,
     under_replicated_partitions: Gauge,
+    under_min_isr_partitions: Gauge,
     log_size: Family<PartitionLabel, Gauge>,
     log_start: Family<PartitionLabel, Gauge>,
     log_end: Family<PartitionLabel, Gauge>,
@@ -150,6 +151,7 @@ impl Metrics {
             partitions: Gauge::default(),
             offline_partitions: Gauge::default(),
             under_replicated_partitions: Gauge::default(),
+            under_min_isr_partitions: Gauge::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -217,8 +219,13 @@ impl Metrics {
         );
         r.register(
             "under_replicated_partitions",
-            "Partitions with fewer in-sync replicas than replicas (always 0 on a single node)",
+            "Partitions this broker leads with fewer in-sync replicas than replicas",
             m.under_replicated_partitions.clone(),
+        );
+        r.register(
+            "under_min_isr_partitions",
+            "Partitions this broker leads with fewer in-sync replicas than min.insync.replicas: acks=all writes to them fail",
+            m.under_min_isr_partitions.clone(),
         );
         r.register(
             "log_size_bytes",
@@ -384,9 +391,15 @@ impl Metrics {
             family.clear();
         }
         let (mut total, mut offline, mut detailed) = (0, 0, 0);
+        let (mut under_replicated, mut under_min_isr) = (0, 0);
         for topic in broker.logs.topics() {
             for partition in &topic.partitions {
                 total += 1;
+                if let Some(replicas) = partition.replica.led_replicas() {
+                    let isr = partition.replica.watermark().isr_len;
+                    under_replicated += i64::from(isr < replicas.len());
+                    under_min_isr += i64::from(isr < topic.settings.min_insync_replicas);
+                }
                 let Some(log) = partition.lock_log() else {
                     offline += 1;
                     continue;
@@ -412,7 +425,8 @@ impl Metrics {
         }
         self.partitions.set(total);
         self.offline_partitions.set(offline);
-        self.under_replicated_partitions.set(0);
+        self.under_replicated_partitions.set(under_replicated);
+        self.under_min_isr_partitions.set(under_min_isr);
     }
 
     fn refresh_groups(&self, broker: &Broker) {

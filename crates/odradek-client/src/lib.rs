@@ -14,11 +14,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Message, Request, StrBytes};
 use odradek_protocol::buffers;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,20 +118,13 @@ impl Connection {
         };
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let mut frame = BytesMut::new();
-        frame.extend_from_slice(&[0; 4]);
-        RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
-            .encode(&mut frame, R::header_version(version))
-            .map_err(|e| protocol(e.to_string()))?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|e| protocol(e.to_string()))?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
+        let frame = odradek_protocol::codec::encode_request_frame(
+            request,
+            version,
+            correlation_id,
+            CLIENT_ID,
+        )
+        .map_err(|e| protocol(e.to_string()))?;
         let io = |source| ClientError::Io {
             addr: self.addr.clone(),
             source,
@@ -174,16 +164,9 @@ impl Connection {
         if body.len() != size as usize {
             return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        let mut body = pool.lend(body);
-        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .map_err(|e| protocol(e.to_string()))?;
-        if header.correlation_id != correlation_id {
-            return Err(protocol(format!(
-                "correlation id {} for request {correlation_id}",
-                header.correlation_id
-            )));
-        }
-        R::Response::decode(&mut body, version).map_err(|e| protocol(e.to_string()))
+        let body = pool.lend(body);
+        odradek_protocol::codec::decode_response_frame::<R>(body, version, correlation_id)
+            .map_err(|e| protocol(e.to_string()))
     }
 }
 

@@ -47,6 +47,80 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+/// Why a response a client received could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFrameError {
+    #[error("cannot encode a {api_key:?} v{version} request: {reason}")]
+    Encode {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("malformed {api_key:?} v{version} response: {reason}")]
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("response to correlation id {got} where {expected} was awaited")]
+    Correlation { expected: i32, got: i32 },
+}
+
+/// A whole request frame, its 4-byte size prefix included, as a client sends it: the one
+/// encoder the command-line client and the brokers' own connections (follower fetchers)
+/// share.
+pub fn encode_request_frame<R: kafka_protocol::protocol::Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+) -> Result<bytes::BytesMut, ClientFrameError> {
+    let fail = |e: anyhow::Error| ClientFrameError::Encode {
+        api_key: ApiKey::try_from(R::KEY).unwrap_or(ApiKey::ApiVersions),
+        version,
+        reason: e.to_string(),
+    };
+    let mut frame = bytes::BytesMut::new();
+    frame.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+            client_id,
+        )))
+        .encode(&mut frame, R::header_version(version))
+        .map_err(fail)?;
+    request.encode(&mut frame, version).map_err(fail)?;
+    let size = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame)
+}
+
+/// Decodes a response body (the frame without its size prefix) to request `R` sent with
+/// `correlation_id`. Record sets in it stay slices of `body`.
+pub fn decode_response_frame<R: kafka_protocol::protocol::Request>(
+    mut body: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> Result<R::Response, ClientFrameError> {
+    use kafka_protocol::protocol::HeaderVersion;
+    let fail = |e: anyhow::Error| ClientFrameError::Malformed {
+        api_key: ApiKey::try_from(R::KEY).unwrap_or(ApiKey::ApiVersions),
+        version,
+        reason: e.to_string(),
+    };
+    let header =
+        ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(fail)?;
+    if header.correlation_id != correlation_id {
+        return Err(ClientFrameError::Correlation {
+            expected: correlation_id,
+            got: header.correlation_id,
+        });
+    }
+    R::Response::decode(&mut body, version).map_err(fail)
+}
+
 /// The fixed prefix every request header version shares: api key, api version, correlation id.
 const HEADER_PREFIX_LEN: usize = 8;
 

@@ -598,8 +598,10 @@ impl Log {
 
     /// Appends batches copied from a leader (a Fetch response's records), verbatim: offsets,
     /// partitionLeaderEpoch, timestamps, producer ids and sequences stay as the leader wrote
-    /// them. The first must start exactly at the log end offset and each next one right
-    /// after the one before ([`StorageError::NonContiguous`] otherwise); every batch's CRC
+    /// them. Each must start at or after the end of what comes before it, the log end for
+    /// the first ([`StorageError::NonContiguous`] otherwise): a compacted leader's log has
+    /// gaps where the cleaner removed whole batches, which the copy keeps, as Kafka's
+    /// followers accept any increasing offsets; every batch's CRC
     /// and framing are checked ([`StorageError::Corrupt`]). All batches are checked before
     /// any is written, so a refused append writes nothing; an I/O error while writing may
     /// leave a prefix of them written (`log_end_offset` tells). A trailing partial batch
@@ -639,7 +641,7 @@ impl Log {
                 // The fetch's byte limit cut this batch: the next fetch brings it whole.
                 break;
             }
-            if header.base_offset() != expected {
+            if header.base_offset() < expected {
                 return Err(StorageError::NonContiguous {
                     dir: self.dir.clone(),
                     expected,
@@ -664,7 +666,7 @@ impl Log {
             let header = header_of(&bytes, &self.dir)?;
             let (base_offset, last_offset) = (header.base_offset(), header.last_offset());
             let (epoch, count) = (header.partition_leader_epoch(), header.record_count());
-            debug_assert_eq!(base_offset, self.log_end_offset(), "checked above");
+            debug_assert!(base_offset >= self.log_end_offset(), "checked above");
             self.maybe_roll(last_offset, size as u64, now)?;
             self.note_replicated_epoch(epoch, base_offset)?;
             self.write_batch(&[&bytes], now)?;
@@ -677,7 +679,10 @@ impl Log {
         }
         self.unflushed_records += records;
         let log_end_offset = self.log_end_offset();
-        debug_assert_eq!(log_end_offset, expected, "offsets continue without a gap");
+        debug_assert_eq!(
+            log_end_offset, expected,
+            "the log ends after the last batch"
+        );
         Ok(ReplicatedAppend {
             batches: found.len(),
             records,
@@ -725,6 +730,12 @@ impl Log {
         }
         let log_end = self.log_end_offset();
         if offset >= log_end {
+            // No batch goes, but an epoch this replica started at the log end without
+            // writing in it (it led briefly) does, as in Kafka's `truncateTo`: otherwise it
+            // stays its latest epoch, and its leader keeps answering that it diverged.
+            if self.epochs.truncate_from_end(offset) {
+                self.write_epochs_unsynced()?;
+            }
             return Ok(log_end);
         }
         let first_base = self.segments.keys().next().copied().unwrap_or(0);
@@ -2520,7 +2531,8 @@ mod tests {
     }
 
     #[test]
-    fn append_replicated_refuses_gaps_and_corrupt_batches_and_ignores_a_partial_tail() {
+    fn append_replicated_refuses_offsets_going_back_and_corrupt_batches_and_ignores_a_partial_tail()
+    {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
         let first = stored(batch(2, 1000), 0, 1);
@@ -2530,24 +2542,14 @@ mod tests {
             assert_eq!(log.size_bytes(), 0);
             assert!(log.leader_epochs().entries().is_empty());
         };
-        // A batch that does not start at the log end.
-        assert!(matches!(
-            log.append_replicated(second.clone()),
-            Err(StorageError::NonContiguous {
-                expected: 0,
-                found: 2,
-                ..
-            })
-        ));
-        unchanged(&log);
-        // A gap after a good batch: nothing of the request is written.
-        let gap = stored(batch(2, 1000), 5, 1);
-        let both = Bytes::from([&first[..], &gap[..]].concat());
+        // A batch that starts inside the one before: nothing of the request is written.
+        let overlapping = stored(batch(2, 1000), 1, 1);
+        let both = Bytes::from([&first[..], &overlapping[..]].concat());
         assert!(matches!(
             log.append_replicated(both),
             Err(StorageError::NonContiguous {
                 expected: 2,
-                found: 5,
+                found: 1,
                 ..
             })
         ));
@@ -2583,6 +2585,19 @@ mod tests {
         assert_eq!(log.size_bytes(), first.len() as u64);
         assert_eq!(log.append_replicated(second).unwrap().log_end_offset, 4);
         assert_eq!(read_offsets(&log, 0, 1 << 20), [0, 2]);
+        // A batch below the log end is refused...
+        assert!(matches!(
+            log.append_replicated(first),
+            Err(StorageError::NonContiguous {
+                expected: 4,
+                found: 0,
+                ..
+            })
+        ));
+        // ...and a gap (a compacted leader's log) is kept as the leader has it.
+        let after_gap = stored(batch(2, 1000), 9, 1);
+        assert_eq!(log.append_replicated(after_gap).unwrap().log_end_offset, 11);
+        assert_eq!(read_offsets(&log, 0, 1 << 20), [0, 2, 9]);
     }
 
     #[test]
@@ -2920,5 +2935,11 @@ mod tests {
             .unwrap();
         assert_eq!(epoch_entries(&log), [(1, 0), (2, 10)]);
         assert_eq!(log.end_offset_for_epoch(2), (2, 12));
+        // A leader that says the empty epoch diverged at the log end: truncating there cuts
+        // no batch but drops the epoch, so the next fetch names the epoch data was written in.
+        log.start_leader_epoch(4).unwrap();
+        assert_eq!(log.truncate_to(12).unwrap(), 12);
+        assert_eq!(log.latest_epoch(), Some(2));
+        assert_eq!(log.log_end_offset(), 12);
     }
 }

@@ -484,6 +484,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
             _ = interrupted.wait_for(|s| *s) => {}
         }
         tokio::spawn(broker.clone().run_heartbeats());
+        tokio::spawn(broker.clone().run_replication());
         info!(
             version = env!("CARGO_PKG_VERSION"),
             listen = %listener.local_addr()?,

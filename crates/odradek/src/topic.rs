@@ -24,7 +24,9 @@ pub const RESOURCE_BROKER: i8 = 4;
 struct PartitionRow {
     partition: i32,
     leader: i32,
+    leader_epoch: i32,
     replicas: Vec<i32>,
+    isr: Vec<i32>,
     earliest: Option<i64>,
     latest: Option<i64>,
 }
@@ -224,7 +226,9 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
             PartitionRow {
                 partition: p.partition_index,
                 leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
                 replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
                 earliest: earliest.get(&key).copied(),
                 latest: latest.get(&key).copied(),
             }
@@ -235,7 +239,7 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
             "topic": name,
             "topic_id": t.topic_id.to_string(),
             "internal": t.is_internal,
-            "partitions": rows.iter().map(|r| json!({"partition": r.partition, "leader": r.leader, "replicas": r.replicas, "earliest": r.earliest, "latest": r.latest})).collect::<Vec<_>>(),
+            "partitions": rows.iter().map(|r| json!({"partition": r.partition, "leader": r.leader, "leader_epoch": r.leader_epoch, "replicas": r.replicas, "isr": r.isr, "earliest": r.earliest, "latest": r.latest})).collect::<Vec<_>>(),
             "configs": overrides.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -249,17 +253,25 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
     );
     let dash = || "-".to_string();
     print_table(
-        &["PARTITION", "LEADER", "REPLICAS", "EARLIEST", "LATEST"],
+        &[
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "EARLIEST",
+            "LATEST",
+        ],
         rows.iter()
             .map(|r| {
+                let list =
+                    |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
                 vec![
                     r.partition.to_string(),
                     r.leader.to_string(),
-                    r.replicas
-                        .iter()
-                        .map(i32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    r.leader_epoch.to_string(),
+                    list(&r.replicas),
+                    list(&r.isr),
                     r.earliest.map_or_else(dash, |v| v.to_string()),
                     r.latest.map_or_else(dash, |v| v.to_string()),
                 ]

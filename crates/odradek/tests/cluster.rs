@@ -420,15 +420,15 @@ async fn a_controlled_shutdown_takes_the_broker_out_before_it_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_replicas_than_one_are_refused_rather_than_quietly_not_kept() {
+async fn more_replicas_than_brokers_are_refused_rather_than_quietly_not_kept() {
     let cluster = Cluster::start(3);
     let admin = admin(&cluster.bootstrap());
     let results = admin
         .create_topics(
             &[NewTopic::new(
-                &unique_topic("rf3"),
+                &unique_topic("rf4"),
                 3,
-                TopicReplication::Fixed(3),
+                TopicReplication::Fixed(4),
             )],
             &AdminOptions::new(),
         )
@@ -439,7 +439,7 @@ async fn more_replicas_than_one_are_refused_rather_than_quietly_not_kept() {
             *code,
             rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
         ),
-        Ok(t) => panic!("{t} was created with replication factor 3"),
+        Ok(t) => panic!("{t} was created with replication factor 4 on 3 brokers"),
     }
     // An explicit assignment to a broker that exists is honoured.
     let name = unique_topic("assigned");

@@ -412,6 +412,8 @@ struct Schedule {
     rt: tokio::runtime::Runtime,
     probe: FutureProducer,
     probes: u64,
+    /// Leadership moved off a killed leader (each `KillLeader` step waits for one).
+    failovers: u64,
     events: Vec<String>,
 }
 
@@ -485,11 +487,31 @@ impl Schedule {
         ));
     }
 
+    /// Kills `node`, the leader of partition `p`, and keeps it down until another replica
+    /// leads `p` (its session timed out and the controller moved leadership): a failover
+    /// every schedule goes through, however short its other dwell times.
+    fn kill_until_failover(&mut self, node: i32, p: i32) {
+        self.cluster.kill9(node);
+        let killed = Instant::now();
+        let next = self.wait_until("another replica leads the partition", |s| {
+            partitions(&s.live(), TOPIC)
+                .map(|v| v[p as usize].leader)
+                .filter(|l| *l > 0 && *l != node)
+        });
+        let failover = killed.elapsed();
+        self.failovers += 1;
+        let down = failover + self.dwell(0, 1500);
+        self.cluster.restart(node);
+        self.note(format!(
+            "killed node {node} (leader of partition {p}): node {next} led after {failover:?}; restarted after {down:?}"
+        ));
+    }
+
     fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::KillLeader => {
                 let (p, leader) = self.some_leader();
-                self.kill_and_restart(leader, &format!("leader of partition {p}"));
+                self.kill_until_failover(leader, p);
             }
             Fault::KillController => {
                 let controller = self.controller();
@@ -597,6 +619,7 @@ fn acknowledged_writes_survive_leader_failures() {
         rt,
         probe,
         probes: 0,
+        failovers: 0,
         events: Vec::new(),
     };
     schedule.wait_until("the topic led with its three replicas in sync", |s| {
@@ -726,11 +749,12 @@ fn acknowledged_writes_survive_leader_failures() {
     }
     let summary = format!(
         "{} acknowledged ({acked_by:?}), {} failed sends, {stored} stored, {} read by the \
-         consumer (with {watcher_errors} errors), {} probes",
+         consumer (with {watcher_errors} errors), {} probes, {} failovers",
         acked.len(),
         failed.load(Ordering::Relaxed),
         seen.len(),
-        schedule.probes
+        schedule.probes,
+        schedule.failovers
     );
     eprintln!("replication schedule: {summary}");
     if !problems.is_empty() {
@@ -742,7 +766,11 @@ fn acknowledged_writes_survive_leader_failures() {
         ));
     }
     let enough = |name| acked_by.get(name).copied().unwrap_or(0) >= 100;
-    if !(enough(IDEMPOTENT) && enough(PLAIN) && seen.len() >= 100) {
+    // A full round of faults holds a KillLeader, which waits for a failover.
+    let failovers_expected = steps >= FAULTS.len() as u64;
+    if !(enough(IDEMPOTENT) && enough(PLAIN) && seen.len() >= 100)
+        || (failovers_expected && schedule.failovers == 0)
+    {
         schedule.fail(&format!("too little traffic to mean anything: {summary}"));
     }
 }

@@ -46,7 +46,7 @@ pub async fn internal_topic(
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), segment_bytes.to_string()),
     ]);
-    match logs.create_topic(name, partitions, configs, None).await {
+    match logs.create_topic(name, partitions, 1, configs, None).await {
         Ok(t) => Some(t),
         Err(e) => {
             warn!(error = %e, "cannot create {name}");

@@ -51,12 +51,20 @@ impl Broker {
                             return result
                                 .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
+                        if self.leads(t.name.as_str(), p.partition_index).is_err() {
+                            return result
+                                .with_error_code(ResponseError::NotLeaderOrFollower.code());
+                        }
                         let Some(mut log) = partition.lock_log() else {
                             return result.with_error_code(ResponseError::KafkaStorageError.code());
                         };
-                        // -1 means "up to the high watermark".
+                        // -1 means "up to the high watermark", and nothing past it may go:
+                        // followers may not have it yet.
+                        let (high_watermark, _) = partition.visible_offsets(&log);
                         let offset = if p.offset == -1 {
-                            log.log_end_offset()
+                            high_watermark
+                        } else if p.offset > high_watermark {
+                            return result.with_error_code(ResponseError::OffsetOutOfRange.code());
                         } else {
                             p.offset
                         };

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind, TopicName};
 use odradek_storage::StorageError;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::check_leader_epoch;
@@ -43,6 +43,8 @@ struct FetchTarget {
     fetch_offset: i64,
     max_bytes: i32,
     leader_epoch: i32,
+    /// The epoch of the last batch a follower has (-1: none, or a consumer).
+    last_fetched_epoch: i32,
 }
 
 /// What a session last told the client about a partition, to send it again only on change.
@@ -175,6 +177,13 @@ impl FetchSessions {
     }
 }
 
+/// Who is fetching: a follower replicating (Fetch's `replica_id`), or a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Follower(i32),
+    Consumer { read_committed: bool },
+}
+
 /// One partition's outcome in one pass over the fetch.
 struct PartitionRead {
     data: PartitionData,
@@ -218,8 +227,12 @@ impl Broker {
         target: &FetchTarget,
         limit: usize,
         min_one: bool,
-        read_committed: bool,
+        reader: Reader,
     ) -> PartitionRead {
+        let read_committed = reader
+            == Reader::Consumer {
+                read_committed: true,
+            };
         let mut data = PartitionData::default().with_partition_index(target.partition);
         data.aborted_transactions = if read_committed {
             Some(Vec::new())
@@ -259,20 +272,80 @@ impl Broker {
                 .with_leader_epoch(epoch);
             return error(data, e);
         }
+        if let Reader::Follower(replica) = reader
+            && !partition
+                .replica
+                .led_replicas()
+                .is_some_and(|r| r.contains(&replica))
+        {
+            return error(data, ResponseError::NotLeaderOrFollower);
+        }
         let Some(log) = partition.lock_online_log() else {
             return error(data, ResponseError::KafkaStorageError);
         };
-        let (high_watermark, log_start_offset) = (log.log_end_offset(), log.log_start_offset());
-        let last_stable_offset = log.last_stable_offset();
-        let prepared = log
-            .prepare_read(target.fetch_offset, limit, min_one)
-            .map(|p| {
-                if read_committed {
-                    p.up_to(last_stable_offset)
-                } else {
-                    p
+        let log_start_offset = log.log_start_offset();
+        if let Reader::Follower(replica) = reader {
+            // KIP-595's check of KIP-101's truncation: a follower whose last epoch ends
+            // earlier here than its fetch offset has a tail this leader never had.
+            if target.last_fetched_epoch >= 0 {
+                let (epoch, end) = log.end_offset_for_epoch(target.last_fetched_epoch);
+                // An epoch this log cannot place (none written yet) proves nothing: the
+                // fetch offset is then checked against the log end as any other.
+                if epoch >= 0 && (epoch != target.last_fetched_epoch || end < target.fetch_offset) {
+                    let (high_watermark, last_stable_offset) = partition.visible_offsets(&log);
+                    drop(log);
+                    data.diverging_epoch = EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end);
+                    data.high_watermark = high_watermark;
+                    data.last_stable_offset = last_stable_offset;
+                    data.log_start_offset = log_start_offset;
+                    data.records = Some(bytes::Bytes::new());
+                    return PartitionRead {
+                        data,
+                        bytes: 0,
+                        more_waiting: false,
+                        reported: None,
+                        counted_as: None,
+                    };
                 }
-            });
+            }
+            let now = odradek_storage::now_ms();
+            let (moved, expand) = partition.replica.follower_fetched(
+                replica,
+                target.fetch_offset,
+                log.log_end_offset(),
+                now,
+            );
+            if moved {
+                partition.appended.notify_waiters();
+            }
+            if let Some(proposal) = expand {
+                info!(topic = %topic.name, partition = target.partition, replica, isr = ?proposal.isr, "a follower caught up: expanding the in-sync replicas");
+                let change = crate::replication::isr::IsrChange {
+                    topic: topic.id,
+                    partition: partition.clone(),
+                    proposal,
+                };
+                if let Err(refused) = self.isr_changes.send(change) {
+                    partition.replica.proposal_failed(&refused.0.proposal);
+                }
+            }
+        }
+        let (high_watermark, last_stable_offset) = partition.visible_offsets(&log);
+        // Followers read to the log end; consumers to the high watermark, or for
+        // read_committed to the last stable offset.
+        let prepared =
+            log.prepare_read(target.fetch_offset, limit, min_one)
+                .map(|p| match reader {
+                    Reader::Follower(_) => p,
+                    Reader::Consumer {
+                        read_committed: true,
+                    } => p.up_to(last_stable_offset),
+                    Reader::Consumer {
+                        read_committed: false,
+                    } => p.up_to(high_watermark),
+                });
         if read_committed {
             let aborted = log
                 .aborted_transactions(target.fetch_offset, last_stable_offset)
@@ -328,7 +401,7 @@ impl Broker {
         &self,
         targets: &[(FetchTarget, Option<Reported>)],
         max_bytes: usize,
-        read_committed: bool,
+        reader: Reader,
     ) -> Vec<PartitionRead> {
         let mut budget = max_bytes;
         let mut min_one = true;
@@ -336,7 +409,7 @@ impl Broker {
             .iter()
             .map(|(target, _)| {
                 let limit = budget.min(target.max_bytes.max(0) as usize);
-                let read = self.read_partition(target, limit, min_one, read_committed);
+                let read = self.read_partition(target, limit, min_one, reader);
                 if read.bytes > 0 {
                     min_one = false;
                     budget = budget.saturating_sub(read.bytes);
@@ -366,6 +439,7 @@ impl Broker {
                     fetch_offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes,
                     leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
                 })
             })
             .collect();
@@ -424,10 +498,21 @@ impl Broker {
         };
         let max_bytes = asked.min(self.fetch_max_bytes);
         let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
-        let read_committed = request.isolation_level == 1;
+        let replica_id = if version >= 15 {
+            request.replica_state.replica_id.0
+        } else {
+            request.replica_id.0
+        };
+        let reader = if replica_id >= 0 {
+            Reader::Follower(replica_id)
+        } else {
+            Reader::Consumer {
+                read_committed: request.isolation_level == 1,
+            }
+        };
         Reply::Later(Box::pin(async move {
             let reads = broker
-                .park_until_ready(&targets, max_wait, min_bytes, max_bytes, read_committed)
+                .park_until_ready(&targets, max_wait, min_bytes, max_bytes, reader)
                 .await;
             ResponseKind::Fetch(broker.fetch_response(mode, targets, reads, version))
         }))
@@ -439,7 +524,7 @@ impl Broker {
         max_wait: Duration,
         min_bytes: usize,
         max_bytes: usize,
-        read_committed: bool,
+        reader: Reader,
     ) -> Vec<PartitionRead> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let partitions: Vec<Arc<Partition>> = targets
@@ -456,9 +541,12 @@ impl Broker {
             for n in &mut woken {
                 n.as_mut().enable();
             }
-            let reads = self.read_all(targets, max_bytes, read_committed);
+            let reads = self.read_all(targets, max_bytes, reader);
             let bytes: usize = reads.iter().map(|r| r.bytes).sum();
-            let has_error = reads.iter().any(|r| r.data.error_code != 0);
+            // A diverging epoch, like an error, will not change by waiting.
+            let has_error = reads
+                .iter()
+                .any(|r| r.data.error_code != 0 || r.data.diverging_epoch.epoch >= 0);
             // Data held back by the limits will not grow the response by waiting.
             let full = reads.iter().any(|r| r.more_waiting);
             if bytes >= min_bytes || full || has_error || tokio::time::Instant::now() >= deadline {
@@ -474,8 +562,8 @@ impl Broker {
             let mut stopping = self.stopping.subscribe();
             tokio::select! {
                 _ = any_append => {}
-                _ = tokio::time::sleep_until(deadline) => return self.read_all(targets, max_bytes, read_committed),
-                _ = stopping.wait_for(|s| *s) => return self.read_all(targets, max_bytes, read_committed),
+                _ = tokio::time::sleep_until(deadline) => return self.read_all(targets, max_bytes, reader),
+                _ = stopping.wait_for(|s| *s) => return self.read_all(targets, max_bytes, reader),
             }
         }
     }

@@ -58,14 +58,15 @@ impl Broker {
                         let Some(log) = partition.lock_online_log() else {
                             return fail(ResponseError::KafkaStorageError);
                         };
+                        let (high_watermark, last_stable_offset) = partition.visible_offsets(&log);
                         let lookup = match p.timestamp {
                             // read_committed consumers start at the last stable offset.
                             LATEST if request.isolation_level == 1 => Ok(Some(OffsetLookup {
-                                offset: log.last_stable_offset(),
+                                offset: last_stable_offset,
                                 timestamp: -1,
                             })),
                             LATEST => Ok(Some(OffsetLookup {
-                                offset: log.log_end_offset(),
+                                offset: high_watermark,
                                 timestamp: -1,
                             })),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some(OffsetLookup {

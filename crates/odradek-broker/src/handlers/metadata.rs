@@ -114,7 +114,13 @@ impl Broker {
         let partitions = self.config().num_partitions();
         match self
             .logs
-            .create_topic(name, partitions, BTreeMap::new(), None)
+            .create_topic(
+                name,
+                partitions,
+                self.config().default_replication_factor(),
+                BTreeMap::new(),
+                None,
+            )
             .await
         {
             Ok(topic) => self.topic_metadata(&topic, version, with_ops),

@@ -1,3 +1,5 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -16,8 +18,59 @@ use crate::Broker;
 use crate::broker::{Reply, str_bytes};
 use crate::log_manager::{Partition, Topic};
 
-/// Fires once an acks=all batch is on stable storage, or with why it could not be.
-type DurableAck = oneshot::Receiver<Result<(), Arc<StorageError>>>;
+/// Completes once an acks=all batch is on stable storage on every in-sync replica, or
+/// with the error the producer hears.
+pub(crate) type DurableAck =
+    Pin<Box<dyn Future<Output = Result<(), (ResponseError, String)>> + Send>>;
+
+/// Waits until the batch ending before `end`, appended at leader epoch `epoch`, is fsync'd
+/// here (`synced`) and on every in-sync replica (the high watermark passed it).
+async fn replicated(
+    partition: Arc<Partition>,
+    synced: oneshot::Receiver<Result<(), Arc<StorageError>>>,
+    end: i64,
+    epoch: i32,
+    min_insync: usize,
+    timeout: std::time::Duration,
+) -> Result<(), (ResponseError, String)> {
+    let local = synced.await.unwrap_or_else(|_| {
+        Err(Arc::new(StorageError::ShuttingDown(
+            std::path::PathBuf::new(),
+        )))
+    });
+    if let Err(e) = local {
+        return Err((storage_error_code(&e), e.to_string()));
+    }
+    let mut watermark = partition.replica.watch();
+    let waited = tokio::time::timeout(
+        timeout,
+        watermark
+            .wait_for(|w| w.leading_epoch != epoch || w.sole_member || w.high_watermark >= end),
+    )
+    .await;
+    let not_leader = || {
+        (
+            ResponseError::NotLeaderOrFollower,
+            "leadership moved before the write was replicated".to_string(),
+        )
+    };
+    match waited {
+        Err(_) => Err((
+            ResponseError::RequestTimedOut,
+            "the in-sync replicas did not all have the write within the request timeout".into(),
+        )),
+        Ok(Err(_)) => Err(not_leader()),
+        Ok(Ok(w)) if w.leading_epoch != epoch => Err(not_leader()),
+        Ok(Ok(w)) if w.isr_len < min_insync => Err((
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!(
+                "The write is on the {} in-sync replicas, fewer than min.insync.replicas ({min_insync}).",
+                w.isr_len
+            ),
+        )),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
 
 fn batch_error_code(e: &BatchError) -> ResponseError {
     match e {
@@ -37,9 +90,10 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         },
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::ShuttingDown(_) => ResponseError::NotLeaderOrFollower,
-        StorageError::Io { .. } | StorageError::Offline(_) | StorageError::Corrupt { .. } => {
-            ResponseError::KafkaStorageError
-        }
+        StorageError::Io { .. }
+        | StorageError::Offline(_)
+        | StorageError::Corrupt { .. }
+        | StorageError::NonContiguous { .. } => ResponseError::KafkaStorageError,
     }
 }
 
@@ -147,6 +201,31 @@ fn keyless_rejected(index: i32, topic: &str, missing: &[i32]) -> PartitionProduc
 }
 
 impl Broker {
+    /// An acks=all acknowledgement of what was appended up to `last_offset` at leader
+    /// `epoch`: it completes once that is fsync'd here and on every in-sync replica.
+    pub(crate) fn acknowledged(
+        &self,
+        partition: &Arc<Partition>,
+        last_offset: i64,
+        epoch: i32,
+        min_insync: usize,
+        timeout: std::time::Duration,
+    ) -> DurableAck {
+        let (tx, rx) = oneshot::channel();
+        let waiter: DurabilityWaiter = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.logs.sync(partition, Some(waiter));
+        Box::pin(replicated(
+            partition.clone(),
+            rx,
+            last_offset + 1,
+            epoch,
+            min_insync,
+            timeout,
+        ))
+    }
+
     /// KIP-890's defence: a transactional batch is accepted only if its producer, at this
     /// epoch, added the partition to its ongoing transaction.
     fn unverified_transactional_write(
@@ -172,6 +251,7 @@ impl Broker {
         partition: &Arc<Partition>,
         records: Option<&Bytes>,
         acks: i16,
+        timeout: std::time::Duration,
     ) -> (PartitionProduceResponse, Option<DurableAck>) {
         let index = partition.index;
         let Some(records) = records else {
@@ -209,6 +289,21 @@ impl Broker {
             Ok(stored) => stored,
             Err(e) => return (failed(index, batch_error_code(&e), e.to_string()), None),
         };
+        let min_insync = topic.settings.min_insync_replicas;
+        let isr_len = partition.replica.watermark().isr_len;
+        if acks == -1 && isr_len < min_insync {
+            return (
+                failed(
+                    index,
+                    ResponseError::NotEnoughReplicas,
+                    format!(
+                        "The size of the current ISR ({isr_len}) is insufficient to satisfy the min.isr requirement of {min_insync} for partition {}-{index}",
+                        topic.name
+                    ),
+                ),
+                None,
+            );
+        }
         let Some(mut log) = partition.lock_log() else {
             return (
                 failed(
@@ -233,7 +328,8 @@ impl Broker {
                 None,
             );
         }
-        let appended = log.append(stored, partition.leader_epoch());
+        let epoch = partition.leader_epoch();
+        let appended = log.append(stored, epoch);
         let log_start_offset = log.log_start_offset();
         drop(log);
         let result = match appended {
@@ -250,12 +346,7 @@ impl Broker {
                 .record_produce(&topic.metric_label, records.len(), count);
         }
         let durable = if acks == -1 {
-            let (tx, rx) = oneshot::channel();
-            let waiter: DurabilityWaiter = Box::new(move |r| {
-                let _ = tx.send(r);
-            });
-            self.logs.sync(partition, Some(waiter));
-            Some(rx)
+            Some(self.acknowledged(partition, result.last_offset, epoch, min_insync, timeout))
         } else {
             if result.flush_due {
                 self.logs.sync(partition, None);
@@ -272,6 +363,7 @@ impl Broker {
 
     pub(crate) fn produce(&self, request: ProduceRequest, version: i16) -> Reply {
         let acks = request.acks;
+        let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
         let mut topics = Vec::with_capacity(request.topic_data.len());
         let mut waits = Vec::new();
         let mut movers = std::collections::BTreeSet::new();
@@ -327,6 +419,7 @@ impl Broker {
                                 partition,
                                 data.records.as_ref(),
                                 acks,
+                                timeout,
                             );
                             if let Some(rx) = durable {
                                 waits.push((topics.len(), partitions.len(), rx));
@@ -377,15 +470,10 @@ impl Broker {
         }
         Reply::Later(Box::pin(async move {
             let mut response = response;
-            for (t, p, rx) in waits {
-                let outcome = rx.await.unwrap_or_else(|_| {
-                    Err(Arc::new(StorageError::ShuttingDown(
-                        std::path::PathBuf::new(),
-                    )))
-                });
-                if let Err(e) = outcome {
+            for (t, p, ack) in waits {
+                if let Err((error, message)) = ack.await {
                     let entry = &mut response.responses[t].partition_responses[p];
-                    *entry = failed(entry.index, storage_error_code(&e), e.to_string());
+                    *entry = failed(entry.index, error, message);
                 }
             }
             kafka_protocol::messages::ResponseKind::Produce(response)

@@ -29,6 +29,7 @@ struct TopicPlan {
     configs: BTreeMap<String, String>,
     /// Each partition's replicas as the request assigned them, by partition index.
     assignment: Option<Vec<Vec<i32>>>,
+    replication_factor: i16,
 }
 
 impl Broker {
@@ -48,29 +49,11 @@ impl Broker {
                 ),
             );
         }
-        if factor > 1 {
-            return refuse(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "Replication factor {factor} needs partition replication, which this Odradek release does not have yet: the topic is not created with fewer copies than asked. Use replication factor 1."
-                ),
-            );
-        }
         Ok(())
     }
 
-    /// A replica list given for `partition`: one replica (until replication lands), on a
-    /// registered broker.
+    /// A replica list given for `partition`: registered brokers, none twice.
     pub(crate) fn check_assignment(&self, partition: i32, brokers: &[i32]) -> Result<(), Refusal> {
-        if brokers.len() > 1 {
-            return refuse(
-                ResponseError::InvalidReplicaAssignment,
-                format!(
-                    "Partition {partition} replica assignment {brokers:?} has {} replicas; this Odradek release keeps one copy of each partition until replication lands.",
-                    brokers.len()
-                ),
-            );
-        }
         let image = self.logs.image();
         let known = |id: i32| image.brokers.contains_key(&id) || id == self.node_id;
         crate::placement::check_assignment(&[brokers.to_vec()], known).or_else(|e| {
@@ -93,6 +76,7 @@ impl Broker {
             );
         }
         let mut assignment = None;
+        let replication_factor;
         let partitions = if topic.assignments.is_empty() {
             let partitions = match topic.num_partitions {
                 -1 => self.config().num_partitions(),
@@ -109,6 +93,7 @@ impl Broker {
                 n => n,
             };
             self.check_replication_factor(factor)?;
+            replication_factor = factor;
             partitions
         } else {
             if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -135,6 +120,7 @@ impl Broker {
                 self.check_assignment(a.partition_index, &brokers)?;
                 by_partition[a.partition_index as usize] = brokers;
             }
+            replication_factor = by_partition.first().map_or(1, |r| r.len() as i16);
             assignment = Some(by_partition);
             topic.assignments.len() as i32
         };
@@ -158,6 +144,7 @@ impl Broker {
             partitions,
             configs,
             assignment,
+            replication_factor,
         })
     }
 
@@ -207,6 +194,7 @@ impl Broker {
                     .create_topic(
                         &name,
                         plan.partitions,
+                        plan.replication_factor,
                         plan.configs.clone(),
                         plan.assignment.clone(),
                     )
@@ -223,7 +211,7 @@ impl Broker {
                 Ok((plan, id)) => {
                     if version >= 5 {
                         result.num_partitions = plan.partitions;
-                        result.replication_factor = 1;
+                        result.replication_factor = plan.replication_factor;
                         result.configs = Some(self.created_topic_configs(&plan.configs));
                     }
                     if version >= 7 {

@@ -94,6 +94,10 @@ fn check_producer(
     Ok(m)
 }
 
+/// How long a marker may take to reach every in-sync replica (Kafka's
+/// `request.timeout.ms` default, which its marker requests use).
+const MARKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Broker {
     /// `__transaction_state`, created on first use as Kafka does.
     pub(crate) async fn transaction_topic(&self) -> Option<Arc<Topic>> {
@@ -319,15 +323,16 @@ impl Broker {
                 results.push((tp.clone(), Some(ResponseError::UnknownTopicOrPartition)));
                 continue;
             };
+            let epoch = partition.leader_epoch();
             let appended = match partition.lock_log() {
-                Some(mut log) => log.append_marker(marker, partition.leader_epoch()),
+                Some(mut log) => log.append_marker(marker, epoch),
                 None => {
                     results.push((tp.clone(), Some(ResponseError::KafkaStorageError)));
                     continue;
                 }
             };
             match appended {
-                Ok(_) => {
+                Ok(written) => {
                     partition.appended.notify_waiters();
                     if tp.0 == OFFSETS_TOPIC {
                         self.coordinator.settle_txn_offsets(
@@ -336,7 +341,16 @@ impl Broker {
                             marker.commit,
                         );
                     }
-                    waits.push((results.len(), self.durable(&partition)));
+                    // On every in-sync replica before the transaction counts as ended: a
+                    // new leader without the marker would hold the transaction open.
+                    let ack = self.acknowledged(
+                        &partition,
+                        written.last_offset,
+                        epoch,
+                        1,
+                        MARKER_TIMEOUT,
+                    );
+                    waits.push((results.len(), ack));
                     results.push((tp.clone(), None));
                 }
                 Err(e) => {
@@ -345,9 +359,10 @@ impl Broker {
                 }
             }
         }
-        for (i, rx) in waits {
-            if !matches!(rx.await, Ok(Ok(()))) {
-                results[i].1 = Some(ResponseError::KafkaStorageError);
+        for (i, ack) in waits {
+            if let Err((error, message)) = ack.await {
+                warn!(topic = %results[i].0.0, partition = results[i].0.1, ?error, %message, "transaction marker not acknowledged");
+                results[i].1 = Some(error);
             }
         }
         results

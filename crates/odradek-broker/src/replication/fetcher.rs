@@ -1,0 +1,434 @@
+//! Follower fetchers: one task per leader broker fetches every partition this broker
+//! follows there, with Kafka's Fetch (`replica_id`, `last_fetched_epoch`), as Kafka's
+//! `ReplicaFetcherThread` does.
+//!
+//! Each round appends what the leader sent at the leader's offsets, byte for byte, and
+//! fsyncs it before the next fetch: the fetch offset a follower sends is what the leader
+//! counts as replicated, so only data on stable storage here is ever counted. A leader that
+//! answers with a diverging epoch (KIP-595's path of KIP-101/KIP-279) makes the follower
+//! cut its tail back to where the two logs agree before it fetches again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use odradek_storage::{LockExt, StorageError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::Broker;
+use crate::broker::str_bytes;
+use crate::log_manager::Partition;
+
+/// Fetch v12: the first with `last_fetched_epoch` and diverging epochs, and the last that
+/// names topics (the fetcher has the names at hand) with `replica_id` in the request body.
+const FETCH_VERSION: i16 = 12;
+const CLIENT_ID: &str = "odradek-replica-fetcher";
+/// Kafka's `replica.fetch.wait.max.ms`, `replica.fetch.max.bytes` and
+/// `replica.fetch.response.max.bytes` defaults.
+const FETCH_WAIT_MS: i32 = 500;
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+/// Kafka's `replica.socket.timeout.ms` default: a leader that answers nothing this long is
+/// given up on and connected to again.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response larger than this is a broken peer, not a fetch.
+const MAX_RESPONSE: usize = 256 << 20;
+
+/// A partition this broker follows, as its fetcher has it.
+#[derive(Clone)]
+struct Followed {
+    topic: String,
+    partition: Arc<Partition>,
+}
+
+/// The partitions followed at one leader, and a wake-up for when they change.
+#[derive(Default)]
+struct Fetcher {
+    partitions: Mutex<BTreeMap<(String, i32), Followed>>,
+    changed: Notify,
+}
+
+/// Every follower fetcher of this broker, by leader.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    by_leader: Mutex<HashMap<i32, Arc<Fetcher>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("leader {0} is not registered")]
+    UnknownLeader(i32),
+    #[error("cannot reach leader {leader} at {addr}: {source}")]
+    Io {
+        leader: i32,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("leader {0} did not answer within the socket timeout")]
+    Timeout(i32),
+    #[error(transparent)]
+    Frame(#[from] odradek_protocol::codec::ClientFrameError),
+    #[error("implausible response size {0}")]
+    Size(i32),
+}
+
+/// A connection to a leader for fetching.
+struct LeaderConnection {
+    leader: i32,
+    addr: String,
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl LeaderConnection {
+    async fn open(leader: i32, addr: String) -> Result<Self, FetchError> {
+        let io = |source| FetchError::Io {
+            leader,
+            addr: addr.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout(SOCKET_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| FetchError::Timeout(leader))?
+            .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        Ok(Self {
+            leader,
+            addr,
+            stream,
+            next_correlation_id: 0,
+        })
+    }
+
+    async fn fetch(
+        &mut self,
+        request: &FetchRequest,
+    ) -> Result<kafka_protocol::messages::FetchResponse, FetchError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = odradek_protocol::codec::encode_request_frame(
+            request,
+            FETCH_VERSION,
+            correlation_id,
+            CLIENT_ID,
+        )?;
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let size = self.stream.read_i32().await?;
+            if size < 0 || size as usize > MAX_RESPONSE {
+                return Ok(Err(FetchError::Size(size)));
+            }
+            let mut body = vec![0u8; size as usize];
+            self.stream.read_exact(&mut body).await?;
+            Ok(Ok(Bytes::from(body)))
+        };
+        let body = tokio::time::timeout(SOCKET_TIMEOUT, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout(self.leader))?
+            .map_err(|source| FetchError::Io {
+                leader: self.leader,
+                addr: self.addr.clone(),
+                source,
+            })??;
+        Ok(odradek_protocol::codec::decode_response_frame::<
+            FetchRequest,
+        >(body, FETCH_VERSION, correlation_id)?)
+    }
+}
+
+/// What a round did to a partition.
+enum Outcome {
+    /// Appended: sync before the next fetch.
+    Appended,
+    Idle,
+    /// The leader cannot serve it now (it has not caught up with the metadata, or lost
+    /// leadership): wait for a metadata change or the backoff.
+    Backoff,
+}
+
+impl Broker {
+    /// Makes the fetchers follow what the metadata image says: each local partition led by
+    /// another broker is fetched from that broker, and nothing else is fetched.
+    pub(crate) fn reconcile_fetchers(self: &Arc<Self>) {
+        let image = self.logs.image();
+        let mut wanted: HashMap<i32, BTreeMap<(String, i32), Followed>> = HashMap::new();
+        for topic in self.logs.topics() {
+            let Some(placed) = image.topic(&topic.name) else {
+                continue;
+            };
+            for partition in topic.partitions.iter().filter(|p| p.is_local()) {
+                let Some(placement) = placed.placement(partition.index) else {
+                    continue;
+                };
+                let leader = placement.leader;
+                if leader == self.node_id || leader == crate::metadata::NO_LEADER {
+                    continue;
+                }
+                wanted.entry(leader).or_default().insert(
+                    (topic.name.clone(), partition.index),
+                    Followed {
+                        topic: topic.name.clone(),
+                        partition: partition.clone(),
+                    },
+                );
+            }
+        }
+        let mut fetchers = self.fetchers.by_leader.lock_or_recover();
+        for (leader, fetcher) in fetchers.iter() {
+            let next = wanted.remove(leader).unwrap_or_default();
+            let mut current = fetcher.partitions.lock_or_recover();
+            let same = current.len() == next.len()
+                && current
+                    .iter()
+                    .zip(&next)
+                    .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(&x.partition, &y.partition));
+            if !same {
+                *current = next;
+                fetcher.changed.notify_one();
+            }
+        }
+        for (leader, partitions) in wanted {
+            info!(
+                leader,
+                partitions = partitions.len(),
+                "starting a replica fetcher"
+            );
+            let fetcher = Arc::new(Fetcher {
+                partitions: Mutex::new(partitions),
+                changed: Notify::new(),
+            });
+            fetchers.insert(leader, fetcher.clone());
+            tokio::spawn(self.clone().run_fetcher(leader, fetcher));
+        }
+    }
+
+    async fn run_fetcher(self: Arc<Self>, leader: i32, fetcher: Arc<Fetcher>) {
+        let mut stopping = self.stopping.subscribe();
+        let backoff =
+            Duration::from_millis(self.config().int("replica.fetch.backoff.ms").max(1) as u64);
+        let mut connection: Option<LeaderConnection> = None;
+        let mut failures = 0u32;
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let followed: Vec<Followed> = fetcher
+                .partitions
+                .lock_or_recover()
+                .values()
+                .cloned()
+                .collect();
+            let wait = if followed.is_empty() {
+                connection = None;
+                Some(Duration::from_secs(3600))
+            } else {
+                match self.fetch_round(leader, &mut connection, &followed).await {
+                    Ok(true) => {
+                        failures = 0;
+                        None
+                    }
+                    Ok(false) => Some(backoff),
+                    Err(e) => {
+                        connection = None;
+                        failures += 1;
+                        if failures == 1 || failures.is_multiple_of(20) {
+                            warn!(leader, error = %e, failures, "replica fetch failed");
+                        }
+                        Some(backoff)
+                    }
+                }
+            };
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = fetcher.changed.notified() => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+
+    /// One Fetch to the leader and what follows from its answer. Ok(false): nothing could
+    /// be fetched this round (back off).
+    async fn fetch_round(
+        &self,
+        leader: i32,
+        connection: &mut Option<LeaderConnection>,
+        followed: &[Followed],
+    ) -> Result<bool, FetchError> {
+        if connection.is_none() {
+            let image = self.logs.image();
+            let broker = image
+                .brokers
+                .get(&leader)
+                .ok_or(FetchError::UnknownLeader(leader))?;
+            let addr = format!("{}:{}", broker.host, broker.port);
+            *connection = Some(LeaderConnection::open(leader, addr).await?);
+        }
+        let Some(conn) = connection.as_mut() else {
+            return Ok(false);
+        };
+        let request = self.replica_fetch_request(followed);
+        if request.topics.is_empty() {
+            return Ok(false);
+        }
+        let response = conn.fetch(&request).await?;
+        if response.error_code != 0 {
+            debug!(leader, error = response.error_code, "replica fetch refused");
+            return Ok(false);
+        }
+        let mut appended = Vec::new();
+        let mut progressed = false;
+        for topic in response.responses {
+            for data in topic.partitions {
+                let Some(f) = followed.iter().find(|f| {
+                    f.topic == topic.topic.as_str() && f.partition.index == data.partition_index
+                }) else {
+                    continue;
+                };
+                match self.apply_fetched(leader, f, data) {
+                    Outcome::Appended => {
+                        progressed = true;
+                        appended.push(f.partition.clone());
+                    }
+                    Outcome::Idle => progressed = true,
+                    Outcome::Backoff => {}
+                }
+            }
+        }
+        // Durable before the next fetch tells the leader these offsets are replicated.
+        for partition in appended {
+            let (tx, rx) = oneshot::channel();
+            self.logs.sync(
+                &partition,
+                Some(Box::new(move |r| {
+                    let _ = tx.send(r);
+                })),
+            );
+            if let Ok(Err(e)) = rx.await {
+                warn!(partition = partition.index, error = %e, "cannot sync replicated data");
+            }
+        }
+        Ok(progressed)
+    }
+
+    fn replica_fetch_request(&self, followed: &[Followed]) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for f in followed {
+            let Some(log) = f.partition.lock_online_log() else {
+                continue;
+            };
+            let part = FetchPartition::default()
+                .with_partition(f.partition.index)
+                .with_current_leader_epoch(f.partition.leader_epoch())
+                .with_fetch_offset(log.log_end_offset())
+                .with_last_fetched_epoch(log.latest_epoch().unwrap_or(-1))
+                .with_log_start_offset(log.log_start_offset())
+                .with_partition_max_bytes(PARTITION_MAX_BYTES);
+            drop(log);
+            match topics.iter_mut().find(|t| t.topic.as_str() == f.topic) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(str_bytes(f.topic.clone())))
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        FetchRequest::default()
+            .with_replica_id(BrokerId(self.node_id))
+            .with_max_wait_ms(FETCH_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(RESPONSE_MAX_BYTES)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(topics)
+    }
+
+    /// Applies one partition's part of a fetch response under its log lock: truncation to
+    /// where the logs agree, the leader's batches, the leader's log start and high
+    /// watermark.
+    fn apply_fetched(&self, leader: i32, f: &Followed, data: PartitionData) -> Outcome {
+        let partition = &f.partition;
+        let index = partition.index;
+        let Some(mut log) = partition.lock_online_log() else {
+            return Outcome::Backoff;
+        };
+        // Leadership moved while the fetch was out: what it brought is not ours to take.
+        if self.logs.leader(&f.topic, index) != Some(leader) {
+            return Outcome::Backoff;
+        }
+        let result: Result<Outcome, StorageError> = (|| match ResponseError::try_from_code(
+            data.error_code,
+        ) {
+            None => {
+                if data.diverging_epoch.epoch >= 0 {
+                    let (epoch, end) = log.end_offset_for_epoch(data.diverging_epoch.epoch);
+                    let target = if epoch < 0 {
+                        data.diverging_epoch.end_offset
+                    } else {
+                        end.min(data.diverging_epoch.end_offset)
+                    };
+                    let before = log.log_end_offset();
+                    let now = log.truncate_to(target.max(0))?;
+                    warn!(topic = %f.topic, partition = index, leader, from = before, to = now, diverging_epoch = data.diverging_epoch.epoch, "truncated a diverged log tail to the leader's");
+                    return Ok(Outcome::Idle);
+                }
+                let records = data.records.unwrap_or_default();
+                let outcome = if records.is_empty() {
+                    Outcome::Idle
+                } else {
+                    log.append_replicated(records)?;
+                    Outcome::Appended
+                };
+                if data.log_start_offset > log.log_start_offset()
+                    && data.log_start_offset <= log.log_end_offset()
+                {
+                    let (_, freed) = log.delete_records_before(data.log_start_offset)?;
+                    if !freed.is_empty() {
+                        // Closing unlinked segments frees their blocks: off the runtime.
+                        tokio::task::spawn_blocking(move || drop(freed));
+                    }
+                }
+                partition
+                    .replica
+                    .set_follower_high_watermark(data.high_watermark.min(log.log_end_offset()));
+                Ok(outcome)
+            }
+            Some(ResponseError::OffsetOutOfRange) => {
+                let end = log.log_end_offset();
+                if data.log_start_offset > end {
+                    info!(topic = %f.topic, partition = index, leader, start = data.log_start_offset, "behind the leader's log start: starting over there");
+                    log.truncate_fully_and_start_at(data.log_start_offset)?;
+                } else if data.high_watermark >= 0 && data.high_watermark < end {
+                    log.truncate_to(data.high_watermark)?;
+                }
+                Ok(Outcome::Idle)
+            }
+            Some(e) => {
+                debug!(topic = %f.topic, partition = index, leader, error = ?e, "the leader cannot serve this partition now");
+                Ok(Outcome::Backoff)
+            }
+        })();
+        drop(log);
+        match result {
+            Ok(Outcome::Appended) => {
+                partition.appended.notify_waiters();
+                Outcome::Appended
+            }
+            Ok(outcome) => outcome,
+            Err(e) => {
+                warn!(topic = %f.topic, partition = index, leader, error = %e, "cannot apply replicated data");
+                Outcome::Backoff
+            }
+        }
+    }
+}
