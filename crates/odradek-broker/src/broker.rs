@@ -169,6 +169,8 @@ pub struct Broker {
     /// New on every start: tells the controller this run from an earlier one.
     pub(crate) incarnation: uuid::Uuid,
     pub(crate) liveness: crate::controller::Liveness,
+    /// Set by a controlled shutdown: this broker is leaving and heartbeats no more.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
     /// The cluster id in this data dir's `meta.properties`.
     pub(crate) local_cluster_id: String,
     /// Where the client listener is bound: what clients are told unless
@@ -186,6 +188,8 @@ pub struct Broker {
     /// `fetch.max.bytes`: a static config every fetch consults, so read once.
     pub(crate) fetch_max_bytes: usize,
     pub(crate) coordinator: GroupCoordinator,
+    /// The coordinator partitions loaded here.
+    pub(crate) ownership: crate::coordinator::ownership::Ownership,
     pub(crate) txn: TransactionCoordinator,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub(crate) started: std::time::Instant,
@@ -223,7 +227,6 @@ impl Broker {
             config.int("metrics.partition.detail.max").max(0) as usize,
         ));
         let logs = LogManager::open(&data_dir, config, clean)?;
-        coordinator.load(&logs);
         let observed = metrics.clone();
         logs.group_commit().observe(Box::new(move |took, waiters| {
             observed.fsync_seconds.observe(took.as_secs_f64());
@@ -240,6 +243,7 @@ impl Broker {
             local_cluster_id: cluster_id,
             incarnation: uuid::Uuid::new_v4(),
             liveness: crate::controller::Liveness::default(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             bound: std::sync::OnceLock::new(),
             logs,
             fetch_sessions: FetchSessions::default(),
@@ -248,6 +252,7 @@ impl Broker {
             isr_changes_rx: std::sync::Mutex::new(Some(isr_changes_rx)),
             fetch_max_bytes,
             coordinator,
+            ownership: Default::default(),
             txn,
             metrics,
             started: std::time::Instant::now(),
@@ -255,7 +260,6 @@ impl Broker {
             data_dir,
             _data_dir_lock: data_dir_lock,
         };
-        broker.load_transactions();
         Ok(broker)
     }
 
@@ -289,7 +293,8 @@ impl Broker {
     }
 
     /// The leader's side of replication until shutdown: ISR changes that followers' fetches
-    /// ask for, and the expiry of followers that fell behind.
+    /// ask for, the expiry of followers that fell behind, and the coordinator partitions
+    /// that follow leadership.
     pub async fn run_replication(self: Arc<Self>) {
         let Some(changes) = odradek_storage::LockExt::lock_or_recover(&self.isr_changes_rx).take()
         else {
@@ -297,7 +302,8 @@ impl Broker {
         };
         tokio::join!(
             self.clone().run_isr_changes(changes),
-            self.clone().run_isr_expiration()
+            self.clone().run_isr_expiration(),
+            self.clone().run_coordinator_ownership()
         );
     }
 
@@ -705,7 +711,7 @@ impl Broker {
             RequestKind::CreateAcls(r) => Reply::now(ResponseKind::CreateAcls(self.create_acls(r))),
             RequestKind::DeleteAcls(r) => Reply::now(ResponseKind::DeleteAcls(self.delete_acls(r))),
             RequestKind::ElectLeaders(r) => {
-                Reply::now(ResponseKind::ElectLeaders(self.elect_leaders(r)))
+                Reply::now(ResponseKind::ElectLeaders(self.elect_leaders(r).await))
             }
             RequestKind::AlterPartitionReassignments(r) => Reply::now(
                 ResponseKind::AlterPartitionReassignments(self.alter_partition_reassignments(r)),

@@ -295,6 +295,27 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How long the controller waits for a broker's heartbeat before fencing it: its partitions then have no leader until it is back.",
     ),
     def(
+        "auto.leader.rebalance.enable",
+        Boolean,
+        Some("true"),
+        Any,
+        "Moves leadership back to preferred replicas (the first of each partition's replicas) when a broker leads too few of its own.",
+    ),
+    def(
+        "leader.imbalance.check.interval.seconds",
+        Long,
+        Some("300"),
+        AtLeast(1),
+        "How often the controller checks for leadership imbalance.",
+    ),
+    def(
+        "leader.imbalance.per.broker.percentage",
+        Int,
+        Some("10"),
+        AtLeast(0),
+        "The share of a broker's preferred partitions it may not lead before leadership is rebalanced.",
+    ),
+    def(
         "replica.lag.time.max.ms",
         Long,
         Some("30000"),
@@ -355,7 +376,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Short,
         Some("3"),
         AtLeast(1),
-        "Accepted; capped to the number of live brokers.",
+        "Replicas of __consumer_offsets, capped (with a warning) to the live brokers when it is created.",
     ),
     def(
         "offsets.topic.num.partitions",
@@ -369,14 +390,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Short,
         Some("3"),
         AtLeast(1),
-        "Accepted; capped to the number of live brokers.",
+        "Replicas of __transaction_state, capped (with a warning) to the live brokers when it is created.",
     ),
     def(
         "transaction.state.log.min.isr",
         Int,
         Some("2"),
         AtLeast(1),
-        "Accepted for compatibility.",
+        "min.insync.replicas of __transaction_state (at most its replication factor).",
     ),
     def(
         "share.coordinator.state.topic.replication.factor",
@@ -1825,6 +1846,9 @@ impl BrokerConfig {
             .map(str::to_string)
     }
 
+    pub fn auto_leader_rebalance(&self) -> bool {
+        self.flag("auto.leader.rebalance.enable")
+    }
     pub fn auto_create_topics(&self) -> bool {
         self.flag("auto.create.topics.enable")
     }

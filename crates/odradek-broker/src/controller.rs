@@ -59,6 +59,9 @@ pub(crate) struct Liveness {
     seen: Mutex<HashMap<i32, (Uuid, Instant)>>,
     /// Whether this node led at the last check, to restart the clocks when it starts to.
     leading: Mutex<bool>,
+    /// When leadership was last rebalanced to preferred replicas (None: not since this
+    /// node began to lead).
+    rebalanced: Mutex<Option<Instant>>,
 }
 
 /// How often the controller looks for brokers past their session timeout.
@@ -104,6 +107,10 @@ impl Broker {
     /// A controlled shutdown (SIGTERM): the broker fences itself first, so that clients
     /// stop sending to it before it goes, instead of finding out by timeouts.
     pub async fn controlled_shutdown(&self) {
+        // Once: heartbeats stop here, so the controller does not unfence this broker again.
+        if self.leaving.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let record = MetadataRecord::BrokerFenced {
             id: self.node_id,
             controlled: true,
@@ -129,6 +136,7 @@ impl Broker {
                 warn!(error = %e, "cannot apply a metadata change");
             }
             self.reconcile_fetchers();
+            self.ownership.changed.notify_one();
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = stopping.wait_for(|s| *s) => return,
@@ -153,6 +161,9 @@ impl Broker {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stopping.wait_for(|s| *s) => return,
+            }
+            if self.leaving.load(std::sync::atomic::Ordering::Acquire) {
+                return;
             }
             let reply = self
                 .logs
@@ -343,6 +354,45 @@ impl Broker {
             if let Err(e) = self.logs.commit(&[record]).await {
                 warn!(node = id, error = %e, "cannot fence the broker");
             }
+        }
+        self.rebalance_leaders(started).await;
+    }
+
+    /// Kafka's auto leader rebalance (`auto.leader.rebalance.enable`): every
+    /// `leader.imbalance.check.interval.seconds`, leadership goes back to preferred replicas
+    /// of brokers that lead too few of their preferred partitions (after a restart, say).
+    async fn rebalance_leaders(&self, was_leading: bool) {
+        let config = self.config();
+        if !config.auto_leader_rebalance() {
+            return;
+        }
+        let interval = Duration::from_secs(
+            config.int("leader.imbalance.check.interval.seconds").max(1) as u64,
+        );
+        {
+            let mut last = self.liveness.rebalanced.lock_or_recover();
+            // The first check comes a full interval after this node began to lead.
+            let due = was_leading && last.is_some_and(|at| at.elapsed() >= interval);
+            if due || !was_leading || last.is_none() {
+                *last = Some(Instant::now());
+            }
+            if !due {
+                return;
+            }
+        }
+        let elections = self
+            .logs
+            .image()
+            .preferred_elections(config.int("leader.imbalance.per.broker.percentage"));
+        if elections.is_empty() {
+            return;
+        }
+        info!(
+            partitions = elections.len(),
+            "moving leadership back to preferred replicas"
+        );
+        if let Err(e) = self.logs.commit(&elections).await {
+            warn!(error = %e, "cannot rebalance leadership");
         }
     }
 }

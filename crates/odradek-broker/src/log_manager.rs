@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use odradek_storage::{GroupCommit, LockExt, Log, RwLockExt, StorageError};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicSettings};
@@ -73,8 +73,11 @@ impl Partition {
             log.log_end_offset(),
             odradek_storage::now_ms(),
         );
-        if started && let Err(e) = log.start_leader_epoch(placement.leader_epoch) {
-            warn!(partition = self.index, error = %e, "cannot note the new leader epoch");
+        if started {
+            debug!(partition = self.index, epoch = placement.leader_epoch, isr = ?placement.isr, "leading");
+            if let Err(e) = log.start_leader_epoch(placement.leader_epoch) {
+                warn!(partition = self.index, error = %e, "cannot note the new leader epoch");
+            }
         }
         drop(log);
         // Parked fetches re-check: a follower's fetch is refused now, a consumer's may see

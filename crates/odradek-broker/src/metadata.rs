@@ -157,6 +157,18 @@ pub enum MetadataRecord {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// An election asked for (ElectLeaders, or the controller's preferred-leader
+    /// rebalancing): `leader` leads from the next leader epoch. Applied only while the
+    /// partition is still at `partition_epoch` and `leader` is a live replica in its ISR, or
+    /// (`unclean`) a live replica at all while nobody leads: then the ISR is it alone.
+    LeaderElected {
+        id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        #[serde(default)]
+        unclean: bool,
+    },
     /// A partition's leadership and in-sync replicas, stated whole (Kafka's
     /// `PartitionRecord`): what a snapshot keeps of the epochs that broker records moved.
     PartitionChanged {
@@ -517,6 +529,40 @@ impl MetadataImage {
                     p.partition_epoch += 1;
                 }
             }
+            MetadataRecord::LeaderElected {
+                id,
+                partition,
+                partition_epoch,
+                leader,
+                unclean,
+            } => {
+                let live = self.is_live(*leader);
+                if let Some(p) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                    && p.partition_epoch == *partition_epoch
+                    && live
+                    && p.replicas.contains(leader)
+                    && p.leader != *leader
+                {
+                    if p.isr.contains(leader) {
+                        p.leader = *leader;
+                    } else if *unclean && p.leader == NO_LEADER {
+                        warn!(
+                            leader,
+                            "unclean leader election asked for: acknowledged writes the new leader lacks are lost"
+                        );
+                        p.leader = *leader;
+                        p.isr = vec![*leader];
+                    } else {
+                        return;
+                    }
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+            }
             MetadataRecord::ClusterIdentified { id } => {
                 self.cluster_id.get_or_insert_with(|| id.clone());
             }
@@ -528,6 +574,36 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    /// Kafka's auto leader rebalance: for each broker that does not lead more than
+    /// `imbalance_pct` percent of the partitions it is the preferred leader of, elections
+    /// moving those back to it where it is live and in sync.
+    pub fn preferred_elections(&self, imbalance_pct: i64) -> Vec<MetadataRecord> {
+        let mut by_preferred: BTreeMap<i32, (usize, Vec<MetadataRecord>)> = BTreeMap::new();
+        for topic in self.topics.values() {
+            for (index, p) in topic.placement.iter().enumerate() {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                let entry = by_preferred.entry(preferred).or_default();
+                entry.0 += 1;
+                if p.leader != preferred && self.is_live(preferred) && p.isr.contains(&preferred) {
+                    entry.1.push(MetadataRecord::LeaderElected {
+                        id: topic.id,
+                        partition: index as i32,
+                        partition_epoch: p.partition_epoch,
+                        leader: preferred,
+                        unclean: false,
+                    });
+                }
+            }
+        }
+        by_preferred
+            .into_values()
+            .filter(|(total, movable)| movable.len() * 100 > *total * imbalance_pct.max(0) as usize)
+            .flat_map(|(_, movable)| movable)
+            .collect()
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
@@ -1363,6 +1439,77 @@ mod tests {
             (NO_LEADER, &[2][..])
         );
         assert_eq!(stranded.leader_epoch, 2);
+    }
+
+    #[test]
+    fn isr_changes_and_elections_apply_only_from_the_state_they_were_proposed_in() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&registered(id));
+        }
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::TopicCreated {
+            name: "r".into(),
+            id,
+            partitions: 1,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 2, 3]],
+        });
+        let state = |image: &MetadataImage| image.topic("r").unwrap().placement[0].clone();
+        let shrink = |partition_epoch, isr: Vec<i32>| MetadataRecord::IsrChanged {
+            id,
+            partition: 0,
+            leader_epoch: 0,
+            partition_epoch,
+            isr,
+        };
+        image.apply(&shrink(0, vec![1, 3]));
+        assert_eq!(
+            (state(&image).isr, state(&image).partition_epoch),
+            (vec![1, 3], 1)
+        );
+        // Proposed from a stale partition epoch, without the leader, or with a fenced
+        // member: nothing changes.
+        for stale in [shrink(0, vec![1]), shrink(1, vec![3]), shrink(7, vec![1])] {
+            image.apply(&stale);
+            assert_eq!(state(&image).isr, [1, 3], "{stale:?}");
+        }
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 2,
+            controlled: false,
+        });
+        image.apply(&shrink(1, vec![1, 2, 3]));
+        assert_eq!(state(&image).isr, [1, 3], "a fenced broker cannot join");
+        // The preferred leader (1) moves away and is elected back by the rebalance.
+        image.apply(&MetadataRecord::BrokerFenced {
+            id: 1,
+            controlled: true,
+        });
+        assert_eq!(state(&image).leader, 3);
+        image.apply(&MetadataRecord::BrokerUnfenced {
+            id: 1,
+            incarnation: Uuid::from_u128(1),
+        });
+        assert!(image.preferred_elections(10).is_empty(), "1 is not in sync");
+        let epoch = state(&image).partition_epoch;
+        image.apply(&MetadataRecord::IsrChanged {
+            id,
+            partition: 0,
+            leader_epoch: state(&image).leader_epoch,
+            partition_epoch: epoch,
+            isr: vec![1, 3],
+        });
+        let elections = image.preferred_elections(10);
+        assert_eq!(elections.len(), 1);
+        let before = state(&image);
+        image.apply(&elections[0]);
+        let after = state(&image);
+        assert_eq!(after.leader, 1);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        // The same election again is stale: nothing moves.
+        image.apply(&elections[0]);
+        assert_eq!(state(&image), after);
+        assert!(image.preferred_elections(10).is_empty());
     }
 
     /// A deterministic simulation of leadership in the image: sequences of broker events

@@ -455,10 +455,17 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         }));
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let leaving = broker.clone();
+        let serves_clients = listener.is_some();
         tokio::spawn(async move {
             tokio::select! {
                 _ = terminate.recv() => info!("SIGTERM: shutting down"),
                 _ = interrupt.recv() => info!("SIGINT: shutting down"),
+            }
+            // Leadership moves away before the listener stops, as in Kafka's controlled
+            // shutdown: clients are sent elsewhere instead of waiting out timeouts.
+            if serves_clients {
+                leaving.controlled_shutdown().await;
             }
             let _ = stop.send(true);
         });

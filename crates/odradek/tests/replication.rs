@@ -325,7 +325,12 @@ async fn run_producer(
                         ));
                     }
                 }
-                Err(_) => failures += 1,
+                Err(e) => {
+                    if failures == 0 {
+                        eprintln!("replication producer {name}: {value} failed: {e}");
+                    }
+                    failures += 1;
+                }
             }
         }
         failed.fetch_add(failures, Ordering::Relaxed);
@@ -1004,4 +1009,175 @@ async fn acks_all_needs_min_insync_replicas() {
         .collect();
     assert_eq!(read, expected);
     assert_eq!(high_watermark(&cluster.bootstrap(), &topic, 0), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Kafka's `Utils.abs(group.hashCode()) % partitions`: where a group's coordinator lives.
+fn offsets_partition(group: &str, partitions: i32) -> i32 {
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (hash & 0x7fff_ffff) % partitions
+}
+
+/// What `group` has committed for `topic` partition 0, asked of its coordinator by a new
+/// member (None while no coordinator answers).
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    let consumer = consumer(bootstrap, &[("group.id", group)]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let found = consumer
+        .committed_offsets(wanted, Duration::from_secs(5))
+        .ok()?;
+    match found.find_partition(topic, 0)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+fn commit(bootstrap: &str, group: &str, topic: &str, offset: i64) -> bool {
+    let consumer = consumer(bootstrap, &[("group.id", group)]);
+    let mut offsets = TopicPartitionList::new();
+    if offsets
+        .add_partition_offset(topic, 0, Offset::Offset(offset))
+        .is_err()
+    {
+        return false;
+    }
+    consumer
+        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_the_loss_of_their_coordinator() {
+    let mut cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("coordinated");
+    create_replicated(&bootstrap, &topic, 1, &[("min.insync.replicas", "2")]).await;
+    let group = unique_topic("group");
+    eventually(RECOVERY, "a first commit", || {
+        commit(&bootstrap, &group, &topic, 5).then_some(())
+    });
+    // The offsets topic was created on first use with three replicas.
+    let offsets = eventually(RECOVERY, "__consumer_offsets fully in sync", || {
+        partitions(&bootstrap, "__consumer_offsets")
+            .filter(|v| !v.is_empty() && v.iter().all(PartitionView::healthy))
+    });
+    let at = offsets_partition(&group, offsets.len() as i32) as usize;
+    for (round, offset) in [(1, 8), (2, 13)] {
+        let coordinator =
+            partitions(&bootstrap, "__consumer_offsets").expect("metadata")[at].leader;
+        cluster.kill9(coordinator);
+        let live = cluster.bootstrap();
+        let next = eventually(RECOVERY, "another broker coordinates the group", || {
+            partitions(&live, "__consumer_offsets")
+                .map(|v| v[at].leader)
+                .filter(|l| *l > 0 && *l != coordinator)
+        });
+        // The new coordinator loaded the group: the acknowledged commit is there.
+        let expected = if round == 1 { 5 } else { 8 };
+        let found = eventually(RECOVERY, "the commit, from the new coordinator", || {
+            committed(&live, &group, &topic)
+        });
+        assert_eq!(
+            found,
+            expected,
+            "round {round}: coordinator {coordinator} killed, {next} took over\n{}",
+            cluster.logs()
+        );
+        eventually(RECOVERY, "a commit to the new coordinator", || {
+            commit(&live, &group, &topic, offset).then_some(())
+        });
+        cluster.restart(coordinator);
+        eventually(RECOVERY, "__consumer_offsets back in sync", || {
+            partitions(&cluster.bootstrap(), "__consumer_offsets").filter(|v| v[at].healthy())
+        });
+    }
+    assert_eq!(committed(&cluster.bootstrap(), &group, &topic), Some(13));
+}
+
+#[test]
+fn a_rolling_restart_loses_no_acknowledged_write_and_fails_no_send() {
+    let mut cluster = Cluster::start_with(3, FAST_FENCING);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bootstrap = cluster.bootstrap();
+    rt.block_on(create_replicated(
+        &bootstrap,
+        TOPIC,
+        PARTITIONS,
+        &[("min.insync.replicas", "2")],
+    ));
+    let in_sync = |bootstrap: &str| {
+        partitions(bootstrap, TOPIC)
+            .filter(|v| v.len() == PARTITIONS as usize && v.iter().all(PartitionView::healthy))
+    };
+    eventually(RECOVERY, "the topic in sync", || in_sync(&bootstrap));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, violations) = (Acked::default(), Violations::default());
+    let failed = Arc::new(AtomicU64::new(0));
+    let producer = rt.spawn(run_producer(
+        bootstrap.clone(),
+        IDEMPOTENT,
+        true,
+        stop.clone(),
+        acked.clone(),
+        violations.clone(),
+        failed.clone(),
+    ));
+    // Each broker in turn: a controlled shutdown (SIGTERM) hands its leadership over, and
+    // it comes back and catches up before the next one goes.
+    for node in 1..=3 {
+        let before = acked.lock().expect("acked").len();
+        eventually(RECOVERY, "writes acknowledged", || {
+            (acked.lock().expect("acked").len() > before + 50).then_some(())
+        });
+        cluster.stop(node);
+        cluster.restart(node);
+        eventually(RECOVERY, "every replica back in sync", || {
+            in_sync(&cluster.bootstrap())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let producer = rt.block_on(producer).expect("producer task");
+    let bootstrap = cluster.bootstrap();
+    let acked = acked.lock().expect("acked").clone();
+    let mut problems = violations.lock().expect("violations").clone();
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        problems.push(format!("fatal producer error: {code:?} {reason}"));
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        problems.push(format!("{failed} sends failed during a rolling restart"));
+    }
+    let mut stored = BTreeSet::new();
+    for p in 0..PARTITIONS {
+        let high = high_watermark(&bootstrap, TOPIC, p);
+        for (offset, value) in read_partition(&bootstrap, TOPIC, p, high, RECOVERY) {
+            if !stored.insert(value.clone()) {
+                problems.push(format!("{value} stored twice (again at {p}/{offset})"));
+            }
+            if let Some(acked) = acked.get(&(p, offset))
+                && *acked != value
+            {
+                problems.push(format!("{p}/{offset} holds {value}, acknowledged {acked}"));
+            }
+        }
+    }
+    for ((p, offset), value) in &acked {
+        if !stored.contains(value) {
+            problems.push(format!("acknowledged {value} at {p}/{offset} is gone"));
+        }
+    }
+    assert!(
+        problems.is_empty() && acked.len() > 150,
+        "{} acknowledged; problems: {problems:#?}\n{}",
+        acked.len(),
+        cluster.logs()
+    );
 }

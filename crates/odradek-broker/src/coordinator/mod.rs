@@ -8,6 +8,7 @@
 
 pub mod consumer;
 pub mod group;
+pub mod ownership;
 pub mod records;
 pub mod transactions;
 
@@ -42,11 +43,40 @@ pub async fn internal_topic(
     if let Some(t) = logs.topic(name) {
         return Some(t);
     }
-    let configs = BTreeMap::from([
+    let mut configs = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("segment.bytes".to_string(), segment_bytes.to_string()),
     ]);
-    match logs.create_topic(name, partitions, 1, configs, None).await {
+    // Replicated so that its coordinators survive the loss of a broker; a cluster with
+    // fewer live brokers gets fewer replicas rather than no coordinator.
+    let config = logs.broker_config();
+    let (factor_key, min_isr_key) = if name == OFFSETS_TOPIC {
+        ("offsets.topic.replication.factor", None)
+    } else {
+        (
+            "transaction.state.log.replication.factor",
+            Some("transaction.state.log.min.isr"),
+        )
+    };
+    let wanted = config.int(factor_key).clamp(1, i64::from(i16::MAX));
+    let live = logs.image().live_brokers().count().max(1) as i64;
+    let factor = wanted.min(live);
+    if factor < wanted {
+        warn!(
+            topic = name,
+            wanted,
+            live,
+            "fewer live brokers than {factor_key}: creating the topic with fewer replicas"
+        );
+    }
+    if let Some(key) = min_isr_key {
+        let min_isr = config.int(key).clamp(1, factor);
+        configs.insert("min.insync.replicas".to_string(), min_isr.to_string());
+    }
+    match logs
+        .create_topic(name, partitions, factor as i16, configs, None)
+        .await
+    {
         Ok(t) => Some(t),
         Err(e) => {
             warn!(error = %e, "cannot create {name}");
@@ -55,11 +85,15 @@ pub async fn internal_topic(
     }
 }
 
-/// Where a batch of records went: the partition, to wait for durability, and the offset of
-/// its first record (the others follow it).
+/// Where a batch of records went: the partition and what an acknowledgement waits for
+/// (its last offset, the leader epoch it was written at, the topic's
+/// `min.insync.replicas`), and the offset of its first record (the others follow it).
 pub struct Appended {
     pub partition: std::sync::Arc<Partition>,
     pub base_offset: i64,
+    pub last_offset: i64,
+    pub leader_epoch: i32,
+    pub min_insync: usize,
 }
 
 /// Appends one batch of key/value records, written by `owner`, to `topic`-`index`.
@@ -78,15 +112,18 @@ pub fn append_records(
     let mut log = partition
         .lock_log()
         .ok_or("internal topic partition offline")?;
-    let base_offset = log
-        .append(encoded, partition.leader_epoch())
-        .map_err(|e| e.to_string())?
-        .base_offset;
+    let leader_epoch = partition.leader_epoch();
+    let appended = log
+        .append(encoded, leader_epoch)
+        .map_err(|e| e.to_string())?;
     drop(log);
     partition.appended.notify_waiters();
     Ok(Appended {
         partition,
-        base_offset,
+        base_offset: appended.base_offset,
+        last_offset: appended.last_offset,
+        leader_epoch,
+        min_insync: topic.settings.min_insync_replicas,
     })
 }
 
@@ -232,17 +269,42 @@ impl GroupCoordinator {
         .await
     }
 
-    /// Rebuilds groups and offsets from `__consumer_offsets`. Offsets a transaction wrote
+    /// Forgets the groups whose records live in `partitions` of the offsets topic (of
+    /// `count` partitions): this broker no longer coordinates them.
+    pub fn unload_partitions(&self, count: i32, partitions: &[i32]) {
+        let mine = |group: &str| partitions.contains(&partition_for(group, count));
+        let mut groups = self.groups.lock_or_recover();
+        let before = groups.len();
+        groups.retain(|id, _| !mine(id));
+        let mut pending = self.pending_txn_offsets.lock_or_recover();
+        for offsets in pending.values_mut() {
+            offsets.retain(|p| !mine(&p.group));
+        }
+        pending.retain(|_, offsets| !offsets.is_empty());
+        info!(
+            ?partitions,
+            groups = before - groups.len(),
+            "unloaded consumer groups"
+        );
+    }
+
+    /// Rebuilds the groups and offsets of `partitions` of `__consumer_offsets` from their
+    /// records, replacing what was held of them: when this broker starts to coordinate
+    /// them (at start-up, or when it becomes their leader). Offsets a transaction wrote
     /// apply when its commit marker is replayed; an open transaction's stay pending.
-    pub fn load(&self, logs: &LogManager) {
-        let Some(topic) = logs.topic(OFFSETS_TOPIC) else {
-            return;
-        };
+    pub fn load_partitions(&self, topic: &Topic, partitions: &[i32]) {
+        let count = topic.partitions.len() as i32;
+        self.unload_partitions(count, partitions);
         let started = Instant::now();
         let mut groups = self.groups.lock_or_recover();
         let mut pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
         let mut applied = 0usize;
-        for partition in &topic.partitions {
+        let loaded_before = groups.len();
+        for partition in topic
+            .partitions
+            .iter()
+            .filter(|p| partitions.contains(&p.index))
+        {
             replay_records(partition, |bytes, record_offset, key, value| {
                 let Some(header) = BatchHeader::parse(bytes) else {
                     return;
@@ -284,12 +346,20 @@ impl GroupCoordinator {
                 apply(&mut groups, key, value, record_offset, Instant::now());
             });
         }
-        for consumer in groups.values_mut().filter_map(|g| g.consumer.as_mut()) {
-            let replayed = consumer.snapshot();
-            consumer.mark_persisted(replayed);
+        let loaded_here = |id: &str| partitions.contains(&partition_for(id, count));
+        for (_, group) in groups.iter_mut().filter(|(id, _)| loaded_here(id)) {
+            if let Some(consumer) = group.consumer.as_mut() {
+                let replayed = consumer.snapshot();
+                consumer.mark_persisted(replayed);
+            }
         }
-        *self.pending_txn_offsets.lock_or_recover() = pending;
-        info!(groups = groups.len(), records = applied, elapsed = ?started.elapsed(), "loaded consumer groups");
+        let loaded = groups.len() - loaded_before;
+        drop(groups);
+        let mut held = self.pending_txn_offsets.lock_or_recover();
+        for (producer, offsets) in pending {
+            held.entry(producer).or_default().extend(offsets);
+        }
+        info!(?partitions, groups = loaded, records = applied, elapsed = ?started.elapsed(), "loaded consumer groups");
     }
 
     /// Appends records for `group` to its offsets partition. Returns the partition so the

@@ -56,7 +56,7 @@ impl Broker {
                 "The group id must not be empty.".into(),
             );
         }
-        let Some(offsets_topic) = self.coordinator.offsets_topic(&self.logs).await else {
+        let Some(offsets_topic) = self.offsets_topic().await else {
             return fail(
                 ResponseError::CoordinatorNotAvailable,
                 "The coordinator is not available.".into(),
@@ -127,7 +127,7 @@ impl Broker {
         // As in Kafka, the response that reveals the new state waits for its records.
         if let Some(appended) = appended {
             let durable = match appended {
-                Ok(a) => matches!(self.durable(&a.partition).await, Ok(Ok(()))),
+                Ok(a) => self.durable(&a).await,
                 Err(e) => {
                     tracing::warn!(group = %group_id, error = %e, "cannot persist consumer group");
                     false

@@ -1,6 +1,5 @@
 //! Consumer group APIs (classic protocol) on top of the group coordinator.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +21,6 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
-use tokio::sync::oneshot;
 
 use super::cluster::ALL_GROUP_OPERATIONS;
 use crate::Broker;
@@ -32,7 +30,7 @@ use crate::coordinator::group::{
 };
 use crate::coordinator::records::RecordKey;
 use crate::coordinator::{self, OFFSETS_TOPIC};
-use crate::log_manager::{Partition, Topic};
+use crate::log_manager::Topic;
 
 /// The two coordinators a broker may be for a key.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +41,10 @@ pub(crate) enum CoordinatorKind {
     Transaction,
 }
 use odradek_storage::LockExt;
+
+/// How long a coordinator waits for its records to reach the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms` default).
+const COORDINATOR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -107,18 +109,19 @@ fn sync_response(r: SyncResult, version: i16) -> SyncGroupResponse {
 }
 
 impl Broker {
-    pub(crate) fn durable(
-        &self,
-        partition: &Arc<Partition>,
-    ) -> oneshot::Receiver<Result<(), Arc<odradek_storage::StorageError>>> {
-        let (tx, rx) = oneshot::channel();
-        self.logs.sync(
-            partition,
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        );
-        rx
+    /// Completes once an internal topic's records are on every in-sync replica's disk (a
+    /// coordinator that moves to another replica finds them there), as Kafka's
+    /// coordinators append with acks=all.
+    pub(crate) async fn durable(&self, appended: &coordinator::Appended) -> bool {
+        self.acknowledged(
+            &appended.partition,
+            appended.last_offset,
+            appended.leader_epoch,
+            appended.min_insync,
+            COORDINATOR_WRITE_TIMEOUT,
+        )
+        .await
+        .is_ok()
     }
 
     /// Appends a group's metadata (after a rebalance step) and lets it reach disk in the
@@ -261,8 +264,15 @@ impl Broker {
         let Some(topic) = self.logs.topic(name) else {
             return Ok(());
         };
-        match self.coordinator_of(&topic, key) {
-            Some(leader) if leader == self.node_id => Ok(()),
+        let partition = coordinator::partition_for(key, topic.partitions.len() as i32);
+        match self.logs.leadership(name, partition) {
+            Some((leader, epoch)) if leader == self.node_id => {
+                if self.ownership.serves(name, partition, epoch) {
+                    Ok(())
+                } else {
+                    Err(ResponseError::CoordinatorLoadInProgress)
+                }
+            }
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),
         }
@@ -292,7 +302,7 @@ impl Broker {
         let mut coordinators = Vec::new();
         for key in keys {
             let topic = match request.key_type {
-                KEY_TYPE_GROUP => self.coordinator.offsets_topic(&self.logs).await,
+                KEY_TYPE_GROUP => self.offsets_topic().await,
                 KEY_TYPE_TRANSACTION => self.transaction_topic().await,
                 _ => {
                     coordinators.push(
@@ -368,7 +378,7 @@ impl Broker {
         if group_id.is_empty() {
             return fail(ResponseError::InvalidGroupId);
         }
-        if self.coordinator.offsets_topic(&self.logs).await.is_none() {
+        if self.offsets_topic().await.is_none() {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
         if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
@@ -551,7 +561,7 @@ impl Broker {
         let mut accepted: Vec<(usize, usize, String, i32, CommittedOffset)> = Vec::new();
         let group_error = if group_id.is_empty() {
             Some(ResponseError::InvalidGroupId)
-        } else if self.coordinator.offsets_topic(&self.logs).await.is_none() {
+        } else if self.offsets_topic().await.is_none() {
             Some(ResponseError::CoordinatorNotAvailable)
         } else if let Err(e) = self.check_coordinator(CoordinatorKind::Group, &group_id) {
             Some(e)
@@ -637,7 +647,7 @@ impl Broker {
                 for (at, (.., offset)) in (appended.base_offset..).zip(&mut accepted) {
                     offset.record_offset = at;
                 }
-                Ok(self.durable(&appended.partition))
+                Ok(appended)
             }
             Err(e) => Err(e),
         };
@@ -667,8 +677,8 @@ impl Broker {
                     OffsetCommitResponse::default().with_topics(topics),
                 ))
             }
-            Ok(rx) => {
-                let ok = matches!(rx.await, Ok(Ok(())));
+            Ok(appended) => {
+                let ok = self.durable(&appended).await;
                 commit_now(ok, &mut topics);
                 Reply::now(ResponseKind::OffsetCommit(
                     OffsetCommitResponse::default().with_topics(topics),
@@ -979,7 +989,7 @@ impl Broker {
             return true;
         }
         match self.coordinator.append(&topic, group_id, &records) {
-            Ok(appended) => matches!(self.durable(&appended.partition).await, Ok(Ok(()))),
+            Ok(appended) => self.durable(&appended).await,
             Err(_) => false,
         }
     }

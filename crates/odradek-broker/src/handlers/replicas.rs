@@ -1,9 +1,7 @@
-//! Replica placement and leadership: ElectLeaders, AlterPartitionReassignments and
-//! ListPartitionReassignments. On one node every partition has one replica, this node, which
-//! is its leader and preferred leader, so there is never an election to hold nor a
-//! reassignment in progress. The answers are Kafka's for that state, so
-//! `kafka-leader-election.sh`, `kafka-reassign-partitions.sh` and admin consoles work
-//! unchanged and are told so.
+//! Replica placement and leadership: ElectLeaders (preferred and unclean elections, through
+//! the metadata log), AlterPartitionReassignments and ListPartitionReassignments (replica
+//! movement is not built yet: a reassignment to where a partition already is completes at
+//! once, any other is refused with a message that says so).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -15,9 +13,12 @@ use kafka_protocol::messages::{
     ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
+use kafka_protocol::messages::TopicName;
+
 use super::Refusal;
 use crate::Broker;
 use crate::broker::str_bytes;
+use crate::metadata::{MetadataRecord, NO_LEADER};
 
 impl Broker {
     fn check_partition(&self, topic: &str, partition: i32) -> Result<(), Refusal> {
@@ -36,32 +37,120 @@ impl Broker {
         Ok(())
     }
 
-    pub(crate) fn elect_leaders(&self, request: ElectLeadersRequest) -> ElectLeadersResponse {
-        // Whichever election is asked for (preferred or unclean), this node already leads.
-        let result = |topic: &str, partition: i32| {
-            let (code, message) = match self.check_partition(topic, partition) {
-                Ok(()) => (ResponseError::ElectionNotNeeded.code(), None),
-                Err((e, message)) => (e.code(), Some(str_bytes(message))),
-            };
-            PartitionResult::default()
-                .with_partition_id(partition)
-                .with_error_code(code)
-                .with_error_message(message)
-        };
-        let results = match request.topic_partitions {
-            // For every partition Kafka leaves out those that need no election: all of them.
-            None => Vec::new(),
-            Some(asked) => asked
-                .into_iter()
+    /// ElectLeaders: a preferred election moves leadership to the first replica when it is
+    /// live and in sync; an unclean one elects a live replica outside the ISR where nobody
+    /// leads. Each is a `LeaderElected` record, checked again by the image when applied.
+    pub(crate) async fn elect_leaders(&self, request: ElectLeadersRequest) -> ElectLeadersResponse {
+        let unclean = request.election_type == 1;
+        let every = request.topic_partitions.is_none();
+        let asked: Vec<(TopicName, Vec<i32>)> = match request.topic_partitions {
+            Some(asked) => asked.into_iter().map(|t| (t.topic, t.partitions)).collect(),
+            None => self
+                .logs
+                .topics()
+                .iter()
                 .map(|t| {
-                    let partitions = t.partitions.iter().map(|&p| result(&t.topic, p)).collect();
-                    ReplicaElectionResult::default()
-                        .with_topic(t.topic)
-                        .with_partition_result(partitions)
+                    let partitions = (0..t.partitions.len() as i32).collect();
+                    (TopicName(str_bytes(t.name.clone())), partitions)
                 })
                 .collect(),
         };
+        let mut results = Vec::new();
+        for (topic, partitions) in asked {
+            let mut outcomes = Vec::new();
+            for partition in partitions {
+                let outcome = self.elect(&topic, partition, unclean).await;
+                // Asked for every partition, Kafka leaves out those that need no election.
+                if every && matches!(&outcome, Err((ResponseError::ElectionNotNeeded, _))) {
+                    continue;
+                }
+                let (code, message) = match outcome {
+                    Ok(()) => (0, None),
+                    Err((e, message)) => (e.code(), Some(str_bytes(message))),
+                };
+                outcomes.push(
+                    PartitionResult::default()
+                        .with_partition_id(partition)
+                        .with_error_code(code)
+                        .with_error_message(message),
+                );
+            }
+            if !outcomes.is_empty() {
+                results.push(
+                    ReplicaElectionResult::default()
+                        .with_topic(topic)
+                        .with_partition_result(outcomes),
+                );
+            }
+        }
         ElectLeadersResponse::default().with_replica_election_results(results)
+    }
+
+    async fn elect(&self, topic: &str, partition: i32, unclean: bool) -> Result<(), Refusal> {
+        self.check_partition(topic, partition)?;
+        let not_needed = || {
+            Err((
+                ResponseError::ElectionNotNeeded,
+                format!("{topic}-{partition} needs no election"),
+            ))
+        };
+        let image = self.logs.image();
+        let Some((id, placement)) = image
+            .topic(topic)
+            .and_then(|t| Some((t.id, t.placement(partition)?.clone())))
+        else {
+            // Written before the cluster: its one replica leads.
+            return not_needed();
+        };
+        let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
+        let leader = if unclean {
+            if placement.leader != NO_LEADER {
+                return not_needed();
+            }
+            match placement.replicas.iter().copied().find(|r| live(*r)) {
+                Some(r) => r,
+                None => {
+                    return Err((
+                        ResponseError::EligibleLeadersNotAvailable,
+                        format!("no replica of {topic}-{partition} is live"),
+                    ));
+                }
+            }
+        } else {
+            let Some(&preferred) = placement.replicas.first() else {
+                return not_needed();
+            };
+            if placement.leader == preferred {
+                return not_needed();
+            }
+            if !live(preferred) || !placement.isr.contains(&preferred) {
+                return Err((
+                    ResponseError::PreferredLeaderNotAvailable,
+                    format!(
+                        "the preferred leader {preferred} of {topic}-{partition} is not live and in sync"
+                    ),
+                ));
+            }
+            preferred
+        };
+        let record = MetadataRecord::LeaderElected {
+            id,
+            partition,
+            partition_epoch: placement.partition_epoch,
+            leader,
+            unclean,
+        };
+        self.logs
+            .commit(std::slice::from_ref(&record))
+            .await
+            .map_err(|e| (e.response_error(), e.to_string()))?;
+        match self.logs.leader(topic, partition) {
+            Some(now) if now == leader => Ok(()),
+            _ => Err((
+                ResponseError::PreferredLeaderNotAvailable,
+                format!("{topic}-{partition} changed while {leader} was being elected"),
+            )),
+        }
     }
 
     pub(crate) fn alter_partition_reassignments(

@@ -101,14 +101,30 @@ const MARKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 impl Broker {
     /// `__transaction_state`, created on first use as Kafka does.
     pub(crate) async fn transaction_topic(&self) -> Option<Arc<Topic>> {
+        if let Some(topic) = self.logs.topic(TRANSACTION_STATE_TOPIC) {
+            return Some(topic);
+        }
         let limits = self.txn.limits;
-        coordinator::internal_topic(
+        let created = coordinator::internal_topic(
             &self.logs,
             TRANSACTION_STATE_TOPIC,
             limits.partitions,
             limits.segment_bytes,
         )
-        .await
+        .await;
+        // Its partitions led here are served at once, not after a load-in-progress retry.
+        self.reconcile_coordinators().await;
+        created
+    }
+
+    /// `__consumer_offsets`, created on first use as Kafka does.
+    pub(crate) async fn offsets_topic(&self) -> Option<Arc<Topic>> {
+        if let Some(topic) = self.logs.topic(OFFSETS_TOPIC) {
+            return Some(topic);
+        }
+        let created = self.coordinator.offsets_topic(&self.logs).await;
+        self.reconcile_coordinators().await;
+        created
     }
 
     /// Makes a transactional id's state durable (`None`: deletes it).
@@ -130,43 +146,68 @@ impl Broker {
             warn!(transactional_id = id, error = %e, "cannot persist transaction state");
             ResponseError::CoordinatorNotAvailable
         })?;
-        match self.durable(&appended.partition).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(ResponseError::CoordinatorNotAvailable),
+        if self.durable(&appended).await {
+            Ok(())
+        } else {
+            Err(ResponseError::CoordinatorNotAvailable)
         }
     }
 
-    /// Rebuilds transactional ids from `__transaction_state` (the last record per id wins).
-    pub(crate) fn load_transactions(&self) {
+    /// Rebuilds the transactional ids of `partitions` of `__transaction_state` from their
+    /// records (the last record per id wins), replacing what was held of them: when this
+    /// broker starts to coordinate them. A transaction found preparing to commit or abort
+    /// is completed by the transaction sweeper, as after a restart.
+    pub(crate) async fn load_transaction_partitions(&self, partitions: &[i32]) {
         let Some(topic) = self.logs.topic(TRANSACTION_STATE_TOPIC) else {
             return;
         };
+        let count = topic.partitions.len() as i32;
         let mut loaded = std::collections::HashMap::new();
-        for partition in &topic.partitions {
-            coordinator::replay_records(partition, |_, _, key, value| {
-                if let Some(id) = key.and_then(decode_key) {
-                    match value.and_then(decode_value) {
-                        Some(m) => loaded.insert(id, m),
-                        None => loaded.remove(&id),
-                    };
-                }
-            });
-        }
+        tokio::task::block_in_place(|| {
+            for partition in topic
+                .partitions
+                .iter()
+                .filter(|p| partitions.contains(&p.index))
+            {
+                coordinator::replay_records(partition, |_, _, key, value| {
+                    if let Some(id) = key.and_then(decode_key) {
+                        match value.and_then(decode_value) {
+                            Some(m) => loaded.insert(id, m),
+                            None => loaded.remove(&id),
+                        };
+                    }
+                });
+            }
+        });
         for m in loaded.values() {
             if m.state == TxnState::Ongoing {
                 self.txn.open.open(m.producer_id, m.epoch, &m.partitions);
             }
         }
-        info!(transactional_ids = loaded.len(), "loaded transaction state");
-        // Loading runs at start-up, before the broker takes requests or starts the task
-        // that aborts timed-out transactions: nothing else can hold the lock yet.
-        #[allow(clippy::expect_used)]
-        let mut txns = self
-            .txn
-            .txns
-            .try_lock()
-            .expect("nothing holds the transaction lock before start-up ends");
-        *txns = loaded;
+        info!(
+            ?partitions,
+            transactional_ids = loaded.len(),
+            "loaded transaction state"
+        );
+        let mut txns = self.txn.txns.lock().await;
+        txns.retain(|id, _| !partitions.contains(&coordinator::partition_for(id, count)));
+        txns.extend(loaded);
+    }
+
+    /// Forgets the transactional ids of `partitions`: another broker coordinates them now.
+    pub(crate) async fn unload_transaction_partitions(&self, partitions: &[i32]) {
+        let Some(topic) = self.logs.topic(TRANSACTION_STATE_TOPIC) else {
+            return;
+        };
+        let count = topic.partitions.len() as i32;
+        let mut txns = self.txn.txns.lock().await;
+        let before = txns.len();
+        txns.retain(|id, _| !partitions.contains(&coordinator::partition_for(id, count)));
+        info!(
+            ?partitions,
+            transactional_ids = before - txns.len(),
+            "unloaded transaction state"
+        );
     }
 
     pub(crate) async fn init_producer_id(
@@ -200,12 +241,13 @@ impl Broker {
         if self.transaction_topic().await.is_none() {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
-        if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, &id) {
-            return fail(e);
-        }
+        // Checked first, as Kafka's coordinator does, whoever coordinates the id.
         let timeout = request.transaction_timeout_ms;
         if timeout <= 0 || timeout > self.txn.limits.max_timeout_ms {
             return fail(ResponseError::InvalidTransactionTimeout);
+        }
+        if let Err(e) = self.check_coordinator(CoordinatorKind::Transaction, &id) {
+            return fail(e);
         }
         let mut txns = self.txn.txns.lock().await;
         let now = now_ms();
@@ -519,7 +561,7 @@ impl Broker {
         &self,
         request: AddOffsetsToTxnRequest,
     ) -> AddOffsetsToTxnResponse {
-        let Some(offsets) = self.coordinator.offsets_topic(&self.logs).await else {
+        let Some(offsets) = self.offsets_topic().await else {
             return AddOffsetsToTxnResponse::default()
                 .with_error_code(ResponseError::CoordinatorNotAvailable.code());
         };
@@ -572,7 +614,7 @@ impl Broker {
     ) -> TxnOffsetCommitResponse {
         let group_id = request.group_id.to_string();
         let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
-        let offsets = self.coordinator.offsets_topic(&self.logs).await;
+        let offsets = self.offsets_topic().await;
         let coordinated = self.check_coordinator(CoordinatorKind::Group, &group_id);
         let error = match &offsets {
             None => Some(ResponseError::CoordinatorNotAvailable),
@@ -668,7 +710,7 @@ impl Broker {
                     for (at, p) in (appended.base_offset..).zip(&mut pending) {
                         p.offset.record_offset = at;
                     }
-                    matches!(self.durable(&appended.partition).await, Ok(Ok(())))
+                    self.durable(&appended).await
                 }
                 Err(e) => {
                     warn!(group = %group_id, error = %e, "cannot write transactional offsets");
