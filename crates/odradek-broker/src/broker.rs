@@ -590,7 +590,10 @@ impl Broker {
             RequestKind::Metadata(r) => {
                 Reply::now(ResponseKind::Metadata(self.metadata(r, version).await))
             }
-            RequestKind::Produce(r) => self.produce(r, version),
+            RequestKind::Produce(r) => {
+                self.verify_with_coordinator(&r).await;
+                self.produce(r, version)
+            }
             RequestKind::Fetch(r) => self.fetch(r, version),
             RequestKind::ListOffsets(r) => {
                 Reply::now(ResponseKind::ListOffsets(self.list_offsets(r, version)))

@@ -9,6 +9,7 @@ pub mod config;
 mod controller;
 mod coordinator;
 mod handlers;
+mod inter_broker;
 mod log_manager;
 pub mod metadata;
 pub mod metrics;

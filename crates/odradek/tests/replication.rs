@@ -1181,3 +1181,156 @@ fn a_rolling_restart_loses_no_acknowledged_write_and_fails_no_send() {
         cluster.logs()
     );
 }
+
+/// Every record of `topic` (all `partitions`) a read_committed consumer reads from the
+/// beginning until it has been idle for two seconds.
+fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    let consumer = consumer(
+        bootstrap,
+        &[
+            ("isolation.level", "read_committed"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    );
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut read = Vec::new();
+    let mut idle_since = Instant::now();
+    let deadline = Instant::now() + RECOVERY;
+    while idle_since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            idle_since = Instant::now();
+        }
+    }
+    read
+}
+
+/// One transaction over every partition: `txn-{n}-{p}`; committed, or aborted when
+/// `abort`. A transaction the cluster could not complete is aborted and reported.
+async fn transaction(producer: &FutureProducer, topic: &str, n: u32, abort: bool) -> bool {
+    use rdkafka::util::Timeout;
+    let timeout = Timeout::After(Duration::from_secs(30));
+    if producer.begin_transaction().is_err() {
+        return false;
+    }
+    let sends: Vec<_> = (0..PARTITIONS)
+        .map(|p| {
+            let value = format!("txn-{n}-{p}");
+            enqueue(
+                producer,
+                FutureRecord::<(), _>::to(topic)
+                    .partition(p)
+                    .payload(&value),
+            )
+        })
+        .collect();
+    let mut sent = true;
+    for f in sends {
+        sent &= delivered(f).await.is_ok();
+    }
+    if sent && !abort && producer.commit_transaction(timeout).is_ok() {
+        return true;
+    }
+    producer
+        .abort_transaction(timeout)
+        .unwrap_or_else(|e| panic!("transaction {n} could not be aborted: {e}"));
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_brokers_and_survive_the_loss_of_their_coordinator() {
+    use rdkafka::util::Timeout;
+    let mut cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("txns");
+    create_replicated(
+        &bootstrap,
+        &topic,
+        PARTITIONS,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let leaders: BTreeSet<i32> = eventually(RECOVERY, "the topic in sync", || {
+        partitions(&bootstrap, &topic).filter(|v| v.iter().all(PartitionView::healthy))
+    })
+    .iter()
+    .map(|p| p.leader)
+    .collect();
+    assert!(
+        leaders.len() > 1,
+        "partitions led by {leaders:?}: one broker"
+    );
+    let producer = producer(
+        &bootstrap,
+        &[
+            ("transactional.id", "spanning"),
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "30000"),
+        ],
+    );
+    producer
+        .init_transactions(Timeout::After(Duration::from_secs(30)))
+        .expect("init_transactions");
+    let mut committed = BTreeSet::new();
+    for n in 0..6 {
+        if transaction(&producer, &topic, n, n % 3 == 2).await {
+            committed.insert(n);
+        }
+    }
+    assert_eq!(
+        committed,
+        BTreeSet::from([0, 1, 3, 4]),
+        "transactions over partitions led by {leaders:?}\n{}",
+        cluster.logs()
+    );
+    // The coordinator of `spanning` dies; its successor completes what follows.
+    let states = eventually(RECOVERY, "__transaction_state in sync", || {
+        partitions(&bootstrap, "__transaction_state")
+            .filter(|v| !v.is_empty() && v.iter().all(PartitionView::healthy))
+    });
+    let at = offsets_partition("spanning", states.len() as i32) as usize;
+    let coordinator = states[at].leader;
+    cluster.kill9(coordinator);
+    let live = cluster.bootstrap();
+    eventually(RECOVERY, "another coordinator", || {
+        partitions(&live, "__transaction_state")
+            .map(|v| v[at].leader)
+            .filter(|l| *l > 0 && *l != coordinator)
+    });
+    for n in 6..10 {
+        let abort = n == 8;
+        let deadline = Instant::now() + RECOVERY;
+        // One that fails while the coordinator moves is aborted and tried again.
+        while !transaction(&producer, &topic, n, abort).await && !abort {
+            assert!(
+                Instant::now() < deadline,
+                "transaction {n} never committed after the failover\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !abort {
+            committed.insert(n);
+        }
+    }
+    cluster.restart(coordinator);
+    let read = read_committed(&cluster.bootstrap(), &topic, PARTITIONS);
+    let expected: BTreeSet<String> = committed
+        .iter()
+        .flat_map(|n| (0..PARTITIONS).map(move |p| format!("txn-{n}-{p}")))
+        .collect();
+    let read_set: BTreeSet<String> = read.iter().cloned().collect();
+    assert_eq!(read.len(), read_set.len(), "read twice: {read:?}");
+    assert_eq!(
+        read_set,
+        expected,
+        "committed {committed:?}; coordinator {coordinator} killed\n{}",
+        cluster.logs()
+    );
+}

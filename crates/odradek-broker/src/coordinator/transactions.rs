@@ -200,6 +200,18 @@ impl OpenTransactions {
             .lock_or_recover()
             .insert(producer_id, (epoch, partitions.clone()));
     }
+    /// A partition leader learnt from `producer_id`'s coordinator (on another broker) that
+    /// `partition` is in its transaction at `epoch`.
+    pub fn admit(&self, producer_id: i64, epoch: i16, partition: TopicPartition) {
+        let mut open = self.by_producer.lock_or_recover();
+        let entry = open
+            .entry(producer_id)
+            .or_insert_with(|| (epoch, BTreeSet::new()));
+        if entry.0 != epoch {
+            *entry = (epoch, BTreeSet::new());
+        }
+        entry.1.insert(partition);
+    }
     pub fn close(&self, producer_id: i64) {
         self.by_producer.lock_or_recover().remove(&producer_id);
     }

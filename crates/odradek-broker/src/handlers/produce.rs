@@ -1,13 +1,19 @@
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ProduceRequest, ProduceResponse, ProducerId,
+};
 use odradek_protocol::batch::{self, BatchError};
 use odradek_storage::{DurabilityWaiter, ProducerError, StorageError};
 use tokio::sync::oneshot;
@@ -224,6 +230,101 @@ impl Broker {
             min_insync,
             timeout,
         ))
+    }
+
+    /// KIP-890's verification when the producer's transaction coordinator is another
+    /// broker: each transactional batch for a partition led here that this broker has not
+    /// seen in the transaction is asked about with AddPartitionsToTxn (v4, verify only), and
+    /// what the coordinator confirms is admitted until the transaction's markers arrive.
+    pub(crate) async fn verify_with_coordinator(&self, request: &ProduceRequest) {
+        let Some(transactional_id) = request.transactional_id.as_ref() else {
+            return;
+        };
+        let mut unverified: BTreeMap<(i64, i16), BTreeSet<(String, i32)>> = BTreeMap::new();
+        for topic_data in &request.topic_data {
+            let name = if topic_data.name.is_empty() {
+                match self.logs.topic_by_id(&topic_data.topic_id) {
+                    Some(t) => t.name.clone(),
+                    None => continue,
+                }
+            } else {
+                topic_data.name.to_string()
+            };
+            for data in &topic_data.partition_data {
+                let Some(header) = data.records.as_deref().and_then(batch::BatchHeader::parse)
+                else {
+                    continue;
+                };
+                let (pid, epoch) = (header.producer_id(), header.producer_epoch());
+                if header.is_transactional()
+                    && !self.txn.open.allows(pid, epoch, &name, data.index)
+                    && self.leads(&name, data.index).is_ok()
+                {
+                    unverified
+                        .entry((pid, epoch))
+                        .or_default()
+                        .insert((name.clone(), data.index));
+                }
+            }
+        }
+        if unverified.is_empty() {
+            return;
+        }
+        let Some(coordinator) = self
+            .logs
+            .topic(crate::coordinator::transactions::TRANSACTION_STATE_TOPIC)
+            .and_then(|t| {
+                let at = crate::coordinator::partition_for(
+                    transactional_id.as_str(),
+                    t.partitions.len() as i32,
+                );
+                self.logs.leader(&t.name, at)
+            })
+            .filter(|c| *c != self.node_id)
+        else {
+            return;
+        };
+        for ((pid, epoch), partitions) in unverified {
+            let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
+            for (topic, index) in &partitions {
+                match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+                    Some(t) => t.partitions.push(*index),
+                    None => topics.push(
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(str_bytes(topic.clone()).into())
+                            .with_partitions(vec![*index]),
+                    ),
+                }
+            }
+            let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+                AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(transactional_id.clone())
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_verify_only(true)
+                    .with_topics(topics),
+            ]);
+            match self.call_broker(coordinator, &request, 4).await {
+                Ok(response) => {
+                    for result in response.results_by_transaction {
+                        for t in result.topic_results {
+                            for p in t.results_by_partition {
+                                if p.partition_error_code == 0 {
+                                    self.txn.open.admit(
+                                        pid,
+                                        epoch,
+                                        (t.name.to_string(), p.partition_index),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(coordinator, error = %e, "cannot verify a transactional write with its coordinator");
+                }
+            }
+        }
     }
 
     /// KIP-890's defence: a transactional batch is accepted only if its producer, at this

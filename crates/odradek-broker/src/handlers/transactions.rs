@@ -9,7 +9,7 @@
 //! CompleteCommit/CompleteAbort. A crash between the phases is finished by the sweeper on
 //! the next start, from the persisted Prepare state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -23,6 +23,9 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
@@ -351,9 +354,94 @@ impl Broker {
         self.persist_txn(id, Some(m)).await
     }
 
-    /// Writes `marker` to each partition and waits until all are durable. Markers in
-    /// `__consumer_offsets` also settle the producer's pending transactional offsets.
+    /// Writes `marker` to each partition, through its leader: here, or with WriteTxnMarkers
+    /// to the broker that leads it (Kafka's `TransactionMarkerChannelManager`). A partition
+    /// without a leader now fails, and the transaction sweeper tries again.
     async fn write_markers(
+        &self,
+        marker: &TxnMarker,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Vec<(TopicPartition, Option<ResponseError>)> {
+        let mut here = BTreeSet::new();
+        let mut elsewhere: BTreeMap<i32, BTreeSet<TopicPartition>> = BTreeMap::new();
+        let mut results = Vec::new();
+        for tp in partitions {
+            match self.logs.leader(&tp.0, tp.1) {
+                Some(leader) if leader == self.node_id => {
+                    here.insert(tp.clone());
+                }
+                Some(leader) => {
+                    elsewhere.entry(leader).or_default().insert(tp.clone());
+                }
+                None if self.logs.topic(&tp.0).is_none() => {
+                    results.push((tp.clone(), Some(ResponseError::UnknownTopicOrPartition)));
+                }
+                None => results.push((tp.clone(), Some(ResponseError::NotLeaderOrFollower))),
+            }
+        }
+        results.extend(self.write_local_markers(marker, &here).await);
+        for (leader, partitions) in elsewhere {
+            results.extend(self.send_markers(leader, marker, &partitions).await);
+        }
+        results
+    }
+
+    /// WriteTxnMarkers to `leader` for `partitions`; every partition fails alike when the
+    /// request does.
+    async fn send_markers(
+        &self,
+        leader: i32,
+        marker: &TxnMarker,
+        partitions: &BTreeSet<TopicPartition>,
+    ) -> Vec<(TopicPartition, Option<ResponseError>)> {
+        let topics = by_topic(
+            partitions.iter().map(|(t, p)| (t.clone(), *p)),
+            |topic, indexes| {
+                WritableTxnMarkerTopic::default()
+                    .with_name(str_bytes(topic).into())
+                    .with_partition_indexes(indexes)
+            },
+        );
+        let request = WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(marker.producer_id))
+                .with_producer_epoch(marker.producer_epoch)
+                .with_transaction_result(marker.commit)
+                .with_coordinator_epoch(marker.coordinator_epoch)
+                .with_topics(topics),
+        ]);
+        let response = match self.call_broker(leader, &request, 1).await {
+            Ok(response) => response,
+            Err(e) => {
+                warn!(leader, error = %e, "cannot send transaction markers");
+                return partitions
+                    .iter()
+                    .map(|tp| (tp.clone(), Some(ResponseError::NotLeaderOrFollower)))
+                    .collect();
+            }
+        };
+        let mut results = Vec::new();
+        for m in response.markers {
+            for t in m.topics {
+                for p in t.partitions {
+                    let error = ResponseError::try_from_code(p.error_code);
+                    results.push(((t.name.to_string(), p.partition_index), error));
+                }
+            }
+        }
+        // A partition the answer left out was not written.
+        for tp in partitions {
+            if !results.iter().any(|(r, _)| r == tp) {
+                results.push((tp.clone(), Some(ResponseError::UnknownServerError)));
+            }
+        }
+        results
+    }
+
+    /// Writes `marker` to each partition led here and waits until all are on the in-sync
+    /// replicas. Markers in `__consumer_offsets` also settle the producer's pending
+    /// transactional offsets.
+    async fn write_local_markers(
         &self,
         marker: &TxnMarker,
         partitions: &BTreeSet<TopicPartition>,
@@ -361,6 +449,10 @@ impl Broker {
         let mut results = Vec::new();
         let mut waits = Vec::new();
         for tp in partitions {
+            if self.leads(&tp.0, tp.1).is_err() {
+                results.push((tp.clone(), Some(ResponseError::NotLeaderOrFollower)));
+                continue;
+            }
             let Some(partition) = self.logs.partition(&tp.0, tp.1) else {
                 results.push((tp.clone(), Some(ResponseError::UnknownTopicOrPartition)));
                 continue;
@@ -434,31 +526,6 @@ impl Broker {
                 .map(|(tp, u)| {
                     let e = if u {
                         ResponseError::UnknownTopicOrPartition
-                    } else {
-                        ResponseError::OperationNotAttempted
-                    };
-                    (tp.clone(), Some(e))
-                })
-                .collect();
-        }
-        // This coordinator writes the markers itself, into logs it holds: a partition led
-        // by another broker would need markers sent there (WriteTxnMarkers between brokers),
-        // which this release lacks. Refused up front rather than failing at commit.
-        let elsewhere: Vec<bool> = wanted
-            .iter()
-            .map(|(t, p)| self.leads(t, *p).is_err())
-            .collect();
-        if elsewhere.iter().any(|e| *e) {
-            tracing::warn!(
-                transactional_id = id,
-                "refusing a transaction over partitions another broker leads: transactions across brokers are not supported yet"
-            );
-            return wanted
-                .iter()
-                .zip(elsewhere)
-                .map(|(tp, e)| {
-                    let e = if e {
-                        ResponseError::InvalidTxnState
                     } else {
                         ResponseError::OperationNotAttempted
                     };
@@ -749,7 +816,10 @@ impl Broker {
                 coordinator_epoch: m.coordinator_epoch,
                 commit: m.transaction_result,
             };
-            let results = self.write_markers(&marker, &partitions).await;
+            // The producer's writes to these partitions were verified with its
+            // coordinator; its transaction is ending, so the next one verifies again.
+            self.txn.open.close(m.producer_id.0);
+            let results = self.write_local_markers(&marker, &partitions).await;
             let results = results.into_iter().map(|((topic, partition), error)| {
                 let result = WritableTxnMarkerPartitionResult::default()
                     .with_partition_index(partition)

@@ -12,35 +12,27 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use odradek_storage::{LockExt, StorageError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::Broker;
 use crate::broker::str_bytes;
+use crate::inter_broker::{BrokerConnection, InterBrokerError};
 use crate::log_manager::Partition;
 
 /// Fetch v12: the first with `last_fetched_epoch` and diverging epochs, and the last that
 /// names topics (the fetcher has the names at hand) with `replica_id` in the request body.
 const FETCH_VERSION: i16 = 12;
-const CLIENT_ID: &str = "odradek-replica-fetcher";
 /// Kafka's `replica.fetch.wait.max.ms`, `replica.fetch.max.bytes` and
 /// `replica.fetch.response.max.bytes` defaults.
 const FETCH_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
 const RESPONSE_MAX_BYTES: i32 = 10 << 20;
-/// Kafka's `replica.socket.timeout.ms` default: a leader that answers nothing this long is
-/// given up on and connected to again.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
-/// A response larger than this is a broken peer, not a fetch.
-const MAX_RESPONSE: usize = 256 << 20;
 
 /// A partition this broker follows, as its fetcher has it.
 #[derive(Clone)]
@@ -60,88 +52,6 @@ struct Fetcher {
 #[derive(Default)]
 pub struct ReplicaFetchers {
     by_leader: Mutex<HashMap<i32, Arc<Fetcher>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum FetchError {
-    #[error("leader {0} is not registered")]
-    UnknownLeader(i32),
-    #[error("cannot reach leader {leader} at {addr}: {source}")]
-    Io {
-        leader: i32,
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("leader {0} did not answer within the socket timeout")]
-    Timeout(i32),
-    #[error(transparent)]
-    Frame(#[from] odradek_protocol::codec::ClientFrameError),
-    #[error("implausible response size {0}")]
-    Size(i32),
-}
-
-/// A connection to a leader for fetching.
-struct LeaderConnection {
-    leader: i32,
-    addr: String,
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl LeaderConnection {
-    async fn open(leader: i32, addr: String) -> Result<Self, FetchError> {
-        let io = |source| FetchError::Io {
-            leader,
-            addr: addr.clone(),
-            source,
-        };
-        let stream = tokio::time::timeout(SOCKET_TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| FetchError::Timeout(leader))?
-            .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        Ok(Self {
-            leader,
-            addr,
-            stream,
-            next_correlation_id: 0,
-        })
-    }
-
-    async fn fetch(
-        &mut self,
-        request: &FetchRequest,
-    ) -> Result<kafka_protocol::messages::FetchResponse, FetchError> {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let frame = odradek_protocol::codec::encode_request_frame(
-            request,
-            FETCH_VERSION,
-            correlation_id,
-            CLIENT_ID,
-        )?;
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let size = self.stream.read_i32().await?;
-            if size < 0 || size as usize > MAX_RESPONSE {
-                return Ok(Err(FetchError::Size(size)));
-            }
-            let mut body = vec![0u8; size as usize];
-            self.stream.read_exact(&mut body).await?;
-            Ok(Ok(Bytes::from(body)))
-        };
-        let body = tokio::time::timeout(SOCKET_TIMEOUT, exchange)
-            .await
-            .map_err(|_| FetchError::Timeout(self.leader))?
-            .map_err(|source| FetchError::Io {
-                leader: self.leader,
-                addr: self.addr.clone(),
-                source,
-            })??;
-        Ok(odradek_protocol::codec::decode_response_frame::<
-            FetchRequest,
-        >(body, FETCH_VERSION, correlation_id)?)
-    }
 }
 
 /// What a round did to a partition.
@@ -214,7 +124,7 @@ impl Broker {
         let mut stopping = self.stopping.subscribe();
         let backoff =
             Duration::from_millis(self.config().int("replica.fetch.backoff.ms").max(1) as u64);
-        let mut connection: Option<LeaderConnection> = None;
+        let mut connection: Option<BrokerConnection> = None;
         let mut failures = 0u32;
         loop {
             if *stopping.borrow() {
@@ -261,17 +171,14 @@ impl Broker {
     async fn fetch_round(
         &self,
         leader: i32,
-        connection: &mut Option<LeaderConnection>,
+        connection: &mut Option<BrokerConnection>,
         followed: &[Followed],
-    ) -> Result<bool, FetchError> {
+    ) -> Result<bool, InterBrokerError> {
         if connection.is_none() {
-            let image = self.logs.image();
-            let broker = image
-                .brokers
-                .get(&leader)
-                .ok_or(FetchError::UnknownLeader(leader))?;
-            let addr = format!("{}:{}", broker.host, broker.port);
-            *connection = Some(LeaderConnection::open(leader, addr).await?);
+            let addr = self
+                .broker_address(leader)
+                .ok_or(InterBrokerError::Unknown(leader))?;
+            *connection = Some(BrokerConnection::open(leader, addr).await?);
         }
         let Some(conn) = connection.as_mut() else {
             return Ok(false);
@@ -280,7 +187,7 @@ impl Broker {
         if request.topics.is_empty() {
             return Ok(false);
         }
-        let response = conn.fetch(&request).await?;
+        let response = conn.send(&request, FETCH_VERSION).await?;
         if response.error_code != 0 {
             debug!(leader, error = response.error_code, "replica fetch refused");
             return Ok(false);
