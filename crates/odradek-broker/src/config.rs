@@ -1135,7 +1135,15 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("false"),
         Any,
         Some("unclean.leader.election.enable"),
-        "Accepted; meaningful once replication exists.",
+        "Lets a replica outside the ISR lead when no in-sync replica is live (acknowledged writes it lacks are lost). Counts as a topic config or a cluster-wide dynamic config.",
+    ),
+    topic(
+        "write.caching",
+        Boolean,
+        Some("false"),
+        Any,
+        None,
+        "Kafka's page-cache semantics for this topic (Redpanda's name): acks=all is answered once every in-sync replica has the batch, before any fsyncs it. Faster; a power loss on every replica at once can lose acknowledged writes.",
     ),
 ];
 
@@ -2026,6 +2034,8 @@ pub struct TopicSettings {
     pub compression: Option<Compression>,
     /// `min.insync.replicas`: in-sync replicas an acks=all write needs.
     pub min_insync_replicas: usize,
+    /// `write.caching`: acks=all waits for no fsync, on the leader or the followers.
+    pub write_caching: bool,
 }
 
 impl TopicSettings {
@@ -2080,6 +2090,10 @@ impl TopicSettings {
             timestamp_after_max_ms: number("message.timestamp.after.max.ms"),
             min_insync_replicas: number("min.insync.replicas").clamp(1, i64::from(i16::MAX))
                 as usize,
+            write_caching: broker
+                .resolve_topic(known_topic_def("write.caching"), overrides)
+                .0
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
             compression: match broker
                 .resolve_topic(known_topic_def("compression.type"), overrides)
                 .0

@@ -37,6 +37,13 @@ pub(crate) enum InterBrokerError {
     Size(i32),
 }
 
+impl InterBrokerError {
+    /// The broker's listener refused the connection: nothing listens there.
+    pub(crate) fn refused(&self) -> bool {
+        matches!(self, InterBrokerError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
 /// A connection to another broker.
 pub(crate) struct BrokerConnection {
     broker: i32,

@@ -118,6 +118,7 @@ impl Broker {
             appended.last_offset,
             appended.leader_epoch,
             appended.min_insync,
+            false,
             COORDINATOR_WRITE_TIMEOUT,
         )
         .await

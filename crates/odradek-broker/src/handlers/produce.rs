@@ -33,19 +33,21 @@ pub(crate) type DurableAck =
 /// here (`synced`) and on every in-sync replica (the high watermark passed it).
 async fn replicated(
     partition: Arc<Partition>,
-    synced: oneshot::Receiver<Result<(), Arc<StorageError>>>,
+    synced: Option<oneshot::Receiver<Result<(), Arc<StorageError>>>>,
     end: i64,
     epoch: i32,
     min_insync: usize,
     timeout: std::time::Duration,
 ) -> Result<(), (ResponseError, String)> {
-    let local = synced.await.unwrap_or_else(|_| {
-        Err(Arc::new(StorageError::ShuttingDown(
-            std::path::PathBuf::new(),
-        )))
-    });
-    if let Err(e) = local {
-        return Err((storage_error_code(&e), e.to_string()));
+    if let Some(synced) = synced {
+        let local = synced.await.unwrap_or_else(|_| {
+            Err(Arc::new(StorageError::ShuttingDown(
+                std::path::PathBuf::new(),
+            )))
+        });
+        if let Err(e) = local {
+            return Err((storage_error_code(&e), e.to_string()));
+        }
     }
     let mut watermark = partition.replica.watch();
     let waited = tokio::time::timeout(
@@ -208,23 +210,28 @@ fn keyless_rejected(index: i32, topic: &str, missing: &[i32]) -> PartitionProduc
 
 impl Broker {
     /// An acks=all acknowledgement of what was appended up to `last_offset` at leader
-    /// `epoch`: it completes once that is fsync'd here and on every in-sync replica.
+    /// `epoch`: it completes once that is fsync'd here and on every in-sync replica, or
+    /// with `write_caching` once every in-sync replica has it, synced or not.
     pub(crate) fn acknowledged(
         &self,
         partition: &Arc<Partition>,
         last_offset: i64,
         epoch: i32,
         min_insync: usize,
+        write_caching: bool,
         timeout: std::time::Duration,
     ) -> DurableAck {
-        let (tx, rx) = oneshot::channel();
-        let waiter: DurabilityWaiter = Box::new(move |r| {
-            let _ = tx.send(r);
+        let synced = (!write_caching).then(|| {
+            let (tx, rx) = oneshot::channel();
+            let waiter: DurabilityWaiter = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            self.logs.sync(partition, Some(waiter));
+            rx
         });
-        self.logs.sync(partition, Some(waiter));
         Box::pin(replicated(
             partition.clone(),
-            rx,
+            synced,
             last_offset + 1,
             epoch,
             min_insync,
@@ -447,7 +454,14 @@ impl Broker {
                 .record_produce(&topic.metric_label, records.len(), count);
         }
         let durable = if acks == -1 {
-            Some(self.acknowledged(partition, result.last_offset, epoch, min_insync, timeout))
+            Some(self.acknowledged(
+                partition,
+                result.last_offset,
+                epoch,
+                min_insync,
+                topic.settings.write_caching,
+                timeout,
+            ))
         } else {
             if result.flush_due {
                 self.logs.sync(partition, None);

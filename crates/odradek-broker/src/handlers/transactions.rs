@@ -482,6 +482,7 @@ impl Broker {
                         written.last_offset,
                         epoch,
                         1,
+                        false,
                         MARKER_TIMEOUT,
                     );
                     waits.push((results.len(), ack));

@@ -32,6 +32,8 @@ const FETCH_VERSION: i16 = 12;
 /// `replica.fetch.response.max.bytes` defaults.
 const FETCH_WAIT_MS: i32 = 500;
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
+/// How soon a fetch is retried when the leader could serve none of its partitions.
+const RETRY_SOON: Duration = Duration::from_millis(50);
 const RESPONSE_MAX_BYTES: i32 = 10 << 20;
 
 /// A partition this broker follows, as its fetcher has it.
@@ -145,14 +147,21 @@ impl Broker {
                         failures = 0;
                         None
                     }
-                    Ok(false) => Some(backoff),
+                    // The leader has not yet applied the metadata that made it leader (or
+                    // lost leadership, which the metadata will say): soon, not a full backoff.
+                    Ok(false) => Some(RETRY_SOON),
                     Err(e) => {
-                        connection = None;
+                        let had_connection = connection.take().is_some();
                         failures += 1;
                         if failures == 1 || failures.is_multiple_of(20) {
                             warn!(leader, error = %e, failures, "replica fetch failed");
                         }
-                        Some(backoff)
+                        if e.refused() {
+                            self.report_unreachable(leader).await;
+                        }
+                        // A connection that broke is tried again at once: a dead leader then
+                        // refuses it, which the controller hears about now.
+                        (!had_connection || failures > 1).then_some(backoff)
                     }
                 }
             };
@@ -204,14 +213,21 @@ impl Broker {
                 match self.apply_fetched(leader, f, data) {
                     Outcome::Appended => {
                         progressed = true;
-                        appended.push(f.partition.clone());
+                        let caching = self
+                            .logs
+                            .topic(&f.topic)
+                            .is_some_and(|t| t.settings.write_caching);
+                        if !caching {
+                            appended.push(f.partition.clone());
+                        }
                     }
                     Outcome::Idle => progressed = true,
                     Outcome::Backoff => {}
                 }
             }
         }
-        // Durable before the next fetch tells the leader these offsets are replicated.
+        // Durable before the next fetch tells the leader these offsets are replicated
+        // (unless the topic asked for Kafka's page-cache semantics, `write.caching`).
         for partition in appended {
             let (tx, rx) = oneshot::channel();
             self.logs.sync(
