@@ -105,6 +105,14 @@ pub struct Metrics {
     offline_partitions: Gauge,
     under_replicated_partitions: Gauge,
     under_min_isr_partitions: Gauge,
+    /// ISR changes this broker's leaders had committed, by direction.
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
+    /// Bytes this broker fetched as a follower, and served to its followers.
+    pub replication_bytes_in: Counter,
+    pub replication_bytes_out: Counter,
+    follower_lag: Family<PartitionLabel, Gauge>,
+    high_watermark: Family<PartitionLabel, Gauge>,
     log_size: Family<PartitionLabel, Gauge>,
     log_start: Family<PartitionLabel, Gauge>,
     log_end: Family<PartitionLabel, Gauge>,
@@ -152,6 +160,12 @@ impl Metrics {
             offline_partitions: Gauge::default(),
             under_replicated_partitions: Gauge::default(),
             under_min_isr_partitions: Gauge::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            replication_bytes_in: Counter::default(),
+            replication_bytes_out: Counter::default(),
+            follower_lag: Family::default(),
+            high_watermark: Family::default(),
             log_size: Family::default(),
             log_start: Family::default(),
             log_end: Family::default(),
@@ -223,6 +237,36 @@ impl Metrics {
             m.under_replicated_partitions.clone(),
         );
         r.register(
+            "isr_shrinks",
+            "ISR shrinks committed for partitions this broker leads",
+            m.isr_shrinks.clone(),
+        );
+        r.register(
+            "isr_expands",
+            "ISR expansions committed for partitions this broker leads",
+            m.isr_expands.clone(),
+        );
+        r.register(
+            "replication_bytes_in",
+            "Bytes this broker fetched from leaders as a follower",
+            m.replication_bytes_in.clone(),
+        );
+        r.register(
+            "replication_bytes_out",
+            "Bytes this broker served to its followers",
+            m.replication_bytes_out.clone(),
+        );
+        r.register(
+            "follower_lag_records",
+            "For a partition this broker leads: how far its furthest-behind follower is from the log end",
+            m.follower_lag.clone(),
+        );
+        r.register(
+            "high_watermark",
+            "A partition's high watermark: what consumers may read",
+            m.high_watermark.clone(),
+        );
+        r.register(
             "under_min_isr_partitions",
             "Partitions this broker leads with fewer in-sync replicas than min.insync.replicas: acks=all writes to them fail",
             m.under_min_isr_partitions.clone(),
@@ -239,7 +283,7 @@ impl Metrics {
         );
         r.register(
             "log_end_offset",
-            "A partition's log end offset (high watermark)",
+            "A partition's log end offset",
             m.log_end.clone(),
         );
         r.register(
@@ -387,7 +431,13 @@ impl Metrics {
     }
 
     fn refresh_partitions(&self, broker: &Broker) {
-        for family in [&self.log_size, &self.log_start, &self.log_end] {
+        for family in [
+            &self.log_size,
+            &self.log_start,
+            &self.log_end,
+            &self.follower_lag,
+            &self.high_watermark,
+        ] {
             family.clear();
         }
         let (mut total, mut offline, mut detailed) = (0, 0, 0);
@@ -420,6 +470,13 @@ impl Metrics {
                         .get_or_create(&label)
                         .set(log.log_start_offset());
                     self.log_end.get_or_create(&label).set(log.log_end_offset());
+                    let (high_watermark, _) = partition.visible_offsets(&log);
+                    self.high_watermark
+                        .get_or_create(&label)
+                        .set(high_watermark);
+                    if let Some(lag) = partition.replica.follower_lag(log.log_end_offset()) {
+                        self.follower_lag.get_or_create(&label).set(lag);
+                    }
                 }
             }
         }

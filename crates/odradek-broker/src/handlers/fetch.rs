@@ -191,8 +191,10 @@ struct PartitionRead {
     /// More could be read than this read returned (see `FetchedRecords::more_waiting`).
     more_waiting: bool,
     reported: Option<Reported>,
-    /// The topic's metrics label, for a read that returned records.
+    /// The topic's metrics label, for a consumer's read that returned records.
     counted_as: Option<TopicLabel>,
+    /// Bytes a follower's read returned (counted as replication, not as consumption).
+    replicated: usize,
 }
 
 impl Broker {
@@ -251,6 +253,7 @@ impl Broker {
                 more_waiting: false,
                 reported: None,
                 counted_as: None,
+                replicated: 0,
             }
         };
         let (topic, partition) = match self.resolve(&target.topic, target.partition) {
@@ -307,6 +310,7 @@ impl Broker {
                         more_waiting: false,
                         reported: None,
                         counted_as: None,
+                        replicated: 0,
                     };
                 }
             }
@@ -392,7 +396,13 @@ impl Broker {
                 last_stable_offset,
                 log_start_offset,
             }),
-            counted_as: (bytes > 0).then(|| topic.metric_label.clone()),
+            counted_as: (bytes > 0 && !matches!(reader, Reader::Follower(_)))
+                .then(|| topic.metric_label.clone()),
+            replicated: if matches!(reader, Reader::Follower(_)) {
+                bytes
+            } else {
+                0
+            },
         }
     }
 
@@ -595,6 +605,9 @@ impl Broker {
             if let Some(label) = &read.counted_as {
                 self.metrics.record_fetch(label, read.bytes);
             }
+            self.metrics
+                .replication_bytes_out
+                .inc_by(read.replicated as u64);
             let is_target = |t: &FetchableTopicResponse| match &target.topic {
                 TopicKey::Name(n) => t.topic.as_str() == n,
                 TopicKey::Id(id) => t.topic_id == *id,

@@ -309,6 +309,9 @@ impl Broker {
                 let outcome = if records.is_empty() {
                     Outcome::Idle
                 } else {
+                    self.metrics
+                        .replication_bytes_in
+                        .inc_by(records.len() as u64);
                     log.append_replicated(records)?;
                     Outcome::Appended
                 };

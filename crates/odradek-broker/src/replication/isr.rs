@@ -80,9 +80,23 @@ impl Broker {
             partition_epoch: proposal.partition_epoch,
             isr: proposal.isr.clone(),
         };
+        let before = partition.replica.watermark().isr_len;
         match self.logs.commit(std::slice::from_ref(&record)).await {
             Ok(()) => {
-                info!(%topic, partition = partition.index, isr = ?proposal.isr, "proposed an ISR change")
+                let image = self.logs.image();
+                let committed = image
+                    .topic_by_id(&topic)
+                    .and_then(|t| t.placement(partition.index))
+                    .is_some_and(|p| p.isr == proposal.isr);
+                if committed {
+                    info!(%topic, partition = partition.index, isr = ?proposal.isr, "changed the ISR");
+                    let counter = if proposal.isr.len() > before {
+                        &self.metrics.isr_expands
+                    } else {
+                        &self.metrics.isr_shrinks
+                    };
+                    counter.inc();
+                }
             }
             Err(e) => {
                 warn!(%topic, partition = partition.index, error = %e, "cannot change the ISR")

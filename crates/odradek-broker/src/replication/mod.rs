@@ -308,6 +308,21 @@ impl ReplicaState {
         });
     }
 
+    /// While this broker leads: how far its furthest-behind follower is from `log_end`
+    /// (a follower not heard from since the election counts from the log start, 0).
+    pub fn follower_lag(&self, log_end: i64) -> Option<i64> {
+        let leadership = self.leadership.lock_or_recover();
+        let l = leadership.as_ref()?;
+        Some(
+            l.followers
+                .values()
+                .map(|f| log_end - f.log_end_offset.max(0))
+                .max()
+                .unwrap_or(0)
+                .max(0),
+        )
+    }
+
     /// The replicas this broker leads the partition with (None: it does not lead).
     pub fn led_replicas(&self) -> Option<Vec<i32>> {
         self.leadership
@@ -344,6 +359,7 @@ mod tests {
         // A follower that truncated reports less: the high watermark stays.
         state.follower_fetched(3, 5, 10, 2);
         assert_eq!(state.high_watermark(10), 7);
+        assert_eq!(state.follower_lag(10), Some(5), "3 is furthest behind");
         // The ISR shrinks to the leader alone: its log end is the high watermark.
         state.apply_placement(&placement(1, 1, 2, &[1]), 12, 3);
         assert_eq!(state.high_watermark(12), 12);
@@ -386,6 +402,7 @@ mod tests {
         state.apply_placement(&placement(1, 1, 1, &[1]), 10, 0);
         assert!(!state.apply_placement(&placement(2, 2, 2, &[2]), 10, 1));
         let w = state.watermark();
+        assert_eq!(state.follower_lag(10), None, "only a leader has followers");
         assert_eq!(w.leading_epoch, -1);
         assert_eq!(w.high_watermark, 10);
         state.set_follower_high_watermark(12);
