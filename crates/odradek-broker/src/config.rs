@@ -295,6 +295,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "How long the controller waits for a broker's heartbeat before fencing it: its partitions then have no leader until it is back.",
     ),
     def(
+        "replica.selector.class",
+        ConfigType::String,
+        None,
+        Any,
+        "org.apache.kafka.common.replica.RackAwareReplicaSelector sends consumers that set client.rack to an in-sync replica in their rack (KIP-392); unset, consumers read from leaders.",
+    ),
+    def(
         "auto.leader.rebalance.enable",
         Boolean,
         Some("true"),
@@ -1852,6 +1859,13 @@ impl BrokerConfig {
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .map(str::to_string)
+    }
+
+    /// `replica.selector.class` names Kafka's `RackAwareReplicaSelector` (KIP-392): consumers
+    /// that say their rack are sent to an in-sync replica in it.
+    pub fn rack_aware_replica_selector(&self) -> bool {
+        self.value("replica.selector.class")
+            .is_some_and(|c| c.trim().ends_with("RackAwareReplicaSelector"))
     }
 
     pub fn auto_leader_rebalance(&self) -> bool {

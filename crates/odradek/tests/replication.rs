@@ -1334,3 +1334,83 @@ async fn transactions_span_brokers_and_survive_the_loss_of_their_coordinator() {
         cluster.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_read_from_an_in_sync_replica_in_their_rack() {
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let mut args = FAST_FENCING.to_vec();
+    args.extend([
+        "--set",
+        "broker.rack=rack-{id}",
+        "--set",
+        "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+    ]);
+    let cluster = Cluster::start_with(3, &args);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("racked");
+    create_replicated(&bootstrap, &topic, 1, &[("min.insync.replicas", "2")]).await;
+    let view = eventually(RECOVERY, "the partition in sync", || {
+        partitions(&bootstrap, &topic)
+            .and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    });
+    let strict = producer(&bootstrap, &[("acks", "all")]);
+    for i in 0..10 {
+        send(&strict, &topic, 0, &format!("r-{i}"))
+            .await
+            .expect("acks=all");
+    }
+    let follower = *view
+        .replicas
+        .iter()
+        .find(|r| **r != view.leader)
+        .expect("a follower");
+    let rack = format!("rack-{follower}");
+    let fetch = |to: i32, rack: &str| {
+        let request: FetchRequest =
+            fetch_request(&topic, 0, 0, -1).with_rack_id(StrBytes::from_string(rack.to_string()));
+        raw_round_trip(&cluster.node(to).addr.to_string(), &request, 12)
+            .responses
+            .remove(0)
+            .partitions
+            .remove(0)
+    };
+    // The leader sends a consumer of the follower's rack there, with no records...
+    let answer = fetch(view.leader, &rack);
+    assert_eq!(answer.error_code, 0, "{answer:?}");
+    assert_eq!(answer.preferred_read_replica.0, follower);
+    assert!(answer.records.unwrap_or_default().is_empty());
+    // ...serves one of its own rack (or none) itself...
+    let own = fetch(view.leader, &format!("rack-{}", view.leader));
+    assert_eq!(own.preferred_read_replica.0, -1);
+    assert!(!own.records.unwrap_or_default().is_empty());
+    // ...and the follower serves the consumer up to its high watermark.
+    let served = eventually(RECOVERY, "the follower's high watermark", || {
+        let p = fetch(follower, &rack);
+        (p.error_code == 0 && p.high_watermark == 10).then_some(p)
+    });
+    assert!(!served.records.unwrap_or_default().is_empty());
+    // librdkafka with client.rack reads everything, from wherever it is sent.
+    let read = read_partition(&bootstrap, &topic, 0, 10, RECOVERY);
+    assert_eq!(read.len(), 10, "{read:?}");
+    let racked = consumer(
+        &bootstrap,
+        &[
+            ("client.rack", rack.as_str()),
+            ("auto.offset.reset", "earliest"),
+        ],
+    );
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topic, 0, Offset::Beginning)
+        .expect("assignment");
+    racked.assign(&assignment).expect("assign");
+    let mut values = BTreeSet::new();
+    let deadline = Instant::now() + RECOVERY;
+    while values.len() < 10 && Instant::now() < deadline {
+        if let Some(Ok(m)) = racked.poll(Duration::from_millis(100)) {
+            values.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(values.len(), 10, "{values:?}\n{}", cluster.logs());
+}

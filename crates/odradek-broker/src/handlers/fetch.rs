@@ -181,7 +181,11 @@ impl FetchSessions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
     Follower(i32),
-    Consumer { read_committed: bool },
+    /// `from_followers`: Fetch v11+ (KIP-392), which a follower serves too.
+    Consumer {
+        read_committed: bool,
+        from_followers: bool,
+    },
 }
 
 /// One partition's outcome in one pass over the fetch.
@@ -231,10 +235,13 @@ impl Broker {
         min_one: bool,
         reader: Reader,
     ) -> PartitionRead {
-        let read_committed = reader
-            == Reader::Consumer {
+        let read_committed = matches!(
+            reader,
+            Reader::Consumer {
                 read_committed: true,
-            };
+                ..
+            }
+        );
         let mut data = PartitionData::default().with_partition_index(target.partition);
         data.aborted_transactions = if read_committed {
             Some(Vec::new())
@@ -260,9 +267,14 @@ impl Broker {
             Ok(found) => found,
             Err(e) => return error(data, e),
         };
-        let checked = self
-            .leads(&topic.name, target.partition)
-            .and_then(|epoch| check_leader_epoch(target.leader_epoch, epoch));
+        let checked = match self.leads(&topic.name, target.partition) {
+            Err(_) if self.serves_as_follower(reader, &topic.name, &partition) => self
+                .logs
+                .leadership(&topic.name, target.partition)
+                .ok_or(ResponseError::NotLeaderOrFollower)
+                .and_then(|(_, epoch)| check_leader_epoch(target.leader_epoch, epoch)),
+            led => led.and_then(|epoch| check_leader_epoch(target.leader_epoch, epoch)),
+        };
         if let Err(e) = checked {
             // KIP-951: who leads now, so the client goes there without a metadata round
             // trip (-1 and -1 when nobody does).
@@ -345,9 +357,11 @@ impl Broker {
                     Reader::Follower(_) => p,
                     Reader::Consumer {
                         read_committed: true,
+                        ..
                     } => p.up_to(last_stable_offset),
                     Reader::Consumer {
                         read_committed: false,
+                        ..
                     } => p.up_to(high_watermark),
                 });
         if read_committed {
@@ -404,6 +418,42 @@ impl Broker {
                 0
             },
         }
+    }
+
+    /// Whether this broker serves a consumer's read of `partition` although it does not
+    /// lead it: KIP-392's fetch from a follower, which needs Fetch v11+ and a replica here.
+    fn serves_as_follower(&self, reader: Reader, topic: &str, partition: &Partition) -> bool {
+        matches!(
+            reader,
+            Reader::Consumer {
+                from_followers: true,
+                ..
+            }
+        ) && partition.is_local()
+            && self
+                .logs
+                .replicas(topic, partition.index)
+                .contains(&self.node_id)
+    }
+
+    /// KIP-392's `RackAwareReplicaSelector` (when `replica.selector.class` names it): for a
+    /// consumer in `rack`, an in-sync replica in that rack when this leader is not in it.
+    fn preferred_read_replica(&self, topic: &TopicKey, partition: i32, rack: &str) -> Option<i32> {
+        let config = self.config();
+        if !config.rack_aware_replica_selector() || config.rack().as_deref() == Some(rack) {
+            return None;
+        }
+        let (topic, _) = self.resolve(topic, partition).ok()?;
+        self.leads(&topic.name, partition).ok()?;
+        let image = self.logs.image();
+        let placement = image.topic(&topic.name)?.placement(partition)?;
+        placement.isr.iter().copied().find(|r| {
+            *r != self.node_id
+                && image
+                    .brokers
+                    .get(r)
+                    .is_some_and(|b| !b.fenced && b.rack.as_deref() == Some(rack))
+        })
     }
 
     /// One pass over every target, within the request's byte budgets.
@@ -518,12 +568,44 @@ impl Broker {
         } else {
             Reader::Consumer {
                 read_committed: request.isolation_level == 1,
+                from_followers: version >= 11,
             }
         };
+        // KIP-392: a consumer in another rack than this leader is sent to an in-sync
+        // replica in its own, and told so at once.
+        let client_rack = request.rack_id.trim();
+        let redirects: Vec<Option<i32>> = targets
+            .iter()
+            .map(|(t, _)| {
+                (replica_id < 0 && version >= 11 && !client_rack.is_empty())
+                    .then(|| self.preferred_read_replica(&t.topic, t.partition, client_rack))
+                    .flatten()
+            })
+            .collect();
+        let min_bytes = if redirects.iter().any(Option::is_some) {
+            0
+        } else {
+            min_bytes
+        };
         Reply::Later(Box::pin(async move {
-            let reads = broker
+            let mut reads = broker
                 .park_until_ready(&targets, max_wait, min_bytes, max_bytes, reader)
                 .await;
+            for (read, redirect) in reads.iter_mut().zip(&redirects) {
+                if let Some(replica) = *redirect
+                    && read.data.error_code == 0
+                {
+                    read.data.preferred_read_replica = replica.into();
+                    read.data.records = Some(bytes::Bytes::new());
+                    read.data.aborted_transactions =
+                        read.data.aborted_transactions.as_ref().map(|_| Vec::new());
+                    read.bytes = 0;
+                    read.counted_as = None;
+                    // Sent even in an incremental session, where an unchanged partition
+                    // is left out.
+                    read.reported = None;
+                }
+            }
             ResponseKind::Fetch(broker.fetch_response(mode, targets, reads, version))
         }))
     }

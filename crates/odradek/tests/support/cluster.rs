@@ -94,7 +94,8 @@ impl Cluster {
         Self::start_with(n, &[])
     }
 
-    /// As [`start`](Self::start), with extra broker arguments for every node.
+    /// As [`start`](Self::start), with extra broker arguments for every node (`{id}` in
+    /// an argument stands for the node's id, e.g. `broker.rack=rack-{id}`).
     pub fn start_with(n: usize, args: &[&str]) -> Cluster {
         let hosts = (1..=n)
             .map(|i| {
@@ -257,7 +258,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--http", ""])
-            .args(&args)
+            .args(args.iter().map(|a| a.replace("{id}", &node.id.to_string())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
