@@ -716,9 +716,11 @@ impl Broker {
             RequestKind::ElectLeaders(r) => {
                 Reply::now(ResponseKind::ElectLeaders(self.elect_leaders(r).await))
             }
-            RequestKind::AlterPartitionReassignments(r) => Reply::now(
-                ResponseKind::AlterPartitionReassignments(self.alter_partition_reassignments(r)),
-            ),
+            RequestKind::AlterPartitionReassignments(r) => {
+                Reply::now(ResponseKind::AlterPartitionReassignments(
+                    self.alter_partition_reassignments(r).await,
+                ))
+            }
             RequestKind::ListPartitionReassignments(r) => Reply::now(
                 ResponseKind::ListPartitionReassignments(self.list_partition_reassignments(r)),
             ),

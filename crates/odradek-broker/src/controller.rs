@@ -428,7 +428,35 @@ impl Broker {
                 warn!(node = id, error = %e, "cannot fence the broker");
             }
         }
+        self.complete_reassignments().await;
         self.rebalance_leaders(started).await;
+    }
+
+    /// Finishes every reassignment whose added replicas are all in sync: the replicas being
+    /// removed go.
+    async fn complete_reassignments(&self) {
+        let image = self.logs.image();
+        let done: Vec<MetadataRecord> = image
+            .topics()
+            .flat_map(|t| {
+                t.placement
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.reassignment_caught_up())
+                    .map(|(index, p)| MetadataRecord::ReassignmentCompleted {
+                        id: t.id,
+                        partition: index as i32,
+                        partition_epoch: p.partition_epoch,
+                    })
+            })
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        info!(partitions = done.len(), "completing reassignments");
+        if let Err(e) = self.logs.commit(&done).await {
+            warn!(error = %e, "cannot complete reassignments");
+        }
     }
 
     /// Kafka's auto leader rebalance (`auto.leader.rebalance.enable`): every

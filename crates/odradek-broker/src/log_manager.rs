@@ -403,6 +403,8 @@ impl LogManager {
                 leader: self.node_id,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
     }
 
@@ -532,8 +534,15 @@ impl LogManager {
                     let mut partitions = current.partitions.clone();
                     for i in moved {
                         let index = partitions[i].index;
+                        let was_here = partitions[i].is_local();
                         partitions[i] = self.open_partition(wanted, index, &settings, true)?;
                         info!(topic = %wanted.name, partition = index, here = partitions[i].is_local(), "partition placement changed");
+                        if was_here {
+                            // Reassigned away: the replica here is no longer one (Kafka
+                            // deletes it too).
+                            current.partitions[i].appended.notify_waiters();
+                            self.discard_partition_dir(&wanted.name, wanted.id, index);
+                        }
                     }
                     if grown {
                         partitions.extend(self.open_topic(wanted, have, true)?.partitions);
@@ -594,27 +603,35 @@ impl LogManager {
         }
         for partition in &topic.partitions {
             partition.appended.notify_waiters();
-            let dir = partition_dir(&self.data_dir, &topic.name, partition.index);
-            let doomed = self.data_dir.join(format!(
-                "{}-{}.{}-delete",
-                topic.name,
-                partition.index,
-                topic.id.simple()
-            ));
-            match fs::rename(&dir, &doomed) {
-                Ok(()) => {
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = fs::remove_dir_all(&doomed) {
-                            warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "cannot move deleted partition aside")
-                }
-            }
+            self.discard_partition_dir(&topic.name, topic.id, partition.index);
         }
         info!(topic = %topic.name, id = %topic.id, "deleted topic");
+    }
+
+    /// Renames a partition's directory out of the way (`…-delete`, freeing its name at
+    /// once; a crash before the removal finishes is cleaned up at start-up) and removes it
+    /// in the background. A directory that is not there (a replica held elsewhere) is
+    /// nothing to do.
+    fn discard_partition_dir(&self, topic: &str, id: Uuid, index: i32) {
+        let dir = partition_dir(&self.data_dir, topic, index);
+        if !dir.exists() {
+            return;
+        }
+        let doomed = self
+            .data_dir
+            .join(format!("{topic}-{index}.{}-delete", id.simple()));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = fs::remove_dir_all(&doomed) {
+                        warn!(dir = %doomed.display(), error = %e, "cannot remove a discarded partition");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot move a discarded partition aside")
+            }
+        }
     }
 
     pub fn group_commit(&self) -> &GroupCommit {

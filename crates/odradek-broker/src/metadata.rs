@@ -178,6 +178,27 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing: Vec<i32>,
+    },
+    /// AlterPartitionReassignments: move a partition to `target` (Kafka's reassignment
+    /// through adding and removing replicas), or with `None` cancel the one in progress.
+    /// The partition's replicas become the target and the current ones together until
+    /// every added replica is in sync.
+    ReassignmentRequested {
+        id: Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// Every replica being added is in sync: the replicas being removed go (the leader
+    /// moves if it was one of them). Applied only at `partition_epoch`, and only while
+    /// that still holds.
+    ReassignmentCompleted {
+        id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
     },
 }
 
@@ -201,6 +222,10 @@ pub struct PartitionPlacement {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress (Kafka's `addingReplicas` / `removingReplicas`): the
+    /// replicas being added catch up, then those being removed go.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 /// A partition whose in-sync replicas are all fenced has no leader.
@@ -212,6 +237,71 @@ pub const NO_LEADER: i32 = -1;
 const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
 
 impl PartitionPlacement {
+    /// Starts moving to `target` (a new reassignment replaces one in progress, from the
+    /// replicas the partition had before it): the target and the current replicas
+    /// together, in that order, until the added ones are in sync.
+    fn reassign(&mut self, target: &[i32]) {
+        self.cancel_reassignment();
+        if target.is_empty() || target == self.replicas.as_slice() {
+            return;
+        }
+        let current = self.replicas.clone();
+        self.adding = target
+            .iter()
+            .copied()
+            .filter(|r| !current.contains(r))
+            .collect();
+        self.removing = current
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        self.replicas = target.to_vec();
+        self.replicas.extend(self.removing.iter().copied());
+        self.partition_epoch += 1;
+    }
+
+    /// Back to the replicas before the reassignment: the added ones leave.
+    fn cancel_reassignment(&mut self) {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return;
+        }
+        let adding = std::mem::take(&mut self.adding);
+        self.removing.clear();
+        self.replicas.retain(|r| !adding.contains(r));
+        self.leave_isr(&adding);
+        self.partition_epoch += 1;
+    }
+
+    /// Every replica being added is in sync.
+    pub fn reassignment_caught_up(&self) -> bool {
+        (!self.adding.is_empty() || !self.removing.is_empty())
+            && self.adding.iter().all(|r| self.isr.contains(r))
+    }
+
+    fn complete_reassignment(&mut self) {
+        let removing = std::mem::take(&mut self.removing);
+        self.adding.clear();
+        self.replicas.retain(|r| !removing.contains(r));
+        self.leave_isr(&removing);
+        self.partition_epoch += 1;
+    }
+
+    /// `gone` leave the ISR, unless none would be left (a completed reassignment always
+    /// leaves its added replicas, which are in sync); a leader among them loses leadership
+    /// at the next `elect`.
+    fn leave_isr(&mut self, gone: &[i32]) {
+        let kept: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !gone.contains(r))
+            .collect();
+        if !kept.is_empty() {
+            self.isr = kept;
+        }
+    }
+
     /// Kafka's unclean election: the first live replica leads with an ISR of itself alone,
     /// and whatever the old ISR had that it lacks is lost.
     fn elect_unclean(&mut self, live: &dyn Fn(i32) -> bool, topic: &str) {
@@ -231,7 +321,11 @@ impl PartitionPlacement {
     /// Makes the first live in-sync replica (in preference order) the leader, when the
     /// current one is not live; bumps the epochs when that changes the leader.
     fn elect(&mut self, live: &dyn Fn(i32) -> bool) {
-        if self.leader != NO_LEADER && live(self.leader) && self.isr.contains(&self.leader) {
+        if self.leader != NO_LEADER
+            && live(self.leader)
+            && self.isr.contains(&self.leader)
+            && self.replicas.contains(&self.leader)
+        {
             return;
         }
         let next = self
@@ -277,6 +371,8 @@ impl TopicImage {
                 leader: r.iter().copied().find(|b| live(*b)).unwrap_or(NO_LEADER),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
             .collect()
     }
@@ -489,6 +585,8 @@ impl MetadataImage {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                adding,
+                removing,
             } => {
                 if let Some(p) = self
                     .names_by_id
@@ -500,6 +598,45 @@ impl MetadataImage {
                     p.leader_epoch = *leader_epoch;
                     p.partition_epoch = *partition_epoch;
                     p.isr = isr.clone();
+                    p.adding = adding.clone();
+                    p.removing = removing.clone();
+                }
+            }
+            MetadataRecord::ReassignmentRequested {
+                id,
+                partition,
+                target,
+            } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                if let Some(p) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                {
+                    match target {
+                        Some(target) => p.reassign(target),
+                        None => p.cancel_reassignment(),
+                    }
+                    p.elect(&|b| live.contains(&b));
+                }
+            }
+            MetadataRecord::ReassignmentCompleted {
+                id,
+                partition,
+                partition_epoch,
+            } => {
+                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                if let Some(p) = self
+                    .names_by_id
+                    .get(id)
+                    .and_then(|n| self.topics.get_mut(n))
+                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                    && p.partition_epoch == *partition_epoch
+                    && p.reassignment_caught_up()
+                {
+                    p.complete_reassignment();
+                    p.elect(&|b| live.contains(&b));
                 }
             }
             MetadataRecord::IsrChanged {
@@ -677,6 +814,8 @@ impl MetadataImage {
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
                         isr: p.isr.clone(),
+                        adding: p.adding.clone(),
+                        removing: p.removing.clone(),
                     });
                 }
             }

@@ -1414,3 +1414,103 @@ async fn consumers_read_from_an_in_sync_replica_in_their_rack() {
     }
     assert_eq!(values.len(), 10, "{values:?}\n{}", cluster.logs());
 }
+
+/// ListPartitionReassignments through `addr`: the partitions being moved.
+fn ongoing_reassignments(addr: &str) -> Vec<i32> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let response = raw_round_trip(addr, &ListPartitionReassignmentsRequest::default(), 0);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    response
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassigned_partition_moves_under_load_with_identical_bytes() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("moved");
+    // Two replicas on brokers 1 and 2, to be moved to 2 and 3.
+    let created = admin(&bootstrap)
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                1,
+                TopicReplication::Variable(&[&[1, 2]]),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created[0].is_ok(), "{created:?}");
+    eventually(RECOVERY, "both replicas in sync", || {
+        partitions(&bootstrap, &topic)
+            .and_then(|v| v.into_iter().next())
+            .filter(|p| p.isr.len() == 2)
+    });
+    let strict = producer(&bootstrap, &[("acks", "all"), ("compression.type", "none")]);
+    let mut acked = BTreeMap::new();
+    for i in 0..200 {
+        let value = format!("before-{i}");
+        acked.insert(
+            send(&strict, &topic, 0, &value).await.expect("acks=all"),
+            value,
+        );
+    }
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![2.into(), 3.into()])),
+                ]),
+        ]);
+    let answer = raw_round_trip(&cluster.node(1).addr.to_string(), &request, 0);
+    assert_eq!(
+        answer.responses[0].partitions[0].error_code, 0,
+        "{answer:?}"
+    );
+    // Writes go on while it moves; every one acknowledged stays.
+    for i in 0..200 {
+        let value = format!("during-{i}");
+        acked.insert(
+            send(&strict, &topic, 0, &value).await.expect("acks=all"),
+            value,
+        );
+    }
+    let done = eventually(RECOVERY, "the move completed", || {
+        let view = partitions(&bootstrap, &topic)?.into_iter().next()?;
+        (ongoing_reassignments(&cluster.node(2).addr.to_string()).is_empty()
+            && view.replicas == BTreeSet::from([2, 3])
+            && view.isr == BTreeSet::from([2, 3]))
+        .then_some(view)
+    });
+    assert!([2, 3].contains(&done.leader), "{done:?}");
+    let high = high_watermark(&bootstrap, &topic, 0);
+    let read = read_partition(&bootstrap, &topic, 0, high, RECOVERY);
+    for (offset, value) in &acked {
+        assert_eq!(read.get(offset), Some(value), "offset {offset}");
+    }
+    // The new replica holds the same bytes as the one that stayed, and the old one is gone.
+    let bytes = eventually(RECOVERY, "replicas 2 and 3 byte for byte", || {
+        let (a, b) = (
+            log_bytes(&cluster.node(2).data_dir, &topic, 0),
+            log_bytes(&cluster.node(3).data_dir, &topic, 0),
+        );
+        (!a.is_empty() && a == b).then_some(a.len())
+    });
+    assert!(bytes > 0);
+    eventually(RECOVERY, "broker 1's replica removed", || {
+        (!cluster.node(1).data_dir.join(format!("{topic}-0")).exists()).then_some(())
+    });
+}

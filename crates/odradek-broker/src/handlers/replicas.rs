@@ -1,7 +1,6 @@
-//! Replica placement and leadership: ElectLeaders (preferred and unclean elections, through
-//! the metadata log), AlterPartitionReassignments and ListPartitionReassignments (replica
-//! movement is not built yet: a reassignment to where a partition already is completes at
-//! once, any other is refused with a message that says so).
+//! Replica placement and leadership, through the metadata log: ElectLeaders (preferred and
+//! unclean elections), AlterPartitionReassignments (moving a partition's replicas: the new
+//! ones catch up as followers, then the old ones go) and ListPartitionReassignments.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -13,7 +12,10 @@ use kafka_protocol::messages::{
     ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
-use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
 
 use super::Refusal;
 use crate::Broker;
@@ -153,77 +155,144 @@ impl Broker {
         }
     }
 
-    pub(crate) fn alter_partition_reassignments(
+    pub(crate) async fn alter_partition_reassignments(
         &self,
         request: AlterPartitionReassignmentsRequest,
     ) -> AlterPartitionReassignmentsResponse {
-        let responses = request
-            .topics
-            .into_iter()
-            .map(|t| {
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let outcome = self.check_partition(&t.name, p.partition_index).and_then(
-                            |()| match &p.replicas {
-                                None => Err((
-                                    ResponseError::NoReassignmentInProgress,
-                                    format!(
-                                        "Unable to cancel reassignment for partition {}-{}: no reassignment is in progress.",
-                                        t.name.as_str(),
-                                        p.partition_index
-                                    ),
-                                )),
-                                // The only valid target is where the partition already is:
-                                // done at once, as Kafka completes a reassignment to the
-                                // current replicas.
-                                Some(replicas) => {
-                                    let brokers: Vec<i32> =
-                                        replicas.iter().map(|b| b.0).collect();
-                                    self.check_assignment(p.partition_index, &brokers)?;
-                                    let current = self.logs.replicas(&t.name, p.partition_index);
-                                    if brokers == current {
-                                        Ok(())
-                                    } else {
-                                        Err((
-                                            ResponseError::InvalidReplicaAssignment,
-                                            format!(
-                                                "Partition {}-{} is on {current:?}: moving it to {brokers:?} needs replica movement, which this Odradek release does not have yet.",
-                                                t.name.as_str(),
-                                                p.partition_index
-                                            ),
-                                        ))
-                                    }
-                                }
-                            },
-                        );
-                        let (code, message) = match outcome {
-                            Ok(()) => (0, None),
-                            Err((e, message)) => (e.code(), Some(str_bytes(message))),
-                        };
-                        ReassignablePartitionResponse::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(code)
-                            .with_error_message(message)
-                    })
-                    .collect();
+        let mut responses = Vec::new();
+        for t in request.topics {
+            let mut partitions = Vec::new();
+            for p in &t.partitions {
+                let target = p
+                    .replicas
+                    .as_ref()
+                    .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
+                let outcome = self.reassign(&t.name, p.partition_index, target).await;
+                let (code, message) = match outcome {
+                    Ok(()) => (0, None),
+                    Err((e, message)) => (e.code(), Some(str_bytes(message))),
+                };
+                partitions.push(
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                        .with_error_message(message),
+                );
+            }
+            responses.push(
                 ReassignableTopicResponse::default()
                     .with_name(t.name)
-                    .with_partitions(partitions)
-            })
-            .collect();
+                    .with_partitions(partitions),
+            );
+        }
         AlterPartitionReassignmentsResponse::default()
             .with_allow_replication_factor_change(request.allow_replication_factor_change)
             .with_responses(responses)
     }
 
-    /// Nothing is ever being reassigned; Kafka lists only ongoing reassignments and skips
-    /// unknown topics, so the answer is always empty.
+    /// Starts moving `topic`'s `partition` to `target` (a `ReassignmentRequested` record),
+    /// or with `None` cancels the move in progress. The replicas being added catch up as
+    /// followers; the controller completes the move once they are in sync.
+    async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<(), Refusal> {
+        self.check_partition(topic, partition)?;
+        let image = self.logs.image();
+        let Some((id, placement)) = image
+            .topic(topic)
+            .and_then(|t| Some((t.id, t.placement(partition)?.clone())))
+        else {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("{topic}-{partition} was created before the cluster: it cannot move"),
+            ));
+        };
+        let in_progress = !placement.adding.is_empty() || !placement.removing.is_empty();
+        match &target {
+            None if !in_progress => {
+                return Err((
+                    ResponseError::NoReassignmentInProgress,
+                    format!(
+                        "Unable to cancel reassignment for partition {topic}-{partition}: no reassignment is in progress."
+                    ),
+                ));
+            }
+            None => {}
+            Some(brokers) => {
+                self.check_assignment(partition, brokers)?;
+                if brokers.is_empty() {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("{topic}-{partition}: an empty replica list"),
+                    ));
+                }
+                if !in_progress && *brokers == placement.replicas {
+                    // Already there: done at once, as Kafka completes it.
+                    return Ok(());
+                }
+            }
+        }
+        let record = MetadataRecord::ReassignmentRequested {
+            id,
+            partition,
+            target,
+        };
+        self.logs
+            .commit(std::slice::from_ref(&record))
+            .await
+            .map_err(|e| (e.response_error(), e.to_string()))
+    }
+
+    /// The reassignments in progress, with their added and removed replicas; Kafka lists
+    /// only ongoing ones and skips unknown topics.
     pub(crate) fn list_partition_reassignments(
         &self,
-        _request: ListPartitionReassignmentsRequest,
+        request: ListPartitionReassignmentsRequest,
     ) -> ListPartitionReassignmentsResponse {
-        ListPartitionReassignmentsResponse::default()
+        let image = self.logs.image();
+        let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes))
+                .collect()
+        });
+        let mut topics = Vec::new();
+        for topic in image.topics() {
+            let asked = match &wanted {
+                None => None,
+                Some(w) => match w.iter().find(|(name, _)| *name == topic.name) {
+                    Some((_, partitions)) => Some(partitions),
+                    None => continue,
+                },
+            };
+            let partitions: Vec<OngoingPartitionReassignment> = topic
+                .placement
+                .iter()
+                .enumerate()
+                .filter(|(index, p)| {
+                    (!p.adding.is_empty() || !p.removing.is_empty())
+                        && asked.is_none_or(|a| a.contains(&(*index as i32)))
+                })
+                .map(|(index, p)| {
+                    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect();
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(index as i32)
+                        .with_replicas(ids(&p.replicas))
+                        .with_adding_replicas(ids(&p.adding))
+                        .with_removing_replicas(ids(&p.removing))
+                })
+                .collect();
+            if !partitions.is_empty() {
+                topics.push(
+                    OngoingTopicReassignment::default()
+                        .with_name(TopicName(str_bytes(topic.name.clone())))
+                        .with_partitions(partitions),
+                );
+            }
+        }
+        ListPartitionReassignmentsResponse::default().with_topics(topics)
     }
 }

@@ -178,6 +178,19 @@ impl ReplicaState {
                 l.isr = placement.isr.clone();
                 // Committed or lost its race: either way the proposal is settled.
                 l.pending = None;
+                // A reassignment adds and removes followers while this broker leads.
+                l.replicas = placement.replicas.clone();
+                l.followers.retain(|r, _| placement.replicas.contains(r));
+                for &r in &placement.replicas {
+                    if r != self.node_id {
+                        l.followers.entry(r).or_insert(FollowerProgress {
+                            log_end_offset: -1,
+                            last_caught_up_ms: now,
+                            leader_end_at_last_fetch: -1,
+                            last_fetch_ms: now,
+                        });
+                    }
+                }
             }
             self.publish(l, log_end);
         }
@@ -343,6 +356,8 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
