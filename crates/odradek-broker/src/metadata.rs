@@ -414,6 +414,13 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// Partition `partition` of the topic with id `id`, to change it.
+    fn placement_mut(&mut self, id: &Uuid, partition: i32) -> Option<&mut PartitionPlacement> {
+        let name = self.names_by_id.get(id)?;
+        let topic = self.topics.get_mut(name)?;
+        topic.placement.get_mut(usize::try_from(partition).ok()?)
+    }
+
     fn is_live(&self, broker: i32) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
@@ -588,12 +595,7 @@ impl MetadataImage {
                 adding,
                 removing,
             } => {
-                if let Some(p) = self
-                    .names_by_id
-                    .get(id)
-                    .and_then(|n| self.topics.get_mut(n))
-                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
-                {
+                if let Some(p) = self.placement_mut(id, *partition) {
                     p.leader = *leader;
                     p.leader_epoch = *leader_epoch;
                     p.partition_epoch = *partition_epoch;
@@ -608,12 +610,7 @@ impl MetadataImage {
                 target,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-                if let Some(p) = self
-                    .names_by_id
-                    .get(id)
-                    .and_then(|n| self.topics.get_mut(n))
-                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
-                {
+                if let Some(p) = self.placement_mut(id, *partition) {
                     match target {
                         Some(target) => p.reassign(target),
                         None => p.cancel_reassignment(),
@@ -627,11 +624,7 @@ impl MetadataImage {
                 partition_epoch,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-                if let Some(p) = self
-                    .names_by_id
-                    .get(id)
-                    .and_then(|n| self.topics.get_mut(n))
-                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                if let Some(p) = self.placement_mut(id, *partition)
                     && p.partition_epoch == *partition_epoch
                     && p.reassignment_caught_up()
                 {
@@ -647,11 +640,7 @@ impl MetadataImage {
                 isr,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-                if let Some(p) = self
-                    .names_by_id
-                    .get(id)
-                    .and_then(|n| self.topics.get_mut(n))
-                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                if let Some(p) = self.placement_mut(id, *partition)
                     && p.leader_epoch == *leader_epoch
                     && p.partition_epoch == *partition_epoch
                     && isr.contains(&p.leader)
@@ -674,11 +663,7 @@ impl MetadataImage {
                 unclean,
             } => {
                 let live = self.is_live(*leader);
-                if let Some(p) = self
-                    .names_by_id
-                    .get(id)
-                    .and_then(|n| self.topics.get_mut(n))
-                    .and_then(|t| t.placement.get_mut(usize::try_from(*partition).ok()?))
+                if let Some(p) = self.placement_mut(id, *partition)
                     && p.partition_epoch == *partition_epoch
                     && live
                     && p.replicas.contains(leader)

@@ -201,6 +201,20 @@ struct PartitionRead {
     replicated: usize,
 }
 
+impl PartitionRead {
+    /// A read that returns no records: an error, or a diverging epoch.
+    fn empty(data: PartitionData) -> Self {
+        Self {
+            data,
+            bytes: 0,
+            more_waiting: false,
+            reported: None,
+            counted_as: None,
+            replicated: 0,
+        }
+    }
+}
+
 impl Broker {
     fn topic(&self, key: &TopicKey) -> Result<Arc<Topic>, ResponseError> {
         match key {
@@ -254,14 +268,7 @@ impl Broker {
             // Kafka sends an empty record set with an error, never a null one: clients
             // (librdkafka) reject a null set as a malformed response.
             data.records = Some(bytes::Bytes::new());
-            PartitionRead {
-                data,
-                bytes: 0,
-                more_waiting: false,
-                reported: None,
-                counted_as: None,
-                replicated: 0,
-            }
+            PartitionRead::empty(data)
         };
         let (topic, partition) = match self.resolve(&target.topic, target.partition) {
             Ok(found) => found,
@@ -316,14 +323,7 @@ impl Broker {
                     data.last_stable_offset = last_stable_offset;
                     data.log_start_offset = log_start_offset;
                     data.records = Some(bytes::Bytes::new());
-                    return PartitionRead {
-                        data,
-                        bytes: 0,
-                        more_waiting: false,
-                        reported: None,
-                        counted_as: None,
-                        replicated: 0,
-                    };
+                    return PartitionRead::empty(data);
                 }
             }
             let now = odradek_storage::now_ms();
