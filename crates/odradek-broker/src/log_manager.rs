@@ -62,7 +62,7 @@ impl Partition {
     /// and whether it leads or follows. A broker that starts leading notes its epoch in the
     /// log first (Kafka's makeLeader), so OffsetForLeaderEpoch and diverging followers see
     /// where the epoch starts before anything is written in it.
-    fn take_placement(&self, placement: &PartitionPlacement) {
+    fn take_placement(&self, placement: &PartitionPlacement, min_insync: usize) {
         self.leader_epoch
             .store(placement.leader_epoch, Ordering::Release);
         let Some(mut log) = self.lock_log() else {
@@ -70,6 +70,7 @@ impl Partition {
         };
         let started = self.replica.apply_placement(
             placement,
+            min_insync,
             log.log_end_offset(),
             odradek_storage::now_ms(),
         );
@@ -403,6 +404,7 @@ impl LogManager {
                 leader: self.node_id,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                elr: Vec::new(),
                 adding: Vec::new(),
                 removing: Vec::new(),
             })
@@ -445,7 +447,10 @@ impl LogManager {
             .unwrap_or(0)
             .clamp(log.log_start_offset(), log.log_end_offset());
         let partition = Partition::hosted(index, log, self.node_id, high_watermark);
-        partition.take_placement(&self.placement_of(topic, index));
+        partition.take_placement(
+            &self.placement_of(topic, index),
+            settings.min_insync_replicas,
+        );
         Ok(Arc::new(partition))
     }
 
@@ -513,7 +518,10 @@ impl LogManager {
                 }
                 Some(current) => {
                     for p in &current.partitions {
-                        p.take_placement(&self.placement_of(wanted, p.index));
+                        p.take_placement(
+                            &self.placement_of(wanted, p.index),
+                            settings.min_insync_replicas,
+                        );
                     }
                     let have = current.partitions.len();
                     let grown = usize::try_from(wanted.partitions).is_ok_and(|n| n > have);

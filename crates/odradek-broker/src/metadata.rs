@@ -179,6 +179,8 @@ pub enum MetadataRecord {
         partition_epoch: i32,
         isr: Vec<i32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        elr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         adding: Vec<i32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         removing: Vec<i32>,
@@ -215,9 +217,14 @@ pub struct PartitionPlacement {
     /// In preference order; empty for a partition created before the cluster, which lives
     /// on the one node that wrote it.
     pub replicas: Vec<i32>,
-    /// The replicas that have everything acknowledged: all of them until replication
-    /// lands, and a fenced broker leaves it only while another member remains.
+    /// The replicas that have everything the leader has acknowledged; empty only while no
+    /// member is live (then the last members wait in `elr`).
     pub isr: Vec<i32>,
+    /// KIP-966's eligible leader replicas, in preference order: replicas that left the ISR
+    /// while it was smaller than `min.insync.replicas`. The high watermark stops advancing
+    /// below that size, so each still holds everything acknowledged and may lead cleanly
+    /// when no ISR member is live. Empty whenever the ISR is at least `min.insync.replicas`.
+    pub elr: Vec<i32>,
     /// [`NO_LEADER`] when no in-sync replica is live.
     pub leader: i32,
     pub leader_epoch: i32,
@@ -235,6 +242,12 @@ pub const NO_LEADER: i32 = -1;
 /// lead when no in-sync replica is live. Only configs in the metadata log count: every
 /// node must elect alike, and static configs differ between nodes.
 const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+
+/// The topic config (or cluster-wide dynamic default) the eligible leader replicas follow.
+/// Only configs in the metadata log count, as for [`UNCLEAN_ELECTION`]; a leader also
+/// honours a static default, which can only be higher than 1, so it stops its high
+/// watermark at least whenever the image starts keeping eligible replicas.
+const MIN_INSYNC: &str = "min.insync.replicas";
 
 impl PartitionPlacement {
     /// Starts moving to `target` (a new reassignment replaces one in progress, from the
@@ -300,6 +313,37 @@ impl PartitionPlacement {
         if !kept.is_empty() {
             self.isr = kept;
         }
+        self.elr.retain(|r| !gone.contains(r));
+    }
+
+    /// The ISR becomes `next`. Replicas leaving it while it is below `min_isr` become
+    /// eligible leader replicas; at or above it, none are kept (KIP-966), since the high
+    /// watermark moves on without them.
+    fn change_isr(&mut self, next: Vec<i32>, min_isr: usize) {
+        let leaving: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !next.contains(r))
+            .collect();
+        self.isr = next;
+        self.settle_elr(&leaving, min_isr);
+    }
+
+    /// Keeps the eligible leader replicas true to the ISR's size (the leader caps
+    /// `min_isr` at the replication factor, and so does this).
+    fn settle_elr(&mut self, leaving: &[i32], min_isr: usize) {
+        if self.isr.len() >= min_isr.min(self.replicas.len()).max(1) {
+            self.elr.clear();
+            return;
+        }
+        let eligible: Vec<i32> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| (self.elr.contains(r) || leaving.contains(r)) && !self.isr.contains(r))
+            .collect();
+        self.elr = eligible;
     }
 
     /// Kafka's unclean election: the first live replica leads with an ISR of itself alone,
@@ -313,14 +357,16 @@ impl PartitionPlacement {
             );
             self.leader = next;
             self.isr = vec![next];
+            self.elr.clear();
             self.leader_epoch += 1;
             self.partition_epoch += 1;
         }
     }
 
     /// Makes the first live in-sync replica (in preference order) the leader, when the
-    /// current one is not live; bumps the epochs when that changes the leader.
-    fn elect(&mut self, live: &dyn Fn(i32) -> bool) {
+    /// current one is not live, or else the first live eligible leader replica, which then
+    /// is the ISR alone; bumps the epochs when that changes the leader.
+    fn elect(&mut self, live: &dyn Fn(i32) -> bool, min_isr: usize) {
         if self.leader != NO_LEADER
             && live(self.leader)
             && self.isr.contains(&self.leader)
@@ -328,12 +374,21 @@ impl PartitionPlacement {
         {
             return;
         }
-        let next = self
-            .replicas
-            .iter()
-            .copied()
-            .find(|r| self.isr.contains(r) && live(*r))
-            .unwrap_or(NO_LEADER);
+        let first_live = |among: &[i32]| {
+            self.replicas
+                .iter()
+                .copied()
+                .find(|r| among.contains(r) && live(*r))
+        };
+        let next = match (first_live(&self.isr), first_live(&self.elr)) {
+            (Some(member), _) => member,
+            (None, Some(eligible)) => {
+                self.change_isr(vec![eligible], min_isr);
+                self.elr.retain(|r| *r != eligible);
+                eligible
+            }
+            (None, None) => NO_LEADER,
+        };
         if next != self.leader {
             self.leader = next;
             self.leader_epoch += 1;
@@ -371,6 +426,7 @@ impl TopicImage {
                 leader: r.iter().copied().find(|b| live(*b)).unwrap_or(NO_LEADER),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                elr: Vec::new(),
                 adding: Vec::new(),
                 removing: Vec::new(),
             })
@@ -394,6 +450,8 @@ pub struct BrokerImage {
     pub port: i32,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Fenced by its own controlled shutdown: it flushed everything before it stopped.
+    pub shut_down_cleanly: bool,
 }
 
 /// The state all records so far add up to.
@@ -425,10 +483,29 @@ impl MetadataImage {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
-    /// Re-elects every partition after a broker's state changed. `restarted` is a broker
-    /// that registered again while it led: its partitions keep it, at a new leader epoch,
-    /// since whatever a client knew of the old run is stale.
-    fn reelect(&mut self, restarted: Option<i32>) {
+    /// The `min.insync.replicas` the eligible leader replicas follow: the topic's, else the
+    /// cluster-wide dynamic default, else Kafka's default of 1.
+    fn min_isr(&self, configs: &BTreeMap<String, String>) -> usize {
+        configs
+            .get(MIN_INSYNC)
+            .or_else(|| self.broker_configs.get(&None)?.get(MIN_INSYNC))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    fn min_isr_of(&self, id: &Uuid) -> usize {
+        self.topic_by_id(id)
+            .map_or(1, |topic| self.min_isr(&topic.configs))
+    }
+
+    /// Re-elects every partition after a broker's state or a config changed. `restarted`
+    /// is a broker that registered again while it led: its partitions keep it, at a new
+    /// leader epoch, since whatever a client knew of the old run is stale. `unclean` is a
+    /// broker that started again without a controlled shutdown: like Kafka, it is no
+    /// longer an eligible leader replica (whatever it had not flushed as leader may be
+    /// gone), unless it is a partition's last candidate.
+    fn reelect(&mut self, restarted: Option<i32>, unclean: Option<i32>) {
         let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
         let is_live = |b: i32| live.contains(&b);
         let cluster_unclean = self
@@ -436,8 +513,13 @@ impl MetadataImage {
             .get(&None)
             .and_then(|c| c.get(UNCLEAN_ELECTION))
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        for topic in self.topics.values_mut() {
-            let unclean = topic
+        let min_isrs: Vec<usize> = self
+            .topics
+            .values()
+            .map(|t| self.min_isr(&t.configs))
+            .collect();
+        for (topic, min_isr) in self.topics.values_mut().zip(min_isrs) {
+            let unclean_election = topic
                 .configs
                 .get(UNCLEAN_ELECTION)
                 .map_or(cluster_unclean, |v| v.trim().eq_ignore_ascii_case("true"));
@@ -446,27 +528,30 @@ impl MetadataImage {
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
                 }
-                // A fenced broker leaves the in-sync replicas, unless none would be left:
-                // then the leader that was fenced last stays, as only it may have
-                // everything, so it must lead again when it returns. An ISR none of whose
-                // members ever led (none was live) stays whole.
-                if p.isr.len() > 1 && p.isr.iter().any(|r| !is_live(*r)) {
+                if let Some(b) = unclean
+                    && p.elr.contains(&b)
+                    && (!p.isr.is_empty() || p.elr.len() > 1)
+                {
+                    p.elr.retain(|r| *r != b);
+                    p.partition_epoch += 1;
+                }
+                // Fenced brokers leave the ISR; while it is below min.insync.replicas they
+                // stay eligible to lead.
+                if p.isr.iter().any(|r| !is_live(*r)) {
                     let live_members: Vec<i32> =
                         p.isr.iter().copied().filter(|r| is_live(*r)).collect();
-                    let next = if !live_members.is_empty() {
-                        live_members
-                    } else if p.isr.contains(&p.leader) {
-                        vec![p.leader]
-                    } else {
-                        p.isr.clone()
-                    };
-                    if next != p.isr {
-                        p.isr = next;
+                    p.change_isr(live_members, min_isr);
+                    p.partition_epoch += 1;
+                } else if !p.elr.is_empty() {
+                    // min.insync.replicas may have gone down: the ISR may now be enough.
+                    let before = p.elr.len();
+                    p.settle_elr(&[], min_isr);
+                    if p.elr.len() != before {
                         p.partition_epoch += 1;
                     }
                 }
-                p.elect(&is_live);
-                if unclean && p.leader == NO_LEADER {
+                p.elect(&is_live, min_isr);
+                if unclean_election && p.leader == NO_LEADER {
                     p.elect_unclean(&is_live, &topic.name);
                 }
             }
@@ -524,7 +609,7 @@ impl MetadataImage {
             MetadataRecord::BrokerConfigsChanged { node, configs } => {
                 self.broker_configs.insert(*node, configs.clone());
                 // Enabling unclean election elects at once where nobody leads.
-                self.reelect(None);
+                self.reelect(None, None);
             }
             MetadataRecord::TopicConfigsChanged { id, configs } => {
                 if let Some(t) = self
@@ -534,7 +619,7 @@ impl MetadataImage {
                 {
                     t.configs = configs.clone();
                 }
-                self.reelect(None);
+                self.reelect(None, None);
             }
             MetadataRecord::ProducerIdsReserved { next, from, owner } => {
                 if from.is_some_and(|from| from != self.next_producer_id) {
@@ -564,17 +649,23 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: false,
+                        shut_down_cleanly: false,
                     },
                 );
                 let restarted = previous
+                    .as_ref()
                     .is_some_and(|b| !b.fenced && b.incarnation != *incarnation)
                     .then_some(*id);
-                self.reelect(restarted);
+                let unclean = previous
+                    .is_some_and(|b| b.incarnation != *incarnation && !b.shut_down_cleanly)
+                    .then_some(*id);
+                self.reelect(restarted, unclean);
             }
-            MetadataRecord::BrokerFenced { id, .. } => {
+            MetadataRecord::BrokerFenced { id, controlled } => {
                 if let Some(b) = self.brokers.get_mut(id) {
+                    b.shut_down_cleanly = *controlled || (b.fenced && b.shut_down_cleanly);
                     b.fenced = true;
-                    self.reelect(None);
+                    self.reelect(None, None);
                 }
             }
             MetadataRecord::BrokerUnfenced { id, incarnation } => {
@@ -582,7 +673,8 @@ impl MetadataImage {
                     && b.incarnation == *incarnation
                 {
                     b.fenced = false;
-                    self.reelect(None);
+                    b.shut_down_cleanly = false;
+                    self.reelect(None, None);
                 }
             }
             MetadataRecord::PartitionChanged {
@@ -592,6 +684,7 @@ impl MetadataImage {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                elr,
                 adding,
                 removing,
             } => {
@@ -600,6 +693,7 @@ impl MetadataImage {
                     p.leader_epoch = *leader_epoch;
                     p.partition_epoch = *partition_epoch;
                     p.isr = isr.clone();
+                    p.elr = elr.clone();
                     p.adding = adding.clone();
                     p.removing = removing.clone();
                 }
@@ -610,12 +704,13 @@ impl MetadataImage {
                 target,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                let min_isr = self.min_isr_of(id);
                 if let Some(p) = self.placement_mut(id, *partition) {
                     match target {
                         Some(target) => p.reassign(target),
                         None => p.cancel_reassignment(),
                     }
-                    p.elect(&|b| live.contains(&b));
+                    p.elect(&|b| live.contains(&b), min_isr);
                 }
             }
             MetadataRecord::ReassignmentCompleted {
@@ -624,12 +719,13 @@ impl MetadataImage {
                 partition_epoch,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                let min_isr = self.min_isr_of(id);
                 if let Some(p) = self.placement_mut(id, *partition)
                     && p.partition_epoch == *partition_epoch
                     && p.reassignment_caught_up()
                 {
                     p.complete_reassignment();
-                    p.elect(&|b| live.contains(&b));
+                    p.elect(&|b| live.contains(&b), min_isr);
                 }
             }
             MetadataRecord::IsrChanged {
@@ -640,6 +736,7 @@ impl MetadataImage {
                 isr,
             } => {
                 let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+                let min_isr = self.min_isr_of(id);
                 if let Some(p) = self.placement_mut(id, *partition)
                     && p.leader_epoch == *leader_epoch
                     && p.partition_epoch == *partition_epoch
@@ -651,7 +748,7 @@ impl MetadataImage {
                     let mut isr = isr.clone();
                     isr.sort_unstable();
                     isr.dedup();
-                    p.isr = isr;
+                    p.change_isr(isr, min_isr);
                     p.partition_epoch += 1;
                 }
             }
@@ -678,6 +775,7 @@ impl MetadataImage {
                         );
                         p.leader = *leader;
                         p.isr = vec![*leader];
+                        p.elr.clear();
                     } else {
                         return;
                     }
@@ -764,7 +862,7 @@ impl MetadataImage {
             if b.fenced {
                 records.push(MetadataRecord::BrokerFenced {
                     id: b.id,
-                    controlled: false,
+                    controlled: b.shut_down_cleanly,
                 });
             }
         }
@@ -799,6 +897,7 @@ impl MetadataImage {
                         leader_epoch: p.leader_epoch,
                         partition_epoch: p.partition_epoch,
                         isr: p.isr.clone(),
+                        elr: p.elr.clone(),
                         adding: p.adding.clone(),
                         removing: p.removing.clone(),
                     });
@@ -1552,17 +1651,119 @@ mod tests {
             incarnation: Uuid::from_u128(1),
         });
         assert_eq!(state(&image), moved);
-        // The last in-sync replica stays in the ISR when fenced: only it has everything.
+        // The last in-sync replica leaves the ISR when fenced but stays eligible to lead:
+        // only it has everything.
         image.apply(&MetadataRecord::BrokerFenced {
             id: 2,
             controlled: true,
         });
         let stranded = state(&image);
         assert_eq!(
-            (stranded.leader, stranded.isr.as_slice()),
-            (NO_LEADER, &[2][..])
+            (
+                stranded.leader,
+                stranded.isr.as_slice(),
+                stranded.elr.as_slice()
+            ),
+            (NO_LEADER, &[][..], &[2][..])
         );
         assert_eq!(stranded.leader_epoch, 2);
+        // 1 is live but never caught up: still no leader.
+        image.apply(&MetadataRecord::BrokerUnfenced {
+            id: 1,
+            incarnation: Uuid::from_u128(1),
+        });
+        assert_eq!(state(&image).leader, NO_LEADER);
+        image.apply(&registered(2));
+        let back = state(&image);
+        assert_eq!(
+            (back.leader, back.isr.as_slice(), back.elr.as_slice()),
+            (2, &[2][..], &[][..])
+        );
+    }
+
+    /// KIP-966 with RF 3 and min.insync.replicas 2: replicas that leave an ISR already
+    /// below 2 stay eligible, so a clean election is still possible after the ISR empties;
+    /// a broker that left while the ISR was big enough, or that restarted uncleanly, is not.
+    #[test]
+    fn eligible_leader_replicas_lead_when_the_isr_is_gone() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&registered(id));
+        }
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::TopicCreated {
+            name: "e".into(),
+            id,
+            partitions: 1,
+            configs: BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+            replicas: vec![vec![1, 2, 3]],
+        });
+        let state = |image: &MetadataImage| {
+            let p = image.topic("e").unwrap().placement[0].clone();
+            (p.leader, p.isr, p.elr)
+        };
+        let fence = |id, controlled| MetadataRecord::BrokerFenced { id, controlled };
+        image.apply(&fence(3, false));
+        assert_eq!(state(&image), (1, vec![1, 2], vec![]), "ISR still at 2");
+        image.apply(&fence(1, true));
+        assert_eq!(
+            state(&image),
+            (2, vec![2], vec![1]),
+            "below 2: 1 stays eligible"
+        );
+        image.apply(&fence(2, false));
+        assert_eq!(state(&image), (NO_LEADER, vec![], vec![1, 2]));
+        let start = |id: i32, n: u128| MetadataRecord::BrokerRegistered {
+            id,
+            incarnation: Uuid::from_u128(n),
+            host: format!("127.0.0.{id}"),
+            port: 9092,
+            rack: None,
+        };
+        image.apply(&start(3, 30));
+        assert_eq!(
+            state(&image),
+            (NO_LEADER, vec![], vec![1, 2]),
+            "3 lacks data"
+        );
+        image.apply(&start(2, 20));
+        assert_eq!(
+            state(&image),
+            (NO_LEADER, vec![], vec![1]),
+            "2 stopped uncleanly: no longer eligible while 1 is"
+        );
+        image.apply(&start(1, 10));
+        assert_eq!(state(&image), (1, vec![1], vec![]), "1 shut down cleanly");
+        // Once the ISR is back at min.insync.replicas, nobody else is eligible.
+        image.apply(&fence(1, true));
+        assert_eq!(state(&image), (NO_LEADER, vec![], vec![1]));
+        image.apply(&start(1, 11));
+        let partition_epoch = image.topic("e").unwrap().placement[0].partition_epoch;
+        let leader_epoch = image.topic("e").unwrap().placement[0].leader_epoch;
+        image.apply(&MetadataRecord::IsrChanged {
+            id,
+            partition: 0,
+            leader_epoch,
+            partition_epoch,
+            isr: vec![1, 2],
+        });
+        assert_eq!(state(&image), (1, vec![1, 2], vec![]));
+        // The last candidate stays eligible even after an unclean restart: else the
+        // partition could never lead again without an unclean election.
+        image.apply(&fence(2, false));
+        image.apply(&fence(1, false));
+        assert_eq!(state(&image), (NO_LEADER, vec![], vec![1, 2]));
+        image.apply(&start(2, 21));
+        assert_eq!(state(&image), (NO_LEADER, vec![], vec![1]));
+        image.apply(&start(1, 12));
+        assert_eq!(state(&image), (1, vec![1], vec![]));
+        // Lowering min.insync.replicas to 1 lets the high watermark move with the ISR
+        // alone: the eligible replicas go.
+        image.apply(&MetadataRecord::TopicConfigsChanged {
+            id,
+            configs: BTreeMap::from([("min.insync.replicas".to_string(), "1".to_string())]),
+        });
+        assert_eq!(state(&image), (1, vec![1], vec![]));
     }
 
     #[test]
@@ -1676,11 +1877,12 @@ mod tests {
                                 r
                             })
                             .collect::<Vec<_>>();
+                        let min_isr = (1 + next(3)).to_string();
                         MetadataRecord::TopicCreated {
                             name: format!("t{topics}"),
                             id: Uuid::from_u128(topics),
                             partitions: replicas.len() as i32,
-                            configs: BTreeMap::new(),
+                            configs: BTreeMap::from([("min.insync.replicas".into(), min_isr)]),
                             replicas,
                         }
                     }
@@ -1723,15 +1925,29 @@ mod tests {
                             "seed {seed} step {step} {record:?}: {}-{i} {p:?}",
                             topic.name
                         );
-                        assert!(!p.isr.is_empty(), "{at}: empty ISR");
                         assert!(
-                            p.isr.iter().all(|r| p.replicas.contains(r)),
-                            "{at}: ISR outside the replicas"
+                            !(p.isr.is_empty() && p.elr.is_empty()),
+                            "{at}: nobody may lead cleanly"
+                        );
+                        assert!(
+                            p.isr.iter().chain(&p.elr).all(|r| p.replicas.contains(r)),
+                            "{at}: ISR or ELR outside the replicas"
+                        );
+                        assert!(
+                            !p.elr.iter().any(|r| p.isr.contains(r)),
+                            "{at}: in the ISR and eligible"
+                        );
+                        let min_isr = topic.configs["min.insync.replicas"]
+                            .parse::<usize>()
+                            .unwrap();
+                        assert!(
+                            p.elr.is_empty() || p.isr.len() < min_isr.min(p.replicas.len()),
+                            "{at}: eligible replicas beside a big enough ISR"
                         );
                         if p.leader == NO_LEADER {
                             assert!(
-                                !p.isr.iter().any(|r| live(*r)),
-                                "{at}: a live ISR member but no leader"
+                                !p.isr.iter().chain(&p.elr).any(|r| live(*r)),
+                                "{at}: a live ISR or ELR member but no leader"
                             );
                         } else {
                             assert!(

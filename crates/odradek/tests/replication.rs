@@ -1011,6 +1011,138 @@ async fn acks_all_needs_min_insync_replicas() {
     assert_eq!(high_watermark(&cluster.bootstrap(), &topic, 0), 3);
 }
 
+/// Partition 0 of `topic` as DescribeTopicPartitions (KIP-966) reports it through `addr`:
+/// leader, ISR and eligible leader replicas, when that broker answers.
+fn eligibility(addr: &str, topic: &str) -> Option<(i32, BTreeSet<i32>, BTreeSet<i32>)> {
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use kafka_protocol::messages::{DescribeTopicPartitionsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![
+            TopicRequest::default().with_name(TopicName(StrBytes::from_string(topic.into()))),
+        ])
+        .with_response_partition_limit(10);
+    let response = std::panic::catch_unwind(|| raw_round_trip(addr, &request, 0)).ok()?;
+    let p = response.topics.first()?.partitions.first()?.clone();
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    Some((
+        p.leader_id.0,
+        ids(&p.isr_nodes),
+        ids(p.eligible_leader_replicas.as_deref().unwrap_or_default()),
+    ))
+}
+
+/// KIP-966: with min.insync.replicas=2, a replica that leaves an ISR already down to one
+/// member stays eligible to lead, and the high watermark waits while the ISR is that
+/// small. So when the last in-sync replica dies too, the partition comes back cleanly on
+/// whichever eligible replica returns first, with every acknowledged write; a replica that
+/// left while the ISR was big enough lacks writes and must not lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eligible_leader_replica_leads_cleanly_once_the_isr_is_gone() {
+    use Role::{Broker, Controller};
+    let mut cluster =
+        Cluster::start_roles_with(&[Controller, Broker, Broker, Broker], FAST_FENCING);
+    let topic = unique_topic("elr");
+    let all = cluster.bootstrap();
+    create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
+    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
+        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    });
+    let leader = start.leader;
+    let others: Vec<i32> = start
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let (behind, last) = (others[0], others[1]);
+    let acks_all = producer(
+        &all,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "30000"),
+        ],
+    );
+    let mut acked = BTreeMap::new();
+    for value in (0..5).map(|i| format!("w{i}")) {
+        acked.insert(
+            send(&acks_all, &topic, 0, &value).await.expect("acks=all"),
+            value,
+        );
+    }
+
+    // `behind` dies while two remain in sync: it is not eligible, and misses what follows.
+    cluster.kill9(behind);
+    let leader_addr = cluster.node(leader).addr.to_string();
+    eventually(RECOVERY, "the ISR down to two, nobody eligible", || {
+        eligibility(&leader_addr, &topic).filter(|(l, isr, elr)| {
+            *l == leader && *isr == BTreeSet::from([leader, last]) && elr.is_empty()
+        })
+    });
+    for value in (5..10).map(|i| format!("w{i}")) {
+        acked.insert(
+            send(&acks_all, &topic, 0, &value).await.expect("acks=all"),
+            value,
+        );
+    }
+    // The leader shuts down cleanly: `last` leads alone, and the leader stays eligible.
+    cluster.stop(leader);
+    let last_addr = cluster.node(last).addr.to_string();
+    eventually(
+        RECOVERY,
+        "the last in-sync replica leading, the old leader eligible",
+        || {
+            eligibility(&last_addr, &topic).filter(|(l, isr, elr)| {
+                *l == last && *isr == BTreeSet::from([last]) && *elr == BTreeSet::from([leader])
+            })
+        },
+    );
+    // Then the last in-sync replica dies too.
+    cluster.kill9(last);
+    // The replica that missed writes comes back: it must not lead.
+    cluster.restart(behind);
+    let behind_addr = cluster.node(behind).addr.to_string();
+    let offline = eventually(
+        RECOVERY,
+        "no leader, both stopped replicas eligible",
+        || {
+            eligibility(&behind_addr, &topic)
+                .filter(|(l, isr, elr)| *l == -1 && isr.is_empty() && !elr.is_empty())
+        },
+    );
+    assert_eq!(offline.2, BTreeSet::from([leader, last]), "{offline:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        eligibility(&behind_addr, &topic).map(|(l, ..)| l),
+        Some(-1),
+        "a replica without every acknowledged write took over"
+    );
+    // The cleanly stopped old leader returns and leads: nothing acknowledged is lost.
+    cluster.restart(leader);
+    eventually(RECOVERY, "the eligible replica leading", || {
+        eligibility(&behind_addr, &topic).filter(|(l, ..)| *l == leader)
+    });
+    let high = high_watermark(&cluster.bootstrap(), &topic, 0);
+    assert_eq!(
+        high, 10,
+        "the high watermark covers every acknowledged write"
+    );
+    let read = read_partition(&cluster.bootstrap(), &topic, 0, high, RECOVERY);
+    assert_eq!(read, acked);
+    // `behind` catches up: the ISR is back at two and nobody else need be eligible.
+    eventually(RECOVERY, "the ISR back at min.insync.replicas", || {
+        eligibility(&behind_addr, &topic).filter(|(l, isr, elr)| {
+            *l == leader && *isr == BTreeSet::from([leader, behind]) && elr.is_empty()
+        })
+    });
+    assert_eq!(
+        send(&acks_all, &topic, 0, "after").await.ok(),
+        Some(10),
+        "acks=all works again"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// Kafka's `Utils.abs(group.hashCode()) % partitions`: where a group's coordinator lives.

@@ -141,8 +141,9 @@ impl Broker {
         let placed = placed_topic.and_then(|t| t.placement(index));
         let leadership = placed_topic.and_then(|t| image.leader(t, index, self.node_id));
         // Partitions written before the cluster: one replica, this node, epoch 0.
-        let (isr, leader_epoch) =
-            placed.map_or((replicas.clone(), 0), |p| (p.isr.clone(), p.leader_epoch));
+        let (isr, elr, leader_epoch) = placed.map_or((replicas.clone(), Vec::new(), 0), |p| {
+            (p.isr.clone(), p.elr.clone(), p.leader_epoch)
+        });
         let leader = leadership.map(|(leader, _)| leader);
         let offline = replicas
             .iter()
@@ -154,6 +155,7 @@ impl Broker {
             leader_epoch,
             replicas,
             isr,
+            elr,
             offline,
         }
     }
@@ -202,6 +204,8 @@ struct PartitionView {
     leader_epoch: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
+    /// KIP-966's eligible leader replicas.
+    elr: Vec<i32>,
     /// Replicas on fenced brokers.
     offline: Vec<i32>,
 }
@@ -298,8 +302,9 @@ impl Broker {
                         .with_leader_epoch(view.leader_epoch)
                         .with_replica_nodes(ids(view.replicas))
                         .with_isr_nodes(ids(view.isr))
-                        // KIP-966's eligible leaders: none kept until replication lands.
-                        .with_eligible_leader_replicas(Some(Vec::new()))
+                        .with_eligible_leader_replicas(Some(ids(view.elr)))
+                        // Kafka keeps the last eligible replicas here once none is left; the
+                        // metadata image never lets the last candidate go, so none is.
                         .with_last_known_elr(Some(Vec::new()))
                         .with_offline_replicas(ids(view.offline)),
                 );

@@ -50,10 +50,16 @@ async fn replicated(
         }
     }
     let mut watermark = partition.replica.watch();
+    // An ISR shrunk below min.insync.replicas holds the high watermark still (KIP-966), so
+    // the write is answered at once rather than at the timeout.
     let waited = tokio::time::timeout(
         timeout,
-        watermark
-            .wait_for(|w| w.leading_epoch != epoch || w.sole_member || w.high_watermark >= end),
+        watermark.wait_for(|w| {
+            w.leading_epoch != epoch
+                || w.sole_member
+                || w.high_watermark >= end
+                || w.isr_len < min_insync
+        }),
     )
     .await;
     let not_leader = || {

@@ -60,6 +60,9 @@ struct Leadership {
     /// added cannot miss an acknowledged write.
     pending: Option<Vec<i32>>,
     followers: BTreeMap<i32, FollowerProgress>,
+    /// The topic's `min.insync.replicas`, capped at the replication factor (Kafka's
+    /// effective min ISR, so a topic with fewer replicas still makes progress).
+    min_isr: usize,
 }
 
 impl Leadership {
@@ -124,10 +127,16 @@ impl ReplicaState {
         }
     }
 
-    /// Takes the partition's placement from a new metadata image. Returns true when this
-    /// broker starts leading it (at a new leader epoch), so that the caller notes the epoch
-    /// in the log.
-    pub fn apply_placement(&self, placement: &PartitionPlacement, log_end: i64, now: i64) -> bool {
+    /// Takes the partition's placement from a new metadata image, and the topic's
+    /// `min.insync.replicas`. Returns true when this broker starts leading it (at a new
+    /// leader epoch), so that the caller notes the epoch in the log.
+    pub fn apply_placement(
+        &self,
+        placement: &PartitionPlacement,
+        min_insync: usize,
+        log_end: i64,
+        now: i64,
+    ) -> bool {
         let mut leadership = self.leadership.lock_or_recover();
         if placement.leader != self.node_id {
             if leadership.take().is_some() || self.watermark().leading_epoch >= 0 {
@@ -170,9 +179,11 @@ impl ReplicaState {
                 isr: placement.isr.clone(),
                 pending: None,
                 followers,
+                min_isr: 1,
             });
         }
         if let Some(l) = leadership.as_mut() {
+            l.min_isr = min_insync.min(placement.replicas.len()).max(1);
             if l.partition_epoch != placement.partition_epoch || started {
                 l.partition_epoch = placement.partition_epoch;
                 l.isr = placement.isr.clone();
@@ -199,14 +210,21 @@ impl ReplicaState {
 
     /// Recomputes the high watermark and tells the watchers. The stored value never goes
     /// back: a sole member's log end was what readers saw, so it is kept when a member joins.
+    /// While the ISR is smaller than `min.insync.replicas` it stands still (KIP-966): the
+    /// replicas that left the ISR then are eligible to lead, so they must have everything
+    /// below it.
     fn publish(&self, l: &Leadership, log_end: i64) {
         let previous = self.high_watermark(log_end);
-        let sole = l.maximal_isr().all(|r| r == self.node_id);
-        let computed = l
-            .maximal_isr()
-            .filter(|r| *r != self.node_id)
-            .map(|r| l.followers.get(&r).map_or(-1, |f| f.log_end_offset))
-            .fold(log_end, i64::min);
+        let advancing = l.isr.len() >= l.min_isr;
+        let sole = advancing && l.maximal_isr().all(|r| r == self.node_id);
+        let computed = if advancing {
+            l.maximal_isr()
+                .filter(|r| *r != self.node_id)
+                .map(|r| l.followers.get(&r).map_or(-1, |f| f.log_end_offset))
+                .fold(log_end, i64::min)
+        } else {
+            previous
+        };
         let next = Watermark {
             high_watermark: computed.max(previous),
             leading_epoch: l.epoch,
@@ -356,6 +374,7 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch,
+            elr: Vec::new(),
             adding: Vec::new(),
             removing: Vec::new(),
         }
@@ -364,7 +383,7 @@ mod tests {
     #[test]
     fn the_high_watermark_is_the_least_log_end_over_the_isr_and_never_goes_back() {
         let state = ReplicaState::new(1, 0);
-        assert!(state.apply_placement(&placement(1, 1, 1, &[1, 2, 3]), 10, 0));
+        assert!(state.apply_placement(&placement(1, 1, 1, &[1, 2, 3]), 1, 10, 0));
         assert_eq!(state.high_watermark(10), 0, "followers not heard from yet");
         state.follower_fetched(2, 10, 10, 1);
         assert_eq!(state.high_watermark(10), 0);
@@ -376,15 +395,37 @@ mod tests {
         assert_eq!(state.high_watermark(10), 7);
         assert_eq!(state.follower_lag(10), Some(5), "3 is furthest behind");
         // The ISR shrinks to the leader alone: its log end is the high watermark.
-        state.apply_placement(&placement(1, 1, 2, &[1]), 12, 3);
+        state.apply_placement(&placement(1, 1, 2, &[1]), 1, 12, 3);
         assert_eq!(state.high_watermark(12), 12);
         assert!(state.watermark().sole_member);
     }
 
     #[test]
+    fn the_high_watermark_stands_still_while_the_isr_is_below_min_insync() {
+        let state = ReplicaState::new(1, 0);
+        state.apply_placement(&placement(1, 1, 1, &[1, 2, 3]), 2, 10, 0);
+        state.follower_fetched(2, 10, 10, 1);
+        state.follower_fetched(3, 10, 10, 1);
+        assert_eq!(state.high_watermark(10), 10);
+        // Down to the leader alone: what it appends now stays invisible, as 2 and 3 are
+        // eligible to lead with what they have.
+        state.apply_placement(&placement(1, 1, 2, &[1]), 2, 15, 2);
+        assert_eq!(state.high_watermark(15), 10);
+        assert!(!state.watermark().sole_member);
+        state.apply_placement(&placement(1, 1, 3, &[1, 2]), 2, 15, 3);
+        state.follower_fetched(2, 15, 15, 4);
+        assert_eq!(state.high_watermark(15), 15, "back at min.insync.replicas");
+        // A min.insync.replicas above the replication factor counts as the factor.
+        state.apply_placement(&placement(1, 1, 4, &[1, 2, 3]), 5, 15, 5);
+        state.follower_fetched(2, 18, 18, 6);
+        state.follower_fetched(3, 18, 18, 6);
+        assert_eq!(state.high_watermark(18), 18);
+    }
+
+    #[test]
     fn a_caught_up_follower_is_proposed_back_and_bounds_the_watermark_while_pending() {
         let state = ReplicaState::new(1, 0);
-        state.apply_placement(&placement(1, 1, 1, &[1]), 10, 0);
+        state.apply_placement(&placement(1, 1, 1, &[1]), 1, 10, 0);
         assert_eq!(state.high_watermark(10), 10);
         let (_, expand) = state.follower_fetched(2, 4, 10, 1);
         assert_eq!(expand, None, "behind the high watermark");
@@ -402,7 +443,7 @@ mod tests {
     #[test]
     fn a_follower_that_stops_catching_up_is_proposed_out() {
         let state = ReplicaState::new(1, 0);
-        state.apply_placement(&placement(1, 1, 1, &[1, 2, 3]), 10, 0);
+        state.apply_placement(&placement(1, 1, 1, &[1, 2, 3]), 1, 10, 0);
         state.follower_fetched(2, 10, 10, 100);
         assert_eq!(state.lagging(1_000, 30_000), None);
         let shrink = state.lagging(30_050, 30_000).expect("3 never fetched");
@@ -414,8 +455,8 @@ mod tests {
     #[test]
     fn losing_leadership_stops_waiters_and_keeps_the_watermark() {
         let state = ReplicaState::new(1, 0);
-        state.apply_placement(&placement(1, 1, 1, &[1]), 10, 0);
-        assert!(!state.apply_placement(&placement(2, 2, 2, &[2]), 10, 1));
+        state.apply_placement(&placement(1, 1, 1, &[1]), 1, 10, 0);
+        assert!(!state.apply_placement(&placement(2, 2, 2, &[2]), 1, 10, 1));
         let w = state.watermark();
         assert_eq!(state.follower_lag(10), None, "only a leader has followers");
         assert_eq!(w.leading_epoch, -1);
