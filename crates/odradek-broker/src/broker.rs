@@ -179,6 +179,7 @@ pub struct Broker {
     pub(crate) logs: LogManager,
     pub(crate) fetch_sessions: FetchSessions,
     pub(crate) fetchers: crate::replication::fetcher::ReplicaFetchers,
+    pub(crate) replication_quotas: crate::replication::throttle::ReplicationQuotas,
     /// ISR changes asked for by follower fetches, and their receiver until
     /// `run_replication` takes it.
     pub(crate) isr_changes: crate::replication::isr::IsrChanges,
@@ -248,6 +249,7 @@ impl Broker {
             logs,
             fetch_sessions: FetchSessions::default(),
             fetchers: Default::default(),
+            replication_quotas: Default::default(),
             isr_changes,
             isr_changes_rx: std::sync::Mutex::new(Some(isr_changes_rx)),
             fetch_max_bytes,

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use odradek_protocol::batch::Compression;
 use odradek_storage::{LogConfig, TimestampType};
 
+use crate::replication::throttle::{self, ThrottledReplicas};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("unknown config key '{0}'")]
@@ -64,6 +66,8 @@ enum Check {
     AtLeast(i64),
     OneOf(&'static [&'static str]),
     ListOf(&'static [&'static str]),
+    /// `*` or `partition:broker` pairs (the throttled-replicas lists).
+    ReplicaList,
 }
 
 /// One config the broker understands.
@@ -328,6 +332,20 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         Some("30000"),
         AtLeast(1),
         "A follower that has not caught up with its leader for this long is dropped from the in-sync replicas (a fenced broker leaves them at once).",
+    ),
+    def(
+        throttle::LEADER_RATE,
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        "Bytes per second this broker sends, as a leader, to followers out of the ISR of the replicas topics name in leader.replication.throttled.replicas (KIP-73). Dynamic, per broker or cluster-wide.",
+    ),
+    def(
+        throttle::FOLLOWER_RATE,
+        Long,
+        Some(LONG_MAX),
+        AtLeast(0),
+        "Bytes per second this broker fetches, as a follower out of the ISR, for the replicas topics name in follower.replication.throttled.replicas (KIP-73). Dynamic, per broker or cluster-wide.",
     ),
     def(
         "replica.fetch.backoff.ms",
@@ -948,9 +966,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "follower.replication.throttled.replicas",
         List,
         Some(""),
-        Any,
+        ReplicaList,
         None,
-        "Accepted for compatibility.",
+        "Replicas (partition:broker pairs, or * for all) whose fetching, while out of the ISR, counts against their broker's follower.replication.throttled.rate.",
     ),
     topic(
         "index.interval.bytes",
@@ -964,9 +982,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "leader.replication.throttled.replicas",
         List,
         Some(""),
-        Any,
+        ReplicaList,
         None,
-        "Accepted for compatibility.",
+        "Replicas (partition:broker pairs, or * for all) whose sending to followers out of the ISR counts against their broker's leader.replication.throttled.rate.",
     ),
     topic(
         "local.retention.bytes",
@@ -1205,6 +1223,9 @@ fn check_value(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
                 Err(bad(format!("must be one of {}", allowed.join(", "))))
             }
         }
+        ReplicaList => ThrottledReplicas::parse(value)
+            .map(|_| ())
+            .map_err(|e| bad(format!("{} {e}", def.name))),
         ListOf(allowed) => {
             let items: Vec<&str> = value
                 .split(',')
@@ -1302,14 +1323,16 @@ pub struct BrokerConfig {
 }
 
 /// Broker configs that can change without a restart: the broker-level synonyms of topic
-/// configs (new values apply to every topic without its own override at once) and the
-/// derived retention and roll settings.
+/// configs (new values apply to every topic without its own override at once), the
+/// derived retention and roll settings, and the replication throttles' rates.
 pub fn is_dynamic(name: &str) -> bool {
     TOPIC_CONFIGS.iter().any(|d| d.broker_synonym == Some(name))
         || is_per_broker(name)
         || matches!(
             name,
-            "log.retention.minutes"
+            throttle::LEADER_RATE
+                | throttle::FOLLOWER_RATE
+                | "log.retention.minutes"
                 | "log.retention.hours"
                 | "log.roll.hours"
                 | "log.roll.jitter.hours"
@@ -2050,6 +2073,9 @@ pub struct TopicSettings {
     pub min_insync_replicas: usize,
     /// `write.caching`: acks=all waits for no fsync, on the leader or the followers.
     pub write_caching: bool,
+    /// `leader.` and `follower.replication.throttled.replicas`.
+    pub leader_throttled: ThrottledReplicas,
+    pub follower_throttled: ThrottledReplicas,
 }
 
 impl TopicSettings {
@@ -2077,6 +2103,14 @@ impl TopicSettings {
             .resolve_topic(known_topic_def("cleanup.policy"), overrides)
             .0;
         let has = |list: &str, p: &str| list.split(',').any(|x| x.trim() == p);
+        // Validated when set; a stored value that no longer parses throttles nothing.
+        let throttled = |name: &'static str| {
+            broker
+                .resolve_topic(known_topic_def(name), overrides)
+                .0
+                .and_then(|v| ThrottledReplicas::parse(&v).ok())
+                .unwrap_or_default()
+        };
         Self {
             log: LogConfig {
                 segment_bytes: number("segment.bytes").max(1) as u64,
@@ -2108,6 +2142,8 @@ impl TopicSettings {
                 .resolve_topic(known_topic_def("write.caching"), overrides)
                 .0
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            leader_throttled: throttled("leader.replication.throttled.replicas"),
+            follower_throttled: throttled("follower.replication.throttled.replicas"),
             compression: match broker
                 .resolve_topic(known_topic_def("compression.type"), overrides)
                 .0
@@ -2396,5 +2432,56 @@ mod tests {
             layer(&[("num.partitions", "3"), ("log.dirs", "/tmp/x")])
         );
         assert!(parse_properties("just-a-word").is_err());
+    }
+
+    #[test]
+    fn replication_throttles_are_dynamic_validated_and_resolved_per_topic() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.int(throttle::LEADER_RATE), throttle::UNTHROTTLED);
+        let rates = |value: &str| {
+            BTreeMap::from([
+                (throttle::LEADER_RATE.to_string(), value.to_string()),
+                (throttle::FOLLOWER_RATE.to_string(), value.to_string()),
+            ])
+        };
+        for node in [None, Some(1)] {
+            let set = config.with_dynamic(node, rates("262144")).unwrap();
+            assert_eq!(set.int(throttle::FOLLOWER_RATE), 262_144);
+            assert!(
+                config.with_dynamic(node, rates("0")).is_ok(),
+                "Kafka's atLeast(0)"
+            );
+            for bad in ["-1", "fast", "1.5"] {
+                assert!(
+                    matches!(
+                        config.with_dynamic(node, rates(bad)),
+                        Err(ConfigError::InvalidValue { .. })
+                    ),
+                    "{bad}"
+                );
+            }
+        }
+        let overrides = |value: &str| {
+            BTreeMap::from([
+                (
+                    "leader.replication.throttled.replicas".to_string(),
+                    value.to_string(),
+                ),
+                (
+                    "follower.replication.throttled.replicas".to_string(),
+                    "0:3".to_string(),
+                ),
+            ])
+        };
+        assert!(validate_topic_configs("t", &overrides("0:1,0:2")).is_ok());
+        assert!(validate_topic_configs("t", &overrides("*")).is_ok());
+        let err = validate_topic_configs("t", &overrides("garbage")).unwrap_err();
+        assert!(err.to_string().contains("must be the literal '*'"), "{err}");
+        let settings = TopicSettings::resolve(&config, &overrides("*"));
+        assert_eq!(settings.leader_throttled, ThrottledReplicas::All);
+        assert!(settings.follower_throttled.covers(0, 3));
+        assert!(!settings.follower_throttled.covers(0, 1));
+        let plain = TopicSettings::resolve(&config, &BTreeMap::new());
+        assert_eq!(plain.leader_throttled, ThrottledReplicas::default());
     }
 }

@@ -64,6 +64,12 @@ pub struct GroupPartitionLabel {
     pub partition: String,
 }
 
+/// Which replication throttle: `leader` or `follower` (KIP-73).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabel {
+    pub side: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
     pub listener: &'static str,
@@ -111,6 +117,9 @@ pub struct Metrics {
     /// Bytes this broker fetched as a follower, and served to its followers.
     pub replication_bytes_in: Counter,
     pub replication_bytes_out: Counter,
+    /// Bytes counted against a replication throttle, and partition reads it held back.
+    pub replication_throttled_bytes: Family<ThrottleLabel, Counter>,
+    pub replication_throttled_holds: Family<ThrottleLabel, Counter>,
     follower_lag: Family<PartitionLabel, Gauge>,
     high_watermark: Family<PartitionLabel, Gauge>,
     log_size: Family<PartitionLabel, Gauge>,
@@ -164,6 +173,8 @@ impl Metrics {
             isr_expands: Counter::default(),
             replication_bytes_in: Counter::default(),
             replication_bytes_out: Counter::default(),
+            replication_throttled_bytes: Family::default(),
+            replication_throttled_holds: Family::default(),
             follower_lag: Family::default(),
             high_watermark: Family::default(),
             log_size: Family::default(),
@@ -255,6 +266,16 @@ impl Metrics {
             "replication_bytes_out",
             "Bytes this broker served to its followers",
             m.replication_bytes_out.clone(),
+        );
+        r.register(
+            "replication_throttled_bytes",
+            "Bytes of replicas out of the ISR counted against this broker's leader or follower replication throttle",
+            m.replication_throttled_bytes.clone(),
+        );
+        r.register(
+            "replication_throttled_holds",
+            "Partitions a replication throttle held back from a fetch (leader: answered without records; follower: left out of the request)",
+            m.replication_throttled_holds.clone(),
         );
         r.register(
             "follower_lag_records",

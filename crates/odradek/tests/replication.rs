@@ -1561,11 +1561,6 @@ fn ongoing_reassignments(addr: &str) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reassigned_partition_moves_under_load_with_identical_bytes() {
-    use kafka_protocol::messages::alter_partition_reassignments_request::{
-        ReassignablePartition, ReassignableTopic,
-    };
-    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
     let cluster = Cluster::start_with(3, FAST_FENCING);
     let bootstrap = cluster.bootstrap();
     let topic = unique_topic("moved");
@@ -1596,22 +1591,7 @@ async fn a_reassigned_partition_moves_under_load_with_identical_bytes() {
             value,
         );
     }
-    let request = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![
-            ReassignableTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.clone())))
-                .with_partitions(vec![
-                    ReassignablePartition::default()
-                        .with_partition_index(0)
-                        .with_replicas(Some(vec![2.into(), 3.into()])),
-                ]),
-        ]);
-    let answer = raw_round_trip(&cluster.node(1).addr.to_string(), &request, 0);
-    assert_eq!(
-        answer.responses[0].partitions[0].error_code, 0,
-        "{answer:?}"
-    );
+    reassign(&cluster.node(1).addr.to_string(), &topic, &[2, 3]);
     // Writes go on while it moves; every one acknowledged stays.
     for i in 0..200 {
         let value = format!("during-{i}");
@@ -1645,4 +1625,277 @@ async fn a_reassigned_partition_moves_under_load_with_identical_bytes() {
     eventually(RECOVERY, "broker 1's replica removed", || {
         (!cluster.node(1).data_dir.join(format!("{topic}-0")).exists()).then_some(())
     });
+}
+
+/// AlterPartitionReassignments through `addr`: `topic`'s partition 0 is to move to
+/// `replicas`.
+fn reassign(addr: &str, topic: &str, replicas: &[i32]) {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(replicas.iter().map(|&r| r.into()).collect())),
+                ]),
+        ]);
+    let answer = raw_round_trip(addr, &request, 0);
+    assert_eq!(
+        answer.responses[0].partitions[0].error_code, 0,
+        "{answer:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Replication throttles (KIP-73).
+
+const LEADER_RATE: &str = "leader.replication.throttled.rate";
+const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
+const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
+const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
+/// IncrementalAlterConfigs' resource types and operations.
+const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+/// DescribeConfigs' source of a cluster-wide dynamic broker config.
+const DYNAMIC_DEFAULT: i8 = 3;
+
+/// Sets both throttle rates cluster-wide (`None`: removes them) and waits until every
+/// broker reports the new value.
+fn set_throttle_rates(cluster: &Cluster, rate: Option<u64>) {
+    let value = rate.map(|r| r.to_string());
+    let op = if value.is_some() { SET } else { DELETE };
+    let ops = [
+        (LEADER_RATE, op, value.as_deref()),
+        (FOLLOWER_RATE, op, value.as_deref()),
+    ];
+    let (code, message) = alter(
+        &cluster.node(1).addr.to_string(),
+        BROKER_RESOURCE,
+        "",
+        &ops,
+        false,
+    );
+    assert_eq!(code, 0, "{message:?}");
+    let wanted = value.unwrap_or_else(|| i64::MAX.to_string());
+    for node in &cluster.nodes {
+        eventually(RECOVERY, "every broker has the throttle rates", || {
+            let addr = node.addr.to_string();
+            let id = node.id.to_string();
+            [LEADER_RATE, FOLLOWER_RATE]
+                .iter()
+                .all(|key| {
+                    config_source(&addr, BROKER_RESOURCE, &id, key).0.as_deref()
+                        == Some(wanted.as_str())
+                })
+                .then_some(())
+        });
+    }
+}
+
+/// Sends `count` records of `size` bytes to `topic`'s partition 0, 64 in flight at a
+/// time, every one acks=all; returns offset → payload of each.
+async fn fill(bootstrap: &str, topic: &str, count: usize, size: usize) -> BTreeMap<i64, String> {
+    let client = producer(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("compression.type", "none"),
+            ("linger.ms", "5"),
+        ],
+    );
+    let mut acked = BTreeMap::new();
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("{i:08}-{}", "x".repeat(size.saturating_sub(9))))
+        .collect();
+    for window in values.chunks(64) {
+        let pending: Vec<_> = window
+            .iter()
+            .map(|v| {
+                enqueue(
+                    &client,
+                    FutureRecord::<(), _>::to(topic).partition(0).payload(v),
+                )
+            })
+            .collect();
+        for (value, future) in window.iter().zip(pending) {
+            let delivery = delivered(future).await.expect("acks=all");
+            acked.insert(delivery.offset, value.clone());
+        }
+    }
+    acked
+}
+
+/// Bytes of `topic`'s partition 0 on node `id` (0 while it has no directory).
+fn replica_bytes(cluster: &Cluster, id: i32, topic: &str) -> u64 {
+    let dir = cluster.node(id).data_dir.join(format!("{topic}-0"));
+    if dir.is_dir() {
+        files_bytes(&segment_files(&dir))
+    } else {
+        0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_reassignment_moves_at_the_throttled_rate_until_the_throttle_is_lifted() {
+    const RATE: u64 = 256 * 1024;
+    let cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let addr = cluster.node(1).addr.to_string();
+    let topic = unique_topic("throttled");
+    let created = admin(&bootstrap)
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                1,
+                TopicReplication::Variable(&[&[1, 2]]),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created[0].is_ok(), "{created:?}");
+    eventually(RECOVERY, "both replicas in sync", || {
+        partitions(&bootstrap, &topic)
+            .and_then(|v| v.into_iter().next())
+            .filter(|p| p.isr.len() == 2)
+    });
+    let acked = fill(&bootstrap, &topic, 1024, 4096).await;
+    let total = replica_bytes(&cluster, 2, &topic);
+    assert!(total >= 4 << 20, "{total}");
+
+    // Kafka's validation, and Kafka's error for values that fail it.
+    let invalid = kafka_protocol::ResponseError::InvalidConfig.code();
+    for bad in ["-1", "fast"] {
+        let ops = [(LEADER_RATE, SET, Some(bad))];
+        let (code, _) = alter(&addr, BROKER_RESOURCE, "", &ops, false);
+        assert_eq!(code, invalid, "{LEADER_RATE}={bad}");
+    }
+    for bad in ["0-1", "*,0:1", "a:b"] {
+        let ops = [(FOLLOWER_REPLICAS, SET, Some(bad))];
+        let (code, message) = alter(&addr, TOPIC_RESOURCE, &topic, &ops, false);
+        assert_eq!(code, invalid, "{FOLLOWER_REPLICAS}={bad}: {message:?}");
+    }
+    set_throttle_rates(&cluster, Some(RATE));
+    assert_eq!(
+        config_source(&addr, BROKER_RESOURCE, "1", LEADER_RATE),
+        (Some(RATE.to_string()), DYNAMIC_DEFAULT)
+    );
+    let ops = [
+        (LEADER_REPLICAS, SET, Some("*")),
+        (FOLLOWER_REPLICAS, SET, Some("*")),
+    ];
+    let (code, message) = alter(&addr, TOPIC_RESOURCE, &topic, &ops, false);
+    assert_eq!(code, 0, "{message:?}");
+    for node in &cluster.nodes {
+        eventually(RECOVERY, "every broker has the throttled replicas", || {
+            let source = config_source(
+                &node.addr.to_string(),
+                TOPIC_RESOURCE,
+                &topic,
+                FOLLOWER_REPLICAS,
+            );
+            (source.0.as_deref() == Some("*")).then_some(())
+        });
+    }
+
+    // Broker 3 has none of it: at the rate, the move takes total / RATE (16 s). For half of
+    // that it must not be done, and at no point ahead of the rate by more than a second's
+    // burst and one fetch response (1 MiB), with half again as slack.
+    reassign(&addr, &topic, &[2, 3]);
+    let started = Instant::now();
+    let held = Duration::from_secs_f64(total as f64 / RATE as f64 * 0.5);
+    let mut moved = 0;
+    while started.elapsed() < held {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        moved = replica_bytes(&cluster, 3, &topic);
+        let elapsed = started.elapsed().as_secs_f64();
+        let allowed = (1 << 20) as f64 + RATE as f64 * (elapsed + 1.0) * 1.5;
+        assert!(
+            (moved as f64) <= allowed,
+            "{moved} bytes moved after {elapsed:.1} s at {RATE} B/s"
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "throttled: {moved} of {total} bytes in {elapsed:.1} s ({:.0} B/s, rate {RATE})",
+        moved as f64 / elapsed
+    );
+    assert!(moved > 0, "the throttle let nothing through");
+    assert!(moved < total, "moved {total} bytes in {elapsed:.1} s");
+    assert!(!ongoing_reassignments(&addr).is_empty());
+
+    // Lifted, the move completes, with every acknowledged record and the same bytes.
+    set_throttle_rates(&cluster, None);
+    let lifted = Instant::now();
+    let done = eventually(RECOVERY, "the move completed", || {
+        let view = partitions(&bootstrap, &topic)?.into_iter().next()?;
+        (ongoing_reassignments(&cluster.node(2).addr.to_string()).is_empty()
+            && view.replicas == BTreeSet::from([2, 3])
+            && view.isr == BTreeSet::from([2, 3]))
+        .then_some(view)
+    });
+    eprintln!(
+        "unthrottled: the rest moved and the reassignment completed in {:.1} s",
+        lifted.elapsed().as_secs_f64()
+    );
+    assert!([2, 3].contains(&done.leader), "{done:?}");
+    let high = high_watermark(&bootstrap, &topic, 0);
+    let read = read_partition(&bootstrap, &topic, 0, high, RECOVERY);
+    assert_eq!(read.len(), acked.len());
+    for (offset, value) in &acked {
+        assert_eq!(read.get(offset), Some(value), "offset {offset}");
+    }
+    eventually(RECOVERY, "replicas 2 and 3 byte for byte", || {
+        let (a, b) = (
+            log_bytes(&cluster.node(2).data_dir, &topic, 0),
+            log_bytes(&cluster.node(3).data_dir, &topic, 0),
+        );
+        (!a.is_empty() && a == b).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sync_followers_are_not_throttled() {
+    let cluster = Cluster::start_with(3, FAST_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("insync");
+    // Every replica must have each write: a held-back follower would fail acks=all.
+    create_replicated(
+        &bootstrap,
+        &topic,
+        1,
+        &[
+            ("min.insync.replicas", "3"),
+            (LEADER_REPLICAS, "*"),
+            (FOLLOWER_REPLICAS, "*"),
+        ],
+    )
+    .await;
+    eventually(RECOVERY, "every replica in sync", || {
+        partitions(&bootstrap, &topic)
+            .and_then(|v| v.into_iter().next())
+            .filter(PartitionView::healthy)
+    });
+    // 1 KiB/s: the 512 KiB below would take over eight minutes at the rate.
+    set_throttle_rates(&cluster, Some(1024));
+    let started = Instant::now();
+    let acked = fill(&bootstrap, &topic, 128, 4096).await;
+    let elapsed = started.elapsed();
+    eprintln!("512 KiB acks=all under a 1 KiB/s throttle: {elapsed:?}");
+    assert_eq!(acked.len(), 128);
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    let view = partitions(&bootstrap, &topic).and_then(|v| v.into_iter().next());
+    assert!(
+        view.as_ref().is_some_and(PartitionView::healthy),
+        "{view:?}"
+    );
 }

@@ -4,12 +4,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    describe_configs_request::DescribeConfigsResource,
+    DescribeConfigsRequest, describe_configs_request::DescribeConfigsResource,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::Message;
@@ -196,41 +192,6 @@ fn incremental(
     alter(addr, 2, topic, ops, validate_only)
 }
 
-/// IncrementalAlterConfigs on one resource (2 = topic, 4 = broker): (error code, message).
-fn alter(
-    addr: &str,
-    resource_type: i8,
-    name: &str,
-    ops: &[(&str, i8, Option<&str>)],
-    validate_only: bool,
-) -> (i16, Option<String>) {
-    let r = raw_round_trip(
-        addr,
-        &IncrementalAlterConfigsRequest::default()
-            .with_validate_only(validate_only)
-            .with_resources(vec![
-                AlterConfigsResource::default()
-                    .with_resource_type(resource_type)
-                    .with_resource_name(StrBytes::from_string(name.into()))
-                    .with_configs(
-                        ops.iter()
-                            .map(|(k, op, v)| {
-                                AlterableConfig::default()
-                                    .with_name(StrBytes::from_string(k.to_string()))
-                                    .with_config_operation(*op)
-                                    .with_value(v.map(|v| StrBytes::from_string(v.into())))
-                            })
-                            .collect(),
-                    ),
-            ]),
-        1,
-    );
-    (
-        r.responses[0].error_code,
-        r.responses[0].error_message.as_ref().map(|m| m.to_string()),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_configs_change_live_and_durably() {
     let mut broker = BrokerProcess::start();
@@ -378,18 +339,7 @@ fn alter_broker(addr: &str, name: &str, ops: &[(&str, i8, Option<&str>)]) -> i16
 
 /// (value, source) of a topic config as DescribeConfigs reports it.
 fn topic_config_source(addr: &str, topic: &str, key: &str) -> (Option<String>, i8) {
-    let r = raw_round_trip(
-        addr,
-        &DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(StrBytes::from_string(topic.into()))
-                .with_configuration_keys(Some(vec![StrBytes::from_string(key.into())])),
-        ]),
-        4,
-    );
-    let c = &r.results[0].configs[0];
-    (c.value.as_ref().map(|v| v.to_string()), c.config_source)
+    config_source(addr, 2, topic, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

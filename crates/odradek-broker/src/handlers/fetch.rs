@@ -23,6 +23,7 @@ use crate::Broker;
 use crate::broker::{Reply, str_bytes};
 use crate::log_manager::{Partition, Topic};
 use crate::metrics::TopicLabel;
+use crate::replication::throttle::Throttle;
 
 /// Kafka's `max.incremental.fetch.session.cache.slots` default.
 const MAX_SESSIONS: usize = 1000;
@@ -199,6 +200,10 @@ struct PartitionRead {
     counted_as: Option<TopicLabel>,
     /// Bytes a follower's read returned (counted as replication, not as consumption).
     replicated: usize,
+    /// A follower's read as this leader's replication throttle (KIP-73) has it, and
+    /// whether the throttle withheld its records.
+    throttle: Throttle,
+    held_back: bool,
 }
 
 impl PartitionRead {
@@ -211,6 +216,8 @@ impl PartitionRead {
             reported: None,
             counted_as: None,
             replicated: 0,
+            throttle: Throttle::Off,
+            held_back: false,
         }
     }
 }
@@ -302,6 +309,18 @@ impl Broker {
         {
             return error(data, ResponseError::NotLeaderOrFollower);
         }
+        // Kafka's `shouldLeaderThrottle`: a throttled follower gets no records while this
+        // leader's throttle is in debt, and is answered as if there were none yet.
+        let throttle = match reader {
+            Reader::Follower(replica) => self.leader_throttle(&topic, target.partition, replica),
+            Reader::Consumer { .. } => Throttle::Off,
+        };
+        let held_back = throttle == Throttle::Holdable
+            && self
+                .replication_quotas
+                .leader
+                .exceeded(&self.config())
+                .is_some();
         let Some(log) = partition.lock_online_log() else {
             return error(data, ResponseError::KafkaStorageError);
         };
@@ -351,7 +370,7 @@ impl Broker {
         let (high_watermark, last_stable_offset) = partition.visible_offsets(&log);
         // Followers read to the log end; consumers to the high watermark, or for
         // read_committed to the last stable offset.
-        let prepared =
+        let prepared = (!held_back).then(|| {
             log.prepare_read(target.fetch_offset, limit, min_one)
                 .map(|p| match reader {
                     Reader::Follower(_) => p,
@@ -363,7 +382,8 @@ impl Broker {
                         read_committed: false,
                         ..
                     } => p.up_to(high_watermark),
-                });
+                })
+        });
         if read_committed {
             let aborted = log
                 .aborted_transactions(target.fetch_offset, last_stable_offset)
@@ -380,9 +400,12 @@ impl Broker {
         data.high_watermark = high_watermark;
         data.last_stable_offset = last_stable_offset;
         data.log_start_offset = log_start_offset;
-        let (records, more_waiting) = match prepared.and_then(|p| p.read()) {
-            Ok(r) => (r.records, r.more_waiting),
-            Err(StorageError::OffsetOutOfRange { .. }) => {
+        // Held back is not "more waiting": the fetch parks as for a partition with no data,
+        // so the follower does not ask again at once.
+        let (records, more_waiting) = match prepared.map(|p| p.and_then(|p| p.read())) {
+            None => (bytes::Bytes::new(), false),
+            Some(Ok(r)) => (r.records, r.more_waiting),
+            Some(Err(StorageError::OffsetOutOfRange { .. })) => {
                 let mut out = error(data, ResponseError::OffsetOutOfRange);
                 out.data.high_watermark = high_watermark;
                 out.data.log_start_offset = log_start_offset;
@@ -390,11 +413,11 @@ impl Broker {
             }
             // Kafka's ReplicaManager answers a CorruptRecordException with CORRUPT_MESSAGE
             // for that partition alone; the rest of the fetch is served.
-            Err(e @ StorageError::Corrupt { .. }) => {
+            Some(Err(e @ StorageError::Corrupt { .. })) => {
                 error!(topic = ?target.topic, partition = target.partition, offset = target.fetch_offset, error = %e, "fetch found corrupt data on disk");
                 return error(data, ResponseError::CorruptMessage);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(error = %e, "fetch read failed");
                 return error(data, ResponseError::KafkaStorageError);
             }
@@ -417,6 +440,8 @@ impl Broker {
             } else {
                 0
             },
+            throttle,
+            held_back,
         }
     }
 
@@ -680,6 +705,13 @@ impl Broker {
                 && read.reported == last;
             if let Some(r) = read.reported.clone() {
                 reported.push((target.topic.clone(), target.partition, r));
+            }
+            let quota = &self.replication_quotas.leader;
+            if read.throttle != Throttle::Off {
+                quota.record(&self.config(), &self.metrics, read.replicated);
+            }
+            if read.held_back {
+                quota.held_back(&self.metrics);
             }
             if unchanged {
                 continue;

@@ -24,6 +24,7 @@ use crate::Broker;
 use crate::broker::str_bytes;
 use crate::inter_broker::{BrokerConnection, InterBrokerError};
 use crate::log_manager::Partition;
+use crate::replication::throttle::Throttle;
 
 /// Fetch v12: the first with `last_fetched_epoch` and diverging epochs, and the last that
 /// names topics (the fetcher has the names at hand) with `replica_id` in the request body.
@@ -35,6 +36,11 @@ const PARTITION_MAX_BYTES: i32 = 1 << 20;
 /// How soon a fetch is retried when the leader could serve none of its partitions.
 const RETRY_SOON: Duration = Duration::from_millis(50);
 const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+/// Bounds on how long a follower whose throttle holds everything back waits before it
+/// looks again: no busy rounds while the debt is nearly paid, and a raised or removed rate
+/// (or a replica that joined the ISR) is noticed within a second.
+const THROTTLE_WAIT_MIN: Duration = Duration::from_millis(10);
+const THROTTLE_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// A partition this broker follows, as its fetcher has it.
 #[derive(Clone)]
@@ -58,12 +64,21 @@ pub struct ReplicaFetchers {
 
 /// What a round did to a partition.
 enum Outcome {
-    /// Appended: sync before the next fetch.
-    Appended,
+    /// Appended this many bytes: sync before the next fetch.
+    Appended(usize),
     Idle,
     /// The leader cannot serve it now (it has not caught up with the metadata, or lost
     /// leadership): wait for a metadata change or the backoff.
     Backoff,
+}
+
+/// What one fetch round came to.
+enum Round {
+    Progressed,
+    /// Nothing could be fetched (back off).
+    Nothing,
+    /// The follower throttle held back every partition, for about this long.
+    Throttled(Duration),
 }
 
 impl Broker {
@@ -143,13 +158,16 @@ impl Broker {
                 Some(Duration::from_secs(3600))
             } else {
                 match self.fetch_round(leader, &mut connection, &followed).await {
-                    Ok(true) => {
+                    Ok(Round::Progressed) => {
                         failures = 0;
                         None
                     }
                     // The leader has not yet applied the metadata that made it leader (or
                     // lost leadership, which the metadata will say): soon, not a full backoff.
-                    Ok(false) => Some(RETRY_SOON),
+                    Ok(Round::Nothing) => Some(RETRY_SOON),
+                    Ok(Round::Throttled(wait)) => {
+                        Some(wait.clamp(THROTTLE_WAIT_MIN, THROTTLE_WAIT_MAX))
+                    }
                     Err(e) => {
                         let had_connection = connection.take().is_some();
                         failures += 1;
@@ -175,14 +193,13 @@ impl Broker {
         }
     }
 
-    /// One Fetch to the leader and what follows from its answer. Ok(false): nothing could
-    /// be fetched this round (back off).
+    /// One Fetch to the leader and what follows from its answer.
     async fn fetch_round(
         &self,
         leader: i32,
         connection: &mut Option<BrokerConnection>,
         followed: &[Followed],
-    ) -> Result<bool, InterBrokerError> {
+    ) -> Result<Round, InterBrokerError> {
         if connection.is_none() {
             let addr = self
                 .broker_address(leader)
@@ -190,29 +207,62 @@ impl Broker {
             *connection = Some(BrokerConnection::open(leader, addr).await?);
         }
         let Some(conn) = connection.as_mut() else {
-            return Ok(false);
+            return Ok(Round::Nothing);
         };
-        let request = self.replica_fetch_request(followed);
+        // Kafka's `shouldFollowerThrottle`: while the follower throttle is in debt,
+        // throttled partitions out of the ISR are left out of the request.
+        let config = self.config();
+        let quota = &self.replication_quotas.follower;
+        let throttles: Vec<Throttle> = followed
+            .iter()
+            .map(|f| self.follower_throttle(&f.topic, f.partition.index))
+            .collect();
+        let hold = throttles
+            .contains(&Throttle::Holdable)
+            .then(|| quota.exceeded(&config))
+            .flatten();
+        let fetched = followed
+            .iter()
+            .zip(&throttles)
+            .filter(|(_, t)| hold.is_none() || **t != Throttle::Holdable)
+            .map(|(f, _)| f);
+        // Back for the held-back partitions once the rate allows them, not a full wait later.
+        let max_wait = hold.map_or(FETCH_WAIT_MS, |wait| {
+            let ms = wait.clamp(THROTTLE_WAIT_MIN, THROTTLE_WAIT_MAX).as_millis();
+            i32::try_from(ms).map_or(FETCH_WAIT_MS, |ms| ms.min(FETCH_WAIT_MS))
+        });
+        let request = self.replica_fetch_request(fetched, max_wait);
+        if let Some(wait) = hold {
+            let held = throttles.iter().filter(|t| **t == Throttle::Holdable);
+            held.for_each(|_| quota.held_back(&self.metrics));
+            if request.topics.is_empty() {
+                return Ok(Round::Throttled(wait));
+            }
+        }
         if request.topics.is_empty() {
-            return Ok(false);
+            return Ok(Round::Nothing);
         }
         let response = conn.send(&request, FETCH_VERSION).await?;
         if response.error_code != 0 {
             debug!(leader, error = response.error_code, "replica fetch refused");
-            return Ok(false);
+            return Ok(Round::Nothing);
         }
         let mut appended = Vec::new();
         let mut progressed = false;
         for topic in response.responses {
             for data in topic.partitions {
-                let Some(f) = followed.iter().find(|f| {
+                let Some(at) = followed.iter().position(|f| {
                     f.topic == topic.topic.as_str() && f.partition.index == data.partition_index
                 }) else {
                     continue;
                 };
+                let f = &followed[at];
                 match self.apply_fetched(leader, f, data) {
-                    Outcome::Appended => {
+                    Outcome::Appended(bytes) => {
                         progressed = true;
+                        if throttles[at] != Throttle::Off {
+                            quota.record(&config, &self.metrics, bytes);
+                        }
                         let caching = self
                             .logs
                             .topic(&f.topic)
@@ -240,10 +290,18 @@ impl Broker {
                 warn!(partition = partition.index, error = %e, "cannot sync replicated data");
             }
         }
-        Ok(progressed)
+        Ok(if progressed {
+            Round::Progressed
+        } else {
+            Round::Nothing
+        })
     }
 
-    fn replica_fetch_request(&self, followed: &[Followed]) -> FetchRequest {
+    fn replica_fetch_request<'a>(
+        &self,
+        followed: impl Iterator<Item = &'a Followed>,
+        max_wait_ms: i32,
+    ) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
         for f in followed {
             let Some(log) = f.partition.lock_online_log() else {
@@ -268,7 +326,7 @@ impl Broker {
         }
         FetchRequest::default()
             .with_replica_id(BrokerId(self.node_id))
-            .with_max_wait_ms(FETCH_WAIT_MS)
+            .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(1)
             .with_max_bytes(RESPONSE_MAX_BYTES)
             .with_session_id(0)
@@ -309,11 +367,10 @@ impl Broker {
                 let outcome = if records.is_empty() {
                     Outcome::Idle
                 } else {
-                    self.metrics
-                        .replication_bytes_in
-                        .inc_by(records.len() as u64);
+                    let bytes = records.len();
+                    self.metrics.replication_bytes_in.inc_by(bytes as u64);
                     log.append_replicated(records)?;
-                    Outcome::Appended
+                    Outcome::Appended(bytes)
                 };
                 if data.log_start_offset > log.log_start_offset()
                     && data.log_start_offset <= log.log_end_offset()
@@ -346,9 +403,9 @@ impl Broker {
         })();
         drop(log);
         match result {
-            Ok(Outcome::Appended) => {
+            Ok(Outcome::Appended(bytes)) => {
                 partition.appended.notify_waiters();
-                Outcome::Appended
+                Outcome::Appended(bytes)
             }
             Ok(outcome) => outcome,
             Err(e) => {

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod fetcher;
 pub(crate) mod isr;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

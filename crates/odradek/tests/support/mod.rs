@@ -622,3 +622,61 @@ pub fn json(out: &std::process::Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
+
+/// IncrementalAlterConfigs on one resource (2 = topic, 4 = broker): (error code, message).
+pub fn alter(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let r = raw_round_trip(
+        addr,
+        &IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(StrBytes::from_string(name.into()))
+                    .with_configs(
+                        ops.iter()
+                            .map(|(k, op, v)| {
+                                AlterableConfig::default()
+                                    .with_name(StrBytes::from_string(k.to_string()))
+                                    .with_config_operation(*op)
+                                    .with_value(v.map(|v| StrBytes::from_string(v.into())))
+                            })
+                            .collect(),
+                    ),
+            ]),
+        1,
+    );
+    (
+        r.responses[0].error_code,
+        r.responses[0].error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// DescribeConfigs of one key of one resource (2 = topic, 4 = broker): its value and
+/// source.
+pub fn config_source(addr: &str, resource_type: i8, name: &str, key: &str) -> (Option<String>, i8) {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let r = raw_round_trip(
+        addr,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name.into()))
+                .with_configuration_keys(Some(vec![StrBytes::from_string(key.into())])),
+        ]),
+        4,
+    );
+    let c = &r.results[0].configs[0];
+    (c.value.as_ref().map(|v| v.to_string()), c.config_source)
+}
