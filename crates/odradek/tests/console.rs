@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,30 +12,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use support::*;
-
-/// GET `path` from the HTTP listener: (status code, body).
-fn get(http: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(http).expect("connecting to the HTTP listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("reading the response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
-}
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
