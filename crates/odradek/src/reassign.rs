@@ -167,13 +167,14 @@ fn assignment(metadata: &MetadataResponse) -> anyhow::Result<BTreeMap<(String, i
     Ok(out)
 }
 
-/// The moves that put every partition's replicas on `brokers` only: replicas already on
-/// one of them stay (in their order, so a kept leader stays preferred), and each missing
-/// one goes to the least loaded broker, ties broken round-robin. Partitions already placed
-/// so are left out.
+/// The moves that put every partition's replicas on `brokers` or `keep` only: replicas
+/// already on one of them stay (in their order, so a kept leader stays preferred), and each
+/// missing one goes to the least loaded of `brokers`, ties broken round-robin. Partitions
+/// already placed so are left out.
 fn spread(
     current: &BTreeMap<(String, i32), Vec<i32>>,
     brokers: &[i32],
+    keep: &BTreeSet<i32>,
 ) -> anyhow::Result<Vec<Move>> {
     let allowed: Vec<i32> = brokers
         .iter()
@@ -184,9 +185,14 @@ fn spread(
     if allowed.is_empty() {
         bail!("no brokers to place replicas on");
     }
+    let stays = |r: &&i32| allowed.contains(r) || keep.contains(r);
     let too_big: BTreeSet<String> = current
         .iter()
-        .filter(|(_, replicas)| replicas.len() > allowed.len())
+        .filter(|(_, replicas)| {
+            let kept = replicas.iter().filter(stays).count();
+            let free = allowed.iter().filter(|b| !replicas.contains(b)).count();
+            replicas.len() - kept > free
+        })
         .map(|((topic, _), replicas)| format!("{topic} (replication factor {})", replicas.len()))
         .collect();
     if !too_big.is_empty() {
@@ -209,11 +215,7 @@ fn spread(
     let mut next = 0;
     let mut moves = Vec::new();
     for ((topic, partition), replicas) in current {
-        let mut target: Vec<i32> = replicas
-            .iter()
-            .copied()
-            .filter(|r| allowed.contains(r))
-            .collect();
+        let mut target: Vec<i32> = replicas.iter().filter(stays).copied().collect();
         while target.len() < replicas.len() {
             let pick = (0..allowed.len())
                 .map(|i| allowed[(next + i) % allowed.len()])
@@ -274,7 +276,7 @@ fn plan(args: &ClientArgs, topics: &[String], brokers: &[i32]) -> anyhow::Result
         );
     }
     let current = assignment(&metadata)?;
-    let moves = spread(&current, brokers)?;
+    let moves = spread(&current, brokers, &BTreeSet::new())?;
     eprintln!("{} of {} partitions move", moves.len(), current.len());
     println!("{}", serde_json::to_string_pretty(&Plan::new(moves))?);
     Ok(())
@@ -417,16 +419,17 @@ fn set_throttles(args: &ClientArgs, before: &[Move], plan: &Plan, rate: u64) -> 
             continue;
         }
         brokers.extend(from.replicas.iter().chain(&to.replicas).copied());
-        let pairs = |replicas: &mut dyn Iterator<Item = &i32>| -> Vec<String> {
-            replicas.map(|b| format!("{}:{b}", to.partition)).collect()
-        };
+        let pair = |b: &i32| format!("{}:{b}", to.partition);
         leaders
             .entry(&to.topic)
             .or_default()
-            .extend(pairs(&mut from.replicas.iter()));
-        followers.entry(&to.topic).or_default().extend(pairs(
-            &mut to.replicas.iter().filter(|b| !from.replicas.contains(b)),
-        ));
+            .extend(from.replicas.iter().map(pair));
+        followers.entry(&to.topic).or_default().extend(
+            to.replicas
+                .iter()
+                .filter(|b| !from.replicas.contains(b))
+                .map(pair),
+        );
     }
     let rates: Vec<String> = RATE_CONFIGS.iter().map(|k| format!("{k}={rate}")).collect();
     for broker in &brokers {
@@ -805,6 +808,13 @@ pub fn decommission(
         .filter(|b| b.broker_id.0 != id && !b.is_fenced)
         .map(|b| b.broker_id.0)
         .collect();
+    // Replicas on a fenced broker (perhaps restarting) stay: only broker `id` is drained.
+    let fenced: BTreeSet<i32> = cluster
+        .brokers
+        .iter()
+        .filter(|b| b.broker_id.0 != id && b.is_fenced)
+        .map(|b| b.broker_id.0)
+        .collect();
     let current: BTreeMap<(String, i32), Vec<i32>> = assignment(&metadata(&mut client, None)?)?
         .into_iter()
         .filter(|(_, replicas)| replicas.contains(&id))
@@ -813,7 +823,7 @@ pub fn decommission(
         println!("Broker {id} holds no replicas: it can be stopped.");
         return Ok(());
     }
-    let moves = spread(&current, &remaining).with_context(|| {
+    let moves = spread(&current, &remaining, &fenced).with_context(|| {
         format!(
             "cannot drain broker {id}: the other live brokers are too few (add brokers or \
              lower the replication factor first)"
@@ -859,12 +869,13 @@ mod tests {
             ("a", 2, &[1]),
             ("b", 0, &[1, 2]),
         ]);
-        let moves = spread(&current, &[1, 2, 3]).unwrap();
+        let none = BTreeSet::new();
+        let moves = spread(&current, &[1, 2, 3], &none).unwrap();
         assert!(
             moves.is_empty(),
             "everything is on an allowed broker: {moves:?}"
         );
-        let moves = spread(&current, &[2, 3]).unwrap();
+        let moves = spread(&current, &[2, 3], &none).unwrap();
         let targets: Vec<(&str, i32, &[i32])> = moves
             .iter()
             .map(|m| (m.topic.as_str(), m.partition, m.replicas.as_slice()))
@@ -884,9 +895,18 @@ mod tests {
     #[test]
     fn spreading_refuses_a_replication_factor_the_brokers_cannot_hold() {
         let current = layout(&[("a", 0, &[1, 2, 3])]);
-        let error = spread(&current, &[1, 2]).unwrap_err().to_string();
+        let none = BTreeSet::new();
+        let error = spread(&current, &[1, 2], &none).unwrap_err().to_string();
         assert!(error.contains("a (replication factor 3)"), "{error}");
-        assert!(spread(&current, &[]).is_err());
+        assert!(spread(&current, &[], &none).is_err());
+    }
+
+    #[test]
+    fn spreading_keeps_replicas_on_brokers_to_keep() {
+        // Draining 3 while 2 is fenced: 2's replica stays, 3's goes to 1.
+        let current = layout(&[("a", 0, &[3, 2])]);
+        let moves = spread(&current, &[1], &BTreeSet::from([2])).unwrap();
+        assert_eq!(moves[0].replicas, vec![2, 1]);
     }
 
     #[test]
