@@ -277,6 +277,21 @@ async fn metrics_and_the_console_show_topics_traffic_and_group_lag() {
         !topic.contains("<img src=\"x\""),
         "topic data became markup:\n{topic}"
     );
+    // The partition table shows placement: leader 1, epoch 0, replicas and ISR [1].
+    let plain = |page: &str| page.replace(" class=\"\"", "");
+    assert!(
+        plain(&topic).contains("<td>1</td><td>1</td><td>0</td><td>1</td><td>1</td>"),
+        "no placement for partition 1:\n{topic}"
+    );
+    let brokers = render(&format!("http://{http}/#/brokers"), "brokers.png");
+    let row = format!(
+        "<td>{}</td><td>-</td><td>live</td><td>yes</td>",
+        broker.addr
+    );
+    assert!(
+        plain(&brokers).contains(&row),
+        "broker 1 should be live and lead the quorum:\n{brokers}"
+    );
     let group = render(&format!("http://{http}/#/groups/web-group"), "group.png");
     assert!(group.contains("Group web-group"), "{group}");
     // Total lag 70: 40 on partition 0, 30 on partition 1.
