@@ -298,7 +298,7 @@ pub fn execute(args: &ClientArgs, plan: &Plan, throttle: Option<u64>) -> anyhow:
         });
     }
     if let Some(rate) = throttle {
-        set_throttles(args, &before, plan, rate)?;
+        set_throttles(args, &throttles(&before, plan), rate)?;
     }
     let mut by_topic: BTreeMap<&str, Vec<&Move>> = BTreeMap::new();
     for m in &plan.partitions {
@@ -407,48 +407,68 @@ fn failed_moves(outcomes: &Outcomes, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kafka's throttles for a reassignment: the rates on every broker a moved partition is or
-/// will be on; the leader throttle on the replicas the moved partitions have now (they
-/// send the data), the follower throttle on the ones being added (they fetch it).
-fn set_throttles(args: &ClientArgs, before: &[Move], plan: &Plan, rate: u64) -> anyhow::Result<()> {
+/// Kafka's throttles for a reassignment.
+#[derive(Debug, PartialEq, Eq)]
+struct Throttles {
+    /// Every broker a moved partition is or will be on: they get the rates.
+    brokers: BTreeSet<i32>,
+    /// Per topic, the values of [`REPLICA_CONFIGS`]: the leader throttle on the replicas
+    /// the moved partitions have now (they send the data), the follower throttle on the ones
+    /// being added (they fetch it), each as `partition:broker,…`.
+    replicas: BTreeMap<String, [String; 2]>,
+}
+
+fn throttles(before: &[Move], plan: &Plan) -> Throttles {
     let mut brokers = BTreeSet::new();
-    let mut leaders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut followers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut lists: BTreeMap<String, [Vec<String>; 2]> = BTreeMap::new();
     for (from, to) in before.iter().zip(&plan.partitions) {
         if from.replicas == to.replicas {
             continue;
         }
         brokers.extend(from.replicas.iter().chain(&to.replicas).copied());
         let pair = |b: &i32| format!("{}:{b}", to.partition);
-        leaders
-            .entry(&to.topic)
-            .or_default()
-            .extend(from.replicas.iter().map(pair));
-        followers.entry(&to.topic).or_default().extend(
+        let [leaders, followers] = lists.entry(to.topic.clone()).or_default();
+        leaders.extend(from.replicas.iter().map(pair));
+        followers.extend(
             to.replicas
                 .iter()
                 .filter(|b| !from.replicas.contains(b))
                 .map(pair),
         );
     }
+    Throttles {
+        brokers,
+        replicas: lists
+            .into_iter()
+            .map(|(topic, lists)| (topic, lists.map(|l| l.join(","))))
+            .collect(),
+    }
+}
+
+fn set_throttles(args: &ClientArgs, throttles: &Throttles, rate: u64) -> anyhow::Result<()> {
     let rates: Vec<String> = RATE_CONFIGS.iter().map(|k| format!("{k}={rate}")).collect();
-    for broker in &brokers {
+    for broker in &throttles.brokers {
         alter_configs(args, RESOURCE_BROKER, &broker.to_string(), &rates, &[])
             .with_context(|| format!("throttling broker {broker}"))?;
     }
-    for (topic, leader) in &leaders {
-        let follower = followers.get(topic).map_or_else(Vec::new, Clone::clone);
-        let set = [
-            format!("{}={}", REPLICA_CONFIGS[0], leader.join(",")),
-            format!("{}={}", REPLICA_CONFIGS[1], follower.join(",")),
-        ];
+    for (topic, values) in &throttles.replicas {
+        let set: Vec<String> = REPLICA_CONFIGS
+            .iter()
+            .zip(values)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         alter_configs(args, RESOURCE_TOPIC, topic, &set, &[])
             .with_context(|| format!("throttling the replicas of {topic}"))?;
     }
     println!(
         "Throttled replication to {rate} B/s on brokers {} for {}",
-        ids(&brokers.into_iter().collect::<Vec<_>>()),
-        leaders.keys().copied().collect::<Vec<_>>().join(", ")
+        ids(&throttles.brokers.iter().copied().collect::<Vec<_>>()),
+        throttles
+            .replicas
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -907,6 +927,31 @@ mod tests {
         let current = layout(&[("a", 0, &[3, 2])]);
         let moves = spread(&current, &[1], &BTreeSet::from([2])).unwrap();
         assert_eq!(moves[0].replicas, vec![2, 1]);
+    }
+
+    #[test]
+    fn throttles_are_kafkas_leader_and_follower_replica_lists() {
+        let at = |topic: &str, partition, replicas: &[i32]| Move {
+            topic: topic.into(),
+            partition,
+            replicas: replicas.to_vec(),
+        };
+        let before = [at("a", 0, &[1, 2]), at("a", 1, &[2, 3]), at("b", 0, &[1])];
+        let plan = Plan::new(vec![
+            at("a", 0, &[2, 4]),
+            at("a", 1, &[2, 3]),
+            at("b", 0, &[3]),
+        ]);
+        let t = throttles(&before, &plan);
+        // a-1 does not move, so broker-wise only 1, 2, 4 (a-0) and 1, 3 (b-0) take part.
+        assert_eq!(t.brokers, BTreeSet::from([1, 2, 3, 4]));
+        assert_eq!(
+            t.replicas,
+            BTreeMap::from([
+                ("a".to_string(), ["0:1,0:2".to_string(), "0:4".to_string()]),
+                ("b".to_string(), ["0:1".to_string(), "0:3".to_string()]),
+            ])
+        );
     }
 
     #[test]

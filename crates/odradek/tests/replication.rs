@@ -1624,12 +1624,28 @@ async fn cluster_reassign_plans_executes_and_watches_a_move_that_keeps_every_rec
         &["cluster", "reassign", "execute", "--plan", file],
     );
     assert_eq!(started.matches(" ok").count(), 3, "{started}");
+    // The topic's throttles, as `execute --throttle` sets them: `watch` removes them.
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "alter-config",
+            &topic,
+            "--set",
+            "leader.replication.throttled.replicas=0:1,1:1,2:1",
+            "--set",
+            "follower.replication.throttled.replicas=0:2,1:3,2:2",
+        ],
+    );
     let watched = cli_ok(
         &bootstrap,
         &["cluster", "reassign", "watch", "--plan", file],
     );
     assert!(
-        watched.contains("No reassignment in progress."),
+        watched.contains("No reassignment in progress.")
+            && watched.contains(&format!(
+                "Removed the replication throttles of topic {topic}"
+            )),
         "{watched}"
     );
 
@@ -1655,6 +1671,11 @@ async fn cluster_reassign_plans_executes_and_watches_a_move_that_keeps_every_rec
     for p in described["partitions"].as_array().expect("partitions") {
         assert!(p["elr"].is_array(), "{described}");
     }
+    let configs = described["configs"].as_object().expect("configs");
+    assert!(
+        !configs.keys().any(|k| k.contains("throttled")),
+        "throttles left behind: {described}"
+    );
     let info: serde_json::Value = serde_json::from_str(&cli_ok(
         &bootstrap,
         &["cluster", "info", "--output", "json"],
