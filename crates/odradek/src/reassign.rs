@@ -300,36 +300,12 @@ pub fn execute(args: &ClientArgs, plan: &Plan, throttle: Option<u64>) -> anyhow:
     if let Some(rate) = throttle {
         set_throttles(args, &throttles(&before, plan), rate)?;
     }
-    let mut by_topic: BTreeMap<&str, Vec<&Move>> = BTreeMap::new();
-    for m in &plan.partitions {
-        by_topic.entry(&m.topic).or_default().push(m);
-    }
-    let (_, response) = client.send(None, |_| {
-        AlterPartitionReassignmentsRequest::default()
-            .with_timeout_ms(TIMEOUT.as_millis() as i32)
-            .with_topics(
-                by_topic
-                    .iter()
-                    .map(|(topic, moves)| {
-                        ReassignableTopic::default()
-                            .with_name(TopicName(s(topic)))
-                            .with_partitions(
-                                moves
-                                    .iter()
-                                    .map(|m| {
-                                        ReassignablePartition::default()
-                                            .with_partition_index(m.partition)
-                                            .with_replicas(Some(
-                                                m.replicas.iter().map(|b| BrokerId(*b)).collect(),
-                                            ))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
-    })?;
-    let outcomes = reassignment_outcomes(&response)?;
+    let targets: Vec<_> = plan
+        .partitions
+        .iter()
+        .map(|m| (m.topic.as_str(), m.partition, Some(m.replicas.as_slice())))
+        .collect();
+    let outcomes = alter_reassignments(&mut client, &targets)?;
     print_table(
         &["TOPIC", "PARTITION", "FROM", "TO", "RESULT"],
         before
@@ -353,6 +329,37 @@ pub fn execute(args: &ClientArgs, plan: &Plan, throttle: Option<u64>) -> anyhow:
         serde_json::to_string(&Plan::new(before))?
     );
     failed_moves(&outcomes, "started")
+}
+
+/// Sends AlterPartitionReassignments: each (topic, partition) to its target replicas, or
+/// with `None` back to where it was before its move (a cancel).
+fn alter_reassignments(
+    client: &mut Client,
+    targets: &[(&str, i32, Option<&[i32]>)],
+) -> anyhow::Result<Outcomes> {
+    let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+    for (topic, partition, replicas) in targets {
+        by_topic.entry(topic).or_default().push(
+            ReassignablePartition::default()
+                .with_partition_index(*partition)
+                .with_replicas(replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect())),
+        );
+    }
+    let (_, response) = client.send(None, |_| {
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(TIMEOUT.as_millis() as i32)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        ReassignableTopic::default()
+                            .with_name(TopicName(s(topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            )
+    })?;
+    reassignment_outcomes(&response)
 }
 
 /// Each partition's result in an AlterPartitionReassignments response: `None` when done,
@@ -764,34 +771,11 @@ fn cancel(args: &ClientArgs, plan: Option<&Plan>) -> anyhow::Result<()> {
         println!("No reassignment in progress.");
         return Ok(());
     }
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, partition) in &targets {
-        by_topic.entry(topic).or_default().push(*partition);
-    }
-    let (_, response) = client.send(None, |_| {
-        AlterPartitionReassignmentsRequest::default()
-            .with_timeout_ms(TIMEOUT.as_millis() as i32)
-            .with_topics(
-                by_topic
-                    .iter()
-                    .map(|(topic, partitions)| {
-                        ReassignableTopic::default()
-                            .with_name(TopicName(s(topic)))
-                            .with_partitions(
-                                partitions
-                                    .iter()
-                                    .map(|p| {
-                                        ReassignablePartition::default()
-                                            .with_partition_index(*p)
-                                            .with_replicas(None)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            )
-    })?;
-    let outcomes = reassignment_outcomes(&response)?;
+    let cancels: Vec<_> = targets
+        .iter()
+        .map(|(t, p)| (t.as_str(), *p, None))
+        .collect();
+    let outcomes = alter_reassignments(&mut client, &cancels)?;
     print_table(
         &["TOPIC", "PARTITION", "RESULT"],
         targets
