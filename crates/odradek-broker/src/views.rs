@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::Broker;
 use crate::coordinator::is_internal;
+use crate::metadata::{MetadataImage, PartitionPlacement};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionSummary {
@@ -17,7 +18,26 @@ pub struct PartitionSummary {
     pub last_stable_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// No log here: it is offline, or held on other brokers only.
     pub offline: bool,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1: no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// A reassignment in progress: the replicas being added and removed.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// A broker as the metadata image registers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerSummary {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,7 +124,45 @@ impl Broker {
         self.started.elapsed()
     }
 
+    /// Every registered broker, by id, and the metadata quorum's leader as this node knows
+    /// it (None during an election).
+    pub fn broker_summaries(&self) -> (Vec<BrokerSummary>, Option<i32>) {
+        let brokers = self
+            .logs
+            .image()
+            .brokers
+            .values()
+            .map(|b| BrokerSummary {
+                id: b.id,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            })
+            .collect();
+        (brokers, self.logs.metadata().leader())
+    }
+
+    /// Partition `index` of `topic`'s placement; a partition written before the cluster
+    /// lives on this node alone, which leads it at epoch 0.
+    fn placement(&self, image: &MetadataImage, topic: &str, index: i32) -> PartitionPlacement {
+        image
+            .topic(topic)
+            .and_then(|t| t.placement(index))
+            .cloned()
+            .unwrap_or_else(|| PartitionPlacement {
+                replicas: vec![self.node_id],
+                isr: vec![self.node_id],
+                leader: self.node_id,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            })
+    }
+
     pub fn topic_summaries(&self) -> Vec<TopicSummary> {
+        let image = self.logs.image();
         let mut topics: Vec<TopicSummary> = self
             .logs
             .topics()
@@ -117,25 +175,24 @@ impl Broker {
                 partitions: t
                     .partitions
                     .iter()
-                    .map(|p| match p.lock_log() {
-                        Some(log) => PartitionSummary {
+                    .map(|p| {
+                        let place = self.placement(&image, &t.name, p.index);
+                        let log = p.lock_log();
+                        PartitionSummary {
                             partition: p.index,
-                            log_start_offset: log.log_start_offset(),
-                            log_end_offset: log.log_end_offset(),
-                            last_stable_offset: log.last_stable_offset(),
-                            size_bytes: log.size_bytes(),
-                            segments: log.segment_count(),
-                            offline: log.is_offline(),
-                        },
-                        None => PartitionSummary {
-                            partition: p.index,
-                            log_start_offset: -1,
-                            log_end_offset: -1,
-                            last_stable_offset: -1,
-                            size_bytes: 0,
-                            segments: 0,
-                            offline: true,
-                        },
+                            log_start_offset: log.as_ref().map_or(-1, |l| l.log_start_offset()),
+                            log_end_offset: log.as_ref().map_or(-1, |l| l.log_end_offset()),
+                            last_stable_offset: log.as_ref().map_or(-1, |l| l.last_stable_offset()),
+                            size_bytes: log.as_ref().map_or(0, |l| l.size_bytes()),
+                            segments: log.as_ref().map_or(0, |l| l.segment_count()),
+                            offline: log.as_ref().is_none_or(|l| l.is_offline()),
+                            replicas: place.replicas,
+                            isr: place.isr,
+                            leader: place.leader,
+                            leader_epoch: place.leader_epoch,
+                            adding: place.adding,
+                            removing: place.removing,
+                        }
                     })
                     .collect(),
             })

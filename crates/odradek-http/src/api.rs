@@ -63,6 +63,7 @@ pub fn answer(s: &Served, path: &str, query: &str) -> Result<String, ApiError> {
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let value = match parts.as_slice() {
         ["overview"] => overview(s),
+        ["brokers"] => brokers(s),
         ["topics"] => topics(s),
         ["topics", name] => topic(s, name)?,
         ["topics", name, "messages"] => messages(s, name, query)?,
@@ -97,6 +98,25 @@ fn overview(s: &Served) -> Value {
         "messages_in": totals.messages_in.get(),
         "traffic": s.history.traffic(),
         "traffic_every_ms": crate::history::TRAFFIC_EVERY.as_millis() as u64,
+    })
+}
+
+/// The registered brokers with their health, and which node leads the metadata quorum
+/// (the active controller; it may be a controller that is no broker).
+fn brokers(s: &Served) -> Value {
+    let (brokers, quorum_leader) = s.broker.broker_summaries();
+    json!({
+        "quorum_leader": quorum_leader,
+        "brokers": brokers
+            .iter()
+            .map(|b| json!({
+                "id": b.id,
+                "address": format!("{}:{}", b.host, b.port),
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "quorum_leader": Some(b.id) == quorum_leader,
+            }))
+            .collect::<Vec<_>>(),
     })
 }
 

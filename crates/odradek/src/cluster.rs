@@ -1,23 +1,28 @@
-//! `odradek cluster info`: cluster id, controller, brokers, topic counts and the metadata
-//! quorum (leader, epoch, voters);
+//! `odradek cluster info`: cluster id, controller, brokers, topic counts, partition health
+//! (under-replicated, under min ISR, offline) and the metadata quorum (leader, epoch, voters);
 //! `odradek cluster log-dirs`: where each broker keeps which partitions, and how big they are.
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::describe_log_dirs_response::DescribeLogDirsResult;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response;
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeQuorumRequest,
-    TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeLogDirsRequest, DescribeQuorumRequest, MetadataResponse, TopicName,
 };
 use odradek_client::Client;
 use serde_json::json;
 
 use crate::cli::{ClientArgs, check, metadata, print_table, s};
+use crate::topic::RESOURCE_TOPIC;
 
 /// The brokers, with the fenced ones too when `include_fenced` (KIP-1073, v2+).
-fn describe_cluster(
+pub fn describe_cluster(
     client: &mut Client,
     include_fenced: bool,
 ) -> anyhow::Result<DescribeClusterResponse> {
@@ -66,6 +71,7 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
     let observers = progress(&quorum.observers);
     let topics = metadata.topics.len();
     let partitions: usize = metadata.topics.iter().map(|t| t.partitions.len()).sum();
+    let health = partition_health(&mut client, &metadata)?;
     let mut brokers: Vec<_> = cluster
         .brokers
         .iter()
@@ -89,6 +95,9 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
             "brokers": brokers.iter().map(|(id, addr, rack, fenced)| json!({"id": id, "address": addr, "rack": rack, "fenced": fenced})).collect::<Vec<_>>(),
             "topics": topics,
             "partitions": partitions,
+            "under_replicated_partitions": health.under_replicated,
+            "under_min_isr_partitions": health.under_min_isr,
+            "offline_partitions": health.offline,
             "quorum": {
                 "leader": quorum.leader_id.0,
                 "epoch": quorum.leader_epoch,
@@ -131,6 +140,10 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
         }
     };
     println!(
+        "Partitions: {} under-replicated, {} under min ISR, {} offline",
+        health.under_replicated, health.under_min_isr, health.offline
+    );
+    println!(
         "Metadata quorum: leader {}, epoch {}, high watermark {}, voters {}, observers {}",
         quorum.leader_id.0,
         quorum.leader_epoch,
@@ -139,6 +152,94 @@ pub fn info(args: &ClientArgs) -> anyhow::Result<()> {
         listed(&observers)
     );
     Ok(())
+}
+
+/// How many partitions lack replicas in sync, or a leader.
+struct PartitionHealth {
+    /// Fewer in-sync replicas than replicas.
+    under_replicated: usize,
+    /// Fewer in-sync replicas than the topic's min.insync.replicas: acks=all writes fail.
+    under_min_isr: usize,
+    /// No leader: neither reads nor writes are served.
+    offline: usize,
+}
+
+fn partition_health(
+    client: &mut Client,
+    metadata: &MetadataResponse,
+) -> anyhow::Result<PartitionHealth> {
+    let names: Vec<String> = metadata
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    let min_isr = min_insync_replicas(client, &names)?;
+    let mut health = PartitionHealth {
+        under_replicated: 0,
+        under_min_isr: 0,
+        offline: 0,
+    };
+    for t in &metadata.topics {
+        let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let min = min_isr.get(&name).copied().unwrap_or(1);
+        for p in &t.partitions {
+            let isr = p.isr_nodes.len();
+            health.under_replicated += usize::from(isr < p.replica_nodes.len());
+            health.under_min_isr += usize::from((isr as i64) < min);
+            health.offline += usize::from(p.leader_id.0 < 0);
+        }
+    }
+    Ok(health)
+}
+
+/// Each topic's min.insync.replicas, asked in one DescribeConfigs; a topic whose answer is
+/// missing or unreadable is left out (its callers take Kafka's default, 1).
+fn min_insync_replicas(
+    client: &mut Client,
+    topics: &[String],
+) -> anyhow::Result<HashMap<String, i64>> {
+    if topics.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (_, response) = client.send(None, |_| {
+        DescribeConfigsRequest::default().with_resources(
+            topics
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(RESOURCE_TOPIC)
+                        .with_resource_name(s(t))
+                        .with_configuration_keys(Some(vec![s("min.insync.replicas")]))
+                })
+                .collect(),
+        )
+    })?;
+    Ok(response
+        .results
+        .iter()
+        .filter(|r| r.error_code == 0)
+        .filter_map(|r| {
+            let value = r.configs.first()?.value.as_ref()?.parse().ok()?;
+            Some((r.resource_name.to_string(), value))
+        })
+        .collect())
+}
+
+/// One broker's log directories (DescribeLogDirs), of the `wanted` partitions (`None`:
+/// every one), after checking every error code.
+pub fn describe_log_dirs(
+    client: &mut Client,
+    addr: &str,
+    wanted: Option<Vec<DescribableLogDirTopic>>,
+) -> anyhow::Result<Vec<DescribeLogDirsResult>> {
+    let (_, response) = client.send(Some(addr), |_| {
+        DescribeLogDirsRequest::default().with_topics(wanted)
+    })?;
+    check(response.error_code, "DescribeLogDirs")?;
+    for dir in &response.results {
+        check(dir.error_code, &format!("log dir {}", dir.log_dir.as_str()))?;
+    }
+    Ok(response.results)
 }
 
 /// Asks every broker for its log directories (DescribeLogDirs), as `kafka-log-dirs.sh
@@ -174,13 +275,8 @@ pub fn log_dirs(args: &ClientArgs, topics: &[String]) -> anyhow::Result<()> {
     for broker in brokers {
         let id = broker.broker_id.0;
         let addr = format!("{}:{}", broker.host.as_str(), broker.port);
-        let (_, response) = client.send(Some(&addr), |_| {
-            DescribeLogDirsRequest::default().with_topics(wanted.clone())
-        })?;
-        check(response.error_code, "DescribeLogDirs")?;
-        for dir in &response.results {
+        for dir in describe_log_dirs(&mut client, &addr, wanted.clone())? {
             let path = dir.log_dir.to_string();
-            check(dir.error_code, &format!("log dir {path}"))?;
             let before = partitions.len();
             for t in &dir.topics {
                 for p in &t.partitions {

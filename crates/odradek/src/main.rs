@@ -25,6 +25,7 @@ mod consume;
 mod group;
 mod perf;
 mod produce;
+mod reassign;
 mod repair;
 mod topic;
 
@@ -63,7 +64,7 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Show the cluster: id, controller, brokers, topic and partition counts.
+    /// Show the cluster, move replicas between brokers, drain a broker, change the quorum.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -131,7 +132,8 @@ enum TopicCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Cluster id, controller, brokers, topic and partition counts.
+    /// Cluster id, controller, brokers, topic and partition counts, partitions
+    /// under-replicated, under min ISR or offline.
     Info,
     /// Each broker's log directories: size per partition, disk space (kafka-log-dirs.sh).
     LogDirs {
@@ -151,6 +153,21 @@ enum ClusterCommand {
     RemoveController {
         /// Its node id.
         id: i32,
+    },
+    /// Move partitions' replicas between brokers (kafka-reassign-partitions.sh).
+    Reassign {
+        #[command(subcommand)]
+        command: reassign::ReassignCommand,
+    },
+    /// Move every replica off a broker onto the other live brokers, so it can be stopped.
+    Decommission {
+        /// The broker's node id.
+        id: i32,
+        #[command(flatten)]
+        throttle: reassign::Throttle,
+        /// Start the moves and return; `cluster reassign watch` follows them.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -366,6 +383,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Cluster {
             command: ClusterCommand::RemoveController { id },
         }) => cluster::change_voter(client, id, false),
+        Some(Command::Cluster {
+            command: ClusterCommand::Reassign { command },
+        }) => reassign::run(command, client),
+        Some(Command::Cluster {
+            command:
+                ClusterCommand::Decommission {
+                    id,
+                    throttle,
+                    no_wait,
+                },
+        }) => reassign::decommission(client, id, throttle.throttle, no_wait),
         Some(Command::Config { command }) => config::run(command, client),
         Some(Command::Produce(args)) => produce::run(args, client),
         Some(Command::Consume(args)) => consume::run(args, client),

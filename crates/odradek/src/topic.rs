@@ -1,7 +1,7 @@
 //! `odradek topic create|list|describe|delete|alter-config|add-partitions`, against Odradek
 //! or any Kafka cluster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +27,9 @@ struct PartitionRow {
     leader_epoch: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
+    /// KIP-966's eligible leader replicas; `None` from a cluster without
+    /// DescribeTopicPartitions.
+    elr: Option<Vec<i32>>,
     earliest: Option<i64>,
     latest: Option<i64>,
 }
@@ -204,6 +207,7 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
         .iter()
         .map(|p| (name.to_string(), p.partition_index))
         .collect();
+    let elr = eligible_leaders(&mut client, name)?;
     let earliest = offsets_at(&mut client, &partitions, EARLIEST)?;
     let latest = offsets_at(&mut client, &partitions, LATEST)?;
     let result = describe_configs(&mut client, RESOURCE_TOPIC, name, None)?;
@@ -229,6 +233,9 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
                 leader_epoch: p.leader_epoch,
                 replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
                 isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                elr: elr
+                    .as_ref()
+                    .and_then(|e| e.get(&p.partition_index).cloned()),
                 earliest: earliest.get(&key).copied(),
                 latest: latest.get(&key).copied(),
             }
@@ -239,7 +246,7 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
             "topic": name,
             "topic_id": t.topic_id.to_string(),
             "internal": t.is_internal,
-            "partitions": rows.iter().map(|r| json!({"partition": r.partition, "leader": r.leader, "leader_epoch": r.leader_epoch, "replicas": r.replicas, "isr": r.isr, "earliest": r.earliest, "latest": r.latest})).collect::<Vec<_>>(),
+            "partitions": rows.iter().map(|r| json!({"partition": r.partition, "leader": r.leader, "leader_epoch": r.leader_epoch, "replicas": r.replicas, "isr": r.isr, "elr": r.elr, "earliest": r.earliest, "latest": r.latest})).collect::<Vec<_>>(),
             "configs": overrides.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -259,6 +266,7 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
             "EPOCH",
             "REPLICAS",
             "ISR",
+            "ELR",
             "EARLIEST",
             "LATEST",
         ],
@@ -272,6 +280,11 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
                     r.leader_epoch.to_string(),
                     list(&r.replicas),
                     list(&r.isr),
+                    // Unknown (an older cluster) and none alike: the JSON tells them apart.
+                    r.elr
+                        .as_deref()
+                        .filter(|e| !e.is_empty())
+                        .map_or_else(dash, list),
                     r.earliest.map_or_else(dash, |v| v.to_string()),
                     r.latest.map_or_else(dash, |v| v.to_string()),
                 ]
@@ -286,6 +299,45 @@ pub fn describe(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Each partition's eligible leader replicas (KIP-966) from DescribeTopicPartitions, which
+/// pages through a large topic with a cursor; `None` when the broker does not speak it.
+fn eligible_leaders(
+    client: &mut Client,
+    name: &str,
+) -> anyhow::Result<Option<BTreeMap<i32, Vec<i32>>>> {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let mut out = BTreeMap::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let answer = client.send(None, |_| {
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(TopicName(s(name)))])
+                .with_response_partition_limit(2000)
+                .with_cursor(cursor.clone())
+        });
+        let response = match answer {
+            Ok((_, r)) => r,
+            Err(odradek_client::ClientError::Unsupported { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        for t in &response.topics {
+            check(t.error_code, "DescribeTopicPartitions")?;
+            for p in &t.partitions {
+                let elr = p.eligible_leader_replicas.as_deref().unwrap_or_default();
+                out.insert(p.partition_index, elr.iter().map(|b| b.0).collect());
+            }
+        }
+        cursor = match response.next_cursor {
+            Some(next) if next.topic_name.as_str() == name => Some(
+                Cursor::default()
+                    .with_topic_name(next.topic_name)
+                    .with_partition_index(next.partition_index),
+            ),
+            _ => return Ok(Some(out)),
+        };
+    }
 }
 
 pub fn delete(args: &ClientArgs, name: &str) -> anyhow::Result<()> {

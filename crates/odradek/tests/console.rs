@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,30 +12,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use support::*;
-
-/// GET `path` from the HTTP listener: (status code, body).
-fn get(http: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(http).expect("connecting to the HTTP listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("reading the response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, body.to_string())
-}
 
 /// The value of the sample `name{labels}` in a Prometheus text exposition.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -301,6 +276,21 @@ async fn metrics_and_the_console_show_topics_traffic_and_group_lag() {
     assert!(
         !topic.contains("<img src=\"x\""),
         "topic data became markup:\n{topic}"
+    );
+    // The partition table shows placement: leader 1, epoch 0, replicas and ISR [1].
+    let plain = |page: &str| page.replace(" class=\"\"", "");
+    assert!(
+        plain(&topic).contains("<td>1</td><td>1</td><td>0</td><td>1</td><td>1</td>"),
+        "no placement for partition 1:\n{topic}"
+    );
+    let brokers = render(&format!("http://{http}/#/brokers"), "brokers.png");
+    let row = format!(
+        "<td>{}</td><td>-</td><td>live</td><td>yes</td>",
+        broker.addr
+    );
+    assert!(
+        plain(&brokers).contains(&row),
+        "broker 1 should be live and lead the quorum:\n{brokers}"
     );
     let group = render(&format!("http://{http}/#/groups/web-group"), "group.png");
     assert!(group.contains("Group web-group"), "{group}");

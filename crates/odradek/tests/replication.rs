@@ -2,7 +2,9 @@
 //! followers fetch from the leader, the high watermark is the lowest log end over the ISR,
 //! an acks=all write is answered once every ISR member has it, `min.insync.replicas`
 //! refuses acks=all writes to a shrunken ISR, and a fenced leader's partitions move to an
-//! in-sync follower.
+//! in-sync follower. Operators move replicas with `odradek cluster reassign` and drain a
+//! broker with `odradek cluster decommission`, and the web console shows each partition's
+//! replicas and ISR and each broker's health.
 //!
 //! `acknowledged_writes_survive_leader_failures` runs a seeded fault schedule. The normal
 //! run does four faults, one of each kind (about a minute). The long form:
@@ -1898,4 +1900,299 @@ async fn in_sync_followers_are_not_throttled() {
         view.as_ref().is_some_and(PartitionView::healthy),
         "{view:?}"
     );
+}
+
+/// `odradek ARGS…` through `bootstrap`, which must succeed: its standard output.
+fn cli_ok(bootstrap: &str, args: &[&str]) -> String {
+    let out = odradek_at(bootstrap, args);
+    assert!(
+        out.status.success(),
+        "odradek {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `count` records round-robin over `partitions` partitions with acks=all:
+/// (partition, offset) → payload.
+async fn write_acked(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: i32,
+) -> BTreeMap<(i32, i64), String> {
+    let strict = producer(bootstrap, &[("acks", "all")]);
+    let mut acked = BTreeMap::new();
+    for i in 0..count {
+        let value = format!("record-{i}");
+        let partition = i % partitions;
+        let offset = send(&strict, topic, partition, &value)
+            .await
+            .expect("acks=all");
+        acked.insert((partition, offset), value);
+    }
+    acked
+}
+
+/// Every record of `acked` is read back from its partition.
+fn assert_all_readable(bootstrap: &str, topic: &str, acked: &BTreeMap<(i32, i64), String>) {
+    let partitions: BTreeSet<i32> = acked.keys().map(|(p, _)| *p).collect();
+    for p in partitions {
+        let high = high_watermark(bootstrap, topic, p);
+        let read = read_partition(bootstrap, topic, p, high, RECOVERY);
+        for ((_, offset), value) in acked.range((p, 0)..(p + 1, 0)) {
+            assert_eq!(read.get(offset), Some(value), "{topic}-{p} offset {offset}");
+        }
+    }
+}
+
+async fn create_placed(bootstrap: &str, topic: &str, placement: &[&[i32]]) {
+    let created = admin(bootstrap)
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                placement.len() as i32,
+                TopicReplication::Variable(placement),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created[0].is_ok(), "{created:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_reassign_plans_executes_and_watches_a_move_that_keeps_every_record() {
+    let cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("reassigned");
+    create_placed(&bootstrap, &topic, &[&[1], &[1], &[1]]).await;
+    let acked = write_acked(&bootstrap, &topic, 3, 90).await;
+
+    let plan = cli_ok(
+        &bootstrap,
+        &[
+            "cluster",
+            "reassign",
+            "plan",
+            "--topics",
+            &topic,
+            "--brokers",
+            "2,3",
+        ],
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&plan).expect("a JSON plan");
+    assert_eq!(parsed["version"], 1, "{plan}");
+    let targets: BTreeMap<i32, Vec<i32>> = parsed["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["topic"], topic.as_str());
+            let replicas = serde_json::from_value(m["replicas"].clone()).expect("replicas");
+            (m["partition"].as_i64().expect("partition") as i32, replicas)
+        })
+        .collect();
+    // Every partition moves, one replica each (the factor is kept), spread over both.
+    assert_eq!(targets.len(), 3, "{plan}");
+    let used: BTreeSet<i32> = targets.values().flatten().copied().collect();
+    assert_eq!(used, BTreeSet::from([2, 3]), "{plan}");
+    assert!(targets.values().all(|r| r.len() == 1), "{plan}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("plan.json");
+    std::fs::write(&file, &plan).expect("writing the plan");
+    let file = file.to_str().expect("a UTF-8 path");
+    let started = cli_ok(
+        &bootstrap,
+        &["cluster", "reassign", "execute", "--plan", file],
+    );
+    assert_eq!(started.matches(" ok").count(), 3, "{started}");
+    // The topic's throttles, as `execute --throttle` sets them: `watch` removes them.
+    cli_ok(
+        &bootstrap,
+        &[
+            "topic",
+            "alter-config",
+            &topic,
+            "--set",
+            "leader.replication.throttled.replicas=0:1,1:1,2:1",
+            "--set",
+            "follower.replication.throttled.replicas=0:2,1:3,2:2",
+        ],
+    );
+    let watched = cli_ok(
+        &bootstrap,
+        &["cluster", "reassign", "watch", "--plan", file],
+    );
+    assert!(
+        watched.contains("No reassignment in progress.")
+            && watched.contains(&format!(
+                "Removed the replication throttles of topic {topic}"
+            )),
+        "{watched}"
+    );
+
+    eventually(RECOVERY, "the planned replicas in the metadata", || {
+        let views = partitions(&bootstrap, &topic)?;
+        views
+            .iter()
+            .enumerate()
+            .all(|(p, v)| {
+                let planned: BTreeSet<i32> = targets[&(p as i32)].iter().copied().collect();
+                v.replicas == planned && v.isr == planned
+            })
+            .then_some(())
+    });
+    assert_all_readable(&bootstrap, &topic, &acked);
+
+    // Describe and info show the result: ELR per partition, nothing under-replicated.
+    let described: serde_json::Value = serde_json::from_str(&cli_ok(
+        &bootstrap,
+        &["topic", "describe", &topic, "--output", "json"],
+    ))
+    .expect("JSON");
+    for p in described["partitions"].as_array().expect("partitions") {
+        assert!(p["elr"].is_array(), "{described}");
+    }
+    let configs = described["configs"].as_object().expect("configs");
+    assert!(
+        !configs.keys().any(|k| k.contains("throttled")),
+        "throttles left behind: {described}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&cli_ok(
+        &bootstrap,
+        &["cluster", "info", "--output", "json"],
+    ))
+    .expect("JSON");
+    assert_eq!(info["under_replicated_partitions"], 0, "{info}");
+    assert_eq!(info["offline_partitions"], 0, "{info}");
+
+    // A second watch has nothing to wait for; a cancel has nothing to cancel.
+    let again = cli_ok(&bootstrap, &["cluster", "reassign", "watch"]);
+    assert!(again.contains("No reassignment in progress."), "{again}");
+    let out = odradek_at(
+        &bootstrap,
+        &["cluster", "reassign", "cancel", "--plan", file],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("NO_REASSIGNMENT_IN_PROGRESS"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_decommission_drains_a_broker_that_then_stops_without_losing_records() {
+    let mut cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("drained");
+    create_placed(&bootstrap, &topic, &[&[3, 1], &[1, 3], &[2, 3], &[3, 2]]).await;
+    let acked = write_acked(&bootstrap, &topic, 4, 120).await;
+
+    // A topic with three replicas cannot lose one of three brokers: refused, naming it.
+    let wide = unique_topic("three-replicas");
+    create_placed(&bootstrap, &wide, &[&[1, 2, 3]]).await;
+    let out = odradek_at(&bootstrap, &["cluster", "decommission", "3"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains(&format!("{wide} (replication factor 3)")),
+        "{said}"
+    );
+    cli_ok(&bootstrap, &["topic", "delete", &wide]);
+
+    let drained = cli_ok(&bootstrap, &["cluster", "decommission", "3"]);
+    assert!(drained.contains("Broker 3 holds no replicas"), "{drained}");
+    let consumer = consumer(&bootstrap, &[]);
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assert!(
+                !p.replicas().contains(&3),
+                "{}-{} is still on broker 3: {:?}",
+                t.name(),
+                p.id(),
+                p.replicas()
+            );
+            if t.name() == topic {
+                assert_eq!(p.replicas().len(), 2, "the replication factor is kept");
+            }
+        }
+    }
+    cluster.stop(3);
+    assert_all_readable(&cluster.bootstrap(), &topic, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_replicas_isr_and_broker_health_of_a_cluster() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // Every node serves HTTP on its own address, at the same port.
+    let listeners = format!("http.listeners=127.0.0.{{id}}:{port}");
+    let mut args = FAST_FENCING.to_vec();
+    args.extend(["--set", &listeners]);
+    let mut cluster = Cluster::start_with(3, &args);
+    let bootstrap = cluster.bootstrap();
+    let topic = unique_topic("console");
+    create_placed(&bootstrap, &topic, &[&[1, 2, 3]]).await;
+    let http = format!("127.0.0.1:{port}");
+    let api = |path: &str| -> serde_json::Value {
+        let (status, body) = get(&http, &format!("/api/{path}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let sorted = |v: &serde_json::Value| -> Vec<i64> {
+        let mut ids: Vec<i64> = v
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(serde_json::Value::as_i64)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let partition = eventually(RECOVERY, "every replica in sync", || {
+        let p = api(&format!("topics/{topic}"))["partitions"][0].clone();
+        (sorted(&p["isr"]) == [1, 2, 3]).then_some(p)
+    });
+    assert_eq!(sorted(&partition["replicas"]), [1, 2, 3], "{partition}");
+    assert!(partition["leader"].as_i64() >= Some(1), "{partition}");
+    assert!(partition["leader_epoch"].as_i64() >= Some(0), "{partition}");
+
+    let brokers = api("brokers");
+    let listed = brokers["brokers"].as_array().expect("brokers");
+    assert_eq!(listed.len(), 3, "{brokers}");
+    for b in listed {
+        assert_eq!(b["fenced"], false, "{brokers}");
+        let id = b["id"].as_i64().expect("an id");
+        assert_eq!(
+            b["address"],
+            cluster.node(id as i32).addr.to_string().as_str(),
+            "{brokers}"
+        );
+    }
+    let leader = brokers["quorum_leader"].as_i64().expect("a quorum leader");
+    let marked: Vec<&serde_json::Value> = listed
+        .iter()
+        .filter(|b| b["quorum_leader"] == true)
+        .collect();
+    assert!(marked.len() == 1 && marked[0]["id"] == leader, "{brokers}");
+
+    // A dead broker shows as fenced, and it leaves the ISR.
+    cluster.kill9(3);
+    eventually(RECOVERY, "broker 3 fenced and out of the ISR", || {
+        let brokers = api("brokers");
+        let fenced = brokers["brokers"]
+            .as_array()?
+            .iter()
+            .any(|b| b["id"] == 3 && b["fenced"] == true);
+        let isr = sorted(&api(&format!("topics/{topic}"))["partitions"][0]["isr"]);
+        (fenced && isr == [1, 2]).then_some(())
+    });
 }

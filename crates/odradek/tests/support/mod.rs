@@ -606,11 +606,40 @@ pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
 
 /// Runs the `odradek` binary with `args` against `broker` (`-b` its address).
 pub fn odradek(broker: &BrokerProcess, args: &[&str]) -> std::process::Output {
+    odradek_at(&broker.addr, args)
+}
+
+/// Runs the `odradek` binary with `args` against the brokers at `bootstrap`.
+pub fn odradek_at(bootstrap: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_odradek"))
         .args(args)
-        .args(["-b", &broker.addr])
+        .args(["-b", bootstrap])
         .output()
         .expect("running odradek")
+}
+
+/// GET `path` from the HTTP listener: (status code, body).
+pub fn get(http: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(http).expect("connecting to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
 }
 
 /// The JSON a successful `odradek … --output json` printed.
