@@ -398,16 +398,7 @@ impl LogManager {
         topic
             .placement(index)
             .cloned()
-            .unwrap_or_else(|| PartitionPlacement {
-                replicas: vec![self.node_id],
-                isr: vec![self.node_id],
-                leader: self.node_id,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                elr: Vec::new(),
-                adding: Vec::new(),
-                removing: Vec::new(),
-            })
+            .unwrap_or_else(|| PartitionPlacement::local(self.node_id))
     }
 
     /// Whether this broker holds a replica of `topic`'s partition `index`. Partitions

@@ -250,6 +250,20 @@ const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
 const MIN_INSYNC: &str = "min.insync.replicas";
 
 impl PartitionPlacement {
+    /// A partition written before the cluster: on `node` alone, which leads it at epoch 0.
+    pub fn local(node: i32) -> Self {
+        Self {
+            replicas: vec![node],
+            isr: vec![node],
+            leader: node,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            elr: Vec::new(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
     /// Starts moving to `target` (a new reassignment replaces one in progress, from the
     /// replicas the partition had before it): the target and the current replicas
     /// together, in that order, until the added ones are in sync.

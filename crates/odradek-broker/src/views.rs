@@ -22,6 +22,8 @@ pub struct PartitionSummary {
     pub offline: bool,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// KIP-966's eligible leader replicas.
+    pub elr: Vec<i32>,
     /// -1: no leader.
     pub leader: i32,
     pub leader_epoch: i32,
@@ -143,22 +145,12 @@ impl Broker {
         (brokers, self.logs.metadata().leader())
     }
 
-    /// Partition `index` of `topic`'s placement; a partition written before the cluster
-    /// lives on this node alone, which leads it at epoch 0.
     fn placement(&self, image: &MetadataImage, topic: &str, index: i32) -> PartitionPlacement {
         image
             .topic(topic)
             .and_then(|t| t.placement(index))
             .cloned()
-            .unwrap_or_else(|| PartitionPlacement {
-                replicas: vec![self.node_id],
-                isr: vec![self.node_id],
-                leader: self.node_id,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                adding: Vec::new(),
-                removing: Vec::new(),
-            })
+            .unwrap_or_else(|| PartitionPlacement::local(self.node_id))
     }
 
     pub fn topic_summaries(&self) -> Vec<TopicSummary> {
@@ -188,6 +180,7 @@ impl Broker {
                             offline: log.as_ref().is_none_or(|l| l.is_offline()),
                             replicas: place.replicas,
                             isr: place.isr,
+                            elr: place.elr,
                             leader: place.leader,
                             leader_epoch: place.leader_epoch,
                             adding: place.adding,
