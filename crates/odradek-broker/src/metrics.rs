@@ -121,6 +121,7 @@ pub struct Metrics {
     pub replication_throttled_bytes: Family<ThrottleLabel, Counter>,
     pub replication_throttled_holds: Family<ThrottleLabel, Counter>,
     follower_lag: Family<PartitionLabel, Gauge>,
+    follower_lag_seconds: Family<PartitionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     high_watermark: Family<PartitionLabel, Gauge>,
     log_size: Family<PartitionLabel, Gauge>,
     log_start: Family<PartitionLabel, Gauge>,
@@ -176,6 +177,7 @@ impl Metrics {
             replication_throttled_bytes: Family::default(),
             replication_throttled_holds: Family::default(),
             follower_lag: Family::default(),
+            follower_lag_seconds: Family::default(),
             high_watermark: Family::default(),
             log_size: Family::default(),
             log_start: Family::default(),
@@ -281,6 +283,11 @@ impl Metrics {
             "follower_lag_records",
             "For a partition this broker leads: how far its furthest-behind follower is from the log end",
             m.follower_lag.clone(),
+        );
+        r.register(
+            "follower_lag_seconds",
+            "For a partition this broker leads: the longest any follower has gone without having everything (dropped from the ISR past replica.lag.time.max.ms)",
+            m.follower_lag_seconds.clone(),
         );
         r.register(
             "high_watermark",
@@ -461,6 +468,8 @@ impl Metrics {
         ] {
             family.clear();
         }
+        self.follower_lag_seconds.clear();
+        let now = odradek_storage::now_ms();
         let (mut total, mut offline, mut detailed) = (0, 0, 0);
         let (mut under_replicated, mut under_min_isr) = (0, 0);
         for topic in broker.logs.topics() {
@@ -495,8 +504,11 @@ impl Metrics {
                     self.high_watermark
                         .get_or_create(&label)
                         .set(high_watermark);
-                    if let Some(lag) = partition.replica.follower_lag(log.log_end_offset()) {
-                        self.follower_lag.get_or_create(&label).set(lag);
+                    if let Some(lag) = partition.replica.follower_lag(log.log_end_offset(), now) {
+                        self.follower_lag.get_or_create(&label).set(lag.records);
+                        self.follower_lag_seconds
+                            .get_or_create(&label)
+                            .set(lag.time_ms as f64 / 1000.0);
                     }
                 }
             }

@@ -76,6 +76,13 @@ impl Leadership {
     }
 }
 
+/// How far a leader's furthest-behind follower is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerLag {
+    pub records: i64,
+    pub time_ms: i64,
+}
+
 /// An ISR change for the controller: applied only at the epochs it was proposed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrProposal {
@@ -341,18 +348,27 @@ impl ReplicaState {
     }
 
     /// While this broker leads: how far its furthest-behind follower is from `log_end`
-    /// (a follower not heard from since the election counts from the log start, 0).
-    pub fn follower_lag(&self, log_end: i64) -> Option<i64> {
+    /// in records (a follower not heard from since the election counts from the log start,
+    /// 0), and the longest any follower has gone without having everything, at `now`
+    /// (Kafka's lag time: what `replica.lag.time.max.ms` is compared with).
+    pub fn follower_lag(&self, log_end: i64, now: i64) -> Option<FollowerLag> {
         let leadership = self.leadership.lock_or_recover();
         let l = leadership.as_ref()?;
-        Some(
-            l.followers
-                .values()
-                .map(|f| log_end - f.log_end_offset.max(0))
-                .max()
-                .unwrap_or(0)
-                .max(0),
-        )
+        let records = l
+            .followers
+            .values()
+            .map(|f| log_end - f.log_end_offset.max(0))
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        let time_ms = l
+            .followers
+            .values()
+            .map(|f| now - f.last_caught_up_ms)
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        Some(FollowerLag { records, time_ms })
     }
 
     /// The replicas this broker leads the partition with (None: it does not lead).
@@ -394,7 +410,14 @@ mod tests {
         // A follower that truncated reports less: the high watermark stays.
         state.follower_fetched(3, 5, 10, 2);
         assert_eq!(state.high_watermark(10), 7);
-        assert_eq!(state.follower_lag(10), Some(5), "3 is furthest behind");
+        assert_eq!(
+            state.follower_lag(10, 4),
+            Some(FollowerLag {
+                records: 5,
+                time_ms: 4
+            }),
+            "3 is furthest behind, and has not had everything since the election at 0"
+        );
         // The ISR shrinks to the leader alone: its log end is the high watermark.
         state.apply_placement(&placement(1, 1, 2, &[1]), 1, 12, 3);
         assert_eq!(state.high_watermark(12), 12);
@@ -459,7 +482,11 @@ mod tests {
         state.apply_placement(&placement(1, 1, 1, &[1]), 1, 10, 0);
         assert!(!state.apply_placement(&placement(2, 2, 2, &[2]), 1, 10, 1));
         let w = state.watermark();
-        assert_eq!(state.follower_lag(10), None, "only a leader has followers");
+        assert_eq!(
+            state.follower_lag(10, 2),
+            None,
+            "only a leader has followers"
+        );
         assert_eq!(w.leading_epoch, -1);
         assert_eq!(w.high_watermark, 10);
         state.set_follower_high_watermark(12);
