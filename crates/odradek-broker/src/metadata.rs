@@ -1534,13 +1534,36 @@ mod tests {
     }
 
     fn registered(id: i32) -> MetadataRecord {
+        started(id, id as u128)
+    }
+
+    /// Broker `id` registering as its run `incarnation`.
+    fn started(id: i32, incarnation: u128) -> MetadataRecord {
         MetadataRecord::BrokerRegistered {
             id,
-            incarnation: Uuid::from_u128(id as u128),
+            incarnation: Uuid::from_u128(incarnation),
             host: format!("127.0.0.{id}"),
             port: 9092,
             rack: None,
         }
+    }
+
+    /// Brokers 1 to 3 registered and topic `name`, one partition on all three, with
+    /// `configs`: the image and the topic's id.
+    fn on_three_brokers(name: &str, configs: BTreeMap<String, String>) -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&registered(id));
+        }
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::TopicCreated {
+            name: name.into(),
+            id,
+            partitions: 1,
+            configs,
+            replicas: vec![vec![1, 2, 3]],
+        });
+        (image, id)
     }
 
     #[test]
@@ -1700,18 +1723,10 @@ mod tests {
     /// a broker that left while the ISR was big enough, or that restarted uncleanly, is not.
     #[test]
     fn eligible_leader_replicas_lead_when_the_isr_is_gone() {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.apply(&registered(id));
-        }
-        let id = Uuid::new_v4();
-        image.apply(&MetadataRecord::TopicCreated {
-            name: "e".into(),
-            id,
-            partitions: 1,
-            configs: BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
-            replicas: vec![vec![1, 2, 3]],
-        });
+        let (mut image, id) = on_three_brokers(
+            "e",
+            BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]),
+        );
         let state = |image: &MetadataImage| {
             let p = image.topic("e").unwrap().placement[0].clone();
             (p.leader, p.isr, p.elr)
@@ -1727,31 +1742,24 @@ mod tests {
         );
         image.apply(&fence(2, false));
         assert_eq!(state(&image), (NO_LEADER, vec![], vec![1, 2]));
-        let start = |id: i32, n: u128| MetadataRecord::BrokerRegistered {
-            id,
-            incarnation: Uuid::from_u128(n),
-            host: format!("127.0.0.{id}"),
-            port: 9092,
-            rack: None,
-        };
-        image.apply(&start(3, 30));
+        image.apply(&started(3, 30));
         assert_eq!(
             state(&image),
             (NO_LEADER, vec![], vec![1, 2]),
             "3 lacks data"
         );
-        image.apply(&start(2, 20));
+        image.apply(&started(2, 20));
         assert_eq!(
             state(&image),
             (NO_LEADER, vec![], vec![1]),
             "2 stopped uncleanly: no longer eligible while 1 is"
         );
-        image.apply(&start(1, 10));
+        image.apply(&started(1, 10));
         assert_eq!(state(&image), (1, vec![1], vec![]), "1 shut down cleanly");
         // Once the ISR is back at min.insync.replicas, nobody else is eligible.
         image.apply(&fence(1, true));
         assert_eq!(state(&image), (NO_LEADER, vec![], vec![1]));
-        image.apply(&start(1, 11));
+        image.apply(&started(1, 11));
         let partition_epoch = image.topic("e").unwrap().placement[0].partition_epoch;
         let leader_epoch = image.topic("e").unwrap().placement[0].leader_epoch;
         image.apply(&MetadataRecord::IsrChanged {
@@ -1767,9 +1775,9 @@ mod tests {
         image.apply(&fence(2, false));
         image.apply(&fence(1, false));
         assert_eq!(state(&image), (NO_LEADER, vec![], vec![1, 2]));
-        image.apply(&start(2, 21));
+        image.apply(&started(2, 21));
         assert_eq!(state(&image), (NO_LEADER, vec![], vec![1]));
-        image.apply(&start(1, 12));
+        image.apply(&started(1, 12));
         assert_eq!(state(&image), (1, vec![1], vec![]));
         // Lowering min.insync.replicas to 1 lets the high watermark move with the ISR
         // alone: the eligible replicas go.
@@ -1782,18 +1790,7 @@ mod tests {
 
     #[test]
     fn isr_changes_and_elections_apply_only_from_the_state_they_were_proposed_in() {
-        let mut image = MetadataImage::default();
-        for id in 1..=3 {
-            image.apply(&registered(id));
-        }
-        let id = Uuid::new_v4();
-        image.apply(&MetadataRecord::TopicCreated {
-            name: "r".into(),
-            id,
-            partitions: 1,
-            configs: BTreeMap::new(),
-            replicas: vec![vec![1, 2, 3]],
-        });
+        let (mut image, id) = on_three_brokers("r", BTreeMap::new());
         let state = |image: &MetadataImage| image.topic("r").unwrap().placement[0].clone();
         let shrink = |partition_epoch, isr: Vec<i32>| MetadataRecord::IsrChanged {
             id,

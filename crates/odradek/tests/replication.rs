@@ -102,6 +102,22 @@ async fn create_replicated(bootstrap: &str, name: &str, partitions: i32, configs
     }
 }
 
+/// Creates `topic` with one partition per entry of `placement`, on those brokers.
+async fn create_placed(bootstrap: &str, topic: &str, placement: &[&[i32]]) {
+    let created = admin(bootstrap)
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                placement.len() as i32,
+                TopicReplication::Variable(placement),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created[0].is_ok(), "{created:?}");
+}
+
 /// One partition as Metadata shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PartitionView {
@@ -1567,18 +1583,7 @@ async fn a_reassigned_partition_moves_under_load_with_identical_bytes() {
     let bootstrap = cluster.bootstrap();
     let topic = unique_topic("moved");
     // Two replicas on brokers 1 and 2, to be moved to 2 and 3.
-    let created = admin(&bootstrap)
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                1,
-                TopicReplication::Variable(&[&[1, 2]]),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    assert!(created[0].is_ok(), "{created:?}");
+    create_placed(&bootstrap, &topic, &[&[1, 2]]).await;
     eventually(RECOVERY, "both replicas in sync", || {
         partitions(&bootstrap, &topic)
             .and_then(|v| v.into_iter().next())
@@ -1753,18 +1758,7 @@ async fn a_throttled_reassignment_moves_at_the_throttled_rate_until_the_throttle
     let bootstrap = cluster.bootstrap();
     let addr = cluster.node(1).addr.to_string();
     let topic = unique_topic("throttled");
-    let created = admin(&bootstrap)
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                1,
-                TopicReplication::Variable(&[&[1, 2]]),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    assert!(created[0].is_ok(), "{created:?}");
+    create_placed(&bootstrap, &topic, &[&[1, 2]]).await;
     eventually(RECOVERY, "both replicas in sync", || {
         partitions(&bootstrap, &topic)
             .and_then(|v| v.into_iter().next())
@@ -1945,21 +1939,6 @@ fn assert_all_readable(bootstrap: &str, topic: &str, acked: &BTreeMap<(i32, i64)
             assert_eq!(read.get(offset), Some(value), "{topic}-{p} offset {offset}");
         }
     }
-}
-
-async fn create_placed(bootstrap: &str, topic: &str, placement: &[&[i32]]) {
-    let created = admin(bootstrap)
-        .create_topics(
-            &[NewTopic::new(
-                topic,
-                placement.len() as i32,
-                TopicReplication::Variable(placement),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    assert!(created[0].is_ok(), "{created:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
