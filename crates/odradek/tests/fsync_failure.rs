@@ -7,8 +7,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
@@ -16,22 +15,6 @@ use support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const KAFKA_STORAGE_ERROR: i16 = 56;
-
-/// Builds the fsync-failing shim into `dir`.
-fn build_shim(dir: &Path) -> PathBuf {
-    let source = dir.join("fail_fsync.c");
-    std::fs::write(&source, include_str!("support/fail_fsync.c")).expect("writing the shim");
-    let library = dir.join("libfail_fsync.so");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("running cc");
-    assert!(status.success(), "building the shim failed: {status}");
-    library
-}
 
 /// Produces one record with acks=all; the partition's error code and base offset.
 fn produce(addr: &str, topic: &str, value: &str) -> (i16, i64) {
@@ -49,7 +32,7 @@ fn produce_with_acks(addr: &str, topic: &str, value: &str, acks: i16) -> (i16, i
 /// trigger file exists; the returned temp dir holds the shim and the trigger.
 fn start_with_failing_fsync(failing: &str) -> (BrokerProcess, PathBuf, tempfile::TempDir) {
     let shim_dir = tempfile::tempdir().expect("temp dir");
-    let shim = build_shim(shim_dir.path());
+    let shim = build_fsync_shim(shim_dir.path());
     let trigger = shim_dir.path().join("fail-now");
     let broker = BrokerProcess::start_with_env(
         None,

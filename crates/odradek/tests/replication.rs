@@ -6,8 +6,9 @@
 //! broker with `odradek cluster decommission`, and the web console shows each partition's
 //! replicas and ISR and each broker's health.
 //!
-//! `acknowledged_writes_survive_leader_failures` runs a seeded fault schedule. The normal
-//! run does four faults, one of each kind (about a minute). The long form:
+//! `acknowledged_writes_survive_leader_failures` runs a seeded fault schedule on three
+//! hosts (network namespaces, so a node can be cut off; needs root). The normal run does
+//! five faults, one of each kind (about a minute). The long form:
 //! `ODRADEK_REPLICATION_STEPS=100 cargo nextest run -p odradek --test replication`, and
 //! `ODRADEK_REPLICATION_SEED=<seed printed by a failed run>` replays a schedule.
 
@@ -24,7 +25,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use support::cluster::{Cluster, Role, eventually};
+use support::cluster::{Cluster, Launcher, Role, eventually};
+use support::netns::Network;
 use support::*;
 
 /// A dead or frozen broker is fenced within 3 s (heartbeats every 500 ms), so its
@@ -418,18 +420,26 @@ enum Fault {
     KillLeaderAndController,
     /// SIGSTOP a partition's leader (a hung machine, sockets open) for 1-5 s.
     PauseLeader,
+    /// Cut a partition's leader off the network (from its peers and from every client)
+    /// until another replica leads, then heal: the deposed leader, still running and
+    /// perhaps holding records nobody else has, must give up and catch up.
+    IsolateLeader,
 }
 
-const FAULTS: [Fault; 4] = [
+const FAULTS: [Fault; 5] = [
     Fault::KillLeader,
     Fault::KillController,
     Fault::KillLeaderAndController,
     Fault::PauseLeader,
+    Fault::IsolateLeader,
 ];
 
 /// Drives the faults against a cluster, waiting after each for it to serve again.
 struct Schedule {
     cluster: Cluster,
+    /// Node `i` runs on host `i - 1`. Declared after `cluster` so that the brokers stop
+    /// before their namespaces go.
+    network: Arc<Network>,
     rng: Rng,
     seed: u64,
     rt: tokio::runtime::Runtime,
@@ -510,23 +520,47 @@ impl Schedule {
         ));
     }
 
-    /// Kills `node`, the leader of partition `p`, and keeps it down until another replica
-    /// leads `p` (its session timed out and the controller moved leadership): a failover
-    /// every schedule goes through, however short its other dwell times.
-    fn kill_until_failover(&mut self, node: i32, p: i32) {
-        self.cluster.kill9(node);
-        let killed = Instant::now();
-        let next = self.wait_until("another replica leads the partition", |s| {
-            partitions(&s.live(), TOPIC)
+    /// Waits, after `node` (the leader of partition `p`) was killed or cut off, until
+    /// another replica leads `p` (its session timed out and the controller moved
+    /// leadership): a failover every schedule goes through, however short its other dwell
+    /// times. Returns the new leader and how long the move took.
+    fn failover_from(&mut self, node: i32, p: i32) -> (i32, Duration) {
+        let lost = Instant::now();
+        let others = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != node)
+            .map(|n| n.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let next = self.wait_until("another replica leads the partition", |_| {
+            partitions(&others, TOPIC)
                 .map(|v| v[p as usize].leader)
                 .filter(|l| *l > 0 && *l != node)
         });
-        let failover = killed.elapsed();
         self.failovers += 1;
+        (next, lost.elapsed())
+    }
+
+    fn kill_until_failover(&mut self, node: i32, p: i32) {
+        self.cluster.kill9(node);
+        let (next, failover) = self.failover_from(node, p);
         let down = failover + self.dwell(0, 1500);
         self.cluster.restart(node);
         self.note(format!(
             "killed node {node} (leader of partition {p}): node {next} led after {failover:?}; restarted after {down:?}"
+        ));
+    }
+
+    fn isolate_until_failover(&mut self, node: i32, p: i32) {
+        let host = (node - 1) as usize;
+        self.network.isolate(host);
+        let (next, failover) = self.failover_from(node, p);
+        let apart = failover + self.dwell(0, 1500);
+        self.network.heal(host);
+        self.note(format!(
+            "cut node {node} (leader of partition {p}) off: node {next} led after {failover:?}; healed after {apart:?}"
         ));
     }
 
@@ -562,6 +596,10 @@ impl Schedule {
                 self.note(format!(
                     "froze node {leader} (leader of partition {p}) for {frozen:?}"
                 ));
+            }
+            Fault::IsolateLeader => {
+                let (p, leader) = self.some_leader();
+                self.isolate_until_failover(leader, p);
             }
         }
     }
@@ -619,7 +657,16 @@ fn acknowledged_writes_survive_leader_failures() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let cluster = Cluster::start_with(3, FAST_FENCING);
+    // Each node on a host of its own, so that one can be cut off the network.
+    let network = Arc::new(Network::create(3));
+    let hosts = (0..3)
+        .map(|i| {
+            let on = network.clone();
+            let launcher: Launcher = Box::new(move || on.command(i, env!("CARGO_BIN_EXE_odradek")));
+            (network.addr(i), launcher)
+        })
+        .collect();
+    let cluster = Cluster::start_on(hosts, FAST_FENCING);
     let bootstrap = cluster.bootstrap();
     rt.block_on(create_replicated(
         &bootstrap,
@@ -637,6 +684,7 @@ fn acknowledged_writes_survive_leader_failures() {
     );
     let mut schedule = Schedule {
         cluster,
+        network,
         rng: Rng::new(seed),
         seed,
         rt,
@@ -679,7 +727,7 @@ fn acknowledged_writes_survive_leader_failures() {
         std::thread::spawn(move || run_watcher(bootstrap, stop, seen, violations))
     };
 
-    // Each run of four faults has one of each kind, in a seeded order.
+    // Each run of five faults has one of each kind, in a seeded order.
     let mut order = FAULTS;
     for step in 0..steps as usize {
         if step % FAULTS.len() == 0 {
@@ -789,10 +837,11 @@ fn acknowledged_writes_survive_leader_failures() {
         ));
     }
     let enough = |name| acked_by.get(name).copied().unwrap_or(0) >= 100;
-    // A full round of faults holds a KillLeader, which waits for a failover.
+    // A full round of faults holds a KillLeader and an IsolateLeader, which wait for a
+    // failover each.
     let failovers_expected = steps >= FAULTS.len() as u64;
     if !(enough(IDEMPOTENT) && enough(PLAIN) && seen.len() >= 100)
-        || (failovers_expected && schedule.failovers == 0)
+        || (failovers_expected && schedule.failovers < 2)
     {
         schedule.fail(&format!("too little traffic to mean anything: {summary}"));
     }
@@ -1027,6 +1076,88 @@ async fn acks_all_needs_min_insync_replicas() {
         .collect();
     assert_eq!(read, expected);
     assert_eq!(high_watermark(&cluster.bootstrap(), &topic, 0), 3);
+}
+
+/// `write.caching=true` (Kafka's page-cache semantics) answers acks=all once every in-sync
+/// replica has the batch, synced or not; switched off, acks=all waits for the fsyncs again.
+/// Every node's fsyncs of the topic's files stall (a preloaded shim) while a trigger exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_caching_answers_acks_all_before_any_replica_syncs() {
+    let shim_dir = tempfile::tempdir().expect("temp dir");
+    let shim = build_fsync_shim(shim_dir.path());
+    let trigger = shim_dir.path().join("stall-now");
+    let topic = unique_topic("cached");
+    let cluster = Cluster::start_with_env(
+        3,
+        &[],
+        &[
+            ("LD_PRELOAD", shim.to_str().expect("utf-8 path")),
+            ("ODRADEK_FAIL_FSYNC_MATCH", &format!("/{topic}-0/")),
+            (
+                "ODRADEK_FAIL_FSYNC_TRIGGER",
+                trigger.to_str().expect("utf-8 path"),
+            ),
+            ("ODRADEK_FAIL_FSYNC_HANG", "1"),
+        ],
+    );
+    let all = cluster.bootstrap();
+    create_replicated(
+        &all,
+        &topic,
+        1,
+        &[("min.insync.replicas", "2"), ("write.caching", "true")],
+    )
+    .await;
+    let healthy = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
+        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    });
+    let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "20000")]);
+
+    // No replica can sync the partition, yet every acks=all write is answered, with all
+    // three replicas still in sync.
+    std::fs::write(&trigger, b"").expect("stalling fsync");
+    let mut acked = BTreeMap::new();
+    for i in 0..20 {
+        let value = format!("cached-{i}");
+        let sent = send(&strict, &topic, 0, &value).await;
+        let offset = sent.unwrap_or_else(|e| panic!("{value}: {e}\n{}", cluster.logs()));
+        acked.insert((0, offset), value);
+    }
+    assert_eq!(
+        partitions(&all, &topic).map(|v| v[0].isr.clone()),
+        Some(healthy.isr.clone()),
+        "the ISR after acks=all writes with stalled fsyncs"
+    );
+
+    // Switched off, acks=all waits for the fsyncs: not answered while they stall...
+    let (code, message) = alter(
+        &cluster.node(1).addr.to_string(),
+        TOPIC_RESOURCE,
+        &topic,
+        &[("write.caching", SET, Some("false"))],
+        false,
+    );
+    assert_eq!(code, 0, "{message:?}");
+    for node in &cluster.nodes {
+        eventually(RECOVERY, "every broker has write.caching=false", || {
+            let addr = node.addr.to_string();
+            let (value, _) = config_source(&addr, TOPIC_RESOURCE, &topic, "write.caching");
+            (value.as_deref() == Some("false")).then_some(())
+        });
+    }
+    let mut synced = Box::pin(send(&strict, &topic, 0, "synced"));
+    let early = tokio::time::timeout(Duration::from_secs(3), &mut synced).await;
+    assert!(
+        early.is_err(),
+        "acks=all answered while no replica could sync: {early:?}"
+    );
+    // ...and answered once they can.
+    std::fs::remove_file(&trigger).expect("unstalling fsync");
+    let offset = synced
+        .await
+        .unwrap_or_else(|e| panic!("the synced write failed once fsync worked: {e}"));
+    acked.insert((0, offset), "synced".to_string());
+    assert_all_readable(&all, &topic, &acked);
 }
 
 /// Partition 0 of `topic` as DescribeTopicPartitions (KIP-966) reports it through `addr`:

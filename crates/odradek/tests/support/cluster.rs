@@ -97,10 +97,25 @@ impl Cluster {
     /// As [`start`](Self::start), with extra broker arguments for every node (`{id}` in
     /// an argument stands for the node's id, e.g. `broker.rack=rack-{id}`).
     pub fn start_with(n: usize, args: &[&str]) -> Cluster {
+        Self::start_with_env(n, args, &[])
+    }
+
+    /// As [`start_with`](Self::start_with), with extra environment variables for every
+    /// node's process, kept across restarts.
+    pub fn start_with_env(n: usize, args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let hosts = (1..=n)
             .map(|i| {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8));
-                let launcher: Launcher = Box::new(|| Command::new(env!("CARGO_BIN_EXE_odradek")));
+                let env = env.clone();
+                let launcher: Launcher = Box::new(move || {
+                    let mut command = Command::new(env!("CARGO_BIN_EXE_odradek"));
+                    command.envs(env.iter().map(|(k, v)| (k, v)));
+                    command
+                });
                 (ip, launcher)
             })
             .collect();

@@ -312,6 +312,23 @@ pub fn consume(
     out
 }
 
+/// Builds the shim that fails or stalls fsync (`support/fail_fsync.c`, with the C compiler
+/// the rdkafka crate already needs) into `dir`; preload it with `LD_PRELOAD`.
+pub fn build_fsync_shim(dir: &Path) -> PathBuf {
+    let source = dir.join("fail_fsync.c");
+    std::fs::write(&source, include_str!("fail_fsync.c")).expect("writing the shim");
+    let library = dir.join("libfail_fsync.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "building the shim failed: {status}");
+    library
+}
+
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
 }
