@@ -25,7 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use support::cluster::{Cluster, Launcher, Role, eventually};
+use support::cluster::{Cluster, ClusterNode, Launcher, Role, eventually};
 use support::netns::Network;
 use support::*;
 
@@ -1803,6 +1803,8 @@ const TOPIC_RESOURCE: i8 = 2;
 const BROKER_RESOURCE: i8 = 4;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
+/// DescribeConfigs' source of a dynamic config of one broker.
+const DYNAMIC_BROKER: i8 = 2;
 /// DescribeConfigs' source of a cluster-wide dynamic broker config.
 const DYNAMIC_DEFAULT: i8 = 3;
 
@@ -2114,24 +2116,63 @@ async fn cluster_reassign_plans_executes_and_watches_a_move_that_keeps_every_rec
     let file = dir.path().join("plan.json");
     std::fs::write(&file, &plan).expect("writing the plan");
     let file = file.to_str().expect("a UTF-8 path");
+    let rate = (1 << 20).to_string();
     let started = cli_ok(
         &bootstrap,
-        &["cluster", "reassign", "execute", "--plan", file],
-    );
-    assert_eq!(started.matches(" ok").count(), 3, "{started}");
-    // The topic's throttles, as `execute --throttle` sets them: `watch` removes them.
-    cli_ok(
-        &bootstrap,
         &[
-            "topic",
-            "alter-config",
-            &topic,
-            "--set",
-            "leader.replication.throttled.replicas=0:1,1:1,2:1",
-            "--set",
-            "follower.replication.throttled.replicas=0:2,1:3,2:2",
+            "cluster",
+            "reassign",
+            "execute",
+            "--plan",
+            file,
+            "--throttle",
+            &rate,
         ],
     );
+    assert_eq!(started.matches(" ok").count(), 3, "{started}");
+    assert!(
+        started.contains(&format!(
+            "Throttled replication to {rate} B/s on brokers 1,2,3 for {topic}"
+        )),
+        "{started}"
+    );
+    // Kafka's throttles for the move: the rates on every broker involved, the leader
+    // throttle on the replicas that send (all on broker 1), the follower throttle on the
+    // ones being added (while the move runs they may still be there).
+    let rates_on = |node: &ClusterNode| -> Vec<(Option<String>, i8)> {
+        [LEADER_RATE, FOLLOWER_RATE]
+            .iter()
+            .map(|key| {
+                let id = node.id.to_string();
+                config_source(&node.addr.to_string(), BROKER_RESOURCE, &id, key)
+            })
+            .collect()
+    };
+    let pairs = |node: &ClusterNode, key: &str| -> BTreeSet<String> {
+        let (value, _) = config_source(&node.addr.to_string(), TOPIC_RESOURCE, &topic, key);
+        value
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let lists_on =
+        |node: &ClusterNode| (pairs(node, LEADER_REPLICAS), pairs(node, FOLLOWER_REPLICAS));
+    let throttled = vec![(Some(rate.clone()), DYNAMIC_BROKER); 2];
+    let senders: BTreeSet<String> = (0..3).map(|p| format!("{p}:1")).collect();
+    let receivers: BTreeSet<String> = targets
+        .iter()
+        .map(|(p, replicas)| format!("{p}:{}", replicas[0]))
+        .collect();
+    for node in &cluster.nodes {
+        eventually(RECOVERY, &format!("broker {} throttled", node.id), || {
+            (rates_on(node) == throttled && lists_on(node) == (senders.clone(), receivers.clone()))
+                .then_some(())
+        });
+    }
+
+    // `watch` waits for the moves and then removes every throttle `execute` set.
     let watched = cli_ok(
         &bootstrap,
         &["cluster", "reassign", "watch", "--plan", file],
@@ -2139,10 +2180,20 @@ async fn cluster_reassign_plans_executes_and_watches_a_move_that_keeps_every_rec
     assert!(
         watched.contains("No reassignment in progress.")
             && watched.contains(&format!(
-                "Removed the replication throttles of topic {topic}"
+                "Removed the replication throttles of broker 1, broker 2, broker 3, topic {topic}"
             )),
         "{watched}"
     );
+    let unthrottled = Some(i64::MAX.to_string());
+    for node in &cluster.nodes {
+        eventually(RECOVERY, &format!("broker {} unthrottled", node.id), || {
+            let lists = lists_on(node);
+            (rates_on(node).iter().all(|(v, _)| *v == unthrottled)
+                && lists.0.is_empty()
+                && lists.1.is_empty())
+            .then_some(())
+        });
+    }
 
     eventually(RECOVERY, "the planned replicas in the metadata", || {
         let views = partitions(&bootstrap, &topic)?;
