@@ -1080,8 +1080,9 @@ impl Log {
             (work, captured)
         };
         if let Err(e) = work.sync() {
-            tracing::error!(error = %e, "fsync failed; taking the log offline");
-            Self::lock_shared(log)?.mark_offline();
+            let mut log = Self::lock_shared(log)?;
+            tracing::error!(log = %log.dir.display(), error = %e, "fsync failed; taking the log offline");
+            log.mark_offline();
             return Err(e);
         }
         after_sync(captured)?;

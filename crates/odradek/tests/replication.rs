@@ -1078,28 +1078,56 @@ async fn acks_all_needs_min_insync_replicas() {
     assert_eq!(high_watermark(&cluster.bootstrap(), &topic, 0), 3);
 }
 
+/// A disk that fails or stalls fsync, on every node of a three-node cluster: the shim
+/// (`support/fail_fsync.c`) preloaded into each, acting on paths that contain a pattern
+/// while that node's trigger file exists.
+struct BadDisk {
+    dir: tempfile::TempDir,
+}
+
+impl BadDisk {
+    /// Fsyncs of paths containing `matching` fail with EIO, or with `stall` wait until the
+    /// node is disarmed.
+    fn cluster(matching: &str, stall: bool) -> (Cluster, BadDisk) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let shim = build_fsync_shim(dir.path());
+        let trigger = format!("{}/armed-{{id}}", dir.path().display());
+        let mut env = vec![
+            ("LD_PRELOAD", shim.to_str().expect("utf-8 path")),
+            ("ODRADEK_FAIL_FSYNC_MATCH", matching),
+            ("ODRADEK_FAIL_FSYNC_TRIGGER", trigger.as_str()),
+        ];
+        if stall {
+            env.push(("ODRADEK_FAIL_FSYNC_HANG", "1"));
+        }
+        let cluster = Cluster::start_with_env(3, &[], &env);
+        (cluster, BadDisk { dir })
+    }
+
+    fn trigger(&self, id: i32) -> std::path::PathBuf {
+        self.dir.path().join(format!("armed-{id}"))
+    }
+
+    fn arm(&self, ids: &[i32]) {
+        for id in ids {
+            std::fs::write(self.trigger(*id), b"").expect("arming the shim");
+        }
+    }
+
+    fn disarm(&self, ids: &[i32]) {
+        for id in ids {
+            std::fs::remove_file(self.trigger(*id)).expect("disarming the shim");
+        }
+    }
+}
+
 /// `write.caching=true` (Kafka's page-cache semantics) answers acks=all once every in-sync
 /// replica has the batch, synced or not; switched off, acks=all waits for the fsyncs again.
 /// Every node's fsyncs of the topic's files stall (a preloaded shim) while a trigger exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_caching_answers_acks_all_before_any_replica_syncs() {
-    let shim_dir = tempfile::tempdir().expect("temp dir");
-    let shim = build_fsync_shim(shim_dir.path());
-    let trigger = shim_dir.path().join("stall-now");
     let topic = unique_topic("cached");
-    let cluster = Cluster::start_with_env(
-        3,
-        &[],
-        &[
-            ("LD_PRELOAD", shim.to_str().expect("utf-8 path")),
-            ("ODRADEK_FAIL_FSYNC_MATCH", &format!("/{topic}-0/")),
-            (
-                "ODRADEK_FAIL_FSYNC_TRIGGER",
-                trigger.to_str().expect("utf-8 path"),
-            ),
-            ("ODRADEK_FAIL_FSYNC_HANG", "1"),
-        ],
-    );
+    let (cluster, disk) = BadDisk::cluster(&format!("/{topic}-0/"), true);
     let all = cluster.bootstrap();
     create_replicated(
         &all,
@@ -1115,7 +1143,7 @@ async fn write_caching_answers_acks_all_before_any_replica_syncs() {
 
     // No replica can sync the partition, yet every acks=all write is answered, with all
     // three replicas still in sync.
-    std::fs::write(&trigger, b"").expect("stalling fsync");
+    disk.arm(&[1, 2, 3]);
     let mut acked = BTreeMap::new();
     for i in 0..20 {
         let value = format!("cached-{i}");
@@ -1152,12 +1180,116 @@ async fn write_caching_answers_acks_all_before_any_replica_syncs() {
         "acks=all answered while no replica could sync: {early:?}"
     );
     // ...and answered once they can.
-    std::fs::remove_file(&trigger).expect("unstalling fsync");
+    disk.disarm(&[1, 2, 3]);
     let offset = synced
         .await
         .unwrap_or_else(|e| panic!("the synced write failed once fsync worked: {e}"));
     acked.insert((0, offset), "synced".to_string());
     assert_all_readable(&all, &topic, &acked);
+}
+
+/// A `write.caching` topic still flushes when its flush policy says so (`flush.messages`),
+/// on the leader and on the followers, and without one never syncs. Each node's fsyncs of
+/// the topics' files fail (the shim) while that node's trigger exists, so a flush shows as
+/// the log taken offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_caching_topics_flush_by_their_flush_policy_only() {
+    let prefix = unique_topic("flushing");
+    let (cluster, disk) = BadDisk::cluster(&format!("/{prefix}-"), false);
+    let all = cluster.bootstrap();
+    let [never, leader_flushes, followers_flush] =
+        ["never", "leader", "followers"].map(|t| format!("{prefix}-{t}"));
+    for topic in [&never, &leader_flushes, &followers_flush] {
+        // Node 1 leads.
+        create_placed(&all, topic, &[&[1, 2, 3]]).await;
+        let mut configs = vec![("write.caching", SET, Some("true"))];
+        if *topic != never {
+            configs.push(("flush.messages", SET, Some("1")));
+        }
+        let (code, message) = alter(
+            &cluster.node(1).addr.to_string(),
+            TOPIC_RESOURCE,
+            topic,
+            &configs,
+            false,
+        );
+        assert_eq!(code, 0, "{message:?}");
+        eventually(
+            RECOVERY,
+            "led by node 1 with three replicas in sync",
+            || {
+                partitions(&all, topic)?
+                    .into_iter()
+                    .next()
+                    .filter(|v| v.healthy() && v.leader == 1)
+            },
+        );
+    }
+    for node in &cluster.nodes {
+        eventually(RECOVERY, "every broker has the configs", || {
+            let addr = node.addr.to_string();
+            [&never, &leader_flushes, &followers_flush]
+                .iter()
+                .all(|t| {
+                    config_source(&addr, TOPIC_RESOURCE, t, "write.caching")
+                        .0
+                        .as_deref()
+                        == Some("true")
+                })
+                .then_some(())
+        });
+    }
+    let strict = producer(
+        &all,
+        &[
+            ("acks", "all"),
+            ("retries", "0"),
+            ("message.timeout.ms", "20000"),
+        ],
+    );
+    let flushed = |id: i32, topic: &str| {
+        cluster.log(id).lines().any(|l| {
+            l.contains("fsync failed; taking the log offline") && l.contains(&format!("/{topic}-0"))
+        })
+    };
+
+    // Every fsync fails, yet without a flush policy nothing is synced: all is answered.
+    disk.arm(&[1, 2, 3]);
+    for i in 0..20 {
+        let sent = send(&strict, &never, 0, &format!("never-{i}")).await;
+        assert!(sent.is_ok(), "{sent:?}\n{}", cluster.logs());
+    }
+    assert!(
+        (1..=3).all(|id| !flushed(id, &never)),
+        "a write.caching topic without a flush policy was synced:\n{}",
+        cluster.logs()
+    );
+
+    // flush.messages=1: the leader flushes each acks=all write. Its answer does not matter
+    // here, so it is not awaited; each write has a producer (a connection) of its own, since
+    // a broker reads a connection's next request only once it has answered the one before.
+    let enqueue = |topic: &str| {
+        let writer = producer(&all, &[("acks", "all"), ("message.timeout.ms", "5000")]);
+        let record = FutureRecord::<(), _>::to(topic)
+            .partition(0)
+            .payload("flushed");
+        drop(writer.send_result(record).expect("enqueued"));
+        writer
+    };
+    let _leader_write = enqueue(&leader_flushes);
+    eventually(RECOVERY, "the leader flushed", || {
+        flushed(1, &leader_flushes).then_some(())
+    });
+
+    // And so do the followers, once they have it (the leader's own fsyncs work now).
+    disk.disarm(&[1]);
+    let _followers_write = enqueue(&followers_flush);
+    for id in [2, 3] {
+        eventually(RECOVERY, &format!("follower {id} flushed"), || {
+            flushed(id, &followers_flush).then_some(())
+        });
+    }
+    assert!(!flushed(1, &followers_flush));
 }
 
 /// Partition 0 of `topic` as DescribeTopicPartitions (KIP-966) reports it through `addr`:

@@ -459,21 +459,22 @@ impl Broker {
             self.metrics
                 .record_produce(&topic.metric_label, records.len(), count);
         }
-        let durable = if acks == -1 {
-            Some(self.acknowledged(
+        let write_caching = topic.settings.write_caching;
+        // acks=all syncs anyway unless the topic caches writes; otherwise the flush policy
+        // (`flush.messages`, `flush.ms`) decides.
+        if result.flush_due && (acks != -1 || write_caching) {
+            self.logs.sync(partition, None);
+        }
+        let durable = (acks == -1).then(|| {
+            self.acknowledged(
                 partition,
                 result.last_offset,
                 epoch,
                 min_insync,
-                topic.settings.write_caching,
+                write_caching,
                 timeout,
-            ))
-        } else {
-            if result.flush_due {
-                self.logs.sync(partition, None);
-            }
-            None
-        };
+            )
+        });
         let response = PartitionProduceResponse::default()
             .with_index(index)
             .with_base_offset(result.base_offset)

@@ -64,8 +64,12 @@ pub struct ReplicaFetchers {
 
 /// What a round did to a partition.
 enum Outcome {
-    /// Appended this many bytes: sync before the next fetch.
-    Appended(usize),
+    /// Appended `bytes`: sync before the next fetch (a `write.caching` topic only when its
+    /// flush policy says so, and without waiting).
+    Appended {
+        bytes: usize,
+        flush_due: bool,
+    },
     Idle,
     /// The leader cannot serve it now (it has not caught up with the metadata, or lost
     /// leadership): wait for a metadata change or the backoff.
@@ -258,7 +262,7 @@ impl Broker {
                 };
                 let f = &followed[at];
                 match self.apply_fetched(leader, f, data) {
-                    Outcome::Appended(bytes) => {
+                    Outcome::Appended { bytes, flush_due } => {
                         progressed = true;
                         if throttles[at] != Throttle::Off {
                             quota.record(&config, &self.metrics, bytes);
@@ -269,6 +273,8 @@ impl Broker {
                             .is_some_and(|t| t.settings.write_caching);
                         if !caching {
                             appended.push(f.partition.clone());
+                        } else if flush_due {
+                            self.logs.sync(&f.partition, None);
                         }
                     }
                     Outcome::Idle => progressed = true,
@@ -369,8 +375,11 @@ impl Broker {
                 } else {
                     let bytes = records.len();
                     self.metrics.replication_bytes_in.inc_by(bytes as u64);
-                    log.append_replicated(records)?;
-                    Outcome::Appended(bytes)
+                    let appended = log.append_replicated(records)?;
+                    Outcome::Appended {
+                        bytes,
+                        flush_due: appended.flush_due,
+                    }
                 };
                 if data.log_start_offset > log.log_start_offset()
                     && data.log_start_offset <= log.log_end_offset()
@@ -403,9 +412,9 @@ impl Broker {
         })();
         drop(log);
         match result {
-            Ok(Outcome::Appended(bytes)) => {
+            Ok(appended @ Outcome::Appended { .. }) => {
                 partition.appended.notify_waiters();
-                Outcome::Appended(bytes)
+                appended
             }
             Ok(outcome) => outcome,
             Err(e) => {

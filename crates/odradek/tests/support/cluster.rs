@@ -101,16 +101,15 @@ impl Cluster {
     }
 
     /// As [`start_with`](Self::start_with), with extra environment variables for every
-    /// node's process, kept across restarts.
+    /// node's process, kept across restarts (`{id}` in a value stands for the node's id).
     pub fn start_with_env(n: usize, args: &[&str], env: &[(&str, &str)]) -> Cluster {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         let hosts = (1..=n)
             .map(|i| {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8));
-                let env = env.clone();
+                let env: Vec<(String, String)> = env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.replace("{id}", &i.to_string())))
+                    .collect();
                 let launcher: Launcher = Box::new(move || {
                     let mut command = Command::new(env!("CARGO_BIN_EXE_odradek"));
                     command.envs(env.iter().map(|(k, v)| (k, v)));
