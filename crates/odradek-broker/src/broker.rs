@@ -295,8 +295,8 @@ impl Broker {
     }
 
     /// The leader's side of replication until shutdown: ISR changes that followers' fetches
-    /// ask for, the expiry of followers that fell behind, and the coordinator partitions
-    /// that follow leadership.
+    /// ask for, the expiry of followers that fell behind, the handoff of partitions whose
+    /// log went offline, and the coordinator partitions that follow leadership.
     pub async fn run_replication(self: Arc<Self>) {
         let Some(changes) = odradek_storage::LockExt::lock_or_recover(&self.isr_changes_rx).take()
         else {
@@ -305,6 +305,7 @@ impl Broker {
         tokio::join!(
             self.clone().run_isr_changes(changes),
             self.clone().run_isr_expiration(),
+            self.clone().run_offline_handoff(),
             self.clone().run_coordinator_ownership()
         );
     }

@@ -1292,6 +1292,53 @@ async fn write_caching_topics_flush_by_their_flush_policy_only() {
     assert!(!flushed(1, &followers_flush));
 }
 
+/// A leader whose log goes offline (its fsync fails: a failing or full disk) hands the
+/// partition to an in-sync replica: the producer's retries land there and nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_log_fails_hands_the_partition_to_an_in_sync_replica() {
+    let topic = unique_topic("failing");
+    let (cluster, disk) = BadDisk::cluster(&format!("/{topic}-0/"), false);
+    let all = cluster.bootstrap();
+    // Node 1 leads.
+    create_placed(&all, &topic, &[&[1, 2, 3]]).await;
+    eventually(
+        RECOVERY,
+        "led by node 1 with three replicas in sync",
+        || {
+            partitions(&all, &topic)?
+                .into_iter()
+                .next()
+                .filter(|v| v.healthy() && v.leader == 1)
+        },
+    );
+    let mut acked = write_acked(&all, &topic, 1, 10).await;
+
+    // Node 1's disk fails: its next acks=all write is refused with KAFKA_STORAGE_ERROR,
+    // which the producer retries until the partition is led elsewhere.
+    disk.arm(&[1]);
+    let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "30000")]);
+    let offset = send(&strict, &topic, 0, "during")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    acked.insert((0, offset), "during".to_string());
+    let moved = partitions(&all, &topic).expect("metadata")[0].clone();
+    assert!(
+        [2, 3].contains(&moved.leader) && moved.isr == BTreeSet::from([2, 3]),
+        "{moved:?}"
+    );
+    assert!(
+        cluster
+            .log(1)
+            .contains("the log is offline: handing leadership to an in-sync replica"),
+        "{}",
+        cluster.log(1)
+    );
+    // The new leader takes writes as usual.
+    acked.extend(write_acked(&all, &topic, 1, 10).await);
+    assert_all_readable(&all, &topic, &acked);
+}
+
 /// Partition 0 of `topic` as DescribeTopicPartitions (KIP-966) reports it through `addr`:
 /// leader, ISR and eligible leader replicas, when that broker answers.
 fn eligibility(addr: &str, topic: &str) -> Option<(i32, BTreeSet<i32>, BTreeSet<i32>)> {

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod fetcher;
+mod handoff;
 pub(crate) mod isr;
 pub mod throttle;
 
