@@ -1292,51 +1292,68 @@ async fn write_caching_topics_flush_by_their_flush_policy_only() {
     assert!(!flushed(1, &followers_flush));
 }
 
-/// A leader whose log goes offline (its fsync fails: a failing or full disk) hands the
-/// partition to an in-sync replica: the producer's retries land there and nothing
-/// acknowledged is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_log_fails_hands_the_partition_to_an_in_sync_replica() {
-    let topic = unique_topic("failing");
+/// Fails node `failing`'s disk under partition 0 of a new topic on nodes 1-3 that node 1
+/// leads, right before an acks=all write, which must then be answered (the producer
+/// retries within 10 s: far less than `replica.lag.time.max.ms`); checks that every
+/// acknowledged write, before and after, is readable. Returns the partition as it was just
+/// after that write.
+async fn a_disk_fails(failing: i32, topic: &str) -> (PartitionView, Cluster, BadDisk) {
     let (cluster, disk) = BadDisk::cluster(&format!("/{topic}-0/"), false);
     let all = cluster.bootstrap();
-    // Node 1 leads.
-    create_placed(&all, &topic, &[&[1, 2, 3]]).await;
+    create_placed(&all, topic, &[&[1, 2, 3]]).await;
     eventually(
         RECOVERY,
         "led by node 1 with three replicas in sync",
         || {
-            partitions(&all, &topic)?
+            partitions(&all, topic)?
                 .into_iter()
                 .next()
                 .filter(|v| v.healthy() && v.leader == 1)
         },
     );
-    let mut acked = write_acked(&all, &topic, 1, 10).await;
-
-    // Node 1's disk fails: its next acks=all write is refused with KAFKA_STORAGE_ERROR,
-    // which the producer retries until the partition is led elsewhere.
-    disk.arm(&[1]);
-    let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "30000")]);
-    let offset = send(&strict, &topic, 0, "during")
+    let mut acked = write_acked(&all, topic, 1, 10).await;
+    disk.arm(&[failing]);
+    let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "10000")]);
+    let offset = send(&strict, topic, 0, "during")
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     acked.insert((0, offset), "during".to_string());
-    let moved = partitions(&all, &topic).expect("metadata")[0].clone();
+    let after = partitions(&all, topic).expect("metadata")[0].clone();
+    acked.extend(write_acked(&all, topic, 1, 10).await);
+    assert_all_readable(&all, topic, &acked);
+    (after, cluster, disk)
+}
+
+/// A leader whose log goes offline (its fsync fails: a failing disk) hands the partition
+/// to an in-sync replica and leaves the ISR: the producer's retry lands there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_log_fails_hands_the_partition_to_an_in_sync_replica() {
+    let (after, cluster, _disk) = a_disk_fails(1, &unique_topic("failing-leader")).await;
     assert!(
-        [2, 3].contains(&moved.leader) && moved.isr == BTreeSet::from([2, 3]),
-        "{moved:?}"
+        [2, 3].contains(&after.leader) && after.isr == BTreeSet::from([2, 3]),
+        "{after:?}"
     );
+    let log = cluster.log(1);
     assert!(
-        cluster
-            .log(1)
-            .contains("the log is offline: handing leadership to an in-sync replica"),
-        "{}",
-        cluster.log(1)
+        log.contains("the log is offline: handing leadership to an in-sync replica"),
+        "{log}"
     );
-    // The new leader takes writes as usual.
-    acked.extend(write_acked(&all, &topic, 1, 10).await);
-    assert_all_readable(&all, &topic, &acked);
+}
+
+/// A follower whose log goes offline leaves the ISR at once, rather than holding back
+/// every acks=all write until `replica.lag.time.max.ms` (30 s) drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_log_fails_leaves_the_isr_at_once() {
+    let (after, cluster, _disk) = a_disk_fails(2, &unique_topic("failing-follower")).await;
+    assert_eq!(
+        (after.leader, after.isr.clone()),
+        (1, BTreeSet::from([1, 3]))
+    );
+    let log = cluster.log(2);
+    assert!(
+        log.contains("the log is offline: leaving the in-sync replicas"),
+        "{log}"
+    );
 }
 
 /// Partition 0 of `topic` as DescribeTopicPartitions (KIP-966) reports it through `addr`:
