@@ -739,14 +739,25 @@ async fn group_and_transaction_requests_are_answered_by_their_coordinator_only()
         assert_eq!(heartbeat(node), expected.code(), "heartbeat to node {node}");
     }
 
-    // Likewise for a transactional id: only its coordinator starts the producer.
+    // Likewise for a transactional id: only its coordinator starts the producer. The
+    // first one makes `__transaction_state` (150 replicas), whose first writes may wait out
+    // the coordinator's write timeout while followers start: that is answered with the
+    // retriable COORDINATOR_NOT_AVAILABLE, which clients retry, and so does this.
     let txn = unique_topic("txn");
     let txn_coordinator = coordinator_of(&one, &txn, 1);
+    let retriable = [
+        ResponseError::CoordinatorNotAvailable.code(),
+        ResponseError::CoordinatorLoadInProgress.code(),
+    ];
     for node in 1..=3 {
         let request = InitProducerIdRequest::default()
             .with_transactional_id(Some(TransactionalId(StrBytes::from_string(txn.clone()))))
             .with_transaction_timeout_ms(10_000);
-        let response = raw_round_trip(&cluster.node(node).addr.to_string(), &request, 4);
+        let addr = cluster.node(node).addr.to_string();
+        let response = eventually(Duration::from_secs(30), "a final answer", || {
+            let response = raw_round_trip(&addr, &request, 4);
+            (!retriable.contains(&response.error_code)).then_some(response)
+        });
         if node == txn_coordinator {
             assert_eq!(response.error_code, 0, "{response:?}");
             assert!(response.producer_id.0 >= 0);
