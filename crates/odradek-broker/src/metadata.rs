@@ -493,7 +493,8 @@ impl MetadataImage {
         topic.placement.get_mut(usize::try_from(partition).ok()?)
     }
 
-    fn is_live(&self, broker: i32) -> bool {
+    /// Whether `broker` is registered and not fenced.
+    pub fn is_live(&self, broker: i32) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
@@ -1928,7 +1929,7 @@ mod tests {
                     }
                     _ => None,
                 };
-                let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
+                let live = |b: i32| image.is_live(b);
                 for topic in image.topics() {
                     let old = before.topic(&topic.name).map(|t| &t.placement);
                     for (i, p) in topic.placement.iter().enumerate() {

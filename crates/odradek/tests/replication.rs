@@ -188,6 +188,30 @@ fn quorum_leader(addr: &str) -> Option<i32> {
     (ok && partition.leader_id.0 >= 0).then_some(partition.leader_id.0)
 }
 
+/// Partition 0 of `topic` once it is led with every replica in sync.
+fn partition_0_in_sync(bootstrap: &str, topic: &str) -> PartitionView {
+    eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
+        partitions(bootstrap, topic)
+            .and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
+    })
+}
+
+/// Creates `topic` with one partition on nodes 1-3 and waits until node 1 leads it with
+/// all three in sync.
+async fn create_led_by_node_1(bootstrap: &str, topic: &str) {
+    create_placed(bootstrap, topic, &[&[1, 2, 3]]).await;
+    eventually(
+        RECOVERY,
+        "led by node 1 with three replicas in sync",
+        || {
+            partitions(bootstrap, topic)?
+                .into_iter()
+                .next()
+                .filter(|v| v.healthy() && v.leader == 1)
+        },
+    );
+}
+
 /// The bytes of every `.log` segment of `topic`-`partition` in `data_dir`, in offset order
 /// (empty if the directory is missing): replicas must agree on them whatever their segment
 /// boundaries.
@@ -855,9 +879,7 @@ async fn a_diverged_leader_truncates_to_the_new_leaders_log() {
     let topic = unique_topic("diverged");
     let all = cluster.bootstrap();
     create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
-    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
-        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
-    });
+    let start = partition_0_in_sync(&all, &topic);
     let old = start.leader;
     let followers: Vec<i32> = start
         .replicas
@@ -1001,9 +1023,7 @@ async fn acks_all_needs_min_insync_replicas() {
     let topic = unique_topic("min-isr");
     let all = cluster.bootstrap();
     create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
-    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
-        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
-    });
+    let start = partition_0_in_sync(&all, &topic);
     assert_eq!(
         start.replicas,
         BTreeSet::from([2, 3, 4]),
@@ -1136,9 +1156,7 @@ async fn write_caching_answers_acks_all_before_any_replica_syncs() {
         &[("min.insync.replicas", "2"), ("write.caching", "true")],
     )
     .await;
-    let healthy = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
-        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
-    });
+    let healthy = partition_0_in_sync(&all, &topic);
     let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "20000")]);
 
     // No replica can sync the partition, yet every acks=all write is answered, with all
@@ -1200,8 +1218,7 @@ async fn write_caching_topics_flush_by_their_flush_policy_only() {
     let [never, leader_flushes, followers_flush] =
         ["never", "leader", "followers"].map(|t| format!("{prefix}-{t}"));
     for topic in [&never, &leader_flushes, &followers_flush] {
-        // Node 1 leads.
-        create_placed(&all, topic, &[&[1, 2, 3]]).await;
+        create_led_by_node_1(&all, topic).await;
         let mut configs = vec![("write.caching", SET, Some("true"))];
         if *topic != never {
             configs.push(("flush.messages", SET, Some("1")));
@@ -1214,16 +1231,6 @@ async fn write_caching_topics_flush_by_their_flush_policy_only() {
             false,
         );
         assert_eq!(code, 0, "{message:?}");
-        eventually(
-            RECOVERY,
-            "led by node 1 with three replicas in sync",
-            || {
-                partitions(&all, topic)?
-                    .into_iter()
-                    .next()
-                    .filter(|v| v.healthy() && v.leader == 1)
-            },
-        );
     }
     for node in &cluster.nodes {
         eventually(RECOVERY, "every broker has the configs", || {
@@ -1300,17 +1307,7 @@ async fn write_caching_topics_flush_by_their_flush_policy_only() {
 async fn a_disk_fails(failing: i32, topic: &str) -> (PartitionView, Cluster, BadDisk) {
     let (cluster, disk) = BadDisk::cluster(&format!("/{topic}-0/"), false);
     let all = cluster.bootstrap();
-    create_placed(&all, topic, &[&[1, 2, 3]]).await;
-    eventually(
-        RECOVERY,
-        "led by node 1 with three replicas in sync",
-        || {
-            partitions(&all, topic)?
-                .into_iter()
-                .next()
-                .filter(|v| v.healthy() && v.leader == 1)
-        },
-    );
+    create_led_by_node_1(&all, topic).await;
     let mut acked = write_acked(&all, topic, 1, 10).await;
     disk.arm(&[failing]);
     let strict = producer(&all, &[("acks", "all"), ("message.timeout.ms", "10000")]);
@@ -1390,9 +1387,7 @@ async fn an_eligible_leader_replica_leads_cleanly_once_the_isr_is_gone() {
     let topic = unique_topic("elr");
     let all = cluster.bootstrap();
     create_replicated(&all, &topic, 1, &[("min.insync.replicas", "2")]).await;
-    let start = eventually(RECOVERY, "partition 0 led, three replicas in sync", || {
-        partitions(&all, &topic).and_then(|v| v.into_iter().next().filter(PartitionView::healthy))
-    });
+    let start = partition_0_in_sync(&all, &topic);
     let leader = start.leader;
     let others: Vec<i32> = start
         .replicas

@@ -104,12 +104,16 @@ impl Broker {
             // Written before the cluster: its one replica leads.
             return not_needed();
         };
-        let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
         let leader = if unclean {
             if placement.leader != NO_LEADER {
                 return not_needed();
             }
-            match placement.replicas.iter().copied().find(|r| live(*r)) {
+            match placement
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| image.is_live(*r))
+            {
                 Some(r) => r,
                 None => {
                     return Err((
@@ -125,7 +129,7 @@ impl Broker {
             if placement.leader == preferred {
                 return not_needed();
             }
-            if !live(preferred) || !placement.isr.contains(&preferred) {
+            if !image.is_live(preferred) || !placement.isr.contains(&preferred) {
                 return Err((
                     ResponseError::PreferredLeaderNotAvailable,
                     format!(

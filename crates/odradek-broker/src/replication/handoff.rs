@@ -26,26 +26,31 @@ impl Broker {
         let interval = self.config().int("broker.heartbeat.interval.ms").max(1);
         self.every(Duration::from_millis(interval as u64), || async {
             let image = self.logs.image();
-            let live = |b: i32| image.brokers.get(&b).is_some_and(|b| !b.fenced);
             let mut records = Vec::new();
             for topic in self.logs.topics() {
-                let Some(meta) = image.topic(&topic.name).filter(|t| t.id == topic.id) else {
-                    continue;
-                };
                 for partition in &topic.partitions {
-                    let Some(placement) = meta.placement(partition.index) else {
-                        continue;
-                    };
+                    // The common case, no offline log, costs one lock per partition.
                     let offline =
                         partition.shared_log().is_some() && partition.lock_online_log().is_none();
-                    if !offline || !placement.isr.contains(&self.node_id) {
+                    if !offline {
+                        continue;
+                    }
+                    let id = topic.id;
+                    let Some(placement) = image
+                        .topic(&topic.name)
+                        .filter(|t| t.id == id)
+                        .and_then(|t| t.placement(partition.index))
+                    else {
+                        continue;
+                    };
+                    if !placement.isr.contains(&self.node_id) {
                         continue;
                     }
                     let rest: Vec<i32> = placement
                         .isr
                         .iter()
                         .copied()
-                        .filter(|r| *r != self.node_id && live(*r))
+                        .filter(|r| *r != self.node_id && image.is_live(*r))
                         .collect();
                     let (name, index) = (&topic.name, partition.index);
                     if placement.leader != self.node_id {
@@ -53,7 +58,7 @@ impl Broker {
                         if rest.contains(&placement.leader) {
                             warn!(topic = %name, partition = index, "the log is offline: leaving the in-sync replicas");
                             records.push(MetadataRecord::IsrChanged {
-                                id: meta.id,
+                                id,
                                 partition: index,
                                 leader_epoch: placement.leader_epoch,
                                 partition_epoch: placement.partition_epoch,
@@ -73,14 +78,14 @@ impl Broker {
                     warn!(topic = %name, partition = index, next, "the log is offline: handing leadership to an in-sync replica");
                     records.extend([
                         MetadataRecord::LeaderElected {
-                            id: meta.id,
+                            id,
                             partition: index,
                             partition_epoch: placement.partition_epoch,
                             leader: next,
                             unclean: false,
                         },
                         MetadataRecord::IsrChanged {
-                            id: meta.id,
+                            id,
                             partition: index,
                             leader_epoch: placement.leader_epoch + 1,
                             partition_epoch: placement.partition_epoch + 1,
