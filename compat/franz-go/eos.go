@@ -65,8 +65,8 @@ func eosPhase(adm *kadm.Client, base string) string {
 			// Every partition now has a committed offset; the abort
 			// below rewinds to them.
 			ends := endOffsets(adm, in, false)
-			if got, err := committedOffsets(adm, group, in); err != nil || fmt.Sprint(got) != fmt.Sprint(ends) {
-				bad("%s: after the first wave the group has offsets %v (error %v), expected %v", label, got, err, ends)
+			if p := eventually(10*time.Second, func() string { return offsetsMatch(adm, group, in, ends) }); p != "" {
+				bad("%s: after the first wave: %s", label, p)
 				break
 			}
 			for i, w := range produceSpread(in, eosParts, eosWave, eosWave) {
@@ -174,19 +174,24 @@ func eosPhase(adm *kadm.Client, base string) string {
 		bad("%s: read_uncommitted reader of %s saw %d records, expected %d committed + %d aborted", label, out, len(all), eosN, abortedOut)
 	}
 	ends := endOffsets(adm, in, false)
-	if got, err := committedOffsets(adm, group, in); err != nil || fmt.Sprint(got) != fmt.Sprint(ends) {
-		bad("%s: the group's committed offsets are %v (error %v), expected the input's end offsets %v", label, got, err, ends)
+	if p := eventually(10*time.Second, func() string { return offsetsMatch(adm, group, in, ends) }); p != "" {
+		bad("%s: at the end: %s", label, p)
 	}
 	outEnds, outLSO := endOffsets(adm, out, false), endOffsets(adm, out, true)
 	if fmt.Sprint(outEnds) != fmt.Sprint(outLSO) {
 		bad("%s: output last stable offsets %v, high watermarks %v: a transaction left open", label, outLSO, outEnds)
 	}
-	dctx, dcancel := ctxFor(10 * time.Second)
-	defer dcancel()
-	txns, err := adm.DescribeTransactions(dctx, txnID)
-	if d := txns[txnID]; err != nil || d.Err != nil || d.State != "CompleteCommit" || d.ProducerID < 0 || len(d.Topics) != 0 {
-		bad("%s: DescribeTransactions: error %v/%v, state %q, producer id %d, partitions %v; expected CompleteCommit, none",
-			label, err, d.Err, d.State, d.ProducerID, d.Topics)
+	if p := eventually(10*time.Second, func() string {
+		dctx, dcancel := ctxFor(10 * time.Second)
+		defer dcancel()
+		txns, err := adm.DescribeTransactions(dctx, txnID)
+		if d := txns[txnID]; err != nil || d.Err != nil || d.State != "CompleteCommit" || d.ProducerID < 0 || len(d.Topics) != 0 {
+			return fmt.Sprintf("DescribeTransactions: error %v/%v, state %q, producer id %d, partitions %v; expected CompleteCommit, none",
+				err, d.Err, d.State, d.ProducerID, d.Topics)
+		}
+		return ""
+	}); p != "" {
+		bad("%s: %s", label, p)
 	}
 	return fmt.Sprintf("GroupTransactSession %.1fs (%d inputs, %d transactions committed, 1 aborted and its %d inputs reprocessed)",
 		time.Since(t0).Seconds(), eosN, commits, len(aborted))

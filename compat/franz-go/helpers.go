@@ -3,11 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
+
+// badLater records a problem that fails the run but does not stop the
+// phases after it (from the main goroutine only).
+func badLater(format string, args ...interface{}) {
+	late = append(late, fmt.Sprintf(format, args...))
+}
 
 // failing reports whether any problem has been recorded.
 func failing() bool {
@@ -34,10 +41,10 @@ func createTopic(adm *kadm.Client, topic string, parts int32) {
 
 // produceSpread sends records first..first+count-1 of the data set (key
 // keyOf(i), value valueOf(i)) to partition i % parts, idempotent with
-// acks=all, and returns where each landed.
-func produceSpread(topic string, parts int32, first, count int) map[int]where {
-	cl := newClient(kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerLinger(5*time.Millisecond))
+// acks=all, and returns where each landed. opts are added to the producer's.
+func produceSpread(topic string, parts int32, first, count int, opts ...kgo.Opt) map[int]where {
+	cl := newClient(append([]kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(5 * time.Millisecond)}, opts...)...)
 	defer cl.Close()
 	ctx, cancel := ctxFor(30 * time.Second)
 	defer cancel()
@@ -112,4 +119,31 @@ func committedOffsets(adm *kadm.Client, group, topic string) (map[int32]int64, e
 		}
 	})
 	return got, nil
+}
+
+// eventually retries check (which returns a problem, or "" when satisfied)
+// every 100 ms for up to limit, and returns its last answer. For state that
+// Kafka updates asynchronously after a call returns (transaction markers
+// are written after EndTxn answers), even where Odradek is synchronous.
+func eventually(limit time.Duration, check func() string) string {
+	ctx, cancel := ctxFor(limit)
+	defer cancel()
+	for {
+		problem := check()
+		if problem == "" || ctx.Err() != nil {
+			return problem
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func offsetsMatch(adm *kadm.Client, group, topic string, want map[int32]int64) string {
+	got, err := committedOffsets(adm, group, topic)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		return fmt.Sprintf("group %s has committed offsets %v (error %v) on %s, expected %v", group, got, err, topic, want)
+	}
+	return ""
 }

@@ -58,6 +58,9 @@ var (
 	bootstrap  string
 	problems   []string
 	problemsMu sync.Mutex
+
+	late         []string    // problems that do not stop the later phases, reported at the end
+	quorumClient *kgo.Client // the admin client's kgo client, for raw kmsg requests
 )
 
 func keyOf(i int) string { return fmt.Sprintf("key-%d", i%97) }
@@ -497,6 +500,7 @@ func main() {
 	admClient := newClient()
 	defer admClient.Close()
 	adm := kadm.NewClient(admClient)
+	quorumClient = admClient
 
 	adminPhase(adm, topic, txnTopic)
 	t0 := time.Now()
@@ -527,6 +531,12 @@ func main() {
 	}
 	if !failing() {
 		notes = append(notes, coopPhase(adm, topic, true))
+	}
+	if !failing() {
+		notes = append(notes, tourPhase(adm, topic))
+	}
+	for _, p := range late {
+		bad("%s", p)
 	}
 	if failing() {
 		problems[0] += " [topic " + topic + "]"
