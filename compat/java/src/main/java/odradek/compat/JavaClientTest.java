@@ -927,6 +927,9 @@ public final class JavaClientTest {
                 }
             }
             a.consumer.close(CloseOptions.timeout(Duration.ofMillis(remainingMs(20_000))));
+            if (leftAt == null) {
+                b.consumer.close(CloseOptions.timeout(Duration.ofMillis(remainingMs(20_000))));
+            }
         } catch (RuntimeException e) {
             if (e instanceof Abort) {
                 throw e;
@@ -935,10 +938,8 @@ public final class JavaClientTest {
         }
 
         // Every record exactly once, none skipped.
-        int total = 0;
         for (int q = 0; q < REB_PARTITIONS; q++) {
             List<Long> offs = seen.getOrDefault(q, List.of()).stream().sorted().toList();
-            total += offs.size();
             for (int j = 0; j < Math.max(offs.size(), ends.get(q)); j++) {
                 if (j >= offs.size() || offs.get(j) != j) {
                     bad(where + ": p" + q + ": offsets seen are not exactly 0.." + (ends.get(q) - 1) + " once each (at "
