@@ -126,9 +126,9 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def(
         "broker.id",
         Int,
-        Some("-1"),
+        Some("1"),
         Any,
-        "Legacy alias of node.id.",
+        "Legacy alias of node.id; set, it gives node.id, and node.id gives it.",
     ),
     def(
         "log.dirs",
@@ -1358,6 +1358,20 @@ impl BrokerConfig {
                 explicit.insert(key.clone(), value.clone());
             }
         }
+        // node.id and broker.id name one thing: either one set gives the other, as Kafka's
+        // KafkaConfig.populateSynonyms does, so tools reading broker.id see the node id.
+        for (set, alias) in [("node.id", "broker.id"), ("broker.id", "node.id")] {
+            if let Some(id) = explicit.get(set).filter(|id| !id.starts_with('-')).cloned() {
+                let other = explicit.entry(alias.to_string()).or_insert(id.clone());
+                if *other != id && !other.starts_with('-') {
+                    return Err(ConfigError::InvalidValue {
+                        key: "broker.id".into(),
+                        value: explicit["broker.id"].clone(),
+                        reason: format!("must equal node.id ({})", explicit["node.id"]),
+                    });
+                }
+            }
+        }
         let config = Self {
             explicit,
             ..Self::default()
@@ -1782,10 +1796,10 @@ impl BrokerConfig {
     }
 
     pub fn node_id(&self) -> i32 {
-        match self.explicit.get("node.id") {
-            Some(v) => v.parse().unwrap_or(1),
-            None => self.number("broker.id").filter(|&id| id >= 0).unwrap_or(1) as i32,
-        }
+        self.explicit
+            .get("node.id")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -2203,6 +2217,26 @@ mod tests {
 
     fn start_with(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
         BrokerConfig::from_layers([layer(pairs).as_slice()])
+    }
+
+    #[test]
+    fn node_id_and_broker_id_are_one_setting() {
+        for pairs in [&[("node.id", "3")][..], &[("broker.id", "3")][..]] {
+            let config = start_with(pairs).unwrap();
+            assert_eq!(config.node_id(), 3, "{pairs:?}");
+            assert_eq!(config.value("broker.id"), Some("3"), "{pairs:?}");
+            assert_eq!(config.value("node.id"), Some("3"), "{pairs:?}");
+        }
+        let config = start_with(&[]).unwrap();
+        assert_eq!(
+            (config.node_id(), config.value("broker.id")),
+            (1, Some("1"))
+        );
+        let err = start_with(&[("node.id", "3"), ("broker.id", "4")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "broker.id"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1316,16 +1316,9 @@ impl Log {
                 let header = header_of(&bytes, segment.log_path())?;
                 if header.max_timestamp() >= target && header.base_offset() >= self.log_start_offset
                 {
-                    let exact = batch::decompressed_records(&bytes)
-                        .ok()
-                        .and_then(|section| {
-                            batch::raw_records(&section)
-                                .map_while(Result::ok)
-                                .map(|r| batch::record_offset_and_timestamp(&header, &r))
-                                .find(|&(_, ts)| ts >= target)
-                        });
                     let (offset, timestamp) =
-                        exact.unwrap_or((header.base_offset(), header.max_timestamp()));
+                        first_record_where(&bytes, &header, |ts| ts >= target)
+                            .unwrap_or((header.base_offset(), header.max_timestamp()));
                     return Ok(Some(OffsetLookup { offset, timestamp }));
                 }
                 pos += bytes.len() as u64;
@@ -1334,16 +1327,37 @@ impl Log {
         Ok(None)
     }
 
-    /// ListOffsets `MAX_TIMESTAMP`: the offset holding the largest timestamp (KIP-734).
-    pub fn max_timestamp_offset(&self) -> Option<OffsetLookup> {
-        self.segments
-            .values()
-            .filter(|s| s.size() > 0)
-            .max_by_key(|s| s.max_timestamp())
-            .map(|s| OffsetLookup {
-                offset: s.offset_of_max_timestamp(),
-                timestamp: s.max_timestamp(),
-            })
+    /// ListOffsets `MAX_TIMESTAMP` (KIP-734): the first record holding the largest
+    /// timestamp. The segments know the batch; that batch is inflated for the record, as
+    /// Kafka does since KAFKA-16310 (a batch whose records cannot be read resolves to its
+    /// last offset). On a tie the earliest segment wins.
+    pub fn max_timestamp_offset(&self) -> Result<Option<OffsetLookup>, StorageError> {
+        let mut latest: Option<&LogSegment> = None;
+        for segment in self.segments.values().filter(|s| s.size() > 0) {
+            if latest.is_none_or(|l| segment.max_timestamp() > l.max_timestamp()) {
+                latest = Some(segment);
+            }
+        }
+        let Some(segment) = latest else {
+            return Ok(None);
+        };
+        let (timestamp, batch_last) = (segment.max_timestamp(), segment.offset_of_max_timestamp());
+        let relative = u32::try_from(batch_last.saturating_sub(segment.base_offset())).unwrap_or(0);
+        let mut pos = u64::from(segment.offset_index().position_for(relative));
+        while pos < segment.size() {
+            let bytes = read_batch_at(segment.file(), segment.log_path(), pos)?;
+            let header = header_of(&bytes, segment.log_path())?;
+            if header.last_offset() >= batch_last {
+                let offset = first_record_where(&bytes, &header, |ts| ts == timestamp)
+                    .map_or(batch_last, |(offset, _)| offset);
+                return Ok(Some(OffsetLookup { offset, timestamp }));
+            }
+            pos += bytes.len() as u64;
+        }
+        Ok(Some(OffsetLookup {
+            offset: batch_last,
+            timestamp,
+        }))
     }
 
     /// Syncs the log, then writes and syncs the producer-state snapshot and the active
@@ -1665,6 +1679,20 @@ fn first_batch_reaching(
     Ok(None)
 }
 
+/// The offset and timestamp of the first record of a batch whose timestamp passes `wanted`,
+/// inflating a compressed batch; `None` when there is none or the records cannot be read.
+fn first_record_where(
+    bytes: &[u8],
+    header: &BatchHeader<'_>,
+    wanted: impl Fn(i64) -> bool,
+) -> Option<(i64, i64)> {
+    let section = batch::decompressed_records(bytes).ok()?;
+    batch::raw_records(&section)
+        .map_while(Result::ok)
+        .map(|r| batch::record_offset_and_timestamp(header, &r))
+        .find(|&(_, ts)| wanted(ts))
+}
+
 /// Reads the whole batch starting at `pos`.
 pub(crate) fn read_batch_at(file: &File, path: &Path, pos: u64) -> Result<Vec<u8>, StorageError> {
     let mut header = [0u8; batch::HEADER_LEN];
@@ -1942,6 +1970,36 @@ mod tests {
     }
 
     #[test]
+    fn max_timestamp_is_the_first_record_holding_it_in_a_batch_compressed_or_not() {
+        use bytes::BufMut;
+        use odradek_protocol::batch::{Compression, build_batch};
+        for codec in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
+            log.append(batch(2, 1000), 0).unwrap();
+            // Offsets 2, 3, 4 at 1010, 1030, 1020: the batch's max is its middle record, and
+            // offset 5 has it again (a later record with the same timestamp loses).
+            let mut records = bytes::BytesMut::new();
+            for (offset_delta, timestamp_delta) in [(0u8, 10u8), (1, 30), (2, 20), (3, 30)] {
+                let body = [0u8, timestamp_delta << 1, offset_delta << 1, 1, 1, 0];
+                records.put_u8((body.len() as u8) << 1);
+                records.put_slice(&body);
+            }
+            let middle = build_batch(&batch(4, 1000), &records, 4, 1030, codec).unwrap();
+            log.append(middle, 0).unwrap();
+            log.append(batch(2, 1005), 0).unwrap();
+            assert_eq!(
+                log.max_timestamp_offset().unwrap(),
+                Some(OffsetLookup {
+                    offset: 3,
+                    timestamp: 1030
+                }),
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
     fn reopening_after_clean_close_and_after_a_crash_keeps_every_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), small_segments(), true).unwrap();
@@ -1994,7 +2052,7 @@ mod tests {
         assert!(!flushed.contains(&index), "{flushed:?}");
         assert_eq!(work.dir.as_deref(), Some(dir.path()));
         work.sync().unwrap();
-        let max_timestamp = log.max_timestamp_offset();
+        let max_timestamp = log.max_timestamp_offset().unwrap();
         assert_eq!(max_timestamp.map(|m| m.timestamp), Some(1029));
         let shared = std::sync::Mutex::new(log);
         Log::checkpoint_recovery_point(&shared).unwrap();
@@ -2018,7 +2076,7 @@ mod tests {
         fs::write(dir.path().join(format!("{stem}.index")), []).unwrap();
         let log = Log::open(dir.path(), small_segments(), false).unwrap();
         assert_eq!(log.log_end_offset(), 60);
-        assert_eq!(log.max_timestamp_offset(), max_timestamp);
+        assert_eq!(log.max_timestamp_offset().unwrap(), max_timestamp);
         assert_eq!(
             log.offset_for_timestamp(1001).unwrap(),
             Some(OffsetLookup {

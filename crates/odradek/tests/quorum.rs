@@ -44,6 +44,24 @@ async fn describe_quorum_reports_the_leader_its_epoch_and_the_committed_log() {
             .map(|v| (v.replica_id.0, v.log_end_offset))
             .collect();
         assert_eq!(voters, [(1, partition.high_watermark)], "v{version}");
+        if version >= 1 {
+            // v1+ carry the timestamps: the leader's own are now, as in Kafka
+            // (kafka-metadata-quorum shows them).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let leader = &partition.current_voters[0];
+            for (what, at) in [
+                ("last fetch", leader.last_fetch_timestamp),
+                ("last caught up", leader.last_caught_up_timestamp),
+            ] {
+                assert!(
+                    (now - 60_000..=now).contains(&at),
+                    "v{version}: {what} {at}, now {now}"
+                );
+            }
+        }
         assert!(
             response.nodes.is_empty(),
             "v{version}: a lone voter has no controller listener to list"

@@ -6,6 +6,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{DeleteTopicsRequest, DescribeClusterRequest, MetadataRequest};
 use rdkafka::Message;
 use rdkafka::message::Timestamp;
@@ -109,7 +110,7 @@ async fn segment_ms_rolls_a_segment_by_age() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_can_be_deleted_by_id_and_the_cluster_describes_itself() {
+async fn topics_can_be_described_and_deleted_by_id_and_the_cluster_describes_itself() {
     let broker = BrokerProcess::start();
     create_topic(&broker.addr, "by-id", 2, &[]).await;
     let metadata = raw_round_trip(
@@ -124,6 +125,27 @@ async fn topics_can_be_deleted_by_id_and_the_cluster_describes_itself() {
         .expect("topic");
     let id = topic.topic_id;
     assert!(!id.is_nil());
+    // The Java client's describeTopics by id sends the id with an empty name, not null.
+    let by_id = |id| {
+        raw_round_trip(
+            &broker.addr,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_topic_id(id)
+                    .with_name(Some(kafka_protocol::messages::TopicName("".into()))),
+            ])),
+            12,
+        )
+        .topics
+    };
+    let described = by_id(id);
+    assert_eq!(described.len(), 1);
+    assert_eq!(described[0].error_code, 0);
+    assert_eq!(
+        described[0].name.as_ref().map(|n| n.to_string()),
+        Some("by-id".into())
+    );
+    assert_eq!(described[0].partitions.len(), 2);
     let deleted = raw_round_trip(
         &broker.addr,
         &DeleteTopicsRequest::default()
@@ -154,6 +176,15 @@ async fn topics_can_be_deleted_by_id_and_the_cluster_describes_itself() {
     assert_eq!(
         again.responses[0].error_code,
         kafka_protocol::ResponseError::UnknownTopicId.code()
+    );
+    let gone = by_id(id);
+    assert_eq!(
+        (gone[0].error_code, gone[0].topic_id, gone[0].name.is_none()),
+        (
+            kafka_protocol::ResponseError::UnknownTopicId.code(),
+            id,
+            true
+        )
     );
 
     let cluster = raw_round_trip(&broker.addr, &DescribeClusterRequest::default(), 1);

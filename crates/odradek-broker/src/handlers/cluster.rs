@@ -266,15 +266,21 @@ impl Broker {
         let id = |node: u64| BrokerId(i32::try_from(node).unwrap_or(-1));
         let offset =
             |index: Option<u64>| index.map_or(0, |i| i64::try_from(i + 1).unwrap_or(i64::MAX));
+        // The leader is fetched from and caught up with itself now, as Kafka reports it;
+        // openraft does not time the others' fetches, so theirs stay unknown (-1).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let progress = |nodes: &std::collections::BTreeMap<u64, std::net::SocketAddr>| {
             nodes
                 .keys()
                 .map(|&node| {
+                    let timestamp = if node == status.node_id { now } else { -1 };
                     ReplicaState::default()
                         .with_replica_id(id(node))
                         .with_log_end_offset(offset(matched.get(&node).copied().flatten()))
-                        .with_last_fetch_timestamp(-1)
-                        .with_last_caught_up_timestamp(-1)
+                        .with_last_fetch_timestamp(timestamp)
+                        .with_last_caught_up_timestamp(timestamp)
                 })
                 .collect()
         };

@@ -73,7 +73,7 @@ impl Broker {
                                 offset: log.log_start_offset(),
                                 timestamp: -1,
                             })),
-                            MAX_TIMESTAMP => Ok(log.max_timestamp_offset()),
+                            MAX_TIMESTAMP => log.max_timestamp_offset(),
                             // Nothing is tiered: there is no tiered offset to report.
                             LATEST_TIERED => Ok(None),
                             t if t < 0 => return fail(ResponseError::InvalidRequest),

@@ -68,7 +68,13 @@ impl Broker {
             && self.config().auto_create_topics();
         let mut seen = BTreeMap::new();
         for requested in wanted {
-            let entry = match &requested.name {
+            // A topic id wins over the name, as in Kafka: the Java client sends an id with
+            // an empty (not null) name.
+            let by_name = requested
+                .name
+                .as_ref()
+                .filter(|_| requested.topic_id.is_nil());
+            let entry = match by_name {
                 Some(name) => {
                     let name = name.to_string();
                     if seen.insert(name.clone(), ()).is_some() {
