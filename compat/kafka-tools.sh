@@ -27,8 +27,9 @@
 #   kafka-producer-perf-test 20,000 records, --throughput -1, acks=all, with
 #                          --transactional-id and --transaction-duration-ms
 #   kafka-consumer-perf-test reads the 20,000 back (count and bytes)
-#   kafka-transactions     list, describe (the perf test's transactional id),
-#                          describe-producers on a partition
+#   kafka-transactions     list, describe (the perf test's transactional id, and
+#                          one left open by a killed producer), describe-producers
+#                          on a partition, abort (the open one)
 #   kafka-metadata-quorum  describe --status and --replication
 #
 # About 35 JVM starts; 40-60 s on a 2-core machine with a debug broker. The
@@ -227,13 +228,55 @@ check consumer-perf consumer-perf "$WORK/consumer-perf.out" $PN 100
 CRATE=$OUT
 
 # ---- kafka-transactions
+# A second transactional producer is killed (-9) in the middle of its
+# transaction once some of its records are acknowledged: its transaction stays
+# open (until the coordinator times it out, 60 s later), and is then aborted
+# by hand with `kafka-transactions abort`, as one would a hanging transaction.
+TX2="$T-open"
+# (1,200 records at 20/s: should the script itself be killed, it ends in a minute)
+( exec "$JAVA" "${JVM[@]}" -XX:SharedArchiveFile="$WORK/tools.jsa" -cp "$LIBS/*" $PPERF "${B[@]}" \
+    --topic "$TP" --num-records 1200 --record-size 10 --throughput 20 --reporting-interval 100 \
+    --transactional-id "$TX2" --transaction-duration-ms 600000 ) > "$WORK/open-producer.out" 2> "$WORK/open-producer.err" &
+OPEN_PID=$!
+echo "$PPERF ... --transactional-id $TX2 (killed once records are acknowledged)" > "$WORK/open-producer.cmd"
+trap 'kill -9 $OPEN_PID 2>/dev/null; [ -n "${KEEP_OUTPUT:-}" ] || rm -rf "$WORK"' EXIT
+trap 'exit 1' TERM INT
+until grep -q 'records sent' "$WORK/open-producer.out"; do
+  kill -0 $OPEN_PID 2>/dev/null || { details open-producer; fail "open-producer: the transactional producer exited before any record was acknowledged"; }
+  [ "$(left 60)" -gt 30 ] || { details open-producer; fail "open-producer: no record acknowledged"; }
+  sleep 0.2
+done
+kill -9 $OPEN_PID; wait $OPEN_PID 2>/dev/null
+grep -q 'Exception' "$WORK/open-producer.err" && { details open-producer; fail "open-producer: $(grep -m1 Exception "$WORK/open-producer.err")"; }
+runs=$((runs + 1))
 tool txn-list $TXNS "${B[@]}" list
-check txn-list txn-list "$WORK/txn-list.out" "$TX"
+check txn-list txn-list "$WORK/txn-list.out" "$TX" CompleteCommit
 PID=$OUT
+check txn-list txn-list "$WORK/txn-list.out" "$TX2" Ongoing
+PID2=$OUT
 tool txn-describe $TXNS "${B[@]}" describe --transactional-id "$TX"
-check txn-describe txn-describe "$WORK/txn-describe.out" "$TX" "$PID"
-tool txn-producers $TXNS "${B[@]}" describe-producers --topic "$TP" --partition 0
-check txn-producers txn-producers "$WORK/txn-producers.out" "$PID" $PN
+check txn-describe txn-describe "$WORK/txn-describe.out" "$TX" "$PID" CompleteCommit "$TP"
+tool txn-describe-open $TXNS "${B[@]}" describe --transactional-id "$TX2"
+check txn-describe-open txn-describe "$WORK/txn-describe-open.out" "$TX2" "$PID2" Ongoing "$TP"
+OPEN_PARTS=$OUT # the partitions of the open transaction
+P2=${OPEN_PARTS%% *}
+tool txn-producers $TXNS "${B[@]}" describe-producers --topic "$TP" --partition "$P2"
+# the perf test's producer wrote every partition and committed; the killed one is open
+check txn-producers txn-producers "$WORK/txn-producers.out" "$PID" committed $PN
+check txn-producers txn-producers "$WORK/txn-producers.out" "$PID2" open $PN
+START2=$OUT
+for p in $OPEN_PARTS; do
+  if [ "$p" != "$P2" ]; then # rarely more than one partition: find each one's start offset
+    tool txn-producers-$p $TXNS "${B[@]}" describe-producers --topic "$TP" --partition "$p"
+    check txn-producers-$p txn-producers "$WORK/txn-producers-$p.out" "$PID2" open $PN
+    OPEN_START=$OUT
+  else
+    OPEN_START=$START2
+  fi
+  tool txn-abort-$p $TXNS "${B[@]}" abort --topic "$TP" --partition "$p" --start-offset "$OPEN_START"
+done
+tool txn-producers-aborted $TXNS "${B[@]}" describe-producers --topic "$TP" --partition "$P2"
+check txn-producers-aborted txn-producers "$WORK/txn-producers-aborted.out" "$PID2" committed $PN
 
 # ---- kafka-metadata-quorum
 tool quorum-status $QUORUM "${B[@]}" describe --status
@@ -254,4 +297,4 @@ fi
 
 echo "$NAME: OK $runs tool runs in $((SECONDS - START)) s; topic $T: partitions $COUNTS (sizes $SIZES)," \
   "group reset and delete-records checked; perf: $PN records ($PRATE produced, $CRATE msg/s consumed)," \
-  "transactional id $TX committed (producer $PID); quorum leader $QLEADER"
+  "transaction $TX committed, $TX2 left open and aborted with kafka-transactions abort; quorum leader $QLEADER"

@@ -324,37 +324,58 @@ def consumer_perf(path, n, size):
 
 # ---- kafka-transactions ----------------------------------------------------------------
 
-def txn_list(path, txid):
+def txn_list(path, txid, state):
     rows = [r for r in table(read(path), "TransactionalId") if r["TransactionalId"] == txid]
     need(len(rows) == 1, f"{txid} listed {len(rows)} times")
     r = rows[0]
-    need(r["TransactionState"] == "CompleteCommit", f"{txid}: TransactionState {r['TransactionState']}, expected CompleteCommit")
+    need(r["TransactionState"] == state, f"{txid}: TransactionState {r['TransactionState']}, expected {state}")
     need(re.fullmatch(r"\d+", r["ProducerId"]) and re.fullmatch(r"\d+", r["Coordinator"]), f"row {r}")
     print(r["ProducerId"])
 
 
-def txn_describe(path, txid, pid):
+def txn_describe(path, txid, pid, state, topic):
+    """A committed transaction lists no partitions; an open one lists the
+    partitions it wrote (all of topic), printed."""
     rows = table(read(path), "CoordinatorId")
     need(len(rows) == 1, f"{len(rows)} rows")
     r = rows[0]
     need(r["TransactionalId"] == txid, f"TransactionalId {r['TransactionalId']}")
     need(r["ProducerId"] == pid, f"ProducerId {r['ProducerId']}, list said {pid}")
-    need(r["TransactionState"] == "CompleteCommit", f"TransactionState {r['TransactionState']}, expected CompleteCommit")
+    need(r["TransactionState"] == state, f"TransactionState {r['TransactionState']}, expected {state}")
     need(r["TransactionTimeoutMs"] == "60000", f"TransactionTimeoutMs {r['TransactionTimeoutMs']}, expected the producer's default 60000")
-    need(r["TopicPartitions"] == "", f"TopicPartitions {r['TopicPartitions']!r} after the commit, expected none")
     need(re.fullmatch(r"\d+", r["ProducerEpoch"]), f"ProducerEpoch {r['ProducerEpoch']}")
+    parts = [p for p in r["TopicPartitions"].split(",") if p]
+    if state == "Ongoing":
+        need(parts, "no TopicPartitions for the open transaction")
+        start, dur = int(r["CurrentTransactionStartTimeMs"]), int(r["TransactionDurationMs"])
+        need(abs(start + dur - time.time() * 1000) < 60_000 and 0 <= dur < 120_000,
+             f"CurrentTransactionStartTimeMs {start} TransactionDurationMs {dur}: not a transaction started just now")
+        nums = []
+        for p in parts:
+            t, _, n = p.rpartition("-")
+            need(t == topic and n.isdigit(), f"TopicPartitions {r['TopicPartitions']!r}: {p} is not a partition of {topic}")
+            nums.append(int(n))
+        print(" ".join(map(str, sorted(nums))))
+    else:
+        need(not parts, f"TopicPartitions {r['TopicPartitions']!r} after the commit, expected none")
 
 
-def txn_producers(path, pid, end_offset):
+def txn_producers(path, pid, want, records):
+    """The producer's row on the partition: committed (no open transaction) or
+    open (CurrentTransactionStartOffset a number, printed)."""
     rows = [r for r in table(read(path), "ProducerId") if r["ProducerId"] == pid]
     need(len(rows) == 1, f"producer {pid} listed {len(rows)} times")
     r = rows[0]
-    need(r["CurrentTransactionStartOffset"] == "None", f"CurrentTransactionStartOffset {r['CurrentTransactionStartOffset']}, expected None (committed)")
+    start = r["CurrentTransactionStartOffset"]
+    if want == "open":
+        need(re.fullmatch(r"\d+", start), f"producer {pid}: CurrentTransactionStartOffset {start!r}, expected an offset (open transaction)")
+    else:
+        need(start == "None", f"producer {pid}: CurrentTransactionStartOffset {start}, expected None (no open transaction)")
     seq = int(r["LastSequence"])
-    need(0 <= seq < int(end_offset), f"LastSequence {seq}, the partition ends at offset {end_offset}")
+    need(0 <= seq < int(records), f"producer {pid}: LastSequence {seq}, it sent fewer than {records} records")
     now = time.time() * 1000
-    need(now - 600_000 < int(r["LastTimestamp"]) < now + 60_000, f"LastTimestamp {r['LastTimestamp']} not recent")
-    print(seq)
+    need(now - 600_000 < int(r["LastTimestamp"]) < now + 60_000, f"producer {pid}: LastTimestamp {r['LastTimestamp']} not recent")
+    print(start)
 
 
 # ---- kafka-metadata-quorum ---------------------------------------------------------------
