@@ -153,3 +153,65 @@ async fn incremental_sessions_send_only_what_changed() {
     );
     drop(stream);
 }
+
+/// A partition that returned records goes to the back of its session, as in Kafka, so with
+/// byte limits smaller than a batch (only the first partition with data may exceed them)
+/// the partitions take turns rather than the first one being read to its end first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_take_turns_in_a_session() {
+    let broker = BrokerProcess::start();
+    create_topic(&broker.addr, "turns", 2, &[]).await;
+    let client = producer(&broker.addr, &[("acks", "all")]);
+    for p in 0..2 {
+        for i in 0..3 {
+            delivered(enqueue(
+                &client,
+                FutureRecord::<(), _>::to("turns")
+                    .partition(p)
+                    .payload(&format!("record {i}")),
+            ))
+            .await
+            .expect("send");
+        }
+    }
+    let tiny = |index, offset| partition(index, offset).with_partition_max_bytes(1);
+    let with_records = |response: &FetchResponse| -> Vec<i32> {
+        carried(response)
+            .into_iter()
+            .filter(|(_, _, bytes)| *bytes > 0)
+            .map(|(_, p, _)| p)
+            .collect()
+    };
+    let mut stream = raw_connect(&broker.addr);
+    let full = fetch(
+        &mut stream,
+        0,
+        0,
+        vec![("turns", vec![tiny(0, 0), tiny(1, 0)])],
+        vec![],
+    );
+    let session = full.session_id;
+    assert_ne!(session, 0);
+    assert_eq!(
+        with_records(&full),
+        [0],
+        "only the first partition's batch fits"
+    );
+    // Partition 0 moves on by the batch it got; partition 1 is now first in the session.
+    let second = fetch(
+        &mut stream,
+        session,
+        1,
+        vec![("turns", vec![tiny(0, 1)])],
+        vec![],
+    );
+    assert_eq!(with_records(&second), [1], "partition 1's turn");
+    let third = fetch(
+        &mut stream,
+        session,
+        2,
+        vec![("turns", vec![tiny(1, 1)])],
+        vec![],
+    );
+    assert_eq!(with_records(&third), [0], "partition 0's turn again");
+}

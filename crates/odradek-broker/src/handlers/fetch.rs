@@ -2,7 +2,7 @@
 //! passes (woken by appends, not by polling), and keeps incremental fetch sessions
 //! (KIP-227) so consumers of many partitions send and receive only what changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -158,18 +158,35 @@ impl FetchSessions {
         Ok(session.targets.clone())
     }
 
-    fn remember(&self, id: i32, reported: &[(TopicKey, i32, Reported)]) {
+    /// Records what this response told the client, and sends the partitions that returned
+    /// records to the back of the session, as Kafka's sessions do: the next incremental
+    /// fetch reads the others first, so under `max_bytes` and `partition_max_bytes` the
+    /// partitions take turns instead of the first ones starving the rest (KIP-227).
+    fn remember(
+        &self,
+        id: i32,
+        reported: &[(TopicKey, i32, Reported)],
+        returned_records: &HashSet<(TopicKey, i32)>,
+    ) {
         let mut sessions = self.lock();
-        if let Some(session) = sessions.get_mut(&id) {
-            for (topic, partition, r) in reported {
-                if let Some((_, last)) = session
-                    .targets
-                    .iter_mut()
-                    .find(|(t, _)| &t.topic == topic && t.partition == *partition)
-                {
-                    *last = Some(r.clone());
-                }
+        let Some(session) = sessions.get_mut(&id) else {
+            return;
+        };
+        for (topic, partition, r) in reported {
+            if let Some((_, last)) = session
+                .targets
+                .iter_mut()
+                .find(|(t, _)| &t.topic == topic && t.partition == *partition)
+            {
+                *last = Some(r.clone());
             }
+        }
+        if !returned_records.is_empty() {
+            let (mut waiting, served): (Vec<_>, Vec<_>) = std::mem::take(&mut session.targets)
+                .into_iter()
+                .partition(|(t, _)| !returned_records.contains(&(t.topic.clone(), t.partition)));
+            waiting.extend(served);
+            session.targets = waiting;
         }
     }
 
@@ -697,7 +714,11 @@ impl Broker {
         let incremental = matches!(mode, SessionMode::Incremental(_));
         let mut topics: Vec<FetchableTopicResponse> = Vec::new();
         let mut reported = Vec::new();
+        let mut returned_records = HashSet::new();
         for ((target, last), read) in targets.into_iter().zip(reads) {
+            if read.bytes > 0 {
+                returned_records.insert((target.topic.clone(), target.partition));
+            }
             let unchanged = incremental
                 && read.bytes == 0
                 && read.data.error_code == 0
@@ -750,7 +771,8 @@ impl Broker {
         let session_id = match mode {
             SessionMode::None => 0,
             SessionMode::Full(id) | SessionMode::Incremental(id) => {
-                self.fetch_sessions.remember(id, &reported);
+                self.fetch_sessions
+                    .remember(id, &reported, &returned_records);
                 id
             }
         };
