@@ -25,7 +25,30 @@
 //  5. a transactional producer commits a transaction, aborts one, commits
 //     another; a read_committed consumer (kgo.FetchIsolationLevel) sees exactly
 //     the committed records in order, a read_uncommitted one all three, and
-//     the last stable offset (kadm ListCommittedOffsets) is the end offset.
+//     the last stable offset (kadm ListCommittedOffsets) is the end offset;
+//  6. GroupTransactSession (eos.go): consume-transform-produce from a
+//     3-partition input to a 3-partition output, one transaction per poll;
+//     one attempt is ended with TryAbort and its inputs must be polled again;
+//     read_committed sees exactly one output per input, read_uncommitted the
+//     aborted attempt too, the group's offsets end at the input's end;
+//  7. a cooperative-sticky group (coop.go): member A alone on 6 partitions,
+//     B joins (A gives up 3 in an incremental rebalance and keeps 3), both
+//     consume, B leaves (A takes its 3 back); offsets are committed only in
+//     OnPartitionsRevoked and only for the revoked partitions
+//     (BlockRebalanceOnPoll); every record exactly once, committed offsets
+//     = end offsets after close;
+//  8. the same with KIP-848 (kgo.ServerSideBalancer, the broker's uniform
+//     assignor);
+//  9. the kadm tour (tour.go): CreatePartitions, AlterTopicConfigs
+//     (incremental SET/DELETE, INVALID_CONFIG), ListOffsets (start, end,
+//     after a millisecond), DeleteRecords, CommitOffsets/FetchOffsets/Lag/
+//     DeleteOffsets/DescribeGroups/ListGroups/DeleteGroups, DescribeLogDirs,
+//     DescribeBrokerConfigs, Describe/ListTransactions and DescribeProducers
+//     on an open transaction, DescribeQuorum (raw kmsg: kadm has none),
+//     ApiVersions with its features, and the ACL calls (SECURITY_DISABLED).
+//
+// Every topic and group is named after the first topic; a passing run
+// deletes them all.
 package main
 
 import (
@@ -527,6 +550,9 @@ func main() {
 		notes = append(notes, eosPhase(adm, topic))
 	}
 	if !failing() {
+		notes = append(notes, eosRebalancePhase(adm, topic))
+	}
+	if !failing() {
 		notes = append(notes, coopPhase(adm, topic, false))
 	}
 	if !failing() {
@@ -537,6 +563,9 @@ func main() {
 	}
 	for _, p := range late {
 		bad("%s", p)
+	}
+	if failing() {
+		fmt.Fprintf(os.Stderr, "  phases: %s\n", strings.Join(notes, ", "))
 	}
 	if failing() {
 		problems[0] += " [topic " + topic + "]"
