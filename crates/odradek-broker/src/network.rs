@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use odradek_protocol::{buffers, frame};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -226,11 +225,12 @@ impl FrameReader {
         Ok(frame)
     }
 
-    /// Reads what the socket has: into the pooled frame up to its end, else into the buffer.
-    fn read_from(&mut self, reader: &OwnedReadHalf) -> std::io::Result<usize> {
+    /// Reads what the stream has: into the pooled frame up to its end, else into the
+    /// buffer. Cancel-safe (a cancelled read has read nothing), so it can wait in a select.
+    async fn read_from<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
         if let Some(pooled) = &mut self.pooled {
             let rest = pooled.len - pooled.bytes.len();
-            return reader.try_read_buf(&mut (&mut pooled.bytes).limit(rest));
+            return reader.read_buf(&mut (&mut pooled.bytes).limit(rest)).await;
         }
         // Room for the rest of a frame whose size is known, so a frame too large for the pool
         // lands in as few allocations as possible. Kafka allocates the whole frame on its
@@ -244,7 +244,7 @@ impl FrameReader {
             None if spare < 1024 => self.buf.reserve(READ_BUFFER),
             _ => {}
         }
-        reader.try_read_buf(&mut self.buf)
+        reader.read_buf(&mut self.buf).await
     }
 
     fn release_if_drained(&mut self) {
@@ -259,8 +259,9 @@ impl FrameReader {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Serves one client connection, whatever carries its bytes (plain TCP, or TLS over it).
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
@@ -269,7 +270,7 @@ async fn connection(
     debug!(%peer, "connection opened");
     let metrics = broker.metrics.clone();
     metrics.connections.get_or_create(&LISTENER).inc();
-    let (reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     // Boxed entries keep the channel's preallocated block small on idle connections.
     let (queue, mut pending) = mpsc::channel::<Box<Outgoing>>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_metrics = metrics.clone();
@@ -348,19 +349,12 @@ async fn connection(
         }
         frames.release_if_drained();
         tokio::select! {
-            ready = reader.readable() => {
-                if let Err(e) = ready {
+            read = frames.read_from(&mut reader) => match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
                     debug!(%peer, error = %e, "read failed; closing");
                     break;
-                }
-                match frames.read_from(&reader) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        debug!(%peer, error = %e, "read failed; closing");
-                        break;
-                    }
                 }
             },
             _ = shutdown.changed() => break,
