@@ -142,6 +142,8 @@ def broker_configs(path, broker):
     cfg = config_lines(text)
     need(len(cfg) >= 50, f"only {len(cfg)} configs listed")
     need(cfg.get("node.id", ("",))[0] == broker, f"node.id {cfg.get('node.id')}, expected {broker}")
+    # KRaft Kafka copies node.id into broker.id
+    need(cfg.get("broker.id", ("",))[0] == broker, f"broker.id {cfg.get('broker.id')}, expected {broker} (node.id)")
     for name, default in [("num.partitions", "1"), ("log.retention.hours", "168"),
                           ("message.max.bytes", "1048588"), ("log.segment.bytes", "1073741824"),
                           ("auto.create.topics.enable", "true")]:
