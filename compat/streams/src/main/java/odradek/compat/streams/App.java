@@ -70,6 +70,11 @@ final class App {
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 300);
         // Purge the repartition topic (DeleteRecords) at most every second.
         p.put(StreamsConfig.REPARTITION_PURGE_INTERVAL_MS_CONFIG, 1000);
+        // Internal topics roll a segment every 2 s of record time, so that the
+        // broker's log cleaner compacts the changelogs while the application
+        // runs and the restarted instances restore from compacted logs.
+        p.put(StreamsConfig.topicPrefix("segment.ms"), 2000);
+        p.put(StreamsConfig.topicPrefix("min.cleanable.dirty.ratio"), 0.1);
         // replication.factor is left at Streams' default (-1: the broker's).
         // A member killed with kill -9 leaves the group after the session
         // timeout (the broker's minimum by default); then the restarted one

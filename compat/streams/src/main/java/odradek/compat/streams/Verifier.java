@@ -222,7 +222,7 @@ final class Verifier {
             Map<String, TopicDescription> internal =
                 admin.describeTopics(List.of(changelog, wchangelog, repartition)).allTopicNames().get(30, TimeUnit.SECONDS);
             Map<String, Long> changelogLast = new HashMap<>();
-            long changelogRecords;
+            long changelogRecords, changelogOffsets;
             try (KafkaConsumer<byte[], byte[]> cc = consumer()) {
                 List<TopicPartition> ctps = partitions(cc, changelog);
                 cc.assign(ctps);
@@ -234,6 +234,7 @@ final class Verifier {
                     changelogLast.put(new String(r.key(), java.nio.charset.StandardCharsets.UTF_8), decodeLong(r.value()));
                 })) problem("could not read " + changelog + " to its end " + end);
                 changelogRecords = n[0];
+                changelogOffsets = end.values().stream().mapToLong(Long::longValue).sum();
             }
             if (!changelogLast.equals(cnt.expected)) {
                 long wrong = cnt.expected.entrySet().stream().filter(e -> !e.getValue().equals(changelogLast.get(e.getKey()))).count();
@@ -264,9 +265,9 @@ final class Verifier {
 
             figures.append(String.format(
                 "%d lines, %d words (%d distinct, %d word-windows); read_committed: %d count + %d window records, "
-                    + "complete after %d ms; changelog %d records; repartition purged to %d in %d/%d partitions",
+                    + "complete after %d ms; word-counts changelog %d records (%d after compaction); repartition purged to %d in %d/%d partitions",
                 lines, Input.totalWords(lines), cnt.expected.size(), win.expected.size(), cnt.records, win.records,
-                tComplete, changelogRecords, purgedRecords, purged, rstart.size()));
+                tComplete, changelogOffsets, changelogRecords, purgedRecords, purged, rstart.size()));
         }
         if (!problems.isEmpty()) {
             System.out.println(problems.size() + " problem(s), first: " + problems.get(0));
