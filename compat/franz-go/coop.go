@@ -1,6 +1,6 @@
 package main
 
-// Phase 6/7: two members of one group on a 6-partition topic, the second
+// Phases 8/9: two members of one group on a 6-partition topic, the second
 // joining while the first is consuming, then leaving again; offsets are
 // committed only in OnPartitionsRevoked, and only for the revoked partitions.
 // Classic protocol with kgo's cooperative-sticky balancer (KIP-429

@@ -1,6 +1,6 @@
 package main
 
-// Phase 8: exactly-once consume-transform-produce with kgo's
+// Phase 6: exactly-once consume-transform-produce with kgo's
 // GroupTransactSession, from an input topic to an output topic, with one
 // attempt aborted on purpose.
 

@@ -1,6 +1,6 @@
 package main
 
-// Phase 6b: a second GroupTransactSession joins the group while the first
+// Phase 7: a second GroupTransactSession joins the group while the first
 // is in the middle of a transaction. The first session's transaction must
 // be aborted (kgo aborts when partitions were revoked before End) and its
 // inputs reprocessed, by whichever session owns them afterwards; the output
@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -160,6 +161,7 @@ func eosRebalancePhase(adm *kadm.Client, base string) string {
 	var revoked []int32
 	select {
 	case revoked = <-s1.revoked:
+		sort.Slice(revoked, func(a, b int) bool { return revoked[a] < revoked[b] })
 	case <-ctx.Done():
 		bad("%s: S1 had no partitions revoked after S2 joined", label)
 		return ""
@@ -207,6 +209,6 @@ func eosRebalancePhase(adm *kadm.Client, base string) string {
 	if p := eventually(10*time.Second, func() string { return offsetsMatch(adm, group, in, ends) }); p != "" {
 		bad("%s: at the end: %s", label, p)
 	}
-	return fmt.Sprintf("2 sessions %.1fs (S2 took %v; S1's open transaction of %d aborted; %d+%d commits)",
+	return fmt.Sprintf("2 sessions %.1fs (S1 gave %v to S2 with a transaction of %d inputs open: aborted; %d+%d commits)",
 		time.Since(t0).Seconds(), revoked, spanning, s1.commits, s2.commits)
 }

@@ -31,15 +31,20 @@
 //     one attempt is ended with TryAbort and its inputs must be polled again;
 //     read_committed sees exactly one output per input, read_uncommitted the
 //     aborted attempt too, the group's offsets end at the input's end;
-//  7. a cooperative-sticky group (coop.go): member A alone on 6 partitions,
-//     B joins (A gives up 3 in an incremental rebalance and keeps 3), both
-//     consume, B leaves (A takes its 3 back); offsets are committed only in
-//     OnPartitionsRevoked and only for the revoked partitions
-//     (BlockRebalanceOnPoll); every record exactly once, committed offsets
-//     = end offsets after close;
-//  8. the same with KIP-848 (kgo.ServerSideBalancer, the broker's uniform
+//  7. a second GroupTransactSession (eos2.go) joins while the first has a
+//     transaction open on a 4-partition input: once the first has had
+//     partitions revoked, its End(TryCommit) must abort; both sessions then
+//     process the rest; every aborted input polled again, read_committed sees
+//     exactly one output per input, the group's offsets end at the input's end;
+//  8. a cooperative-sticky group (coop.go): member A alone on 6 partitions
+//     reads part of each, B joins (A gives up 3 in an incremental rebalance
+//     and keeps 3), both consume, B leaves (A takes its 3 back); offsets are
+//     committed only in OnPartitionsRevoked and only for the revoked
+//     partitions (BlockRebalanceOnPoll); every record exactly once,
+//     committed offsets = end offsets after close;
+//  9. the same with KIP-848 (kgo.ServerSideBalancer, the broker's uniform
 //     assignor);
-//  9. the kadm tour (tour.go): CreatePartitions, AlterTopicConfigs
+//  10. the kadm tour (tour.go): CreatePartitions, AlterTopicConfigs
 //     (incremental SET/DELETE, INVALID_CONFIG), ListOffsets (start, end,
 //     after a millisecond), DeleteRecords, CommitOffsets/FetchOffsets/Lag/
 //     DeleteOffsets/DescribeGroups/ListGroups/DeleteGroups, DescribeLogDirs,

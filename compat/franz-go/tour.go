@@ -1,6 +1,6 @@
 package main
 
-// Phase 9: the kadm admin tour on a fresh topic "<topic>-adm", each call
+// Phase 10: the kadm admin tour on a fresh topic "<topic>-adm", each call
 // checked for what it must answer (Kafka's answers, on a broker without an
 // authorizer).
 
