@@ -228,6 +228,7 @@ func coopPhase(adm *kadm.Client, base string, kip848 bool) string {
 	}, a) {
 		return ""
 	}
+	aFirst := len(r.seen)
 	if len(r.seen) >= coopN/2 {
 		a.mu.Lock()
 		badLater("%s: member A read %d records before it had read from all %d partitions (last offsets %v); Kafka moves a partition that returned data to the end of the fetch session (KIP-227), so that partitions take turns",
@@ -350,8 +351,8 @@ func coopPhase(adm *kadm.Client, base string, kip848 bool) string {
 	if lg, ok := listed[group]; err != nil || !ok || lg.GroupType != groupType {
 		bad("%s: ListGroups: error %v, listed %v, type %q; expected type %q", label, err, ok, lg.GroupType, groupType)
 	}
-	return fmt.Sprintf("%s group %.1fs (B took %v from A, read %d, left)", name, time.Since(t0).Seconds(),
-		revokes[0], bRead)
+	return fmt.Sprintf("%s group %.1fs (A read %d from all %d partitions, B took %v from A, read %d, left)",
+		name, time.Since(t0).Seconds(), aFirst, coopParts, revokes[0], bRead)
 }
 
 // describeTwo checks the group as described while A and B are both in it.
