@@ -14,9 +14,11 @@
 #                          broker: --describe --all
 #   kafka-console-producer 300 keyed lines (--property parse.key=true)
 #   kafka-console-consumer --from-beginning --max-messages 300 with
-#                          print.key/partition/offset, without and with --group
-#   kafka-get-offsets      --time -1 (= records per partition), --time -2 after
-#                          kafka-delete-records
+#                          print.key/partition/offset/timestamp, without and
+#                          with --group
+#   kafka-get-offsets      --time -1 (= records per partition), -3 (the record
+#                          with the largest timestamp, from the consumer's
+#                          print.timestamp), --time -2 after kafka-delete-records
 #   kafka-consumer-groups  --list, --describe (CURRENT-OFFSET, LOG-END-OFFSET,
 #                          LAG), --describe --state, --reset-offsets
 #                          --to-earliest and --to-offset --execute, --delete
@@ -68,6 +70,10 @@ left() { local l=$((HARD_LIMIT - 3 - (SECONDS - START))); [ "$l" -lt "$1" ] && e
 command -v "$JAVA" >/dev/null || fail "no java on PATH (run compat/setup)"
 command -v python3 >/dev/null || fail "no python3 on PATH"
 
+# a broker must answer there (else every tool would retry for its full timeout)
+python3 -c 'import socket, sys; h, _, p = sys.argv[1].rpartition(":"); socket.create_connection((h.strip("[]"), int(p)), 5).close()' \
+  "${BOOTSTRAP%%,*}" 2>/dev/null || fail "nothing accepts connections at ${BOOTSTRAP%%,*}"
+
 RAND="$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 T="compat-kafka-tools-$RAND"   # the topic the person works with
 TP="$T-perf"                   # the perf tests' topic
@@ -83,7 +89,8 @@ details() {
   {
     echo "--- $1: $(cat "$WORK/$1.cmd")"
     sed 's/^/  out| /' "$WORK/$1.out" | head -40
-    sed 's/^/  err| /' "$WORK/$1.err" | grep -v 'is deprecated and will be removed' | head -40
+    # (a client retrying prints the same warning many times)
+    grep -v 'is deprecated and will be removed' "$WORK/$1.err" | awk '!seen[$0]++' | sed 's/^/  err| /' | head -40
   } >&2
 }
 
@@ -170,14 +177,18 @@ IN="$WORK/input.tsv" tool console-producer $PRODUCER "${B[@]}" --topic "$T" --pr
 if grep -qE 'Exception|ERROR' "$WORK/console-producer.err"; then
   details console-producer; fail "console-producer: $(grep -m1 -E 'Exception|ERROR' "$WORK/console-producer.err")"
 fi
-PRINT=(--property print.key=true --property print.partition=true --property print.offset=true)
+PRINT=(--property print.key=true --property print.partition=true --property print.offset=true --property print.timestamp=true)
 tool console-consumer $CONSUMER "${B[@]}" --topic "$T" --from-beginning --max-messages $N --timeout-ms 40000 "${PRINT[@]}"
 check console-consumer console-consume "$WORK/console-consumer.out" "$WORK/console-consumer.err" "$WORK/input.tsv" "$T" 4
-COUNTS=$OUT # "p:records ..." per partition
+COUNTS=$(sed -n 1p <<< "$OUT") # "p:records ..." per partition
+MAXTS=$(sed -n 2p <<< "$OUT")  # "p:offset ..." of each partition's max-timestamp record
 
-# ---- kafka-get-offsets: the end offsets are the records per partition
+# ---- kafka-get-offsets: the end offsets are the records per partition; -3
+# (max timestamp) the first record with the partition's largest timestamp
 tool offsets-latest $OFFSETS "${B[@]}" --topic "$T" --time -1
 check offsets-latest get-offsets "$WORK/offsets-latest.out" "$T" "$COUNTS"
+tool offsets-max-timestamp $OFFSETS "${B[@]}" --topic "$T" --time -3
+check offsets-max-timestamp get-offsets "$WORK/offsets-max-timestamp.out" "$T" "$MAXTS"
 
 # ---- the console consumer in a group, then kafka-consumer-groups
 tool console-consumer-group $CONSUMER "${B[@]}" --topic "$T" --group "$G" --from-beginning --max-messages $N --timeout-ms 40000 "${PRINT[@]}"

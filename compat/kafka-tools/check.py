@@ -156,17 +156,21 @@ def broker_configs(path, broker):
 # ---- console producer / consumer -------------------------------------------------
 
 def console_consume(path, errpath, inpath, topic, npart):
-    """ConsoleConsumer output (print.partition/offset/key) against the lines the
-    console producer read: every record exactly once, per partition offsets
-    0..n-1 in produce order, each key in one partition. Prints 'p:count ...'."""
+    """ConsoleConsumer output (print.timestamp/partition/offset/key) against the
+    lines the console producer read: every record exactly once, per partition
+    offsets 0..n-1 in produce order, each key in one partition. Prints
+    'p:count ...' and, on a second line, 'p:offset ...' of each non-empty
+    partition's max-timestamp record."""
     sent = [l.split("\t", 1) for l in read(inpath).splitlines()]
     got = []
+    stamps = {}
     for line in read(path).splitlines():
         if re.fullmatch(r"Option --property is deprecated .*", line):
             continue  # Kafka 4 prints this on stdout; --formatter-property is the new name
-        m = re.fullmatch(r"Partition:(\d+)\tOffset:(\d+)\t([^\t]*)\t(.*)", line)
+        m = re.fullmatch(r"CreateTime:(\d+)\tPartition:(\d+)\tOffset:(\d+)\t([^\t]*)\t(.*)", line)
         need(m, f"unexpected output line {line!r}")
-        got.append((int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
+        got.append((int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)))
+        stamps[(int(m.group(2)), int(m.group(3)))] = int(m.group(1))
     need(re.search(rf"Processed a total of {len(sent)} messages", read(errpath)),
          f"no 'Processed a total of {len(sent)} messages' (printed {len(got)} records)")
     need(len(got) == len(sent), f"{len(got)} records printed, {len(sent)} sent")
@@ -185,6 +189,14 @@ def console_consume(path, errpath, inpath, topic, npart):
             need(key_part.setdefault(k, p) == p, f"key {k} in partitions {key_part[k]} and {p}")
     need(sum(counts.values()) == len(sent), "records in partitions outside 0..%d" % (int(npart) - 1))
     print(" ".join(f"{p}:{n}" for p, n in sorted(counts.items())))
+    # ListOffsets MAX_TIMESTAMP (kafka-get-offsets --time -3), as Kafka answers it:
+    # the first record of the partition carrying its largest timestamp
+    maxts = []
+    for p, n in sorted(counts.items()):
+        if n:
+            top = max(stamps[(p, o)] for o in range(n))
+            maxts.append(f"{p}:{min(o for o in range(n) if stamps[(p, o)] == top)}")
+    print(" ".join(maxts))
 
 
 # ---- kafka-get-offsets ---------------------------------------------------------------
