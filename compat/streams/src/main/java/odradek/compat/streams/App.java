@@ -82,6 +82,12 @@ final class App {
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 6000);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), 1500);
 
+        // STREAMS_EXTRA="key=value,..." adds or overrides Streams configs (to explore).
+        for (String kv : System.getenv().getOrDefault("STREAMS_EXTRA", "").split(",")) {
+            int eq = kv.indexOf('=');
+            if (eq > 0) p.put(kv.substring(0, eq).trim(), kv.substring(eq + 1).trim());
+        }
+        System.err.println("app: configs " + p);
         KafkaStreams streams = new KafkaStreams(topology(input, counts, windowCounts), p);
         CountDownLatch done = new CountDownLatch(1);
         int[] rc = {0};

@@ -121,7 +121,13 @@ public final class Main {
         long sum = -1;
         try (Admin admin = admin(bootstrap)) {
             while (System.nanoTime() < deadline) {
-                sum = committedSum(admin, group, topic);
+                try {
+                    sum = committedSum(admin, group, topic);
+                } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+                    System.err.println("wait: " + e);  // the broker restarting: try again
+                    Thread.sleep(500);
+                    continue;
+                }
                 if (sum >= min) {
                     System.out.println(sum);
                     return 0;
