@@ -3,7 +3,10 @@
 // partition:
 //   R <partition> <offset> <key> <value>        (key/value as UTF-8, "null" when null)
 //   E <partition> <start offset> <end offset> <records read>
-// Run with the source launcher: java -cp 'target/kafka-dist/libs/*' TopicDump.java HOST:PORT TOPIC
+// Run with the source launcher:
+//   java -cp 'target/kafka-dist/libs/*' TopicDump.java HOST:PORT TOPIC [read_committed]
+// (with read_committed the end offsets are the last stable offsets and only committed
+// records are read; transaction markers are never records)
 import java.time.Duration;
 import java.util.*;
 import org.apache.kafka.clients.consumer.*;
@@ -16,6 +19,7 @@ public class TopicDump {
         p.put("bootstrap.servers", args[0]);
         p.put("enable.auto.commit", "false");
         p.put("allow.auto.create.topics", "false");
+        if (args.length > 2) p.put("isolation.level", args[2]);
         String topic = args[1];
         long deadline = System.currentTimeMillis() + 60_000;
         try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
