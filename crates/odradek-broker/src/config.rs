@@ -6,6 +6,8 @@
 //! DescribeConfigs does.
 
 use std::collections::BTreeMap;
+
+use odradek_security::{ClientAuth, PemInput, PemSource, TlsSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -394,7 +396,105 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         ConfigType::String,
         Some("PLAINTEXT:PLAINTEXT"),
         Any,
-        "Maps listener names to security protocols; a listener whose protocol is not PLAINTEXT stops start-up until TLS and SASL land.",
+        "Maps listener names to security protocols: PLAINTEXT and SSL are served; a SASL listener stops start-up until SASL lands.",
+    ),
+    def(
+        "ssl.keystore.type",
+        ConfigType::String,
+        Some("JKS"),
+        Any,
+        "The key store's format; Odradek reads PEM only (set PEM).",
+    ),
+    def(
+        "ssl.keystore.location",
+        ConfigType::String,
+        None,
+        Any,
+        "A PEM file with the broker's private key and certificate chain.",
+    ),
+    def(
+        "ssl.keystore.password",
+        Password,
+        None,
+        Any,
+        "Not used with PEM key stores (refused, as Kafka refuses it).",
+    ),
+    def(
+        "ssl.keystore.certificate.chain",
+        Password,
+        None,
+        Any,
+        "The broker's certificate chain as PEM text (KIP-651), with ssl.keystore.key.",
+    ),
+    def(
+        "ssl.keystore.key",
+        Password,
+        None,
+        Any,
+        "The broker's private key as PEM text (KIP-651), with ssl.keystore.certificate.chain.",
+    ),
+    def(
+        "ssl.key.password",
+        Password,
+        None,
+        Any,
+        "The password of an encrypted private key; encrypted keys are not read yet (refused).",
+    ),
+    def(
+        "ssl.truststore.type",
+        ConfigType::String,
+        Some("JKS"),
+        Any,
+        "The trust store's format; Odradek reads PEM only (set PEM).",
+    ),
+    def(
+        "ssl.truststore.location",
+        ConfigType::String,
+        None,
+        Any,
+        "A PEM file of the CA certificates that sign client certificates.",
+    ),
+    def(
+        "ssl.truststore.password",
+        Password,
+        None,
+        Any,
+        "Not used with PEM trust stores (refused, as Kafka refuses it).",
+    ),
+    def(
+        "ssl.truststore.certificates",
+        Password,
+        None,
+        Any,
+        "The trusted CA certificates as PEM text (KIP-651).",
+    ),
+    def(
+        "ssl.client.auth",
+        ConfigType::String,
+        Some("none"),
+        OneOf(&["required", "requested", "none"]),
+        "Whether SSL listeners ask clients for a certificate: required (mTLS), requested, or none.",
+    ),
+    def(
+        "ssl.enabled.protocols",
+        List,
+        Some("TLSv1.2,TLSv1.3"),
+        Any,
+        "The TLS versions SSL listeners accept.",
+    ),
+    def(
+        "ssl.protocol",
+        ConfigType::String,
+        Some("TLSv1.3"),
+        Any,
+        "Accepted for compatibility; ssl.enabled.protocols decides.",
+    ),
+    def(
+        "ssl.cipher.suites",
+        List,
+        Some(""),
+        Any,
+        "Cipher suites by IANA name; empty: the TLS library's defaults (AES-GCM and ChaCha20-Poly1305 with ECDHE), which the JVM enables too.",
     ),
     def(
         "offsets.topic.replication.factor",
@@ -1494,15 +1594,163 @@ impl BrokerConfig {
                     reason: format!("no security protocol is mapped for listener {name}"),
                 });
             }
-            if !protocol.eq_ignore_ascii_case("PLAINTEXT") {
+            if protocol.to_ascii_uppercase().starts_with("SASL") {
                 return Err(refuse(
                     "listeners",
                     listeners,
-                    format!("listener {name} would use {protocol}; only PLAINTEXT is served"),
+                    format!("listener {name} would use {protocol}; PLAINTEXT and SSL are served"),
+                ));
+            }
+            let controller = self
+                .controller_listener_names()
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name));
+            if protocol.eq_ignore_ascii_case("SSL") && controller {
+                return Err(refuse(
+                    "listeners",
+                    listeners,
+                    format!(
+                        "controller listener {name} would use SSL; controllers speak PLAINTEXT"
+                    ),
                 ));
             }
         }
+        let client_listeners = listeners
+            .split(',')
+            .map(str::trim)
+            .filter(|l| {
+                l.split_once("://").is_some_and(|(name, _)| {
+                    !self
+                        .controller_listener_names()
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(name))
+                })
+            })
+            .count();
+        if client_listeners > 1 {
+            return Err(refuse(
+                "listeners",
+                listeners,
+                "one client listener is served (besides the controller's)".into(),
+            ));
+        }
+        if self.client_security_protocol() == "SSL" {
+            self.tls_settings()?;
+        }
         Ok(())
+    }
+
+    /// The security protocol of the client listener: `PLAINTEXT` or `SSL`.
+    pub fn client_security_protocol(&self) -> String {
+        let listeners = self.value("listeners").unwrap_or_default();
+        let listener = self.client_listener(listeners);
+        let Some((name, _)) = listener.split_once("://") else {
+            return "PLAINTEXT".into();
+        };
+        self.security_protocol_map()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or_else(
+                || name.to_ascii_uppercase(),
+                |(_, p)| p.to_ascii_uppercase(),
+            )
+    }
+
+    /// The SSL listener's settings, every key checked; the files are read when the
+    /// listener starts (`TlsSettings::server_config`).
+    pub fn tls_settings(&self) -> Result<TlsSettings, ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::InvalidValue {
+            key: key.into(),
+            value: self.value(key).unwrap_or_default().into(),
+            reason: reason.into(),
+        };
+        for store in ["ssl.keystore.type", "ssl.truststore.type"] {
+            if !self
+                .value(store)
+                .unwrap_or_default()
+                .eq_ignore_ascii_case("PEM")
+            {
+                return Err(invalid(
+                    store,
+                    "Odradek reads PEM key and trust stores only: set PEM (JKS and PKCS12 are Java formats; `keytool`/`openssl pkcs12` convert them)",
+                ));
+            }
+        }
+        for password in ["ssl.keystore.password", "ssl.truststore.password"] {
+            if self.value(password).is_some() {
+                return Err(invalid(
+                    password,
+                    "a PEM store has no password (as in Kafka)",
+                ));
+            }
+        }
+        if self.value("ssl.key.password").is_some() {
+            return Err(invalid(
+                "ssl.key.password",
+                "encrypted private keys are not read yet: give the key unencrypted",
+            ));
+        }
+        let pem = |file: &str, inline: &str| -> Result<Option<PemInput>, ConfigError> {
+            match (self.value(file), self.value(inline)) {
+                (Some(_), Some(_)) => Err(invalid(
+                    inline,
+                    &format!("set either {file} or {inline}, not both"),
+                )),
+                (Some(path), None) => Ok(Some(PemInput {
+                    config: file.into(),
+                    source: PemSource::File(path.into()),
+                })),
+                (None, Some(text)) => Ok(Some(PemInput {
+                    config: inline.into(),
+                    source: PemSource::Inline(text.into()),
+                })),
+                (None, None) => Ok(None),
+            }
+        };
+        let chain = pem("ssl.keystore.location", "ssl.keystore.certificate.chain")?.ok_or_else(|| {
+            invalid(
+                "ssl.keystore.location",
+                "an SSL listener needs the broker's key and certificate: set ssl.keystore.location (or ssl.keystore.certificate.chain and ssl.keystore.key)",
+            )
+        })?;
+        let key = match &chain.source {
+            PemSource::File(_) => chain.clone(),
+            PemSource::Inline(_) => PemInput {
+                config: "ssl.keystore.key".into(),
+                source: PemSource::Inline(
+                    self.value("ssl.keystore.key")
+                        .ok_or_else(|| {
+                            invalid(
+                                "ssl.keystore.key",
+                                "ssl.keystore.certificate.chain needs the key beside it",
+                            )
+                        })?
+                        .into(),
+                ),
+            },
+        };
+        let client_auth = match self.value("ssl.client.auth").unwrap_or("none") {
+            "required" => ClientAuth::Required,
+            "requested" => ClientAuth::Requested,
+            _ => ClientAuth::None,
+        };
+        let list = |key: &str| -> Vec<String> {
+            self.value(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(TlsSettings {
+            chain,
+            key,
+            trust: pem("ssl.truststore.location", "ssl.truststore.certificates")?,
+            client_auth,
+            protocols: list("ssl.enabled.protocols"),
+            cipher_suites: list("ssl.cipher.suites"),
+        })
     }
 
     /// `listener.security.protocol.map` as (listener name, security protocol) pairs.
@@ -2240,12 +2488,21 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_promise_tls_sasl_or_a_quorum_stop_start_up() {
+    fn settings_that_promise_sasl_several_listeners_or_a_quorum_stop_start_up() {
+        // An SSL listener is served, but not without its key store.
+        let err = start_with(&[("listeners", "SSL://127.0.0.1:9093")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "ssl.keystore.type"),
+            "{err}"
+        );
         for pairs in [
-            &[("listeners", "SSL://127.0.0.1:9093")][..],
             &[(
                 "listeners",
                 "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094",
+            )][..],
+            &[(
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9094",
             )],
             &[
                 ("listeners", "CLIENTS://127.0.0.1:9092"),

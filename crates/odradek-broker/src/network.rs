@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use odradek_protocol::{buffers, frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -44,9 +45,9 @@ fn api_of(frame: &[u8]) -> ApiLabel {
     }
 }
 
-const LISTENER: ListenerLabel = ListenerLabel {
-    listener: "PLAINTEXT",
-};
+/// How long a client has to finish its TLS handshake: a connection that opens and says
+/// nothing must not hold its slot (or a task) for longer.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits for room in `queued.max.request.bytes` for a request of `size` bytes. While it
 /// waits, this connection reads nothing more: that is the backpressure.
@@ -74,11 +75,19 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves clients until `shutdown` turns true, then stops accepting, lets every connection
 /// finish the requests it has read, and returns.
+///
+/// With `tls`, every connection is a TLS session (an SSL listener); its handshake runs in
+/// the connection's own task, so a slow client delays only itself.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let label = ListenerLabel {
+        listener: if tls.is_some() { "SSL" } else { "PLAINTEXT" },
+    };
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut connections = JoinSet::new();
     let limits = broker.config().connection_limits();
     let counts = Arc::new(ConnectionCounts::default());
@@ -95,8 +104,19 @@ pub async fn serve(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let context = ConnectionContext { idle_timeout: limits.idle_timeout, queued: queued.clone(), _slot: slot };
-                    connections.spawn(connection(stream, peer, broker.clone(), shutdown.clone(), context));
+                    let context = ConnectionContext { idle_timeout: limits.idle_timeout, queued: queued.clone(), label: label.clone(), _slot: slot };
+                    let (broker, shutdown) = (broker.clone(), shutdown.clone());
+                    match tls.clone() {
+                        None => connections.spawn(connection(stream.into_split(), peer, broker, shutdown, context)),
+                        Some(acceptor) => connections.spawn(async move {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => connection(tokio::io::split(stream), peer, broker, shutdown, context).await,
+                                // A plaintext client on a TLS port lands here too.
+                                Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed; closing"),
+                                Err(_) => info!(%peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake not finished in time; closing"),
+                            }
+                        }),
+                    };
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -169,6 +189,8 @@ impl ConnectionCounts {
 
 struct ConnectionContext {
     idle_timeout: std::time::Duration,
+    /// The listener's security protocol, for metrics.
+    label: ListenerLabel,
     /// `queued.max.request.bytes`: the shared budget and its size.
     queued: Option<(Arc<Semaphore>, usize)>,
     _slot: Slot,
@@ -225,12 +247,11 @@ impl FrameReader {
         Ok(frame)
     }
 
-    /// Reads what the stream has: into the pooled frame up to its end, else into the
-    /// buffer. Cancel-safe (a cancelled read has read nothing), so it can wait in a select.
-    async fn read_from<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> std::io::Result<usize> {
+    /// Where the next bytes go: into the pooled frame up to its end, else into the buffer.
+    fn target(&mut self) -> ReadTarget<'_> {
         if let Some(pooled) = &mut self.pooled {
             let rest = pooled.len - pooled.bytes.len();
-            return reader.read_buf(&mut (&mut pooled.bytes).limit(rest)).await;
+            return ReadTarget::Pooled((&mut pooled.bytes).limit(rest));
         }
         // Room for the rest of a frame whose size is known, so a frame too large for the pool
         // lands in as few allocations as possible. Kafka allocates the whole frame on its
@@ -244,7 +265,7 @@ impl FrameReader {
             None if spare < 1024 => self.buf.reserve(READ_BUFFER),
             _ => {}
         }
-        reader.read_buf(&mut self.buf).await
+        ReadTarget::Buffer(&mut self.buf)
     }
 
     fn release_if_drained(&mut self) {
@@ -259,9 +280,52 @@ impl FrameReader {
     }
 }
 
-/// Serves one client connection, whatever carries its bytes (plain TCP, or TLS over it).
-async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
-    stream: S,
+enum ReadTarget<'a> {
+    Pooled(bytes::buf::Limit<&'a mut Vec<u8>>),
+    Buffer(&'a mut BytesMut),
+}
+
+/// A connection's read side, filling a [`FrameReader`]. Cancel-safe: a fill that is
+/// cancelled (by the idle deadline or shutdown) has read nothing.
+trait FrameSource: Send {
+    fn fill(
+        &mut self,
+        frames: &mut FrameReader,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+/// Plain TCP waits for readability before it takes a buffer, so an idle connection holds
+/// none.
+impl FrameSource for OwnedReadHalf {
+    async fn fill(&mut self, frames: &mut FrameReader) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            let read = match frames.target() {
+                ReadTarget::Pooled(mut rest) => self.try_read_buf(&mut rest),
+                ReadTarget::Buffer(buf) => self.try_read_buf(buf),
+            };
+            match read {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
+    }
+}
+
+/// TLS reads through rustls, which holds its own record buffers for the session anyway,
+/// so the buffer is taken before the bytes arrive.
+impl<S: AsyncRead + Send> FrameSource for ReadHalf<S> {
+    async fn fill(&mut self, frames: &mut FrameReader) -> std::io::Result<usize> {
+        match frames.target() {
+            ReadTarget::Pooled(mut rest) => self.read_buf(&mut rest).await,
+            ReadTarget::Buffer(buf) => self.read_buf(buf).await,
+        }
+    }
+}
+
+/// Serves one client connection, plain TCP or a TLS session over it, given its two halves.
+async fn connection(
+    (mut reader, mut writer): (impl FrameSource, impl AsyncWrite + Send + Unpin + 'static),
     peer: SocketAddr,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
@@ -269,8 +333,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
 ) {
     debug!(%peer, "connection opened");
     let metrics = broker.metrics.clone();
-    metrics.connections.get_or_create(&LISTENER).inc();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    metrics.connections.get_or_create(&context.label).inc();
     // Boxed entries keep the channel's preallocated block small on idle connections.
     let (queue, mut pending) = mpsc::channel::<Box<Outgoing>>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_metrics = metrics.clone();
@@ -349,7 +412,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         }
         frames.release_if_drained();
         tokio::select! {
-            read = frames.read_from(&mut reader) => match read {
+            read = reader.fill(&mut frames) => match read {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -366,6 +429,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
     drop(queue);
     let _ = write_task.await;
-    metrics.connections.get_or_create(&LISTENER).dec();
+    metrics.connections.get_or_create(&context.label).dec();
     debug!(%peer, "connection closed");
 }

@@ -442,6 +442,13 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         } else {
             None
         };
+        // An SSL listener's key, certificates and trust store are read now: a mistake stops
+        // start-up naming its config key, not the first client's handshake.
+        let tls = if roles.broker && config.client_security_protocol() == "SSL" {
+            Some(config.tls_settings()?.server_config()?)
+        } else {
+            None
+        };
         let controller_listen = config.quorum()?.listen;
         let data_dir = config.data_dir();
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -533,7 +540,7 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         tokio::spawn(broker.clone().run_retention());
         tokio::spawn(broker.clone().run_recovery_checkpoints());
         tokio::spawn(broker.clone().run_cleaner());
-        odradek_broker::serve(listener, broker.clone(), stopped).await;
+        odradek_broker::serve(listener, tls, broker.clone(), stopped).await;
         broker.controlled_shutdown().await;
         tokio::task::block_in_place(|| broker.shutdown()).context("clean shutdown")?;
         info!("clean shutdown complete");

@@ -63,9 +63,21 @@ impl BrokerProcess {
 
     /// Starts a broker with extra environment variables, kept across restarts.
     pub fn start_with_env(data_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut broker = Self::unstarted(data_dir, args, env);
+        broker.launch();
+        broker
+    }
+
+    /// Runs a broker on a fresh data dir that must refuse to start with these arguments,
+    /// and returns its output (see [`Self::start_expecting_exit`]).
+    pub fn refused_start(args: &[&str]) -> std::process::Output {
+        Self::unstarted(None, args, &[]).start_expecting_exit()
+    }
+
+    fn unstarted(data_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_path_buf);
-        let mut broker = Self {
+        Self {
             child: None,
             addr: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
@@ -77,9 +89,7 @@ impl BrokerProcess {
                 .collect(),
             log_path: tmp.path().join("broker.log"),
             _tmp: tmp,
-        };
-        broker.launch();
-        broker
+        }
     }
 
     fn launch(&mut self) {
