@@ -38,6 +38,9 @@ pub struct ConsumerMember {
     pub rebalance_timeout: Duration,
     /// What the member was last told it owns.
     pub assigned: Assignment,
+    /// The member epoch at which it got each partition it owns (KIP-1251's assignment
+    /// epochs): a commit made at an older epoch is still good for a partition it owned then.
+    assigned_at: BTreeMap<(Uuid, i32), i32>,
     /// Partitions it was told to give up and has not yet confirmed giving up.
     pub revoking: Assignment,
     /// What the member last reported owning.
@@ -146,6 +149,7 @@ impl ConsumerMember {
             server_assignor: None,
             rebalance_timeout: Duration::ZERO,
             assigned: Assignment::new(),
+            assigned_at: BTreeMap::new(),
             revoking: Assignment::new(),
             owned: Assignment::new(),
             last_seen: now,
@@ -247,6 +251,13 @@ impl ConsumerState {
         for (t, ps) in &current.revoking {
             m.owned.entry(*t).or_default().extend(ps);
         }
+        // The records keep no assignment epochs: taken as the member's epoch, so older
+        // commits are refused after a restart, as before KIP-1251.
+        m.assigned_at = current
+            .assigned
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(|p| ((*t, *p), current.member_epoch)))
+            .collect();
         m.assigned = current.assigned;
         m.revoking = current.revoking;
     }
@@ -557,6 +568,7 @@ impl ConsumerState {
                 if let Some(mine) = member.assigned.get_mut(t) {
                     for p in ps {
                         mine.remove(p);
+                        member.assigned_at.remove(&(*t, *p));
                     }
                 }
                 for p in ps {
@@ -567,8 +579,9 @@ impl ConsumerState {
         } else if member.revoking.is_empty() {
             for (t, ps) in &target {
                 for p in ps {
-                    if !contains(&taken, t, *p) {
+                    if !contains(&taken, t, *p) && !contains(&member.assigned, t, *p) {
                         insert(&mut member.assigned, *t, *p);
+                        member.assigned_at.insert((*t, *p), epoch);
                     }
                 }
             }
@@ -595,17 +608,24 @@ impl ConsumerState {
         expired
     }
 
-    /// Checks an OffsetCommit/OffsetFetch member epoch (KIP-848 fencing).
-    pub fn check_epoch(&self, member_id: &str, epoch: i32) -> Option<ResponseError> {
+    /// Checks the member epoch of an offset commit of `partitions` (KIP-848 fencing, with
+    /// KIP-1251's assignment epochs, as Kafka 4.3): the current epoch is good; an older one
+    /// is good for partitions the member already owned at that epoch (its heartbeat moved
+    /// the epoch on while the commit was on its way); a newer one never.
+    pub fn check_epoch(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        partitions: &[(Uuid, i32)],
+    ) -> Option<ResponseError> {
         let Some(m) = self.members.get(member_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
-        if epoch > m.epoch {
-            Some(ResponseError::FencedMemberEpoch)
-        } else if epoch < m.epoch {
-            Some(ResponseError::StaleMemberEpoch)
-        } else {
+        let owned_then = |p: &(Uuid, i32)| m.assigned_at.get(p).is_some_and(|&at| at <= epoch);
+        if epoch == m.epoch || (epoch < m.epoch && partitions.iter().all(owned_then)) {
             None
+        } else {
+            Some(ResponseError::StaleMemberEpoch)
         }
     }
 
@@ -672,10 +692,31 @@ mod tests {
                 assert!(!contains(&kept, t, *p) && contains(&all, t, *p));
             }
         }
-        assert_eq!(g.check_epoch("b", b3.member_epoch), None);
+        let given: Vec<(Uuid, i32)> = given
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(|p| (*t, *p)))
+            .collect();
+        assert_eq!(g.check_epoch("b", b3.member_epoch, &given), None);
         assert_eq!(
-            g.check_epoch("b", b3.member_epoch - 1),
+            g.check_epoch("b", b3.member_epoch - 1, &given),
+            Some(ResponseError::StaleMemberEpoch),
+            "b got these partitions at its current epoch"
+        );
+        assert_eq!(
+            g.check_epoch("b", b3.member_epoch + 1, &given),
             Some(ResponseError::StaleMemberEpoch)
+        );
+        // a kept its partitions across the epoch bump: a commit of them at its old epoch
+        // (sent before the heartbeat that moved it) still lands (KIP-1251).
+        let kept: Vec<(Uuid, i32)> = kept
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(|p| (*t, *p)))
+            .collect();
+        assert_eq!(g.check_epoch("a", a.member_epoch, &kept), None);
+        assert_eq!(
+            g.check_epoch("a", a.member_epoch, &given),
+            Some(ResponseError::StaleMemberEpoch),
+            "a gave those up"
         );
     }
 

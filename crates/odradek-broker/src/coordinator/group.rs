@@ -787,13 +787,15 @@ impl Group {
         self.set_state(GroupState::Dead);
     }
 
-    /// Whether an OffsetCommit from this member and generation may write, per Kafka's rules:
-    /// simple commits (generation < 0, no member) only to an empty group.
+    /// Whether an OffsetCommit of `partitions` (topic id, partition) from this member and
+    /// generation may write, per Kafka's rules: simple commits (generation < 0, no member)
+    /// only to an empty group.
     pub fn check_commit(
         &mut self,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        partitions: &[(uuid::Uuid, i32)],
         now: Instant,
     ) -> Option<ResponseError> {
         use ResponseError::*;
@@ -807,7 +809,7 @@ impl Group {
             return None;
         }
         if let Some(c) = &self.consumer {
-            return c.check_epoch(member_id, generation);
+            return c.check_epoch(member_id, generation, partitions);
         }
         let Some(member) = self.members.get_mut(member_id) else {
             return Some(UnknownMemberId);
@@ -1076,27 +1078,27 @@ mod tests {
 
         // Commits: members of the current generation only; simple commits only when empty.
         assert_eq!(
-            g.check_commit(&a, None, 0, now),
+            g.check_commit(&a, None, 0, &[], now),
             Some(ResponseError::IllegalGeneration)
         );
         assert_eq!(
-            g.check_commit("stranger", None, 1, now),
+            g.check_commit("stranger", None, 1, &[], now),
             Some(ResponseError::UnknownMemberId)
         );
         assert_eq!(
-            g.check_commit("", None, -1, now),
+            g.check_commit("", None, -1, &[], now),
             Some(ResponseError::UnknownMemberId)
         );
         assert_eq!(
-            g.check_commit(&a, None, 1, now),
+            g.check_commit(&a, None, 1, &[], now),
             Some(ResponseError::RebalanceInProgress),
             "awaiting SyncGroup"
         );
         g.sync(&a, None, 1, (None, None), vec![], now);
-        assert_eq!(g.check_commit(&a, None, 1, now), None);
+        assert_eq!(g.check_commit(&a, None, 1, &[], now), None);
         assert_eq!(g.leave(&a, None, now, &l), None);
         assert_eq!(g.state, GroupState::Empty);
-        assert_eq!(g.check_commit("", None, -1, now), None);
+        assert_eq!(g.check_commit("", None, -1, &[], now), None);
     }
 
     #[test]

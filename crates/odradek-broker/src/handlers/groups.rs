@@ -556,6 +556,18 @@ impl Broker {
         }
     }
 
+    /// The (topic id, partition) pairs an offset commit names, for KIP-1251's check of
+    /// the member's assignment epochs; unknown topics are left out (they fail on their own).
+    pub(crate) fn committed_partitions<'a, P: Iterator<Item = i32>>(
+        &self,
+        topics: impl Iterator<Item = (&'a str, P)>,
+    ) -> Vec<(uuid::Uuid, i32)> {
+        topics
+            .filter_map(|(name, partitions)| Some((self.logs.topic(name)?.id, partitions)))
+            .flat_map(|(id, partitions)| partitions.map(move |p| (id, p)))
+            .collect()
+    }
+
     pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> Reply {
         let group_id = request.group_id.to_string();
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
@@ -574,6 +586,12 @@ impl Broker {
                     &request.member_id,
                     request.group_instance_id.as_deref(),
                     request.generation_id_or_member_epoch,
+                    &self.committed_partitions(request.topics.iter().map(|t| {
+                        (
+                            t.name.as_str(),
+                            t.partitions.iter().map(|p| p.partition_index),
+                        )
+                    })),
                     Instant::now(),
                 ),
                 None if simple => {

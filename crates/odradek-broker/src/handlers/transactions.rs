@@ -704,6 +704,12 @@ impl Broker {
                             &request.member_id,
                             request.group_instance_id.as_deref(),
                             request.generation_id,
+                            &self.committed_partitions(request.topics.iter().map(|t| {
+                                (
+                                    t.name.as_str(),
+                                    t.partitions.iter().map(|p| p.partition_index),
+                                )
+                            })),
                             std::time::Instant::now(),
                         )
                     })
