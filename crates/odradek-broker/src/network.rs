@@ -347,7 +347,14 @@ async fn connection(
                 continue;
             }
             let sending = tokio::time::Instant::now();
-            if let Err(e) = writer.write_all_buf(&mut frame).await {
+            // The flush matters for TLS: rustls may keep the tail of a response encrypted
+            // in its buffer when the socket was full, and only a flush (or a later write)
+            // sends it; the client would wait for it forever. On plain TCP it does nothing.
+            let written = match writer.write_all_buf(&mut frame).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 debug!(%peer, error = %e, "write failed; closing");
                 return;
             }

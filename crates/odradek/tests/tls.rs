@@ -299,3 +299,84 @@ fn bad_tls_settings_stop_start_up_naming_the_key() {
         assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
     }
 }
+
+/// A fetch response of 12 MiB, many times the socket buffers, to a client that reads it
+/// slowly: the writer is held back by the full socket again and again (rustls buffering
+/// each record until the socket takes it), and the response must still arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_response_reaches_a_slow_reader_whole() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use std::io::Write;
+    use std::sync::Arc;
+
+    let pki = Pki::new();
+    let args: Vec<String> = pki
+        .broker_args()
+        .into_iter()
+        .map(|a| a.replace("ssl.client.auth=required", "ssl.client.auth=none"))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = BrokerProcess::start_with(&args);
+    let producer: FutureProducer = pki
+        .client(&broker.addr, None)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let record = vec![7u8; 512 << 10];
+    for i in 0..24 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to("big").payload(&record),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+    }
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, raw_connect(&broker.addr));
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(64 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName("big".into()))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(64 << 20),
+                ]),
+        ]);
+    tls.write_all(&request_frame(&request, 12, 1))
+        .expect("send fetch");
+    tls.flush().expect("flush");
+    // A slow reader (not a synchronisation: the case under test): 16 KiB every 2 ms.
+    let mut slow = SlowReader(&mut tls);
+    let frame = read_frame(&mut slow).expect("the whole response (10 s read timeout)");
+    let (_, response) = decode_response::<FetchRequest>(frame, 12);
+    let got = carried(&response);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].2 >= 24 * (512 << 10), "{got:?}");
+}
+
+struct SlowReader<'a, R>(&'a mut R);
+
+impl<R: std::io::Read> std::io::Read for SlowReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(2));
+        let n = buf.len().min(16 << 10);
+        self.0.read(&mut buf[..n])
+    }
+}

@@ -470,7 +470,7 @@ pub fn request_frame<R: Request>(request: &R, version: i16, correlation_id: i32)
 }
 
 /// Reads one size-prefixed response frame (without its size).
-pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+pub fn read_frame(stream: &mut impl Read) -> std::io::Result<Bytes> {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size)?;
     let size = i32::from_be_bytes(size);
